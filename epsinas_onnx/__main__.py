@@ -1,0 +1,5 @@
+import sys
+
+from epsinas_onnx.cli import main
+
+sys.exit(main())

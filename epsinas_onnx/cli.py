@@ -1,0 +1,293 @@
+"""The epsinas-onnx command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from epsinas_onnx.errors import UserError
+from epsinas_onnx.inputs import NORMS, SYNTHETIC
+
+FORMATS = click.Choice(["table", "json", "csv"])
+
+BN_GAMMA_HELP = (
+    "BatchNorm gamma: 'w' (default) sets it to the shared weight as the reference code does; "
+    "'one' follows the paper's prose, which on NAS-Bench-201 inverts the ranking "
+    "(Spearman -0.77 instead of +0.89)."
+)
+
+
+def weights_option(default=(1e-7, 1.0)):
+    return click.option(
+        "--weights", nargs=2, type=float, default=default, show_default=True, metavar="W1 W2",
+        help="The two constant shared weights (NAS-Bench-201 1e-7 1; NAS-Bench-101 1e-4 10; NAS-Bench-NLP 1e-5 1e-3).",
+    )
+
+
+def policy_options(fn):
+    fn = click.option("--bn-gamma", type=click.Choice(["w", "one"]), default="w", show_default=True, help=BN_GAMMA_HELP)(fn)
+    fn = click.option(
+        "--bias", type=click.Choice(["zero", "w"]), default=None,
+        help="Biases: 'zero' (the reference for CNNs) or 'w' (NAS-Bench-NLP's cells). Default: zero, "
+        "unless the model's metadata says otherwise.",
+    )(fn)
+    fn = click.option(
+        "--embedding", type=click.Choice(["uniform", "keep"]), default="uniform", show_default=True,
+        help="Embedding tables: U(0, 1) from a fixed seed (the reference), or keep the model's values.",
+    )(fn)
+    return fn
+
+
+def input_options(fn):
+    options = [
+        click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz with 'images' or one array, or .npy; NHWC uint8 or NCHW float32) or, for token models, a text file."),
+        click.option("--batch-size", type=int, default=256, show_default=True),
+        click.option("--shuffle-seed", type=int, default=None, help="Draw the batch at random with this seed instead of taking the first items."),
+        click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True, help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays."),
+        click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None, help="Synthetic images instead of --data (fed as they are, no --norm)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs and default tokens."),
+        click.option("--seq-len", type=int, default=70, show_default=True, help="Time steps for token models."),
+        click.option("--token-layout", type=click.Choice(["seq-first", "batch-first"]), default=None, help="Token input layout; default: from the model's fixed dims, else seq-first."),
+        click.option("--input", "input_name", default=None, help="The model input to feed, when it has several."),
+        click.option("--output", default=None, help="The model output to score (default: the first)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="epsinas-onnx")
+def cli():
+    """epsinas: rank untrained networks with two constant shared weights."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@weights_option()
+@input_options
+@policy_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
+          input_name, output, device, threads, bn_gamma, bias, embedding, fmt):
+    """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
+    from epsinas_onnx.scorer import score as score_model
+
+    result = score_model(
+        model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
+        synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
+        device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding,
+    )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    row = {"model": model, **result.to_dict()}
+    click.echo(render([row], fmt, single=True), nl=False)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
+@click.option("--explain", is_flag=True, help="List every constant tensor with its role.")
+@policy_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def rewrite(model, weight, out, explain, bn_gamma, bias, embedding, fmt):
+    """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
+    from epsinas_onnx.model_io import load_model
+    from epsinas_onnx.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
+
+    if out is None and not explain:
+        raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
+    ir_model = load_model(model)
+    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, bn_gamma, bias, embedding))
+    for warning in rewritten.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if explain:
+        rows = [
+            {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
+             "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}
+            for r in rewritten.roles
+        ]
+        click.echo(render(rows, fmt), nl=False)
+    if out is not None:
+        if weight is not None:
+            fix_weight(rewritten.model, weight)
+        write_atomically(Path(out), to_onnx(rewritten.model).SerializeToString())
+        click.echo(f"wrote {out}", err=True)
+
+
+SPACES = click.Choice(["nb201", "nb101", "nlp"])
+
+
+@cli.command()
+@click.argument("space", type=SPACES)
+@click.argument("arch")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Where to write the model.")
+@click.option("--num-classes", type=int, default=None, help="Classifier outputs (nb201, nb101; default 1, as scored).")
+@click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120).")
+@click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp).")
+def export(space, arch, out, num_classes, resolution, vocab_size):
+    """Export ARCH of a benchmark SPACE to ONNX.
+
+    \b
+    nb201: the arch string, e.g. '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
+    nb101: JSON {"matrix": [[...]], "ops": [...]} or a file holding it
+    nlp:   a recipe JSON file, or the JSON itself
+    """
+    from exporters import get_space
+
+    module = get_space(space)
+    options = {"num_classes": num_classes, "resolution": resolution, "vocab_size": vocab_size}
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(module.to_onnx).parameters
+    for key in given:
+        if key not in accepted:
+            raise UserError(f"--{key.replace('_', '-')} does not apply to {space}")
+    parsed = module.parse(_text_or_file(arch))
+    model = module.to_onnx(parsed, **given)
+    write_atomically(Path(out), model.SerializeToString())
+    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)})", err=True)
+
+
+@cli.command()
+@click.argument("space", type=SPACES)
+@click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201 only).")
+@click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
+def space(space, n, seed, everything, params):
+    """List architectures of a benchmark SPACE, one per line."""
+    from exporters import get_space
+
+    module = get_space(space)
+    if everything == (n is not None):
+        raise UserError("give exactly one of --sample N or --all")
+    if everything:
+        if not hasattr(module, "all_archs"):
+            raise UserError(f"{space} cannot be enumerated here; use --sample N")
+        archs = module.all_archs()
+    else:
+        if n < 1:
+            raise UserError(f"--sample must be at least 1, not {n}")
+        archs = module.sample(n, seed)
+    for arch in archs:
+        text = module.format_arch(arch)
+        click.echo(f"{text}\t{module.num_params(arch)}" if params else text)
+
+
+def _text_or_file(arg: str) -> str:
+    """An argument that is either the text itself or the path of a file holding it."""
+    path = Path(arg)
+    if len(arg) < 4096 and path.suffix in (".json", ".txt") :
+        if not path.exists():
+            raise UserError(f"file not found: {path} (check the path)")
+        return path.read_text()
+    return arg
+
+
+# ---------------------------------------------------------------- output
+
+
+def render(rows: list[dict], fmt: str, single: bool = False) -> str:
+    if fmt == "json":
+        clean = [{k: _json_value(v) for k, v in row.items()} for row in rows]
+        return json.dumps(clean[0] if single else clean, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _text(v) for k, v in row.items()})
+        return buffer.getvalue()
+    if single and rows:
+        width = max(len(k) for k in rows[0])
+        return "".join(f"{k:<{width}}  {_text(v)}\n" for k, v in rows[0].items())
+    return table(rows)
+
+
+def table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    columns = list(rows[0])
+    cells = [[_text(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _json_value(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def _text(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return " ".join(_text(x) for x in v) if not all(isinstance(x, str) for x in v) else "; ".join(v)
+    return str(v)
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written result."""
+    if path.parent and not path.parent.exists():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI: one line on stderr and exit 1 for any user error, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="epsinas-onnx", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "epsinas-onnx"
+        click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:  # the promise: never a traceback
+        if os.environ.get("EPSINAS_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(f"error: internal error ({type(exc).__name__}: {first}); rerun with EPSINAS_DEBUG=1 and report it", err=True)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

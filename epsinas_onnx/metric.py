@@ -1,0 +1,62 @@
+"""The epsinas score, exactly as the reference code computes it (float32).
+
+reference-semantics §1: min-max normalise each output, stack, turn exact
+zeros into NaN (the reference's quirk: every row loses at least its
+minimum), then mean absolute difference over the joint mean.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def min_max_normalise(y: np.ndarray) -> np.ndarray:
+    """(y - min) / (max - min), NaN-aware, no epsilon: a constant y gives NaN."""
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        lo, hi = np.nanmin(y), np.nanmax(y)
+        return (y - lo) / (hi - lo)
+
+
+def epsinas_score(y_low: np.ndarray, y_high: np.ndarray) -> float:
+    """The score of two outputs (any shapes with the same number of values)."""
+    p = np.stack([min_max_normalise(y_low), min_max_normalise(y_high)])
+    p[p == 0] = np.nan
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mean of empty slice
+        mae = np.abs(p[0] - p[1])
+        return float(np.float32(np.nanmean(mae)) / np.float32(np.nanmean(p)))
+
+
+def nan_reason(outputs: dict[float, np.ndarray]) -> str:
+    """Why the score of these outputs (weight -> output) is NaN, in words."""
+    for w, y in outputs.items():
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        finite = np.isfinite(y)
+        if y.size == 0:
+            return f"empty output at w = {w:g}"
+        if np.isinf(y).any():
+            return f"non-finite output at w = {w:g}: {int((~finite).sum())} of {y.size} values are inf or NaN"
+        if not finite.any():
+            return f"non-finite output at w = {w:g}: all {y.size} values are NaN"
+        values = y[finite]
+        if values.min() == values.max():
+            return (
+                f"constant output at w = {w:g} (every value is {values[0]:g}): "
+                "min-max normalisation divides 0 by 0"
+            )
+    if all(np.asarray(y).size == 1 for y in outputs.values()):
+        return "the output has a single value: nothing is left after min-max normalisation"
+    return "every normalised value is 0 or NaN at one of the weights"
+
+
+def score_with_reason(outputs: dict[float, np.ndarray]) -> tuple[float, str | None]:
+    """The score and, when it is NaN, why."""
+    (w_low, y_low), (w_high, y_high) = outputs.items()
+    value = epsinas_score(y_low, y_high)
+    if np.isnan(value):
+        return value, nan_reason(outputs)
+    return value, None

@@ -1,0 +1,37 @@
+"""The rewrite that prepares a model for scoring, as a list of passes."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes import common as common_passes
+
+from epsinas_onnx.passes.batch_statistics_norm import BatchStatisticsNormPass
+from epsinas_onnx.passes.constant_weight import ConstantWeightPass, InitPolicy
+from epsinas_onnx.passes.weight_input import WeightInputPass
+
+WEIGHT_INPUT = "epsinas_weight"
+
+
+def normalising_passes() -> list[ir.passes.PassBase]:
+    """Bring every constant tensor into one place: main-graph initializers.
+
+    Constant nodes (any size) and subgraph initializers are lifted, and
+    initializers that double as graph inputs stop being inputs, so the
+    role classifier sees every tensor the same way.
+    """
+    return [
+        common_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        common_passes.LiftSubgraphInitializersToMainGraphPass(),
+        common_passes.RemoveInitializersFromInputsPass(),
+    ]
+
+
+def scoring_pipeline(policy: InitPolicy = InitPolicy()) -> ir.passes.Sequential:
+    return ir.passes.Sequential(
+        *normalising_passes(),
+        WeightInputPass(WEIGHT_INPUT),
+        ConstantWeightPass(WEIGHT_INPUT, policy),
+        BatchStatisticsNormPass(),
+        common_passes.RemoveUnusedNodesPass(),
+        common_passes.NameFixPass(),
+    )

@@ -1,0 +1,97 @@
+"""The scoring rewrite, as a library call: model -> rewritten model + role table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+import onnx_ir as ir
+
+from epsinas_onnx.errors import UserError
+from epsinas_onnx.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring_pipeline
+from epsinas_onnx.passes.pipeline import normalising_passes
+from epsinas_onnx.roles import Role, TensorRole, WEIGHT_OPS, classify_model, producer_through_transparent
+
+POLICY_METADATA_KEY = "epsinas.bias"  # exporters record a space's reference bias policy here
+
+
+@dataclasses.dataclass
+class Rewritten:
+    model: ir.Model
+    roles: list[TensorRole]
+    warnings: list[str]
+
+
+def policy_for(model: ir.Model, bn_gamma: str = "w", bias: str | None = None, embedding: str = "uniform") -> InitPolicy:
+    """The init policy: explicit options win, then the model's own metadata."""
+    if bias is None:
+        bias = "w" if model.metadata_props.get(POLICY_METADATA_KEY) in ("w", "weight") else "zero"
+    return InitPolicy(bn_gamma=bn_gamma, bias=bias, embedding=embedding)
+
+
+def explain_roles(model: ir.Model) -> list[TensorRole]:
+    """The role table of a model as the rewriter sees it (the model is not changed)."""
+    copy = ir.from_proto(ir.to_proto(model))
+    ir.passes.Sequential(*normalising_passes())(copy)
+    return classify_model(copy)
+
+
+def rewrite_for_scoring(model: ir.Model, policy: InitPolicy) -> Rewritten:
+    """Rewrite `model` in place; returns it with its role table and warnings."""
+    roles = explain_roles(model)
+    warnings = semantics_warnings(model, roles)
+    if not any(r.role == Role.WEIGHT for r in roles):
+        raise UserError(
+            "the model has no weights to set (no Conv, Gemm, MatMul or recurrent weight is a constant): "
+            "nothing for epsinas to score"
+        )
+    try:
+        scoring_pipeline(policy)(model)
+    except ValueError as exc:
+        raise UserError(f"cannot rewrite the model: {exc}") from None
+    return Rewritten(model, roles, warnings)
+
+
+def fix_weight(model: ir.Model, weight: float) -> ir.Model:
+    """Replace the weight input by the constant `weight`."""
+    FixWeightPass(WEIGHT_INPUT, weight)(model)
+    return model
+
+
+def semantics_warnings(model: ir.Model, roles: list[TensorRole]) -> list[str]:
+    """Ways the model will not follow the reference semantics."""
+    nodes = list(ir.traversal.RecursiveGraphIterator(model.graph))
+    op_types = {n.op_type for n in nodes}
+    warnings = []
+    conv_biases = [r for r in roles if r.role == Role.BIAS and any(x.startswith("Conv:") for x in r.readers)]
+    if "BatchNormalization" not in op_types and conv_biases:
+        warnings.append(
+            "the model has conv biases but no BatchNormalization: the exporter probably folded BN into the "
+            "convs, so the score will not follow the reference semantics (export with BN kept, e.g. "
+            "torch.onnx.export(..., optimize=False))"
+        )
+    if op_types & {"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
+        warnings.append("the model is quantized: integer weights behind DequantizeLinear / QLinear ops are not rewritten")
+    computed = [
+        n for n in nodes
+        if n.op_type in WEIGHT_OPS - {"MatMul"} and len(n.inputs) > 1 and n.inputs[1] is not None
+        and _computed_at_run_time(n.inputs[1])
+    ]
+    if computed:
+        names = ", ".join(f"{n.op_type} {n.name!r}" for n in computed[:3])
+        warnings.append(f"{len(computed)} weight(s) are computed at run time and left as computed ({names})")
+    return warnings
+
+
+def _computed_at_run_time(value: ir.Value) -> bool:
+    node = value.producer()
+    while node is not None and node.op_type in ("Identity", "Transpose", "Reshape", "Cast", "Squeeze", "Unsqueeze"):
+        value = node.inputs[0]
+        node = value.producer()
+    if node is None:
+        return not (value.is_initializer() or value.const_value is not None)
+    return node.op_type != "Constant"
+
+
+def to_onnx(model: ir.Model) -> onnx.ModelProto:
+    return ir.to_proto(model)

@@ -1,0 +1,158 @@
+"""score(): the epsinas score of one model, as a library call."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import onnx_ir as ir
+
+from epsinas_onnx.errors import UserError
+from epsinas_onnx.inputs import Batch, InputSpec, model_input, prepare_batch
+from epsinas_onnx.metric import score_with_reason
+from epsinas_onnx.model_io import load_model
+from epsinas_onnx.passes import WEIGHT_INPUT
+from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
+from epsinas_onnx.roles import Role
+from epsinas_onnx import runtime
+
+DEFAULT_WEIGHTS = (1e-7, 1.0)  # NAS-Bench-201's reference pair
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    score: float  # NaN is a legitimate result; nan_reason says why
+    nan_reason: str | None
+    weights: tuple[float, float]
+    batch_size: int
+    device: str
+    seconds: float
+    output: str
+    input: str
+    warnings: list[str]
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["score"] = None if np.isnan(self.score) else self.score
+        data["weights"] = list(self.weights)
+        return data
+
+
+@dataclasses.dataclass
+class PreparedModel:
+    """A rewritten model in a session, ready to be run at any weight."""
+
+    session: object
+    output: str
+    input_spec: InputSpec
+    rewritten: Rewritten
+    device: str
+
+    def run(self, batch: np.ndarray, weight: float) -> np.ndarray:
+        feeds = {self.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
+        return runtime.run(self.session, self.output, feeds)
+
+
+def prepare_model(
+    model,
+    *,
+    output: str | None = None,
+    input_name: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    bn_gamma: str = "w",
+    bias: str | None = None,
+    embedding: str = "uniform",
+) -> PreparedModel:
+    providers = runtime.providers_for(device)
+    ir_model = load_model(model)
+    output_name = _choose_output(ir_model, output)
+    spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
+    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, bn_gamma, bias, embedding))
+    session = runtime.make_session(ir.to_proto(rewritten.model).SerializeToString(), providers, threads)
+    return PreparedModel(session, output_name, spec, rewritten, runtime.device_name(providers))
+
+
+def _choose_output(model: ir.Model, output: str | None) -> str:
+    names = [v.name for v in model.graph.outputs]
+    if output is None:
+        return names[0]
+    if output not in names:
+        raise UserError(f"the model has no output {output!r}; its outputs are: {', '.join(names)}")
+    return output
+
+
+def embedding_rows(prepared: PreparedModel) -> int | None:
+    """The vocabulary size of a token model: rows of its (first) embedding."""
+    for entry in prepared.rewritten.roles:
+        if entry.role == Role.EMBEDDING and len(entry.shape) == 2:
+            return entry.shape[0]
+    return None
+
+
+def score(
+    model,
+    data=None,
+    weights=DEFAULT_WEIGHTS,
+    *,
+    output: str | None = None,
+    input_name: str | None = None,
+    batch_size: int = 256,
+    norm: str = "auto",
+    synthetic: str | None = None,
+    shuffle_seed: int | None = None,
+    seed: int = 0,
+    seq_len: int | None = None,
+    token_layout: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    bn_gamma: str = "w",
+    bias: str | None = None,
+    embedding: str = "uniform",
+) -> ScoreResult:
+    """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
+
+    data: a path (.npz / .npy images, or a text file for token models) or an
+    array; None uses a synthetic batch (see README). Raises UserError on bad
+    input; a NaN score is a result, with its reason in `nan_reason`.
+    """
+    weights = _check_weights(weights)
+    start = time.perf_counter()
+    prepared = prepare_model(
+        model, output=output, input_name=input_name, device=device, threads=threads,
+        bn_gamma=bn_gamma, bias=bias, embedding=embedding,
+    )
+    batch = prepare_batch(
+        prepared.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic,
+        shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len or 70,
+        vocab_size=embedding_rows(prepared), token_layout=token_layout,
+    )
+    return score_prepared(prepared, batch, weights, batch_size, start)
+
+
+def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float) -> ScoreResult:
+    outputs = {w: prepared.run(batch.array, w) for w in weights}
+    value, reason = score_with_reason(outputs)
+    return ScoreResult(
+        score=value,
+        nan_reason=reason,
+        weights=tuple(weights),
+        batch_size=batch_size,
+        device=prepared.device,
+        seconds=time.perf_counter() - start,
+        output=prepared.output,
+        input=batch.description,
+        warnings=list(prepared.rewritten.warnings),
+    )
+
+
+def _check_weights(weights) -> tuple[float, float]:
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != 2:
+        raise UserError(f"--weights takes exactly two values, got {len(weights)}")
+    if weights[0] == weights[1]:
+        raise UserError(f"the two weights must differ (both are {weights[0]:g}): the score compares them")
+    if not all(np.isfinite(weights)):
+        raise UserError("the weights must be finite numbers")
+    return weights

@@ -1,0 +1,31 @@
+"""Benchmark search spaces as ONNX models.
+
+Each module here is one search space and offers the same functions, so that
+`bench`, `search` and `calibrate` can treat spaces alike:
+
+    NAME                          the space's short name ("nb201", ...)
+    parse(text) -> Arch           the benchmark's own encoding -> architecture
+    format_arch(arch) -> str      architecture -> the benchmark's own encoding
+    validate(arch) -> None        raises UserError naming what is wrong
+    sample(n, seed) -> list[Arch] uniform sample, repeatable
+    mutate(arch, rng) -> Arch     one single-edit neighbour (ageing evolution)
+    num_params(arch, num_classes=10) -> int
+    to_onnx(arch, ...) -> onnx.ModelProto
+
+Models are built directly with onnx (no torch): building a graph takes
+milliseconds, torch.onnx.export a second or two, which matters for a
+15,625-architecture space.
+"""
+
+SPACES = ("nb201", "nb101", "nlp")
+
+
+def get_space(name: str):
+    """The module of search space `name`, imported on demand."""
+    import importlib
+
+    from epsinas_onnx.errors import UserError
+
+    if name not in SPACES:
+        raise UserError(f"unknown search space {name!r}: choose one of {', '.join(SPACES)}")
+    return importlib.import_module(f"exporters.{name}")

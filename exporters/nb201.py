@@ -1,0 +1,264 @@
+"""NAS-Bench-201: the cell-based TinyNetwork (C = 16, N = 5) as an ONNX model.
+
+An architecture is a tuple of six op names, one per cell edge, in the order
+the arch string lists them: edges into node 1 from 0; into node 2 from 0, 1;
+into node 3 from 0, 1, 2 (see EDGES). The string form is the benchmark's own,
+`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`.
+
+Network (reference-semantics §4): stem Conv3x3(3->C) + BN; N cells at C;
+ResNet reduction block C->2C; N cells at 2C; reduction 2C->4C; N cells at 4C;
+BN + ReLU; global average pool; Linear(4C -> num_classes).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+
+from epsinas_onnx.errors import UserError
+from exporters._onnx_builder import GraphBuilder
+
+NAME = "nb201"
+
+# The op list in NAS-Bench-201's own order.
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# (to_node, from_node) of each edge, in arch-string order.
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+NUM_NODES = 4
+
+C = 16  # channels of the first stage; the others have 2C and 4C
+N = 5  # cells per stage
+STAGE_CHANNELS = (C, 2 * C, 4 * C)
+CONV_KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+
+Arch = tuple  # six op names, see EDGES
+
+ARCH_FORMAT = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+
+
+# ---------------------------------------------------------------------------
+# encoding
+
+
+def parse(text: str) -> Arch:
+    """`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` -> tuple of six op names."""
+    if not isinstance(text, str):
+        raise UserError(f"NAS-Bench-201 arch must be a string like {ARCH_FORMAT}, got {type(text).__name__}")
+    text = text.strip()
+    groups = text.split("+")
+    if len(groups) != NUM_NODES - 1:
+        raise UserError(
+            f"NAS-Bench-201 arch {text!r} has {len(groups)} node group(s) separated by '+', "
+            f"expected {NUM_NODES - 1}: write it as {ARCH_FORMAT}"
+        )
+    arch = []
+    for node, group in enumerate(groups, start=1):
+        if len(group) < 2 or not (group.startswith("|") and group.endswith("|")):
+            raise UserError(
+                f"NAS-Bench-201 arch {text!r}: node {node} group {group!r} must start and end with '|' "
+                f"(format {ARCH_FORMAT})"
+            )
+        edges = group[1:-1].split("|")
+        if len(edges) != node:
+            raise UserError(
+                f"NAS-Bench-201 arch {text!r}: node {node} has {len(edges)} incoming edge(s), "
+                f"expected {node} (format {ARCH_FORMAT})"
+            )
+        for source, edge in enumerate(edges):
+            op, sep, index = edge.partition("~")
+            if not sep or index != str(source):
+                raise UserError(
+                    f"NAS-Bench-201 arch {text!r}: edge {edge!r} into node {node} must read "
+                    f"'op~{source}' (the {source}th input of node {node})"
+                )
+            _check_op(op, f"arch {text!r}")
+            arch.append(op)
+    return tuple(arch)
+
+
+def format_arch(arch: Arch) -> str:
+    """Tuple of six op names -> `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`."""
+    validate(arch)
+    groups = []
+    for node in range(1, NUM_NODES):
+        edges = [f"{op}~{src}" for (to, src), op in zip(EDGES, arch) if to == node]
+        groups.append("|" + "|".join(edges) + "|")
+    return "+".join(groups)
+
+
+def validate(arch: Arch) -> None:
+    """Raise UserError unless `arch` is a tuple of six known op names."""
+    if isinstance(arch, str):
+        raise UserError(f"NAS-Bench-201 arch {arch!r} is a string: parse it first (exporters.nb201.parse)")
+    if not isinstance(arch, tuple) or len(arch) != len(EDGES):
+        raise UserError(
+            f"NAS-Bench-201 arch must be a tuple of {len(EDGES)} op names (edges "
+            f"{', '.join(f'{t}<-{s}' for t, s in EDGES)}), got {arch!r}"
+        )
+    for op in arch:
+        _check_op(op, f"arch {arch!r}")
+
+
+def _check_op(op, where: str) -> None:
+    if op not in OPS:
+        raise UserError(f"NAS-Bench-201 {where}: unknown op {op!r}, choose one of {', '.join(OPS)}")
+
+
+def _as_arch(arch) -> Arch:
+    """Accept the string form too, where a function takes an arch."""
+    if isinstance(arch, str):
+        return parse(arch)
+    validate(arch)
+    return arch
+
+
+# ---------------------------------------------------------------------------
+# the space
+
+
+def all_archs() -> list[Arch]:
+    """All 5^6 = 15,625 architectures, as a product over OPS with the last edge
+    varying fastest. This is NOT the official NAS-Bench-201 index order: that
+    order is the benchmark's own (it follows no product or sort of the op
+    names), so map to it through the arch string (accuracies.csv, `arch`)."""
+    return list(itertools.product(OPS, repeat=len(EDGES)))
+
+
+def sample(n: int, seed: int) -> list[Arch]:
+    """n architectures drawn uniformly with replacement (numpy default_rng(seed))."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(OPS), size=(n, len(EDGES)))
+    return [tuple(OPS[i] for i in row) for row in picks]
+
+
+def mutate(arch: Arch, rng: np.random.Generator) -> Arch:
+    """Change exactly one edge, chosen uniformly, to one of the other four ops."""
+    arch = _as_arch(arch)
+    edge = int(rng.integers(len(EDGES)))
+    others = [op for op in OPS if op != arch[edge]]
+    new = list(arch)
+    new[edge] = others[int(rng.integers(len(others)))]
+    return tuple(new)
+
+
+def num_params(arch: Arch, num_classes: int = 10) -> int:
+    """Trainable parameters of the PyTorch TinyNetwork: conv weights, BN gamma
+    and beta, classifier weight and bias. A formula, no graph: fast enough to
+    run over the whole space."""
+    arch = _as_arch(arch)
+    total = 3 * C * 9 + 2 * C  # stem conv + BN
+    for c_in, c_out in zip(STAGE_CHANNELS, STAGE_CHANNELS[1:]):
+        total += _reduction_params(c_in, c_out)
+    for channels in STAGE_CHANNELS:
+        per_cell = sum(_edge_params(op, channels) for op in arch)
+        total += N * per_cell
+    last = STAGE_CHANNELS[-1]
+    total += 2 * last  # final BN
+    total += last * num_classes + num_classes  # classifier
+    return total
+
+
+def _edge_params(op: str, channels: int) -> int:
+    if op not in CONV_KERNEL:
+        return 0
+    k = CONV_KERNEL[op]
+    return channels * channels * k * k + 2 * channels  # ReLU-Conv-BN
+
+
+def _reduction_params(c_in: int, c_out: int) -> int:
+    conv_a = c_in * c_out * 9 + 2 * c_out
+    conv_b = c_out * c_out * 9 + 2 * c_out
+    shortcut = c_in * c_out  # 1x1 conv, no bias
+    return conv_a + conv_b + shortcut
+
+
+# ---------------------------------------------------------------------------
+# the ONNX model
+
+
+def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """The TinyNetwork of `arch` as an ONNX model: input "input" (batch, 3, H, W)
+    float32 with H = W = resolution (32 for CIFAR, 16 for ImageNet16-120),
+    output "logits" (batch, num_classes). Initialisers are random-looking
+    (seeded by `seed`); BN nodes are inference-mode with mean 0, variance 1."""
+    arch = _as_arch(arch)
+    if not isinstance(resolution, int) or resolution < 4 or resolution % 4:
+        raise UserError(
+            f"NAS-Bench-201 resolution must be a positive multiple of 4 (two stride-2 stages), got {resolution!r}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+    g = GraphBuilder(seed)
+    x = g.input("input", ["batch", 3, resolution, resolution])
+    x = g.conv(x, "stem.conv", 3, C, 3)
+    x = g.batch_norm(x, "stem.bn", C)
+
+    index = 0  # module index in the PyTorch `cells` list, reductions included
+    for stage, channels in enumerate(STAGE_CHANNELS):
+        if stage > 0:
+            x = _reduction_block(g, x, f"cells.{index}", STAGE_CHANNELS[stage - 1], channels)
+            index += 1
+        for _ in range(N):
+            x = _cell(g, x, arch, f"cells.{index}", channels)
+            index += 1
+
+    last = STAGE_CHANNELS[-1]
+    x = g.batch_norm(x, "lastact.bn", last)
+    x = g.op("Relu", x, name="lastact.relu")
+    x = g.op("GlobalAveragePool", x, name="global_pooling")
+    x = g.op("Flatten", x, name="flatten", axis=1)
+    x = g.linear(x, "classifier", last, num_classes)
+    g.output(x, "logits", ["batch", num_classes])
+    return g.model(graph_name=f"nb201_{format_arch(arch)}", doc=format_arch(arch))
+
+
+def _cell(g: GraphBuilder, x: str, arch: Arch, prefix: str, channels: int) -> str:
+    """Node j = sum of op(j, i)(node i) over i < j; the cell outputs node 3.
+    `none` edges are skipped rather than multiplied by zero; a node whose
+    edges are all `none` is x * 0 (PyTorch's Zero is `x.mul(0.)`, so NaN / inf
+    inputs still give NaN, and finite ones exact zeros)."""
+    nodes = [x]
+    for node in range(1, NUM_NODES):
+        terms = [
+            _edge(g, op, nodes[src], f"{prefix}.edge_{node}_{src}", channels)
+            for (to, src), op in zip(EDGES, arch)
+            if to == node and op != "none"
+        ]
+        if terms:
+            nodes.append(g.add_all(terms, name=f"{prefix}.node{node}"))
+        else:
+            nodes.append(g.op("Mul", [x, _zero(g)], name=f"{prefix}.node{node}_zeros"))
+    return nodes[-1]
+
+
+def _zero(g: GraphBuilder) -> str:
+    """A scalar 0.0 from a Constant node (not an initialiser, so that a
+    weight-rewriting pass does not mistake it for a weight)."""
+    return g.constant_node("zero", np.float32(0.0))
+
+
+def _edge(g: GraphBuilder, op: str, x: str, prefix: str, channels: int) -> str:
+    if op == "skip_connect":
+        return x
+    if op == "avg_pool_3x3":
+        return g.op("AveragePool", x, name=f"{prefix}.pool", kernel_shape=[3, 3], strides=[1, 1],
+                    pads=[1, 1, 1, 1], count_include_pad=0)
+    return _relu_conv_bn(g, x, prefix, channels, channels, CONV_KERNEL[op], stride=1)
+
+
+def _relu_conv_bn(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int, kernel: int, stride: int) -> str:
+    x = g.op("Relu", x, name=f"{prefix}.relu")
+    x = g.conv(x, f"{prefix}.conv", c_in, c_out, kernel, stride=stride)
+    return g.batch_norm(x, f"{prefix}.bn", c_out)
+
+
+def _reduction_block(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int) -> str:
+    """ResNet basic block with stride 2: b(a(x)) + Conv1x1(AvgPool2x2(x))."""
+    a = _relu_conv_bn(g, x, f"{prefix}.conv_a", c_in, c_out, 3, stride=2)
+    b = _relu_conv_bn(g, a, f"{prefix}.conv_b", c_out, c_out, 3, stride=1)
+    shortcut = g.op("AveragePool", x, name=f"{prefix}.downsample.pool", kernel_shape=[2, 2], strides=[2, 2])
+    shortcut = g.conv(shortcut, f"{prefix}.downsample.conv", c_in, c_out, 1)
+    return g.op("Add", [shortcut, b], name=f"{prefix}.add")

@@ -1,0 +1,58 @@
+"""BatchNormalization -> batch statistics, checked against numpy."""
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from epsinas_onnx.passes import BatchStatisticsNormPass
+from tests.onnx_graphs import model, out
+
+
+def numpy_batch_norm(x, scale, bias, eps):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes, dtype=np.float64).reshape(shape)
+    var = ((x - mean) ** 2).mean(axis=axes).reshape(shape)  # biased
+    return (x - mean) / np.sqrt(var + eps) * scale.reshape(shape) + bias.reshape(shape)
+
+
+def bn_model(shape, scale, bias, eps, opset, training_mode=None):
+    c = shape[1]
+    attrs = {"epsilon": eps}
+    if training_mode is not None:
+        attrs["training_mode"] = training_mode
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], **attrs)]
+    inits = [
+        numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b"),
+        # running statistics that would give a different answer if used
+        numpy_helper.from_array(np.full(c, 3.0, np.float32), "m"), numpy_helper.from_array(np.full(c, 7.0, np.float32), "v"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"] + list(shape[1:]))
+    return model(nodes, [x], [out("y", len(shape))], inits, opset=opset)
+
+
+@pytest.mark.parametrize("shape", [(8, 3, 5, 5), (16, 4), (6, 2, 9), (4, 3, 2, 3, 3)])
+@pytest.mark.parametrize("opset", [15, 18])
+def test_batch_statistics_match_numpy(shape, opset):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=shape) * 5 + 2).astype(np.float32)
+    scale = rng.normal(size=shape[1]).astype(np.float32)
+    bias = rng.normal(size=shape[1]).astype(np.float32)
+    ir_model = ir.from_proto(bn_model(shape, scale, bias, 1e-3, opset))
+    BatchStatisticsNormPass()(ir_model)
+    assert "BatchNormalization" not in {n.op_type for n in ir_model.graph}
+    session = ort.InferenceSession(ir.to_proto(ir_model).SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, numpy_batch_norm(x, scale, bias, 1e-3), rtol=1e-5, atol=1e-5)
+
+
+def test_training_mode_node_is_rewritten_too():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
+    scale, bias = np.ones(2, np.float32), np.zeros(2, np.float32)
+    ir_model = ir.from_proto(bn_model(x.shape, scale, bias, 1e-5, 15, training_mode=1))
+    BatchStatisticsNormPass()(ir_model)
+    session = ort.InferenceSession(ir.to_proto(ir_model).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], numpy_batch_norm(x, scale, bias, 1e-5), rtol=1e-5, atol=1e-5)

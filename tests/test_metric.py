@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from epsinas_onnx.metric import epsinas_score, score_with_reason
+from tests.torch_reference.metric import reference_score
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_reference_formula(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(64, 3)).astype(np.float32)
+    b = (a * 3 + rng.normal(size=a.shape) * 0.1).astype(np.float32)
+    a[0, 0] = a[1, 1]  # ties and exact zeros after normalisation
+    expected = reference_score(torch.from_numpy(a), torch.from_numpy(b))
+    assert epsinas_score(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_zeros_become_nan_before_the_means():
+    # every row loses its minimum: with two values per row nothing is left
+    # but the maxima (both 1), so mae = 0 and the score is 0
+    assert epsinas_score(np.array([0.0, 1.0]), np.array([5.0, 7.0])) == 0.0
+    # an interior exact zero after normalisation is dropped too
+    low = np.array([1.0, 1.0, 2.0, 3.0], dtype=np.float32)
+    high = np.array([0.0, 2.0, 1.0, 3.0], dtype=np.float32)
+    expected = reference_score(torch.from_numpy(low), torch.from_numpy(high))
+    assert epsinas_score(low, high) == pytest.approx(expected, rel=1e-6)
+
+
+def test_constant_output_is_nan_with_reason():
+    value, reason = score_with_reason({1e-7: np.zeros(8), 1.0: np.arange(8.0)})
+    assert np.isnan(value)
+    assert reason.startswith("constant output at w = 1e-07")
+
+
+def test_non_finite_output_is_nan_with_reason():
+    y = np.arange(8.0)
+    y[3] = np.inf
+    value, reason = score_with_reason({1e-7: np.arange(8.0), 1.0: y})
+    assert np.isnan(value)
+    assert reason.startswith("non-finite output at w = 1")
+
+
+def test_nan_output_values_are_ignored_like_the_reference():
+    low = np.array([0.0, 1.0, np.nan, 3.0, 5.0], dtype=np.float32)
+    high = np.array([1.0, 0.5, 2.0, 2.0, 9.0], dtype=np.float32)
+    expected = reference_score(torch.from_numpy(low), torch.from_numpy(high))
+    value, reason = score_with_reason({1e-7: low, 1.0: high})
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert reason is None

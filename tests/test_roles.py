@@ -1,0 +1,128 @@
+"""The role classifier on small hand-built graphs."""
+
+import numpy as np
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from epsinas_onnx.rewrite import explain_roles
+from epsinas_onnx.roles import Role
+from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
+
+
+def roles_of(proto) -> dict[str, Role]:
+    return {r.name: r.role for r in explain_roles(ir.from_proto(proto))}
+
+
+def test_conv_bn_relu():
+    roles = roles_of(conv_bn_relu())
+    assert roles == {
+        "conv.w": Role.WEIGHT,
+        "bn.scale": Role.NORM_SCALE,
+        "bn.b": Role.NORM_BIAS,
+        "bn.mean": Role.NORM_STATS,
+        "bn.var": Role.NORM_STATS,
+    }
+
+
+def test_gemm_weight_and_bias():
+    nodes = [helper.make_node("Gemm", ["x", "fc.w", "fc.b"], ["y"], transB=1)]
+    proto = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])], [out("y")],
+                  [init("fc.w", [2, 5]), init("fc.b", [2])])
+    assert roles_of(proto) == {"fc.w": Role.WEIGHT, "fc.b": Role.BIAS}
+
+
+def test_matmul_through_transpose_and_add_bias():
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "wt"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y"]),
+        helper.make_node("Add", ["y", "offset"], ["z"]),  # not fed by a weight op: not a bias
+    ]
+    proto = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])], [out("z")],
+                  [init("w", [3, 5]), init("b", [3]), init("offset", [3])])
+    assert roles_of(proto) == {"w": Role.WEIGHT, "b": Role.BIAS, "offset": Role.OTHER}
+
+
+def test_lstm_weights_bias_and_initial_state():
+    hidden, feat = 4, 3
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["y"], hidden_size=hidden)]
+    proto = model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "batch", feat])], [out("y")],
+        [init("W", [1, 4 * hidden, feat]), init("R", [1, 4 * hidden, hidden]), init("B", [1, 8 * hidden]),
+         init("h0", [1, 1, hidden]), init("c0", [1, 1, hidden])],
+    )
+    assert roles_of(proto) == {"W": Role.WEIGHT, "R": Role.WEIGHT, "B": Role.BIAS, "h0": Role.INITIAL_STATE, "c0": Role.INITIAL_STATE}
+
+
+def test_gather_embedding_and_reshape_shape_left_alone():
+    nodes = [
+        helper.make_node("Gather", ["emb", "tokens"], ["e"]),
+        helper.make_node("Reshape", ["e", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "proj"], ["y"]),
+    ]
+    proto = model(
+        nodes, [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["n", 2])], [out("y")],
+        [init("emb", [10, 4]), numpy_helper.from_array(np.array([-1, 8], dtype=np.int64), "shape"), init("proj", [8, 2])],
+    )
+    assert roles_of(proto) == {"emb": Role.EMBEDDING, "shape": Role.OTHER, "proj": Role.WEIGHT}
+
+
+def test_constant_node_weight():
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), dtype=np.float32), "cw")
+    nodes = [
+        helper.make_node("Constant", [], ["cw_out"], value=w),
+        helper.make_node("Conv", ["x", "cw_out"], ["y"]),
+    ]
+    proto = model(nodes, [image_input()], [out("y")])
+    assert roles_of(proto) == {"cw_out": Role.WEIGHT}
+
+
+def test_one_weight_shared_by_two_convs():
+    nodes = [
+        helper.make_node("Conv", ["x", "shared"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "shared"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    proto = model(nodes, [image_input(c=3)], [out("y")], [init("shared", [3, 3, 3, 3])])
+    (entry,) = explain_roles(ir.from_proto(proto))
+    assert entry.role == Role.WEIGHT
+    assert entry.readers == ["Conv:1"]
+
+
+def test_scan_body_reads_outer_scope_weight():
+    # body: state' = tanh(state @ W_outer + x_t); W_outer is a main-graph initializer
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["s_in", "W_outer"], ["sw"]),
+            helper.make_node("Add", ["sw", "x_t"], ["pre"]),
+            helper.make_node("Tanh", ["pre"], ["s_out"]),
+            helper.make_node("Identity", ["s_out"], ["y_t"]),
+        ],
+        "body",
+        [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("x_t", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("y_t", TensorProto.FLOAT, ["batch", 4])],
+    )
+    nodes = [
+        helper.make_node("Expand", ["h0", "state_shape"], ["s0"]),
+        helper.make_node("Scan", ["s0", "x"], ["s_last", "ys"], num_scan_inputs=1, body=body),
+    ]
+    proto = model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "batch", 4]),
+         helper.make_tensor_value_info("state_shape", TensorProto.INT64, [2])],
+        [out("ys")],
+        [init("W_outer", [4, 4]), init("h0", [4])],
+    )
+    roles = roles_of(proto)
+    assert roles["W_outer"] == Role.WEIGHT
+    # h0 reaches the body's MatMul through Expand and the Scan state input
+    assert roles["h0"] == Role.WEIGHT
+
+
+def test_integer_tensors_are_never_weights():
+    nodes = [helper.make_node("MatMul", ["x", "iw"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", TensorProto.INT64, ["n", 2])],
+                  [out("y", 2, TensorProto.INT64)],
+                  [numpy_helper.from_array(np.ones((2, 2), dtype=np.int64), "iw")])
+    assert roles_of(proto) == {"iw": Role.OTHER}
