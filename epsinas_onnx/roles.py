@@ -154,6 +154,13 @@ def _subgraph_input(node: ir.Node, i: int) -> ir.Value | None:
     return body.inputs[i] if i < len(body.inputs) else None
 
 
+def _is_carried_state(node: ir.Node, i: int) -> bool:
+    if node.op_type == "Scan":
+        num_scan_inputs = node.attributes["num_scan_inputs"].as_int()
+        return i < len(node.inputs) - num_scan_inputs
+    return node.op_type == "Loop" and i >= 2
+
+
 def _reader_roles(value: ir.Value, seen: set[int]) -> Iterable[tuple[Role, str]]:
     if id(value) in seen:
         return
@@ -166,6 +173,10 @@ def _reader_roles(value: ir.Value, seen: set[int]) -> Iterable[tuple[Role, str]]
         elif node.op_type in TRANSPARENT_OPS and i == 0:
             for out in node.outputs:
                 yield from _reader_roles(out, seen)
+        elif _is_carried_state(node, i):
+            # the initial value of a Scan / Loop state: a recurrent initial state,
+            # whatever the body then does with it
+            yield Role.INITIAL_STATE, f"{node.op_type}:{i}"
         elif (body_input := _subgraph_input(node, i)) is not None:
             yield from _reader_roles(body_input, seen)
         else:

@@ -116,8 +116,8 @@ def test_scan_body_reads_outer_scope_weight():
     )
     roles = roles_of(proto)
     assert roles["W_outer"] == Role.WEIGHT
-    # h0 reaches the body's MatMul through Expand and the Scan state input
-    assert roles["h0"] == Role.WEIGHT
+    # h0 reaches the Scan as the initial value of its state
+    assert roles["h0"] == Role.INITIAL_STATE
 
 
 def test_integer_tensors_are_never_weights():
