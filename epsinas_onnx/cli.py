@@ -59,6 +59,7 @@ def input_options(fn):
         click.option("--input", "input_name", default=None, help="The model input to feed, when it has several."),
         click.option("--output", default=None, help="The model output to score (default: the first)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (the same function, faster); --no-collapse runs the full-width graph."),
         click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)."),
     ]
     for option in reversed(options):
@@ -79,14 +80,14 @@ def cli():
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, threads, bn_gamma, bias, embedding, fmt):
+          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, fmt):
     """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
     from epsinas_onnx.scorer import score as score_model
 
     result = score_model(
         model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
-        device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding,
+        device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -98,10 +99,11 @@ def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed,
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
-@click.option("--explain", is_flag=True, help="List every constant tensor with its role.")
+@click.option("--explain", is_flag=True, help="List every constant tensor with its role, and what channel collapse did.")
+@click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def rewrite(model, weight, out, explain, bn_gamma, bias, embedding, fmt):
+def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, fmt):
     """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
     from epsinas_onnx.model_io import load_model
     from epsinas_onnx.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
@@ -109,10 +111,16 @@ def rewrite(model, weight, out, explain, bn_gamma, bias, embedding, fmt):
     if out is None and not explain:
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
     ir_model = load_model(model)
-    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, bn_gamma, bias, embedding))
+    policy = policy_for(ir_model, bn_gamma, bias, embedding)
+    rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
     for warning in rewritten.warnings:
         click.echo(f"warning: {warning}", err=True)
     if explain:
+        # what collapse would do, also when the written model stays full width
+        report = rewritten.collapse or rewrite_for_scoring(load_model(model), policy, collapse=True).collapse
+        click.echo(report.summary(), err=True)
+        for where in report.expanded:
+            click.echo(f"  expanded to full width at {where}", err=True)
         rows = [
             {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
              "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}

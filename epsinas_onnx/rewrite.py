@@ -9,6 +9,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring_pipeline
+from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass, CollapseReport
 from epsinas_onnx.passes.pipeline import normalising_passes
 from epsinas_onnx.roles import Role, TensorRole, WEIGHT_OPS, classify_model, producer_through_transparent
 
@@ -20,6 +21,7 @@ class Rewritten:
     model: ir.Model
     roles: list[TensorRole]
     warnings: list[str]
+    collapse: CollapseReport | None = None  # None: collapse not asked for
 
 
 def policy_for(model: ir.Model, bn_gamma: str = "w", bias: str | None = None, embedding: str = "uniform") -> InitPolicy:
@@ -36,20 +38,23 @@ def explain_roles(model: ir.Model) -> list[TensorRole]:
     return classify_model(copy)
 
 
-def rewrite_for_scoring(model: ir.Model, policy: InitPolicy) -> Rewritten:
-    """Rewrite `model` in place; returns it with its role table and warnings."""
-    roles = explain_roles(model)
+def rewrite_for_scoring(model: ir.Model, policy: InitPolicy, collapse: bool = False) -> Rewritten:
+    """Rewrite `model` in place; returns it with its role table and warnings.
+    collapse: also run the channel-collapse pass (same function, less width)."""
+    ir.passes.Sequential(*normalising_passes())(model)
+    roles = classify_model(model)
     warnings = semantics_warnings(model, roles)
     if not any(r.role == Role.WEIGHT for r in roles):
         raise UserError(
             "the model has no weights to set (no Conv, Gemm, MatMul or recurrent weight is a constant): "
             "nothing for epsinas to score"
         )
+    collapse_pass = ChannelCollapsePass(WEIGHT_INPUT) if collapse else None
     try:
-        scoring_pipeline(policy)(model)
+        scoring_pipeline(policy, collapse_pass, roles)(model)
     except ValueError as exc:
         raise UserError(f"cannot rewrite the model: {exc}") from None
-    return Rewritten(model, roles, warnings)
+    return Rewritten(model, roles, warnings, collapse_pass.report if collapse_pass else None)
 
 
 def fix_weight(model: ir.Model, weight: float) -> ir.Model:

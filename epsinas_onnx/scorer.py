@@ -64,12 +64,16 @@ def prepare_model(
     bn_gamma: str = "w",
     bias: str | None = None,
     embedding: str = "uniform",
+    collapse: bool = True,
 ) -> PreparedModel:
+    """Load, rewrite and open a session. collapse: run at the reduced channel
+    width that constant weights allow (the same function; see
+    passes/channel_collapse.py)."""
     providers = runtime.providers_for(device)
     ir_model = load_model(model)
     output_name = _choose_output(ir_model, output)
     spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
-    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, bn_gamma, bias, embedding))
+    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, bn_gamma, bias, embedding), collapse)
     session = runtime.make_session(ir.to_proto(rewritten.model).SerializeToString(), providers, threads)
     return PreparedModel(session, output_name, spec, rewritten, runtime.device_name(providers))
 
@@ -110,6 +114,7 @@ def score(
     bn_gamma: str = "w",
     bias: str | None = None,
     embedding: str = "uniform",
+    collapse: bool = True,
 ) -> ScoreResult:
     """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
 
@@ -121,7 +126,7 @@ def score(
     start = time.perf_counter()
     prepared = prepare_model(
         model, output=output, input_name=input_name, device=device, threads=threads,
-        bn_gamma=bn_gamma, bias=bias, embedding=embedding,
+        bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
     )
     batch = prepare_batch(
         prepared.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic,

@@ -1,4 +1,9 @@
-"""Small helpers for making nodes and constants with onnx-ir."""
+"""Small helpers for making nodes and constants with onnx-ir.
+
+They build ir.Node and ir.Tensor directly: onnx-ir's convenience
+constructors check types through typing protocols, which dominated the
+rewrite time of a whole search space.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,28 @@ import numpy as np
 import onnx_ir as ir
 
 
+def _attribute(name: str, value) -> ir.Attr:
+    if isinstance(value, bool) or isinstance(value, (int, np.integer)):
+        return ir.AttrInt64(name, int(value))
+    if isinstance(value, (float, np.floating)):
+        return ir.AttrFloat32(name, float(value))
+    if isinstance(value, ir.DataType):
+        return ir.AttrInt64(name, int(value))
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) for v in value):
+        return ir.AttrInt64s(name, [int(v) for v in value])
+    if isinstance(value, ir.Tensor):
+        return ir.AttrTensor(name, value)
+    raise TypeError(f"unsupported attribute {name}={value!r}")
+
+
 def node(op_type: str, inputs, **attributes) -> ir.Node:
     """A one-output node of the default domain."""
-    return ir.node(op_type, inputs, attributes=attributes or None)
+    return ir.Node("", op_type, inputs, attributes=[_attribute(k, v) for k, v in attributes.items()])
 
 
 def constant(array: np.ndarray) -> ir.Node:
     """A Constant node, so the value lives in the same (sub)graph as its reader."""
-    return ir.node("Constant", [], attributes={"value": ir.tensor(np.asarray(array))})
+    return ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.Tensor(np.asarray(array)))])
 
 
 def insert_at_start(graph: ir.Graph, nodes: list[ir.Node]) -> None:

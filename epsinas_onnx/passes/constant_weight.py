@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from epsinas_onnx.passes._build import constant, insert_at_start, node
-from epsinas_onnx.roles import Role, classify_model
+from epsinas_onnx.roles import Role, TensorRole, classify_model
 
 EMBEDDING_SEED = 21  # the reference draws its embedding after seeding 21
 
@@ -42,10 +42,11 @@ class InitPolicy:
 class ConstantWeightPass(ir.passes.InPlacePass):
     """Rewrite initializers by role. Needs the weight input to exist already."""
 
-    def __init__(self, weight_input_name: str, policy: InitPolicy = InitPolicy()):
+    def __init__(self, weight_input_name: str, policy: InitPolicy = InitPolicy(), roles: list[TensorRole] | None = None):
         super().__init__()
         self.weight_input_name = weight_input_name
         self.policy = policy
+        self.roles = roles  # computed here when not given
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -72,7 +73,7 @@ class ConstantWeightPass(ir.passes.InPlacePass):
             tensor = value.const_value
             value.const_value = ir.tensor(array.astype(tensor.dtype.numpy()), name=value.name)
 
-        for entry in classify_model(model):
+        for entry in self.roles if self.roles is not None else classify_model(model):
             value, role = entry.value, entry.role
             tensor = value.const_value
             if tensor is None or role in (Role.OTHER, Role.NORM_STATS):

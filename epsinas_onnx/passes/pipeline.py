@@ -6,8 +6,10 @@ import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
 from epsinas_onnx.passes.batch_statistics_norm import BatchStatisticsNormPass
+from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass
 from epsinas_onnx.passes.constant_weight import ConstantWeightPass, InitPolicy
 from epsinas_onnx.passes.weight_input import WeightInputPass
+from epsinas_onnx.roles import TensorRole
 
 WEIGHT_INPUT = "epsinas_weight"
 
@@ -20,17 +22,25 @@ def normalising_passes() -> list[ir.passes.PassBase]:
     role classifier sees every tensor the same way.
     """
     return [
-        common_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=1),
         common_passes.LiftSubgraphInitializersToMainGraphPass(),
         common_passes.RemoveInitializersFromInputsPass(),
     ]
 
 
-def scoring_pipeline(policy: InitPolicy = InitPolicy()) -> ir.passes.Sequential:
+def scoring_pipeline(
+    policy: InitPolicy = InitPolicy(),
+    collapse: ChannelCollapsePass | None = None,
+    roles: list[TensorRole] | None = None,
+) -> ir.passes.Sequential:
+    """The rewrite; with `collapse` (a ChannelCollapsePass, whose report the
+    caller reads afterwards) the graph also runs at reduced channel width.
+    `roles`: the role table of the normalised model, if already computed."""
     return ir.passes.Sequential(
         *normalising_passes(),
         WeightInputPass(WEIGHT_INPUT),
-        ConstantWeightPass(WEIGHT_INPUT, policy),
+        ConstantWeightPass(WEIGHT_INPUT, policy, roles),
+        *([collapse] if collapse is not None else []),
         BatchStatisticsNormPass(),
         common_passes.RemoveUnusedNodesPass(),
         common_passes.NameFixPass(),

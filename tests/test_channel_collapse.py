@@ -1,0 +1,133 @@
+"""Channel collapse computes the function of the full-width graph.
+
+Agreement criterion (issue: collapsed vs full width): scores within 1e-4
+relative or 1e-6 absolute, and the same NaN verdict. The larger samples
+(500 NAS-Bench-201, 50 NAS-Bench-101 architectures) run in
+benchmarks/collapse_agreement.py; these are the CI-sized versions.
+"""
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from epsinas_onnx import prepare_model
+from epsinas_onnx.metric import score_with_reason
+from exporters import nb101, nb201
+from tests.conftest import cifar10_batch
+from tests.onnx_graphs import model, out
+
+
+def both_scores(proto, x, weights):
+    results = {}
+    for collapse in (False, True):
+        prepared = prepare_model(proto, collapse=collapse, threads=1)
+        results[collapse] = score_with_reason({w: prepared.run(x, w) for w in weights})
+    return results[False], results[True], prepared.rewritten.collapse
+
+
+def assert_agree(full, collapsed):
+    (s_full, why_full), (s_col, why_col) = full, collapsed
+    assert (why_full is None) == (why_col is None), (why_full, why_col)
+    if why_full is None:
+        assert abs(s_full - s_col) <= max(1e-4 * abs(s_full), 1e-6), (s_full, s_col)
+
+
+NB201_CASES = [
+    "|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",  # no conv at all
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",  # NaN
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+    "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",  # all none: constant output
+]
+
+
+@pytest.mark.parametrize("arch", NB201_CASES + [nb201.format_arch(a) for a in nb201.sample(8, 7)])
+def test_nb201_collapsed_equals_full_width(arch):
+    full, collapsed, report = both_scores(nb201.to_onnx(nb201.parse(arch)), cifar10_batch(16), (1e-7, 1.0))
+    assert_agree(full, collapsed)
+    assert report.skipped is None and not report.expanded  # the whole network runs at one channel
+
+
+def float64_reference_score(arch, x, weights) -> float:
+    """The exact score (float64 PyTorch network, float64 formula)."""
+    import torch
+
+    from tests.torch_reference.metric import init_reference
+    from tests.torch_reference.nb101 import make_network
+
+    outputs = []
+    for w in weights:
+        net = make_network(arch, num_classes=1, batch_stats=True).double()
+        init_reference(net, w)
+        net.eval()
+        with torch.no_grad():
+            y = net(torch.from_numpy(x).double()).numpy().ravel()
+        outputs.append((y - y.min()) / (y.max() - y.min()))
+    p = np.stack(outputs)
+    p[p == 0] = np.nan
+    return float(np.nanmean(np.abs(p[0] - p[1])) / np.nanmean(p))
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_nb101_concat_of_uneven_widths(index):
+    """NAS-Bench-101 sums up to 512 identical channels: the full-width float32
+    graph rounds there (seen: 2e-4 relative off the float64 score), the
+    collapsed graph multiplies instead and stays within 1e-5 of float64. So
+    collapsed is checked against float64, and full width against collapsed
+    with the looser bound its own rounding needs."""
+    arch = nb101.sample(3, 11)[index]
+    x = cifar10_batch(8)
+    (s_full, why_full), (s_col, why_col), report = both_scores(nb101.to_onnx(arch), x, (1e-4, 10.0))
+    exact = float64_reference_score(arch, x, (1e-4, 10.0))
+    assert (why_col is None) == (why_full is None) == (not math.isnan(exact))
+    if why_col is None:
+        assert s_col == pytest.approx(exact, rel=1e-4)
+        assert s_full == pytest.approx(s_col, rel=1e-3)
+    assert report.collapsed_ops > 0
+
+
+def test_per_channel_constant_falls_back_locally():
+    """A per-channel scale after a conv breaks uniformity: the graph is
+    expanded there and still computes the full-width function."""
+    scale = np.arange(1, 5, dtype=np.float32).reshape(4, 1, 1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "scale"], ["scaled"]),
+        helper.make_node("Relu", ["scaled"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["y"]),
+    ]
+    rng = np.random.default_rng(0)
+    proto = model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])], [out("y")],
+        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(scale, "scale"),
+         numpy_helper.from_array(rng.normal(size=(2, 4, 3, 3)).astype(np.float32), "w2")],
+    )
+    x = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
+    full, collapsed, report = both_scores(proto, x, (0.5, 2.0))
+    assert report.expanded and report.expanded[0].startswith("Mul")
+    assert_agree(full, collapsed)
+    for w in (0.5, 2.0):
+        np.testing.assert_allclose(prepare_model(proto, collapse=True).run(x, w),
+                                   prepare_model(proto, collapse=False).run(x, w), rtol=1e-5)
+
+
+def test_control_flow_is_left_at_full_width():
+    from exporters import nlp
+
+    proto = nlp.to_onnx(nlp.load_recipes()[0]["arch"], vocab_size=50, hidden=8, emb=6)
+    report = prepare_model(proto, collapse=True).rewritten.collapse
+    assert report.skipped and "control flow" in report.skipped
+
+
+def test_explain_reports_collapse(tmp_path):
+    from tests.conftest import run_cli
+
+    path = tmp_path / "nb201.onnx"
+    onnx.save(nb201.to_onnx(nb201.parse(NB201_CASES[2])), path)
+    result = run_cli("rewrite", path, "--explain")
+    assert result.returncode == 0, result.stderr
+    assert "channel collapse:" in result.stderr and "ops run at reduced width" in result.stderr
