@@ -5,7 +5,8 @@ always normalises per channel over N and the spatial axes with the biased
 batch variance, even in eval mode. An exported inference-mode
 BatchNormalization uses stored statistics instead, a different function.
 
-Built from primitive ops so it runs on every execution provider; a
+Built from primitive ops (in a model-local function) so it runs on every
+execution provider; a
 training-mode BatchNormalization is avoided on purpose (ONNX Runtime gives
 wrong values for it once graph optimisation is on). Reshaping X to
 (N, C, -1) makes the rewrite independent of X's rank. The arithmetic
@@ -21,9 +22,18 @@ import onnx_ir as ir
 from epsinas_onnx.passes._build import constant, default_opset, insert_at_start, node
 
 
+FUNCTION_DOMAIN = "epsinas"
+
+
 class BatchStatisticsNormPass(ir.passes.InPlacePass):
+    """Each BatchNormalization becomes one call of a model-local function,
+    BatchStatNorm(X, scale, B, epsilon), whose body holds the primitive ops:
+    ONNX Runtime inlines it when the session loads, and the graph the Python
+    side builds and serialises stays small."""
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         opset = default_opset(model)
+        functions: dict[ir.DataType, ir.Function] = {}
         constants: dict[ir.Graph, _GraphConstants] = {}
         count = 0
         for bn in list(ir.traversal.RecursiveGraphIterator(model.graph)):
@@ -35,16 +45,39 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
                         f"BatchNormalization {bn.name!r} exposes its running statistics; "
                         "a model that reads them cannot be scored with batch statistics"
                     )
-            graph_constants = constants.setdefault(bn.graph, _GraphConstants())
-            _replace(bn, opset, graph_constants)
+            dtype = bn.inputs[0].dtype or bn.inputs[1].dtype or ir.DataType.FLOAT
+            if dtype not in functions:
+                functions[dtype] = _batch_stat_norm_function(opset, dtype)
+            eps_attr = bn.attributes.get("epsilon")
+            eps = eps_attr.as_float() if eps_attr is not None else 1e-5
+            eps_value = constants.setdefault(bn.graph, _GraphConstants()).scalar(eps, dtype.numpy())
+            function = functions[dtype]
+            call = ir.Node(FUNCTION_DOMAIN, function.name, [*bn.inputs[:3], eps_value])
+            _replace_node(bn, call)
             count += 1
         for graph, graph_constants in constants.items():
             insert_at_start(graph, graph_constants.nodes)
+        for function in functions.values():
+            model.functions[function.identifier()] = function
+        if functions:
+            model.opset_imports[FUNCTION_DOMAIN] = 1
         return ir.passes.PassResult(model, modified=bool(count))
 
 
+def _replace_node(old: ir.Node, new: ir.Node) -> None:
+    graph = old.graph
+    graph.insert_before(old, new)
+    name = old.outputs[0].name
+    old.outputs[0].name = None
+    new.outputs[0].name = name
+    new.outputs[0].type = old.outputs[0].type
+    new.outputs[0].shape = old.outputs[0].shape
+    old.outputs[0].replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
+    graph.remove(old, safe=True)
+
+
 class _GraphConstants:
-    """Constants shared by every rewritten BatchNormalization of one graph."""
+    """Constants shared by the nodes of one graph."""
 
     def __init__(self):
         self.nodes: list[ir.Node] = []
@@ -63,11 +96,12 @@ class _GraphConstants:
         return self.get(("scalar", value, np.dtype(dtype).str), np.array(value, dtype=dtype))
 
 
-def _replace(bn: ir.Node, opset: int, shared: _GraphConstants) -> None:
-    x, scale, bias = bn.inputs[0], bn.inputs[1], bn.inputs[2]
-    eps_attr = bn.attributes.get("epsilon")
-    eps = eps_attr.as_float() if eps_attr is not None else 1e-5
-    dtype = (x.dtype or scale.dtype or ir.DataType.FLOAT).numpy()
+def _batch_stat_norm_function(opset: int, dtype: ir.DataType) -> ir.Function:
+    x = ir.Value(name="X", type=ir.TensorType(dtype))
+    scale = ir.Value(name="scale", type=ir.TensorType(dtype))
+    bias = ir.Value(name="B", type=ir.TensorType(dtype))
+    eps = ir.Value(name="epsilon", type=ir.TensorType(dtype))
+    shared = _GraphConstants()
     nodes: list[ir.Node] = []
 
     def add(n: ir.Node) -> ir.Value:
@@ -90,18 +124,14 @@ def _replace(bn: ir.Node, opset: int, shared: _GraphConstants) -> None:
     mean = mean_over_n_and_space(x3)
     centred = add(node("Sub", [x3, mean]))
     var = mean_over_n_and_space(add(node("Mul", [centred, centred])))
-    std = add(node("Sqrt", [add(node("Add", [var, shared.scalar(eps, dtype)]))]))
+    std = add(node("Sqrt", [add(node("Add", [var, eps]))]))
     gamma = add(node("Reshape", [scale, shared.ints(-1, 1)]))
     beta = add(node("Reshape", [bias, shared.ints(-1, 1)]))
     alpha = add(node("Mul", [add(node("Reciprocal", [std])), gamma]))
     shift = add(node("Sub", [beta, add(node("Mul", [mean, alpha]))]))
     y3 = add(node("Add", [add(node("Mul", [x3, alpha])), shift]))
     y = add(node("Reshape", [y3, x_shape]))
-
-    graph = bn.graph
-    graph.insert_before(bn, nodes)
-    name = bn.outputs[0].name
-    bn.outputs[0].name = None
-    y.name = name
-    bn.outputs[0].replace_all_uses_with(y, replace_graph_outputs=True)
-    graph.remove(bn, safe=True)
+    y.name = "Y"
+    graph = ir.Graph([x, scale, bias, eps], [y], nodes=shared.nodes + nodes, opset_imports={"": opset},
+                     name=f"BatchStatNorm_{dtype.name}")
+    return ir.Function(FUNCTION_DOMAIN, f"BatchStatNorm_{dtype.name}", graph=graph, attributes=[])

@@ -1,0 +1,118 @@
+"""The batch: loading, normalisation, layout, resizing, tokens, synthetic data."""
+
+import numpy as np
+import pytest
+
+from epsinas_onnx.errors import UserError
+from epsinas_onnx.inputs import InputSpec, NORMS, prepare_batch, read_token_stream, resize
+
+
+def image_spec(shape=("batch", 3, 32, 32)):
+    return InputSpec("x", np.dtype(np.float32), list(shape))
+
+
+def token_spec(shape=("seq", "batch")):
+    return InputSpec("tokens", np.dtype(np.int64), list(shape))
+
+
+def test_uint8_nhwc_is_normalised_and_transposed(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=images, labels=np.arange(10))
+    batch = prepare_batch(image_spec(), tmp_path / "d.npz", batch_size=4, norm="cifar10")
+    mean, std = (np.array(v, np.float32) / 255 for v in NORMS["cifar10"])
+    expected = ((images[:4] / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(batch.array, expected, rtol=1e-5, atol=1e-6)
+    assert "first 4" in batch.description and "norm cifar10" in batch.description
+
+
+def test_shuffle_seed_draws_a_repeatable_subset(tmp_path):
+    images = np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1) * np.ones((1, 3, 4, 4), np.float32)
+    np.save(tmp_path / "d.npy", images)
+    spec = image_spec(("batch", 3, 4, 4))
+    a = prepare_batch(spec, tmp_path / "d.npy", batch_size=5, shuffle_seed=3).array
+    b = prepare_batch(spec, tmp_path / "d.npy", batch_size=5, shuffle_seed=3).array
+    np.testing.assert_array_equal(a, b)
+    assert sorted(a[:, 0, 0, 0]) != list(range(5))  # not the first five
+
+
+def test_resize_by_block_average_and_bilinear():
+    images = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    halved = resize(images, [2, 2], (2, 3))
+    np.testing.assert_allclose(halved[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+    grown = resize(images, [8, 8], (2, 3))
+    assert grown.shape == (1, 1, 8, 8)
+    assert grown.min() == images.min() and grown.max() == images.max()
+
+
+def test_images_resized_to_the_model_size(tmp_path):
+    np.save(tmp_path / "d.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    batch = prepare_batch(image_spec(("batch", 3, 16, 16)), tmp_path / "d.npy", batch_size=4)
+    assert batch.array.shape == (4, 3, 16, 16)
+
+
+def test_channels_last_model_input(tmp_path):
+    np.save(tmp_path / "d.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    batch = prepare_batch(image_spec(("batch", 8, 8, 3)), tmp_path / "d.npy", batch_size=4)
+    assert batch.array.shape == (4, 8, 8, 3)
+
+
+@pytest.mark.parametrize("kind", ["grey", "normal", "uniform", "uniform+"])
+def test_synthetic_inputs(kind):
+    batch = prepare_batch(image_spec(), synthetic=kind, batch_size=8, seed=1)
+    x = batch.array
+    assert x.shape == (8, 3, 32, 32) and x.dtype == np.float32
+    if kind == "grey":
+        assert np.all(np.ptp(x.reshape(8, -1), axis=1) == 0)
+        np.testing.assert_allclose(x[:, 0, 0, 0], np.linspace(0, 1, 8), rtol=1e-6)
+    elif kind == "uniform":
+        assert x.min() >= -1 and x.max() <= 1 and x.min() < 0
+    elif kind == "uniform+":
+        assert x.min() >= 0 and x.max() <= 1
+    np.testing.assert_array_equal(x, prepare_batch(image_spec(), synthetic=kind, batch_size=8, seed=1).array)
+
+
+def test_default_input_is_documented_synthetic_normal():
+    batch = prepare_batch(image_spec(), batch_size=4)
+    assert "synthetic normal" in batch.description and "default" in batch.description
+
+
+def test_token_text_is_laid_out_in_contiguous_columns(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("a b c\nd e\n" * 20)
+    stream, vocabulary = read_token_stream(text)
+    assert vocabulary == 6  # a b c <eos> d e
+    assert stream[:6].tolist() == [0, 1, 2, 3, 4, 5]
+    batch = prepare_batch(token_spec(), text, batch_size=4, seq_len=5, vocab_size=100)
+    rows = stream.size // 4
+    expected = stream[: rows * 4].reshape(4, rows).T[:5]
+    np.testing.assert_array_equal(batch.array, expected)
+    assert batch.array.shape == (5, 4)
+
+
+def test_token_batch_first_layout(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x y z w\n" * 50)
+    batch = prepare_batch(token_spec(("batch", "seq")), text, batch_size=4, seq_len=6, token_layout="batch-first")
+    assert batch.array.shape == (4, 6)
+
+
+def test_too_short_text_says_how_many_tokens_are_needed(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("a b\n")
+    with pytest.raises(UserError, match="needs 280"):
+        prepare_batch(token_spec(), text, batch_size=4, seq_len=70)
+
+
+def test_images_for_a_token_model_and_the_reverse(tmp_path):
+    np.save(tmp_path / "d.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="takes integer token ids"):
+        prepare_batch(token_spec(), tmp_path / "d.npy", batch_size=4)
+    text = tmp_path / "t.txt"
+    text.write_text("a b c\n")
+    with pytest.raises(UserError, match="only for token models"):
+        prepare_batch(image_spec(), text, batch_size=4)
+
+
+def test_fixed_batch_dimension_mismatch():
+    with pytest.raises(UserError, match="pass --batch-size 1"):
+        prepare_batch(image_spec((1, 3, 32, 32)), batch_size=8)
