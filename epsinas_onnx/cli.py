@@ -50,17 +50,17 @@ def input_options(fn):
     options = [
         click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz with 'images' or one array, or .npy; NHWC uint8 or NCHW float32) or, for token models, a text file."),
         click.option("--batch-size", type=int, default=256, show_default=True),
-        click.option("--shuffle-seed", type=int, default=None, help="Draw the batch at random with this seed instead of taking the first items."),
+        click.option("--shuffle-seed", type=click.IntRange(min=0), default=None, help="Draw the batch at random with this seed instead of taking the first items."),
         click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True, help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays."),
         click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None, help="Synthetic images instead of --data (fed as they are, no --norm)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs and default tokens."),
-        click.option("--seq-len", type=int, default=70, show_default=True, help="Time steps for token models."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of synthetic inputs and default tokens."),
+        click.option("--seq-len", type=click.IntRange(min=1), default=70, show_default=True, help="Time steps for token models."),
         click.option("--token-layout", type=click.Choice(["seq-first", "batch-first"]), default=None, help="Token input layout; default: from the model's fixed dims, else seq-first."),
         click.option("--input", "input_name", default=None, help="The model input to feed, when it has several."),
         click.option("--output", default=None, help="The model output to score (default: the first)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (the same function, faster); --no-collapse runs the full-width graph."),
-        click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)."),
+        click.option("--threads", type=click.IntRange(min=1, max=4096), default=None, help="ONNX Runtime intra-op threads (default: all cores)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -110,6 +110,8 @@ def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, fm
 
     if out is None and not explain:
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
+    if weight is not None and not math.isfinite(weight):
+        raise UserError(f"--weight must be a finite number, not {weight}")
     ir_model = load_model(model)
     policy = policy_for(ir_model, bn_gamma, bias, embedding)
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
@@ -265,6 +267,15 @@ def write_atomically(path: Path, payload: bytes) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
+# ---------------------------------------------------------------- bench, results, evaluate (cli_bench.py)
+
+from epsinas_onnx import cli_bench  # noqa: E402  (it imports the helpers above)
+
+cli.add_command(cli_bench.bench)
+cli.add_command(cli_bench.results)
+cli.add_command(cli_bench.evaluate)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -288,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         return 130
+    except MemoryError as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        click.echo(f"error: out of memory{f' ({detail})' if detail else ''}: try a smaller --batch-size", err=True)
+        return 1
     except Exception as exc:  # the promise: never a traceback
         if os.environ.get("EPSINAS_DEBUG"):
             raise

@@ -1,0 +1,503 @@
+"""bench: score many architectures of a search space into the results store.
+
+The batch is prepared once, in the driver, and shipped to the worker
+processes; each worker scores one architecture at a time with ONNX Runtime on
+one thread (two 1-thread processes beat one 2-thread process), and the driver,
+the only writer, commits each row as it arrives. A rerun skips what the store
+already holds, so a killed or interrupted run resumes where it stopped.
+
+Everything done per architecture is in `score_architecture`: export, rewrite,
+two runs, the metric. Options that change the score travel in two dicts that
+are part of the store key: `export` (keyword arguments of the space's
+`to_onnx`, e.g. resolution) and `settings` (keyword arguments of
+`scorer.prepare_model`, e.g. bn_gamma; a new prepare_model option passes
+through unchanged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from epsinas_onnx.errors import UserError
+from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
+from epsinas_onnx.metric import score_with_reason
+from epsinas_onnx.scorer import _check_weights, embedding_rows, prepare_model
+from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
+
+# reference-semantics §6
+REFERENCE_WEIGHTS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
+DEFAULT_STORE = "epsinas_results.sqlite"
+
+
+class BenchError(UserError):
+    """The bench could not go on (rows finished so far are stored)."""
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the workers are stopped and every finished row is stored."""
+
+    def __init__(self, summary: "BenchSummary"):
+        super().__init__(summary.interrupted_message())
+        self.summary = summary
+
+
+@dataclasses.dataclass
+class BenchSummary:
+    space: str
+    store: str
+    requested: int  # distinct architectures asked for
+    duplicates: int  # repeated entries in the list, scored once
+    skipped: int  # already in the store
+    todo: int  # to score in this run (after --limit)
+    scored: int = 0
+    nan: int = 0
+    errors: int = 0
+    wall: float = 0.0
+    arch_seconds: float = 0.0  # summed over architectures, inside the workers
+    workers: int = 1
+    data: str = ""  # fingerprint
+    data_description: str = ""
+    warnings: list = dataclasses.field(default_factory=list)  # the rewriter's, for the first architecture
+
+    @property
+    def finished(self) -> int:
+        return self.scored + self.errors
+
+    def line(self) -> str:
+        per_arch = f"{self.wall / self.finished:.3g} s/arch" if self.finished else "- s/arch"
+        inside = f", {self.arch_seconds / self.finished:.3g} s per arch in a worker" if self.finished else ""
+        errors = f"{self.errors} errors" + (" (rerun to retry them)" if self.errors else "")
+        repeats = f" ({self.duplicates} repeats in the list scored once)" if self.duplicates else ""
+        return (
+            f"{self.space}: {self.scored} scored ({self.nan} NaN), {errors}, "
+            f"{self.skipped} skipped as already stored{repeats}; wall {self.wall:.1f} s, {per_arch} "
+            f"({self.workers} worker{'s' if self.workers != 1 else ''}{inside}); store {self.store}"
+        )
+
+    def interrupted_message(self) -> str:
+        total = self.skipped + self.todo
+        return f"interrupted: {self.skipped + self.finished} of {total} done; rerun the same command to resume"
+
+
+# ---------------------------------------------------------------- one architecture
+
+
+def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
+                       device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None) -> dict:
+    """Score one architecture: export -> prepare_model -> both weights -> metric.
+
+    Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
+    error (None, or why the architecture could not be scored at all), params,
+    seconds, device. Never raises for a per-architecture failure."""
+    start = time.perf_counter()
+    arch_text = space_module.format_arch(arch)
+    value, reason, error, used_device = math.nan, None, None, device
+    try:
+        model = space_module.to_onnx(arch, **export)
+        prepared = prepare_model(model, device=device, threads=threads, **settings)
+        used_device = prepared.device
+        outputs = {w: prepared.run(batch, w) for w in weights}
+        value, reason = score_with_reason(outputs)
+    except Exception as exc:  # an architecture that fails is a row with an error, not a NaN
+        error = _error_text(exc)
+    try:
+        params = int(space_module.num_params(arch, **(param_kwargs or {})))
+    except Exception:
+        params = None
+    return {
+        "arch": arch_text, "score": float(value), "nan_reason": reason, "error": error,
+        "params": params, "seconds": time.perf_counter() - start, "device": used_device,
+    }
+
+
+def _error_text(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:500]
+    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
+
+
+# ---------------------------------------------------------------- the architecture list
+
+
+def load_arch_file(space_module, path) -> list:
+    """Architectures from a file: one per line in the space's own encoding
+    (blank lines and lines starting with '#' skipped); for nb101 also the csv
+    files of the benchmark (exporters.nb101.load_archs), for nlp wt2_summary.csv
+    (exporters.nlp.load_recipes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"architecture file not found: {path} (check the path)")
+    if path.suffix == ".csv":
+        if space_module.NAME == "nb101":
+            return space_module.load_archs(path)
+        if space_module.NAME == "nlp":
+            if path.name != "wt2_summary.csv":
+                raise UserError(f"{path}: for nlp a .csv must be wt2_summary.csv; give other recipes one JSON per line")
+            return [row["arch"] for row in space_module.load_recipes(path.parent)]
+    archs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            archs.append(space_module.parse(line))
+        except UserError as exc:
+            raise UserError(f"{path}, line {number}: {exc}") from None
+    if not archs:
+        raise UserError(f"{path} holds no architectures")
+    return archs
+
+
+def _unique(space_module, archs) -> tuple[list, list[str]]:
+    """Parse strings, drop repeats (same format_arch), keep the first order."""
+    seen: dict[str, object] = {}
+    for arch in archs:
+        if isinstance(arch, str):
+            arch = space_module.parse(arch)
+        else:
+            space_module.validate(arch)
+        seen.setdefault(space_module.format_arch(arch), arch)
+    return list(seen.values()), list(seen)
+
+
+def _defaults(function, skip: tuple) -> dict:
+    """The keyword defaults of `function` that are not None."""
+    return {
+        name: p.default for name, p in inspect.signature(function).parameters.items()
+        if name not in skip and p.default is not inspect.Parameter.empty and p.default is not None
+    }
+
+
+def _check_kwargs(function, given: dict, what: str) -> None:
+    accepted = inspect.signature(function).parameters
+    for key in given:
+        if key not in accepted:
+            raise UserError(f"{what} option {key!r} does not apply here (accepted: {', '.join(accepted)})")
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def run_bench(
+    space: str,
+    archs,
+    weights=None,
+    *,
+    data=None,
+    batch_size: int = 256,
+    norm: str = "auto",
+    synthetic: str | None = None,
+    shuffle_seed: int | None = None,
+    seed: int = 0,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    token_layout: str | None = None,
+    export: dict | None = None,
+    settings: dict | None = None,
+    store_path=DEFAULT_STORE,
+    workers: int = 1,
+    device: str = "auto",
+    threads: int | None = 1,
+    limit: int | None = None,
+    progress: bool = True,
+) -> BenchSummary:
+    """Score `archs` (architectures or their strings) of `space` into the store.
+
+    weights: default the space's reference pair. export: keyword arguments of
+    the space's to_onnx; settings: of scorer.prepare_model (both are part of the
+    store key, with every default made explicit). Architectures already stored under the same key are skipped;
+    `limit` caps how many are scored in this run. Raises BenchInterrupted on
+    Ctrl-C (finished rows are stored), UserError on bad input."""
+    from exporters import get_space
+
+    module = get_space(space)
+    weights = _check_weights(weights if weights is not None else REFERENCE_WEIGHTS[space])
+    export = {k: v for k, v in (export or {}).items() if v is not None}
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    _check_kwargs(module.to_onnx, export, f"{space} export")
+    _check_kwargs(prepare_model, settings, "scoring")
+    for reserved in ("device", "threads"):
+        if reserved in settings:
+            raise UserError(f"{reserved} is an execution option, not a setting: pass it as {reserved}=")
+    # explicit defaults: the key is the same whether an option was given at its default or left out
+    export = {**_defaults(module.to_onnx, skip=("arch",)), **export}
+    settings = {**_defaults(prepare_model, skip=("model", "device", "threads")), **settings}
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be at least 0, not {limit}")
+    listed = list(archs)
+    unique, texts = _unique(module, listed)
+    if not unique:
+        raise UserError("no architectures to score")
+    param_kwargs = {k: v for k, v in export.items() if k in inspect.signature(module.num_params).parameters
+                    and k != "num_classes"}
+
+    # the batch, once: shaped by the first architecture's model
+    probe = prepare_model(module.to_onnx(unique[0], **export), device=device, threads=threads, **settings)
+    batch = prepare_batch(
+        probe.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+        seed=seed, seq_len=seq_len, vocab_size=embedding_rows(probe), token_layout=token_layout,
+    )
+    key = {
+        "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
+        "settings": settings_key({"export": export, "prepare": settings}),
+    }
+
+    store = ResultStore(store_path)
+    try:
+        done = store.done(key["space"], key["weights"], key["data"], key["settings"])
+        todo = [(arch, text) for arch, text in zip(unique, texts) if text not in done]
+        if limit is not None:
+            todo = todo[:limit]
+        summary = BenchSummary(
+            space=space, store=str(store_path), requested=len(unique), duplicates=len(listed) - len(unique),
+            skipped=len(done.intersection(texts)), todo=len(todo), workers=min(workers, max(len(todo), 1)), data=key["data"],
+            data_description=batch.description, warnings=list(probe.rewritten.warnings),
+        )
+        job = _Job(module, batch.array, weights, export, settings, probe.device, threads, param_kwargs)
+        _score_all(job, todo, store, key, summary, progress)
+    finally:
+        store.close()
+    return summary
+
+
+@dataclasses.dataclass
+class _Job:
+    """What every worker needs, sent once per worker."""
+
+    space_module: object
+    batch: np.ndarray
+    weights: tuple
+    export: dict
+    settings: dict
+    device: str
+    threads: int | None
+    param_kwargs: dict
+
+    def score(self, arch) -> dict:
+        return score_architecture(
+            self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
+            device=self.device, threads=self.threads, param_kwargs=self.param_kwargs,
+        )
+
+    def __getstate__(self):  # a module does not pickle: send its name
+        state = dict(self.__dict__)
+        state["space_module"] = self.space_module.NAME
+        return state
+
+    def __setstate__(self, state):
+        from exporters import get_space
+
+        state["space_module"] = get_space(state["space_module"])
+        self.__dict__.update(state)
+
+
+def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: BenchSummary, progress: bool) -> None:
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="arch", file=sys.stderr, disable=not progress or not todo,
+               desc=f"bench {summary.space}", dynamic_ncols=True, smoothing=0.1)
+
+    def record(row: dict) -> None:
+        store.add({**row, **key, "data_description": summary.data_description, "created": now()})
+        store.commit()
+        if row["error"] is not None:
+            summary.errors += 1
+        else:
+            summary.scored += 1
+            summary.nan += math.isnan(row["score"])
+        summary.arch_seconds += row["seconds"]
+        bar.update(1)
+        bar.set_postfix(nan=summary.nan, errors=summary.errors, refresh=False)
+
+    try:
+        if summary.workers <= 1:
+            for arch, _ in todo:
+                record(job.score(arch))
+        else:
+            with _Pool(job, summary.workers) as pool:
+                for row in pool.imap(todo):
+                    record(row)
+    except KeyboardInterrupt:
+        summary.wall = time.perf_counter() - start
+        bar.close()
+        raise BenchInterrupted(summary) from None
+    finally:
+        bar.close()
+        summary.wall = time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+class _Pool:
+    """N worker processes fed from one task queue. Unlike multiprocessing.Pool it
+    notices a worker that dies (out of memory, a crash in ONNX Runtime): that
+    architecture becomes an error row and a new worker takes over."""
+
+    def __init__(self, job: _Job, workers: int):
+        self.job = job
+        self.size = workers
+        self.ctx = multiprocessing.get_context("spawn")
+        self.tasks = self.ctx.Queue()
+        self.results = self.ctx.Queue()
+        self.procs: dict[int, multiprocessing.Process] = {}
+        self.current: dict[int, int] = {}  # pid -> index of the architecture it is scoring
+        self.restarts = 0
+        self.rows_seen = 0
+        self.archs: list = []
+        self.pending: set[int] = set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _start_worker(self) -> None:
+        # workers ignore Ctrl-C (the driver stops them): block SIGINT across the
+        # start so that the child inherits the block until it has set SIG_IGN
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            proc = self.ctx.Process(target=_worker_main, args=(self.job, self.tasks, self.results, os.getpid()),
+                                    daemon=True, name="epsinas-bench-worker")
+            proc.start()
+        finally:
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.procs[proc.pid] = proc
+
+    def imap(self, todo: list):
+        """Rows in the order they finish."""
+        self.archs = [arch for arch, _ in todo]
+        for index, arch in enumerate(self.archs):
+            self.tasks.put((index, arch))
+        for _ in range(self.size):
+            self.tasks.put(None)
+        for _ in range(self.size):
+            self._start_worker()
+        self.pending = set(range(len(self.archs)))
+        while self.pending:
+            try:
+                message = self.results.get(timeout=0.5)
+            except queue.Empty:
+                yield from self._check_workers()
+                continue
+            row = self._take(message)
+            if row is not None:
+                yield row
+
+    def _take(self, message) -> dict | None:
+        kind, pid, index, payload = message
+        if kind == "start":
+            self.current[pid] = index
+            return None
+        self.current.pop(pid, None)
+        self.pending.discard(index)
+        self.rows_seen += 1
+        return payload
+
+    def _check_workers(self):
+        for pid, proc in list(self.procs.items()):
+            if proc.exitcode is None:
+                continue
+            del self.procs[pid]
+            if proc.exitcode == 0:
+                continue  # took its end-of-work marker
+            # what it sent before it died may still be in the queue: its row, even
+            while True:
+                try:
+                    message = self.results.get(timeout=0.1)
+                except queue.Empty:
+                    break
+                row = self._take(message)
+                if row is not None:
+                    yield row
+            how = f"signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
+            index = self.current.pop(pid, None)
+            if index is None:
+                if not self.rows_seen:
+                    raise BenchError(f"a bench worker process ended ({how}) before scoring anything; "
+                                     "rerun with --workers 1 to see why")
+            else:
+                self.pending.discard(index)
+                yield {
+                    "arch": self.job.space_module.format_arch(self.archs[index]), "score": math.nan,
+                    "nan_reason": None, "params": None, "seconds": 0.0, "device": self.job.device,
+                    "error": f"the worker process died ({how}) while scoring this architecture (out of memory?)",
+                }
+            self._restart(how)
+        while not self.procs and self.pending:  # every worker is done: what they sent is all there is
+            try:
+                message = self.results.get(timeout=2.0)
+            except queue.Empty:
+                raise BenchError(f"the bench workers stopped with {len(self.pending)} architectures unscored; "
+                                 "rerun the same command to resume") from None
+            row = self._take(message)
+            if row is not None:
+                yield row
+
+    def _restart(self, how: str) -> None:
+        self.restarts += 1
+        if self.restarts > 3 * self.size + 10:
+            raise BenchError(f"bench worker processes keep dying ({how}); rerun with --workers 1 to see why")
+        self._start_worker()
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.exitcode is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            proc.join(timeout=5)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join(timeout=5)
+        # the driver exits without waiting to flush tasks nobody will read
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()
+            q.close()
+
+
+def _worker_main(job: _Job, tasks, results, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _die_with_parent()
+    pid = os.getpid()
+    while True:
+        if os.getppid() != parent:  # the driver is gone: nobody will read what we send
+            results.cancel_join_thread()
+            return
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if task is None:
+            return
+        index, arch = task
+        results.put(("start", pid, index, None))
+        results.put(("row", pid, index, job.score(arch)))
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the driver dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,229 @@
+"""The bench, results and evaluate commands (registered in cli.py).
+
+Import epsinas_onnx.cli, not this module on its own: it borrows cli.py's
+option helpers and is imported at the end of cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from epsinas_onnx.cli import FORMATS, SPACES, policy_options, render, weights_option
+from epsinas_onnx.errors import UserError
+from epsinas_onnx.inputs import NORMS, SYNTHETIC
+
+DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
+
+
+def bench_input_options(fn):
+    """The input options of `score`, for a whole space: --seed is the sample's
+    seed here, --input-seed the synthetic batch's; --threads defaults to 1 per worker."""
+    options = [
+        click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz / .npy) or, for nlp, a text file; as for `score`."),
+        click.option("--batch-size", type=int, default=256, show_default=True),
+        click.option("--shuffle-seed", type=int, default=None, help="Draw the batch at random with this seed instead of taking the first items."),
+        click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True, help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays."),
+        click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None, help="Synthetic images instead of --data."),
+        click.option("--input-seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs and default tokens (`score --seed`)."),
+        click.option("--seq-len", type=int, default=70, show_default=True, help="Time steps for token models."),
+        click.option("--token-layout", type=click.Choice(["seq-first", "batch-first"]), default=None, help="Token input layout."),
+        click.option("--input", "input_name", default=None, help="The model input to feed, when it has several."),
+        click.option("--output", default=None, help="The model output to score (default: the first)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (as `score`); part of the store key."),
+        click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads per worker."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("space", type=SPACES)
+@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
+@click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
+              help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
+                   "test_143.csv, nlp wt2_summary.csv.")
+@click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
+@weights_option(default=None)
+@bench_input_options
+@policy_options
+@click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
+@click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False), help="The SQLite results file (created if absent).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one architecture each at a time.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
+          input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, bn_gamma, bias, embedding,
+          resolution, vocab_size, store, workers, progress):
+    """Score architectures of a benchmark SPACE into a results store.
+
+    Rows already stored under the same weights, batch and settings are skipped,
+    so a rerun of an interrupted (or killed) command resumes it. --weights
+    default: the space's reference pair (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3).
+    """
+    from epsinas_onnx.bench import BenchInterrupted, load_arch_file, run_bench
+    from exporters import get_space
+
+    module = get_space(space)
+    chosen = sum([everything, n is not None, arch_file is not None])
+    if chosen != 1:
+        raise UserError("give exactly one of --all, --sample N or --archs FILE")
+    if everything:
+        if not hasattr(module, "all_archs"):
+            raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
+        archs = module.all_archs()
+    elif n is not None:
+        if n < 1:
+            raise UserError(f"--sample must be at least 1, not {n}")
+        archs = module.sample(n, seed)
+    else:
+        archs = load_arch_file(module, arch_file)
+    export = {"resolution": resolution, "vocab_size": vocab_size}
+    settings = {"bn_gamma": bn_gamma, "bias": bias, "embedding": embedding, "output": output, "input_name": input_name,
+                "collapse": collapse}
+    try:
+        summary = run_bench(
+            space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
+            shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
+            export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
+            limit=limit, progress=progress,
+        )
+    except BenchInterrupted as stop:
+        click.echo(str(stop), err=True)
+        raise SystemExit(130) from None
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(summary.line())
+
+
+def _open(store):
+    from epsinas_onnx.store import ResultStore
+
+    return ResultStore(store, create=False)
+
+
+LIST_COLUMNS = ("space", "arch", "score", "nan_reason", "error", "params", "seconds")
+FULL_COLUMNS = (*LIST_COLUMNS, "weights", "data", "data_description", "settings", "config", "device", "created")
+
+
+@click.command()
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--space", type=SPACES, default=None, help="Only this space.")
+@click.option("--config", default=None, help="Only this config id (weights + batch + settings; see --format csv).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True,
+              help="table: the main columns; csv and json: every column.")
+def results(store, space, config, fmt):
+    """List the rows of a results store."""
+    with _open(store) as db:
+        rows = db.rows(space)
+    if config is not None:
+        rows = [r for r in rows if r["config"] == config]
+    columns = LIST_COLUMNS if fmt == "table" else FULL_COLUMNS
+    rows = [{c: r[c] for c in columns} for r in rows]
+    if fmt == "json":
+        rows = [{**r, "weights": json.loads(r["weights"]), "settings": json.loads(r["settings"])} for r in rows]
+    click.echo(render(rows, fmt), nl=False)
+
+
+def select_config(rows: list[dict], config: str | None) -> list[dict]:
+    """The rows of one config: the one given, or the only one there is."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["config"], []).append(row)
+    if config is not None:
+        if config not in groups:
+            raise UserError(f"no rows with config {config!r}; the store has {', '.join(groups) or 'none'}")
+        return groups[config]
+    if len(groups) > 1:
+        described = "; ".join(
+            f"{cid}: weights {g[0]['weights']}, data {g[0]['data']} ({g[0]['data_description']}), "
+            f"settings {g[0]['settings']}, {len(g)} rows"
+            for cid, g in groups.items()
+        )
+        raise UserError(f"the store holds {len(groups)} configs for this space; pick one with --config ({described})")
+    return rows
+
+
+@click.command()
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
+@click.option("--accuracies", type=click.Path(dir_okay=False), required=True,
+              help="A csv of targets per architecture (nb201 accuracies.csv, nb101 test_143.csv / naslib_500.csv, nlp wt2_summary.csv).")
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
+              help="nb201: the target column, the baselines' zen_ column, the proxies' rows (default cifar10).")
+@click.option("--arch-column", default=None, help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops).")
+@click.option("--target-column", default=None, help="Target column (default nb201: --dataset; nb101: cifar_acc_108 or val_accuracy; nlp: final_test_loss).")
+@click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
+              help="The target's direction (default: lower for nlp's loss, else higher).")
+@click.option("--baselines", type=click.Path(dir_okay=False), default=None, help="nb201 baselines.csv (NASWOT, Zen).")
+@click.option("--proxies", type=click.Path(dir_okay=False), default=None,
+              help="A csv of other proxies (nb201 proxies_subset.csv); every row is then computed on the architectures it covers.")
+@click.option("--config", default=None, help="The config id, when the store holds several for the space.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def evaluate(store, space, accuracies, dataset, arch_column, target_column, lower_is_better, baselines, proxies,
+             config, plot_path, fmt):
+    """Rank correlations and top-k agreement of stored scores with a target
+    (reference-semantics §8), next to other proxies on the same architectures."""
+    from epsinas_onnx import evaluation
+
+    evaluation._scipy_stats()  # a missing extra: one line, before any work
+    with _open(store) as db:
+        rows = db.rows(space)
+        if space is None:
+            spaces = sorted({r["space"] for r in rows})
+            if len(spaces) != 1:
+                raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
+            space = spaces[0]
+    if not rows:
+        raise UserError(f"the store {store} holds no {space} rows")
+    rows = select_config(rows, config)
+    report = evaluation.evaluate(
+        rows, space, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
+        lower_is_better=lower_is_better, baselines=baselines, proxies=proxies,
+    )
+    first = rows[0]
+    report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
+                        "data_description": first["data_description"], "settings": json.loads(first["settings"])}
+    if plot_path is not None:
+        evaluation.plot(report, Path(plot_path))
+    if fmt == "json":
+        out = {k: v for k, v in report.items() if k != "points"}
+        out["rows"] = [{k: _clean(v) for k, v in r.items()} for r in out["rows"]]
+        click.echo(json.dumps(out, indent=2))
+        return
+    table = [_table_row(r) for r in report["rows"]]
+    if fmt == "table":
+        c = report["counts"]
+        direction = "lower is better" if report["lower_is_better"] else "higher is better"
+        extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in ("not_in_baselines", "not_in_proxies") if k in c)
+        click.echo(
+            f"{space} vs {report['target']} ({direction}), config {first['config']} (weights {first['weights']}, "
+            f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "
+            f"{c['no_target']} without a target{extra}; {c['compared']} compared"
+        )
+    click.echo(render(table, fmt), nl=False)
+
+
+def _clean(v):
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _table_row(r: dict) -> dict:
+    return {
+        "proxy": r["proxy"], "n": r["n"], "nan": r["nan_dropped"] or r["nan_last"],
+        "spearman": _round(r["spearman"]), "n_top10": r["n_top10"], "spearman_top10": _round(r["spearman_top10"]),
+        "kendall": _round(r["kendall"]), "kendall_top10": _round(r["kendall_top10"]),
+        "top10_top10": _round(r["top10_top10"], 2), "top64_top5": f"{r['top64_top5']}/{r['n_top64']}",
+    }
+
+
+def _round(v: float, digits: int = 3):
+    return v if math.isnan(v) else round(v, digits)
