@@ -32,7 +32,7 @@ import numpy as np
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
 from epsinas_onnx.metric import score_with_reason
-from epsinas_onnx.scorer import _check_weights, embedding_rows, prepare_model
+from epsinas_onnx.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, prepare_model
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
 # reference-semantics §6
@@ -92,6 +92,8 @@ class BenchSummary:
 
 # ---------------------------------------------------------------- one architecture
 
+BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
+
 
 def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
                        device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None) -> dict:
@@ -105,7 +107,10 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     value, reason, error, used_device = math.nan, None, None, device
     try:
         model = space_module.to_onnx(arch, **export)
-        prepared = prepare_model(model, device=device, threads=threads, **settings)
+        # the exporters' models are well-formed: skip onnx.checker; many small
+        # sessions: ONNX Runtime's graph optimisation costs more than it saves
+        prepared = prepare_model(model, device=device, threads=threads, check=False,
+                                 graph_optimization=BENCH_GRAPH_OPTIMIZATION, **settings)
         used_device = prepared.device
         outputs = {w: prepared.run(batch, w) for w in weights}
         value, reason = score_with_reason(outputs)
@@ -204,11 +209,14 @@ def run_bench(
     export: dict | None = None,
     settings: dict | None = None,
     store_path=DEFAULT_STORE,
-    workers: int = 1,
+    workers: int | None = 1,
     device: str = "auto",
     threads: int | None = 1,
     limit: int | None = None,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    chunk: int | None = None,
 ) -> BenchSummary:
     """Score `archs` (architectures or their strings) of `space` into the store.
 
@@ -216,23 +224,35 @@ def run_bench(
     the space's to_onnx; settings: of scorer.prepare_model (both are part of the
     store key, with every default made explicit). Architectures already stored under the same key are skipped;
     `limit` caps how many are scored in this run. Raises BenchInterrupted on
-    Ctrl-C (finished rows are stored), UserError on bad input."""
+    Ctrl-C (finished rows are stored), UserError on bad input.
+
+    executor: "local" (`workers` processes, default 1) or "ray" (a Ray cluster:
+    the one at `address`, else RAY_ADDRESS, else a local instance; `workers`
+    caps the tasks at a time, default the cluster's CPUs; `chunk` architectures
+    per task); see executors.py. The driver alone writes the store either way."""
+    from epsinas_onnx.executors import check_executor
     from exporters import get_space
 
     module = get_space(space)
     weights = _check_weights(weights if weights is not None else REFERENCE_WEIGHTS[space])
     export = {k: v for k, v in (export or {}).items() if v is not None}
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    settings = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
+    if "weight_init" not in settings:
+        settings.pop("weight_seed", None)  # the seed of random weights: no random weights, no seed
     _check_kwargs(module.to_onnx, export, f"{space} export")
     _check_kwargs(prepare_model, settings, "scoring")
-    for reserved in ("device", "threads"):
+    for reserved in EXECUTION_OPTIONS:
         if reserved in settings:
             raise UserError(f"{reserved} is an execution option, not a setting: pass it as {reserved}=")
     # explicit defaults: the key is the same whether an option was given at its default or left out
     export = {**_defaults(module.to_onnx, skip=("arch",)), **export}
-    settings = {**_defaults(prepare_model, skip=("model", "device", "threads")), **settings}
-    if workers < 1:
+    settings = {**_defaults(prepare_model, skip=("model", *EXECUTION_OPTIONS)), **settings}
+    check_executor(executor, address, chunk)
+    if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    if workers is None and executor == "local":
+        workers = 1
     if limit is not None and limit < 0:
         raise UserError(f"--limit must be at least 0, not {limit}")
     listed = list(archs)
@@ -242,8 +262,10 @@ def run_bench(
     param_kwargs = {k: v for k, v in export.items() if k in inspect.signature(module.num_params).parameters
                     and k != "num_classes"}
 
-    # the batch, once: shaped by the first architecture's model
-    probe = prepare_model(module.to_onnx(unique[0], **export), device=device, threads=threads, **settings)
+    # the batch, once: shaped by the first architecture's model. On Ray the
+    # driver need not have the workers' GPU: --device cuda probes on the CPU
+    probe_device = "cpu" if executor == "ray" and device == "cuda" else device
+    probe = prepare_model(module.to_onnx(unique[0], **export), device=probe_device, threads=threads, **settings)
     batch = prepare_batch(
         probe.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
         seed=seed, seq_len=seq_len, vocab_size=embedding_rows(probe), token_layout=token_layout,
@@ -261,11 +283,12 @@ def run_bench(
             todo = todo[:limit]
         summary = BenchSummary(
             space=space, store=str(store_path), requested=len(unique), duplicates=len(listed) - len(unique),
-            skipped=len(done.intersection(texts)), todo=len(todo), workers=min(workers, max(len(todo), 1)), data=key["data"],
+            skipped=len(done.intersection(texts)), todo=len(todo), workers=min(workers or 1, max(len(todo), 1)), data=key["data"],
             data_description=batch.description, warnings=list(probe.rewritten.warnings),
         )
-        job = _Job(module, batch.array, weights, export, settings, probe.device, threads, param_kwargs)
-        _score_all(job, todo, store, key, summary, progress)
+        job_device = "cuda" if probe_device != device else probe.device
+        job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs)
+        _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
     finally:
         store.close()
     return summary
@@ -302,7 +325,8 @@ class _Job:
         self.__dict__.update(state)
 
 
-def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: BenchSummary, progress: bool) -> None:
+def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: BenchSummary, progress: bool,
+               executor: str = "local", options: dict | None = None) -> None:
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -322,11 +346,17 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
         bar.set_postfix(nan=summary.nan, errors=summary.errors, refresh=False)
 
     try:
-        if summary.workers <= 1:
+        if executor == "local" and summary.workers <= 1:
             for arch, _ in todo:
                 record(job.score(arch))
-        else:
-            with _Pool(job, summary.workers) as pool:
+        elif todo:
+            from epsinas_onnx.executors import open_executor
+
+            options = dict(options or {})
+            if executor == "local":
+                options["workers"] = summary.workers
+            with open_executor(executor, job, **options) as pool:
+                summary.workers = pool.size
                 for row in pool.imap(todo):
                     record(row)
     except KeyboardInterrupt:

@@ -14,13 +14,15 @@ from epsinas_onnx.errors import UserError
 ModelLike = "str | os.PathLike | onnx.ModelProto | ir.Model"
 
 
-def load_model(model) -> ir.Model:
-    """An ir.Model from a path, a ModelProto or an ir.Model (copied, never changed)."""
+def load_model(model, check: bool = True) -> ir.Model:
+    """An ir.Model from a path, a ModelProto or an ir.Model (copied, never changed).
+    check=False skips onnx.checker for a ModelProto the caller built itself."""
     if isinstance(model, ir.Model):
         return ir.from_proto(ir.to_proto(model))
     if isinstance(model, onnx.ModelProto):
-        _check(model, "the model")
-        return ir.from_proto(model)
+        if check:
+            _check(model, "the model")
+        return _to_ir(model, "the model")
     path = Path(model)
     if not path.exists():
         raise UserError(f"model file not found: {path} (check the path)")
@@ -28,13 +30,24 @@ def load_model(model) -> ir.Model:
         raise UserError(f"{path} is a directory, not an ONNX model file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise UserError(f"{path} is not a readable ONNX model ({_first_line(exc)}); is it truncated or another format?") from None
     if not proto.graph.node and not proto.graph.output:
         raise UserError(f"{path} is not an ONNX model (no graph found); is it truncated or another format?")
     _load_external_data(proto, path)
     _check(proto, str(path))
-    return ir.from_proto(proto)
+    return _to_ir(proto, str(path))
+
+
+def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
+    """The in-memory graph; a proto the checker passes can still hold what
+    onnx-ir refuses (a name that is not UTF-8, a malformed dimension)."""
+    try:
+        return ir.from_proto(proto)
+    except Exception as exc:  # onnx-ir raises SerdeError wrapping any of several types
+        raise UserError(f"{what} cannot be read as an ONNX graph ({_first_line(exc)}); is the file corrupted?") from None
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:

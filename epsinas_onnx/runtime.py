@@ -30,18 +30,27 @@ def device_name(providers: list[str]) -> str:
     return "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+GRAPH_OPTIMIZATION = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+
+def session_options(threads: int | None = None, optimization: str = "all") -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    options.graph_optimization_level = GRAPH_OPTIMIZATION[optimization]
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options
 
 
-def make_session(model_bytes: bytes, providers: list[str], threads: int | None = None) -> ort.InferenceSession:
+def make_session(model_bytes: bytes, providers: list[str], threads: int | None = None,
+                 optimization: str = "all") -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(model_bytes, session_options(threads), providers=providers)
+        return ort.InferenceSession(model_bytes, session_options(threads, optimization), providers=providers)
     except Exception as exc:  # ORT raises its own exception types per failure
         raise UserError(f"ONNX Runtime cannot load the rewritten model: {_ort_message(exc)}") from None
 

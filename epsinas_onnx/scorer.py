@@ -18,6 +18,12 @@ from epsinas_onnx.roles import Role
 from epsinas_onnx import runtime
 
 DEFAULT_WEIGHTS = (1e-7, 1.0)  # NAS-Bench-201's reference pair
+# prepare_model options that change the speed, never the result (not part of a results-store key)
+EXECUTION_OPTIONS = ("device", "threads", "check", "graph_optimization")
+# prepare_model settings added after results stores were first written, with the
+# value that means "as before". bench leaves a setting at that value out of the
+# store key, so a store written before the option existed keeps its key.
+NEUTRAL_SETTINGS = {"weight_init": "constant", "weight_seed": 0}
 
 
 @dataclasses.dataclass
@@ -65,16 +71,27 @@ def prepare_model(
     bias: str | None = None,
     embedding: str = "uniform",
     collapse: bool = True,
+    check: bool = True,
+    graph_optimization: str = "all",
+    weight_init: str | None = None,
+    weight_seed: int | None = None,
 ) -> PreparedModel:
     """Load, rewrite and open a session. collapse: run at the reduced channel
     width that constant weights allow (the same function; see
-    passes/channel_collapse.py)."""
+    passes/channel_collapse.py). The execution options (EXECUTION_OPTIONS)
+    change how fast, never what is computed: check=False skips onnx.checker
+    for a ModelProto the caller built; graph_optimization: ONNX Runtime's
+    level, all | basic | none. weight_init (None: "constant", the reference)
+    and weight_seed: an ablation that gives every weight tensor w * R, R a
+    fixed random tensor (passes/constant_weight.py); such a model runs at full
+    width, collapse or not."""
     providers = runtime.providers_for(device)
-    ir_model = load_model(model)
+    ir_model = load_model(model, check=check)
     output_name = _choose_output(ir_model, output)
     spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
-    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, bn_gamma, bias, embedding), collapse)
-    session = runtime.make_session(ir.to_proto(rewritten.model).SerializeToString(), providers, threads)
+    policy = policy_for(ir_model, bn_gamma, bias, embedding, weight_init, weight_seed)
+    rewritten = rewrite_for_scoring(ir_model, policy, collapse)
+    session = runtime.make_session(ir.to_proto(rewritten.model).SerializeToString(), providers, threads, graph_optimization)
     return PreparedModel(session, output_name, spec, rewritten, runtime.device_name(providers))
 
 
@@ -115,6 +132,8 @@ def score(
     bias: str | None = None,
     embedding: str = "uniform",
     collapse: bool = True,
+    weight_init: str | None = None,
+    weight_seed: int | None = None,
 ) -> ScoreResult:
     """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
 
@@ -127,6 +146,7 @@ def score(
     prepared = prepare_model(
         model, output=output, input_name=input_name, device=device, threads=threads,
         bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
+        weight_init=weight_init, weight_seed=weight_seed,
     )
     batch = prepare_batch(
         prepared.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic,
