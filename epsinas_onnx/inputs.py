@@ -3,6 +3,7 @@ shaped for the model's input."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import zipfile
@@ -88,6 +89,8 @@ def prepare_batch(
     """The batch for `spec`, from `data` (a path or an array), synthetic data, or the default."""
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {batch_size}")
+    if seq_len < 1:
+        raise UserError(f"--seq-len must be at least 1, not {seq_len}")
     if synthetic is not None and data is not None:
         raise UserError("give either --data or --synthetic, not both")
     if spec.is_tokens:
@@ -136,6 +139,8 @@ def _load_array(data) -> tuple[np.ndarray, str]:
 
 def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed: int | None) -> Batch:
     array, source = _load_array(data)
+    if array.ndim < 2:
+        raise UserError(f"{source} holds an array of shape {list(array.shape)}, not a batch of images")
     if array.dtype == np.uint8:
         if array.ndim != 4:
             raise UserError(f"uint8 image data must be NHWC (4 dims), got shape {list(array.shape)}")
@@ -252,8 +257,20 @@ def synthetic_images(kind: str, shape: list[int], seed: int = 0) -> np.ndarray:
     raise UserError(f"unknown --synthetic {kind!r}: choose one of {', '.join(SYNTHETIC)}")
 
 
+@contextlib.contextmanager
+def _allocation(shape: list[int]):
+    """A batch too large for this machine (or for numpy) is a user error."""
+    try:
+        yield
+    except (MemoryError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"a batch of shape {list(shape)} is too large ({first}): pass a smaller --batch-size or --seq-len") from None
+
+
 def _synthetic_batch(spec: InputSpec, kind: str, batch_size: int, seed: int, default: bool) -> Batch:
-    array = synthetic_images(kind, _concrete_shape(spec, batch_size), seed).astype(spec.dtype)
+    shape = _concrete_shape(spec, batch_size)
+    with _allocation(shape):
+        array = synthetic_images(kind, shape, seed).astype(spec.dtype)
     label = f"synthetic {kind}, seed {seed}" + (" (default: no --data given)" if default else "")
     return Batch(array, label)
 
@@ -289,7 +306,8 @@ def _token_batch(spec, data, batch_size, seq_len, vocab_size, token_layout, seed
     if data is None:
         if vocab_size is None:
             raise UserError(f"input {spec.describe()} takes token ids; give a text file with --data")
-        columns = np.random.default_rng(seed).integers(0, vocab_size, size=(seq_len, batch_size))
+        with _allocation([seq_len, batch_size]):
+            columns = np.random.default_rng(seed).integers(0, vocab_size, size=(seq_len, batch_size))
         label = f"random tokens below {vocab_size}, seed {seed} (default: no --data given)"
     else:
         if isinstance(data, np.ndarray):

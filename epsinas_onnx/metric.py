@@ -60,3 +60,20 @@ def score_with_reason(outputs: dict[float, np.ndarray]) -> tuple[float, str | No
     if np.isnan(value):
         return value, nan_reason(outputs)
     return value, None
+
+
+def output_warnings(outputs: dict[float, np.ndarray]) -> list[str]:
+    """Non-finite values in outputs whose score is still a number: the
+    reference's NaN-aware min, max and means skip them, so the score comes
+    from the finite values only. (All-NaN or any inf makes the score NaN,
+    with its reason from nan_reason.)"""
+    notes = []
+    for w, y in outputs.items():
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        bad = int((~np.isfinite(y)).sum())
+        if 0 < bad < y.size:
+            notes.append(
+                f"{bad} of {y.size} output values at w = {w:g} are NaN or inf: the score is computed from the "
+                "finite ones only (the reference's NaN-aware mean skips them)"
+            )
+    return notes

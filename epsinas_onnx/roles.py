@@ -41,9 +41,17 @@ _PRECEDENCE = [
 ]
 
 # Ops that pass a tensor's values on unchanged in meaning (input 0 only).
+# Slice / Split: exporters cut recurrent weights into gates (torch.onnx's
+# dynamo LSTM / GRU export slices W, R, B and the initial states per gate
+# and per layer): a part of a weight is still a weight.
 TRANSPARENT_OPS = frozenset(
-    {"Identity", "Transpose", "Reshape", "Cast", "CastLike", "Squeeze", "Unsqueeze", "Flatten", "Expand"}
+    {"Identity", "Transpose", "Reshape", "Cast", "CastLike", "Squeeze", "Unsqueeze", "Flatten", "Expand",
+     "Slice", "Split"}
 )
+# Ops that join tensors: looked through (every input) only when every input
+# is constant data, e.g. gate slices re-assembled in ONNX's gate order. A
+# constant joined to activations (a ViT class token) is not a weight.
+JOIN_OPS = frozenset({"Concat"})
 # Ops that read only a tensor's shape: they say nothing about its role.
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 # Ops whose output a bias is added to.
@@ -112,15 +120,74 @@ def _add(node: ir.Node, i: int) -> Role:
     other = node.inputs[1 - i] if len(node.inputs) == 2 else None
     if other is not None and producer_through_transparent(other) in WEIGHT_OPS:
         return Role.BIAS
+    if other is not None and _is_norm_scaling(producer_node(other)):
+        return Role.NORM_BIAS  # Add(Mul(normalised, gamma), beta): a decomposed norm's beta
     return Role.OTHER
+
+
+@input_roles("Mul")
+def _mul(node: ir.Node, i: int) -> Role:
+    # A LayerNormalization written out in primitive ops (torch's TorchScript exporter
+    # below opset 17, converters without a fusion): (x - mean) / std * gamma + beta.
+    other = node.inputs[1 - i] if len(node.inputs) == 2 else None
+    if other is not None and _is_normalised(producer_node(other)):
+        return Role.NORM_SCALE
+    return Role.OTHER
+
+
+def producer_node(value: ir.Value) -> ir.Node | None:
+    """The node that computed `value`, looking through data-movement ops."""
+    node = value.producer()
+    while node is not None and node.op_type in TRANSPARENT_OPS and node.inputs and node.inputs[0] is not None:
+        node = node.inputs[0].producer()
+    return node
 
 
 def producer_through_transparent(value: ir.Value) -> str | None:
     """The op type that computed `value`, looking through data-movement ops."""
-    node = value.producer()
-    while node is not None and node.op_type in TRANSPARENT_OPS and node.inputs and node.inputs[0] is not None:
-        node = node.inputs[0].producer()
+    node = producer_node(value)
     return None if node is None else node.op_type
+
+
+def _is_centred(value: ir.Value | None) -> bool:
+    """x - ReduceMean(x)."""
+    node = None if value is None else producer_node(value)
+    return (
+        node is not None and node.op_type == "Sub" and len(node.inputs) == 2 and node.inputs[1] is not None
+        and producer_through_transparent(node.inputs[1]) == "ReduceMean"
+    )
+
+
+def _is_normalised(node: ir.Node | None) -> bool:
+    """(x - mean) / s or (x - mean) * r: the normalised value of a written-out norm."""
+    if node is None or len(node.inputs) != 2:
+        return False
+    if node.op_type == "Div":
+        return _is_centred(node.inputs[0])
+    return node.op_type == "Mul" and (_is_centred(node.inputs[0]) or _is_centred(node.inputs[1]))
+
+
+def _is_norm_scaling(node: ir.Node | None) -> bool:
+    """Mul(normalised, gamma)."""
+    return node is not None and node.op_type == "Mul" and len(node.inputs) == 2 and any(
+        v is not None and _is_normalised(producer_node(v)) for v in node.inputs)
+
+
+def is_constant_data(value: ir.Value | None) -> bool:
+    """Whether `value` holds constants only: an initializer or Constant, seen
+    through data-movement and join ops (their other inputs are shapes)."""
+    if value is None:
+        return True
+    node = value.producer()
+    if node is None:
+        return value.is_initializer() or value.const_value is not None
+    if node.op_type == "Constant":
+        return True
+    if node.op_type in TRANSPARENT_OPS and node.inputs:
+        return is_constant_data(node.inputs[0])
+    if node.op_type in JOIN_OPS:
+        return all(is_constant_data(v) for v in node.inputs)
+    return False
 
 
 @dataclasses.dataclass
@@ -170,7 +237,9 @@ def _reader_roles(value: ir.Value, seen: set[int]) -> Iterable[tuple[Role, str]]
             continue
         if node.domain not in ("", "ai.onnx"):
             yield Role.OTHER, f"{node.domain}.{node.op_type}:{i}"
-        elif node.op_type in TRANSPARENT_OPS and i == 0:
+        elif (node.op_type in TRANSPARENT_OPS and i == 0) or (
+            node.op_type in JOIN_OPS and all(is_constant_data(v) for v in node.inputs)
+        ):
             for out in node.outputs:
                 yield from _reader_roles(out, seen)
         elif _is_carried_state(node, i):
@@ -189,8 +258,26 @@ def classify_value(value: ir.Value) -> TensorRole:
     roles = {role for role, _ in found}
     if not is_float(value):
         roles = {Role.OTHER}  # integer tensors are shapes, axes, indices
+    elif _is_scalar(value):
+        # A rank-0 constant is a hyper-parameter (eps, a scale) or a zero an
+        # exporter broadcasts into an empty slot: a bias-free Conv's bias
+        # (torch.onnx's dynamo export: Expand(CastLike(0.0))), never a learned
+        # tensor, which has one value per channel. Or the zero state of an
+        # nn.LSTM / nn.GRU called without one (the same exporter broadcasts
+        # 0.0 into initial_h / initial_c): a recurrent initial state, which
+        # the reference sets to w as every other constant state.
+        recurrent_state = {
+            reader for role, reader in found
+            if role == Role.INITIAL_STATE and reader.split(":")[0] in ("LSTM", "GRU", "RNN")
+        }
+        roles = {Role.INITIAL_STATE} if recurrent_state else {Role.OTHER}
     ranked = sorted(roles, key=_PRECEDENCE.index) or [Role.OTHER]
     return TensorRole(value, ranked[0], sorted({reader for _, reader in found}), ranked[1:])
+
+
+def _is_scalar(value: ir.Value) -> bool:
+    tensor = value.const_value
+    return tensor is not None and len(tensor.shape) == 0
 
 
 def is_float(value: ir.Value) -> bool:

@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import Batch, InputSpec, model_input, prepare_batch
-from epsinas_onnx.metric import score_with_reason
+from epsinas_onnx.metric import output_warnings, score_with_reason
 from epsinas_onnx.model_io import load_model
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
@@ -168,7 +168,7 @@ def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: i
         seconds=time.perf_counter() - start,
         output=prepared.output,
         input=batch.description,
-        warnings=list(prepared.rewritten.warnings),
+        warnings=list(prepared.rewritten.warnings) + ([] if np.isnan(value) else output_warnings(outputs)),
     )
 
 

@@ -1,12 +1,14 @@
 """Bad input: one line on stderr, exit 1, no traceback, nothing written."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from tests.conftest import run_cli
-from tests.onnx_graphs import conv_bn_relu, model, out
+from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
 
 
 @pytest.fixture
@@ -93,3 +95,145 @@ def test_cuda_missing_is_one_line(good_model):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA")
     assert_user_error(run_cli("score", good_model, "--device", "cuda"), "CUDA")
+
+
+# ---------------------------------------------------------------- in-process (no interpreter start-up each)
+
+
+def main_result(capsys, *args):
+    from epsinas_onnx.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line(code, err, *fragments):
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def tokens_model():
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.INT64, ["seq", "batch"])
+    nodes = [helper.make_node("Gather", ["emb", "tokens"], ["e"]), helper.make_node("MatMul", ["e", "proj"], ["y"])]
+    return model(nodes, [tokens], [out("y", 3)], [init("emb", [10, 4]), init("proj", [4, 3])])
+
+
+def test_unreadable_path(capsys):
+    # /proc/self/mem exists but reading it from offset 0 fails (EIO), even for root
+    code, _, err = main_result(capsys, "score", "/proc/self/mem")
+    assert_one_line(code, err, "cannot read /proc/self/mem", "Input/output error")
+
+
+def test_directory_as_model(capsys, tmp_path):
+    code, _, err = main_result(capsys, "score", tmp_path)
+    assert_one_line(code, err, "is a directory")
+
+
+def test_model_failing_the_onnx_checker(capsys, tmp_path):
+    broken = conv_bn_relu()
+    broken.graph.node[1].input[0] = "nowhere"  # BN reads a value nothing produces
+    path = tmp_path / "dangling.onnx"
+    onnx.save(broken, path)
+    assert_one_line(*main_result(capsys, "score", path)[::2], "fails the ONNX checker", "nowhere")
+
+
+def test_checker_passes_but_the_graph_is_corrupt(capsys, tmp_path):
+    """A dimension name that is not UTF-8: onnx's checker lets it through, the graph reader does not."""
+    corrupt = conv_bn_relu()
+    corrupt.graph.output[0].type.tensor_type.shape.dim[3].dim_param = "y_3"
+    raw = corrupt.SerializeToString().replace(b"y_3", b"\x80_3")
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(raw)
+    assert_one_line(*main_result(capsys, "score", path)[::2], "cannot be read as an ONNX graph", "corrupted")
+
+
+def test_op_onnx_runtime_cannot_run(capsys, tmp_path):
+    custom = conv_bn_relu()
+    custom.graph.node[2].domain = "com.example"  # Relu from a domain ONNX Runtime has no kernels for
+    custom.opset_import.append(helper.make_opsetid("com.example", 1))
+    path = tmp_path / "custom.onnx"
+    onnx.save(custom, path)
+    assert_one_line(*main_result(capsys, "score", path, "--batch-size", 2)[::2],
+                    "ONNX Runtime cannot load", "com.example")
+
+
+@pytest.mark.parametrize("case", ["images for tokens", "text for images", "synthetic for tokens"])
+def test_token_inputs_and_images_mixed_up(capsys, tmp_path, good_model, case):
+    tokens = tmp_path / "tokens.onnx"
+    onnx.save(tokens_model(), tokens)
+    np.savez(tmp_path / "images.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+    (tmp_path / "text.txt").write_text("a b c\n" * 20)
+    args, fragment = {
+        "images for tokens": ((tokens, "--data", tmp_path / "images.npz"), "takes integer token ids"),
+        "text for images": ((good_model, "--data", tmp_path / "text.txt"), "a text file is only for token models"),
+        "synthetic for tokens": ((tokens, "--synthetic", "grey"), "takes integer token ids"),
+    }[case]
+    assert_one_line(*main_result(capsys, "score", *args, "--batch-size", 2)[::2], fragment)
+
+
+def test_external_weights_next_to_the_model_work(capsys, tmp_path):
+    path = tmp_path / "ext.onnx"
+    onnx.save(conv_bn_relu(), path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    inline = tmp_path / "inline.onnx"
+    onnx.save(conv_bn_relu(), inline)
+    scores = []
+    for model_path in (path, inline):
+        code, stdout, err = main_result(capsys, "score", model_path, "--batch-size", 4, "--format", "json")
+        assert code == 0, err
+        scores.append(json.loads(stdout)["score"])
+    assert scores[0] is not None and scores[0] == scores[1]
+
+
+@pytest.mark.parametrize("damage", ["missing", "short"])
+def test_external_weights_missing_or_short(capsys, tmp_path, damage):
+    path = tmp_path / "ext.onnx"
+    onnx.save(conv_bn_relu(), path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    data = tmp_path / "ext.onnx.data"
+    if damage == "missing":
+        data.unlink()
+        fragment = "'ext.onnx.data', which is missing next to the model"
+    else:
+        data.write_bytes(data.read_bytes()[:10])
+        fragment = "cannot read external weight data"
+    assert_one_line(*main_result(capsys, "score", path, "--batch-size", 4)[::2], fragment)
+
+
+def test_non_finite_outputs_are_a_nan_with_its_reason(capsys, tmp_path):
+    path = tmp_path / "exp.onnx"
+    nodes = [helper.make_node("Conv", ["x", "conv.w"], ["c"]), helper.make_node("Exp", ["c"], ["y"])]
+    onnx.save(model(nodes, [image_input()], [out("y")], [init("conv.w", [2, 3, 1, 1])]), path)
+    code, stdout, err = main_result(capsys, "score", path, "--batch-size", 4, "--weights", 1, 100, "--format", "json")
+    assert code == 0, err
+    payload = json.loads(stdout)
+    assert payload["score"] is None
+    assert payload["nan_reason"].startswith("non-finite output at w = 100")
+
+
+def test_batch_too_large_to_allocate(capsys, good_model):
+    assert_one_line(*main_result(capsys, "score", good_model, "--batch-size", 10**12)[::2], "is too large",
+                    "smaller --batch-size")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--seq-len", "0"), "--seq-len"),
+    (("--seed", "-1"), "--seed"),
+    (("--threads", "-2"), "--threads"),
+])
+def test_out_of_range_numbers(capsys, good_model, args, fragment):
+    assert_one_line(*main_result(capsys, "score", good_model, *args)[::2], fragment)
+
+
+def test_zero_dimensional_data(capsys, tmp_path, good_model):
+    np.save(tmp_path / "one.npy", np.float32(1.0))
+    assert_one_line(*main_result(capsys, "score", good_model, "--data", tmp_path / "one.npy", "--batch-size", 1)[::2],
+                    "not a batch of images")
+
+
+def test_rewrite_refuses_a_non_finite_weight(capsys, tmp_path, good_model):
+    target = tmp_path / "out.onnx"
+    assert_one_line(*main_result(capsys, "rewrite", good_model, "--weight", "nan", "-o", target)[::2], "--weight")
+    assert not target.exists()

@@ -48,3 +48,17 @@ def test_nan_output_values_are_ignored_like_the_reference():
     value, reason = score_with_reason({1e-7: low, 1.0: high})
     assert value == pytest.approx(expected, rel=1e-6)
     assert reason is None
+
+
+def test_output_warnings_name_partly_non_finite_outputs():
+    from epsinas_onnx.metric import output_warnings
+
+    y = np.linspace(0, 1, 8, dtype=np.float32)
+    partial = y.copy()
+    partial[[1, 4]] = [np.nan, np.inf]
+    notes = output_warnings({1e-7: y, 1.0: partial})
+    assert notes == [
+        "2 of 8 output values at w = 1 are NaN or inf: the score is computed from the finite ones only "
+        "(the reference's NaN-aware mean skips them)"
+    ]
+    assert output_warnings({1e-7: y, 1.0: np.full(8, np.nan, np.float32)}) == []  # all NaN: the score's NaN reason says it

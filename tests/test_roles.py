@@ -126,3 +126,93 @@ def test_integer_tensors_are_never_weights():
                   [out("y", 2, TensorProto.INT64)],
                   [numpy_helper.from_array(np.ones((2, 2), dtype=np.int64), "iw")])
     assert roles_of(proto) == {"iw": Role.OTHER}
+
+
+def test_recurrent_weights_sliced_into_gates_and_joined():
+    """torch.onnx's dynamo export of nn.LSTM / nn.GRU: W, R, B and the initial
+    states are cut per gate / per layer (Slice) and re-joined in ONNX's gate
+    order (Concat of constants only): still weights, biases, states."""
+    hidden, feat = 2, 3
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Slice", ["w_ih", "s0", "s1"], ["w_a"]),
+             helper.make_node("Slice", ["w_ih", "s1", "s4"], ["w_b"]),
+             helper.make_node("Concat", ["w_b", "w_a"], ["w_cat"], axis=0),
+             helper.make_node("Unsqueeze", ["w_cat", "ax0"], ["W"]),
+             helper.make_node("Unsqueeze", ["w_hh", "ax0"], ["R"]),
+             helper.make_node("Concat", ["b_ih", "b_hh"], ["b_cat"], axis=0),
+             helper.make_node("Unsqueeze", ["b_cat", "ax0"], ["B"]),
+             helper.make_node("Slice", ["h0", "s0", "s1"], ["h_first"]),
+             helper.make_node("LSTM", ["x", "W", "R", "B", "", "h_first"], ["y"], hidden_size=hidden)]
+    proto = model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, feat])], [out("y")],
+        [init("w_ih", [4 * hidden, feat]), init("w_hh", [4 * hidden, hidden]), init("b_ih", [4 * hidden]),
+         init("b_hh", [4 * hidden]), init("h0", [2, 1, hidden]),
+         i64("s0", [0]), i64("s1", [hidden]), i64("s4", [4 * hidden]), i64("ax0", [0])],
+    )
+    roles = roles_of(proto)
+    assert {k: roles[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", "h0")} == {
+        "w_ih": Role.WEIGHT, "w_hh": Role.WEIGHT, "b_ih": Role.BIAS, "b_hh": Role.BIAS, "h0": Role.INITIAL_STATE}
+
+
+def test_constant_joined_to_activations_is_not_a_weight():
+    """A class token concatenated to the activations before a MatMul is data,
+    not a weight the rewriter may set to w."""
+    nodes = [helper.make_node("Concat", ["cls", "x"], ["seq"], axis=1),
+             helper.make_node("MatMul", ["seq", "proj"], ["y"])]
+    proto = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])], [out("y", 3)],
+                  [init("cls", [2, 1, 4]), init("proj", [4, 4])])
+    assert roles_of(proto) == {"cls": Role.OTHER, "proj": Role.WEIGHT}
+
+
+def test_scalar_zero_broadcast_into_conv_bias_is_not_a_bias():
+    """torch.onnx's dynamo export of Conv(bias=False) feeds the bias slot an
+    Expand of a scalar 0.0: not a learned bias (--bias w must not make it w)."""
+    nodes = [helper.make_node("CastLike", ["zero", "x"], ["z"]),
+             helper.make_node("Expand", ["z", "c_out"], ["bias"]),
+             helper.make_node("Conv", ["x", "conv.w", "bias"], ["y"])]
+    proto = model(nodes, [image_input()], [out("y")],
+                  [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+                   numpy_helper.from_array(np.array([4], dtype=np.int64), "c_out"), init("conv.w", [4, 3, 1, 1])])
+    assert roles_of(proto) == {"zero": Role.OTHER, "c_out": Role.OTHER, "conv.w": Role.WEIGHT}
+
+
+def test_layer_norm_written_out_in_primitive_ops():
+    """torch's TorchScript exporter below opset 17: (x - mean) / sqrt(var + eps) * gamma + beta."""
+    scalar = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("MatMul", ["x", "proj"], ["h"]),
+             helper.make_node("ReduceMean", ["h"], ["mean"], axes=[-1]),
+             helper.make_node("Sub", ["h", "mean"], ["centred"]),
+             helper.make_node("Pow", ["centred", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+             helper.make_node("Sqrt", ["var_eps"], ["std"]),
+             helper.make_node("Div", ["centred", "std"], ["normed"]),
+             helper.make_node("Mul", ["normed", "gamma"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "beta"], ["y"]),
+             helper.make_node("Mul", ["y", "not_gamma"], ["z"])]  # a Mul of a non-normalised value
+    proto = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])], [out("z", 2)],
+                  [init("proj", [5, 4]), init("gamma", [4]), init("beta", [4]), init("not_gamma", [4]),
+                   scalar("two", 2.0), scalar("eps", 1e-5)])
+    assert roles_of(proto) == {"proj": Role.WEIGHT, "gamma": Role.NORM_SCALE, "beta": Role.NORM_BIAS,
+                               "not_gamma": Role.OTHER, "two": Role.OTHER, "eps": Role.OTHER}
+
+
+def test_zero_state_of_a_stateless_lstm_is_an_initial_state():
+    """nn.LSTM called without a state, dynamo export: a scalar 0.0 expanded to
+    (layers, batch, hidden) feeds initial_h and initial_c. A constant initial
+    state, so the reference's w applies (unlike the scalar zero of a bias slot)."""
+    hidden, feat = 2, 3
+    nodes = [helper.make_node("Shape", ["x"], ["x_shape"], start=1, end=2),
+             helper.make_node("Concat", ["one", "x_shape", "h"], ["state_shape"], axis=0),
+             helper.make_node("Expand", ["zero", "state_shape"], ["zeros"]),
+             helper.make_node("LSTM", ["x", "W", "R", "", "", "zeros", "zeros"], ["y"], hidden_size=hidden)]
+    proto = model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "batch", feat])], [out("y")],
+        [init("W", [1, 4 * hidden, feat]), init("R", [1, 4 * hidden, hidden]),
+         numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+         numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+         numpy_helper.from_array(np.array([hidden], dtype=np.int64), "h")],
+    )
+    roles = roles_of(proto)
+    assert roles["zero"] == Role.INITIAL_STATE
+    assert roles["W"] == roles["R"] == Role.WEIGHT
