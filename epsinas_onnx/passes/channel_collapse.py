@@ -316,7 +316,7 @@ def _spatial_reduce(c: Collapser, n: ir.Node) -> bool:
         return True
     rank = c.rank(x)
     axes = _axes(n)
-    keepdims = n.attributes["keepdims"].as_int() if "keepdims" in n.attributes else 1
+    keepdims = int_attr(n, "keepdims", 1)
     if rank is None or axes is None or not keepdims:
         return False
     axes = {a % rank for a in axes}
@@ -340,7 +340,7 @@ def _flatten(c: Collapser, n: ir.Node) -> bool:
     x = n.inputs[0]
     if x not in c.groups:
         return True
-    axis = n.attributes["axis"].as_int() if "axis" in n.attributes else 1
+    axis = int_attr(n, "axis", 1)
     if axis != 1 or not c.groups[x].spatial_one:
         return False
     c.set_groups(n.outputs[0], dataclasses.replace(c.groups[x], spatial_one=False), 2)
@@ -443,9 +443,8 @@ def _slice(c: Collapser, n: ir.Node) -> bool:
     if steps is not None and np.any(steps != 1):
         return False
     rank = c.rank(x)
-    channel = [i for i, a in enumerate(axes) if rank is not None and a % rank == 1 or a == 1]
-    if len(channel) != 1 or len(axes) != 1:
-        return False  # slicing other axes too: not worth a rule
+    if len(axes) != 1 or not (axes[0] == 1 or (rank is not None and axes[0] % rank == 1)):
+        return False  # slicing other axes: not worth a rule
     groups = c.groups[x]
     start, end = (int(np.clip(v[0] if v[0] >= 0 else v[0] + groups.width, 0, groups.width)) for v in (starts, ends))
     bounds = np.concatenate([[0], np.cumsum(groups.mult)])
@@ -467,7 +466,7 @@ def _conv(c: Collapser, n: ir.Node) -> bool:
     weight = c.uniform(w)
     if weight is None or weight.shape is None or len(weight.shape) < 3:
         return x not in c.groups  # an ordinary conv on full-width input stays as it is
-    group = n.attributes["group"].as_int() if "group" in n.attributes else 1
+    group = int_attr(n, "group", 1)
     c_out, per_group, kernel = weight.shape[0], weight.shape[1], weight.shape[2:]
     bias_param = c.uniform(bias) if bias is not None else None
     if bias is not None and bias_param is None:
@@ -516,8 +515,7 @@ def _batch_norm(c: Collapser, n: ir.Node) -> bool:
 def _gemm(c: Collapser, n: ir.Node) -> bool:
     a, b = n.inputs[0], n.inputs[1]
     bias = n.inputs[2] if len(n.inputs) > 2 else None
-    trans_a = n.attributes["transA"].as_int() if "transA" in n.attributes else 0
-    trans_b = n.attributes["transB"].as_int() if "transB" in n.attributes else 0
+    trans_a, trans_b = int_attr(n, "transA", 0), int_attr(n, "transB", 0)
     weight = c.uniform(b)
     bias_param = c.uniform(bias) if bias is not None else None
     if trans_a or weight is None or weight.shape is None or len(weight.shape) != 2 or (bias is not None and bias_param is None):
