@@ -209,7 +209,7 @@ def run_bench(
     export: dict | None = None,
     settings: dict | None = None,
     store_path=DEFAULT_STORE,
-    workers: int | None = 1,
+    workers: int | None = None,
     device: str = "auto",
     threads: int | None = 1,
     limit: int | None = None,

@@ -15,6 +15,7 @@ import click
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
+from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
 
 FORMATS = click.Choice(["table", "json", "csv"])
 
@@ -40,10 +41,27 @@ def policy_options(fn):
         "unless the model's metadata says otherwise.",
     )(fn)
     fn = click.option(
-        "--embedding", type=click.Choice(["uniform", "keep"]), default="uniform", show_default=True,
-        help="Embedding tables: U(0, 1) from a fixed seed (the reference), or keep the model's values.",
+        "--embedding", type=click.Choice(list(EMBEDDINGS)), default="uniform", show_default=True,
+        help="Embedding tables: U(0, 1) from a fixed seed (the reference), or keep the model's values; "
+        "the others are the paper's embedding ablation: uniform-0.1 U(0, 0.1), centered U(-1, 1), "
+        "centered-0.1 U(-0.1, 0.1), normal N(0, 1), normal-0.1 N(0, 0.1).",
     )(fn)
+    fn = click.option(
+        "--weight-init", type=click.Choice(list(WEIGHT_INITS)), default="constant", show_default=True,
+        help="Weights: 'constant' (every weight is w, the reference) or an ablation: every weight tensor is "
+        "w * R, R a fixed random tensor (normal N(0, 1), uniform U(0, 1), kaiming_normal, kaiming_uniform); "
+        "such models run at full width.",
+    )(fn)
+    fn = click.option("--weight-seed", type=click.IntRange(min=0), default=0, show_default=True,
+                      help="Seed of the random weights of --weight-init.")(fn)
     return fn
+
+
+def init_settings(weight_init: str, weight_seed: int) -> dict:
+    """--weight-init / --weight-seed as prepare_model settings (None: the reference, constant)."""
+    if weight_init == "constant":
+        return {"weight_init": None, "weight_seed": None}
+    return {"weight_init": weight_init, "weight_seed": weight_seed}
 
 
 def input_options(fn):
@@ -80,7 +98,7 @@ def cli():
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, fmt):
+          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
     """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
     from epsinas_onnx.scorer import score as score_model
 
@@ -88,6 +106,7 @@ def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed,
         model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
+        **init_settings(weight_init, weight_seed),
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -103,7 +122,7 @@ def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed,
 @click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, fmt):
+def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
     """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
     from epsinas_onnx.model_io import load_model
     from epsinas_onnx.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
@@ -113,7 +132,7 @@ def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, fm
     if weight is not None and not math.isfinite(weight):
         raise UserError(f"--weight must be a finite number, not {weight}")
     ir_model = load_model(model)
-    policy = policy_for(ir_model, bn_gamma, bias, embedding)
+    policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
     for warning in rewritten.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -274,6 +293,12 @@ from epsinas_onnx import cli_bench  # noqa: E402  (it imports the helpers above)
 cli.add_command(cli_bench.bench)
 cli.add_command(cli_bench.results)
 cli.add_command(cli_bench.evaluate)
+
+from epsinas_onnx import cli_search  # noqa: E402  (search, calibrate, ablate)
+
+cli.add_command(cli_search.search)
+cli.add_command(cli_search.calibrate)
+cli.add_command(cli_search.ablate)
 
 
 # ---------------------------------------------------------------- entry point

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli import FORMATS, SPACES, policy_options, render, weights_option
+from epsinas_onnx.cli import FORMATS, SPACES, init_settings, policy_options, render, weights_option
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
 
@@ -57,11 +57,20 @@ def bench_input_options(fn):
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False), help="The SQLite results file (created if absent).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one architecture each at a time.")
+@click.option("--workers", type=int, default=None,
+              help="Architectures scored at a time: local, worker processes (default 1); ray, at most this many "
+                   "tasks (default: the cluster's CPUs / --threads).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help='local: worker processes on this machine; ray: tasks on a Ray cluster (pip install "epsinas-onnx[ray]"). '
+                   "Either way this process alone writes the store.")
+@click.option("--address", default=None,
+              help="Ray: the cluster to use (HOST:PORT of its head, or auto); default RAY_ADDRESS, else a new local Ray instance.")
+@click.option("--chunk", type=int, default=None,
+              help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
           input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, bn_gamma, bias, embedding,
-          resolution, vocab_size, store, workers, progress):
+          weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress):
     """Score architectures of a benchmark SPACE into a results store.
 
     Rows already stored under the same weights, batch and settings are skipped,
@@ -87,13 +96,13 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
         archs = load_arch_file(module, arch_file)
     export = {"resolution": resolution, "vocab_size": vocab_size}
     settings = {"bn_gamma": bn_gamma, "bias": bias, "embedding": embedding, "output": output, "input_name": input_name,
-                "collapse": collapse}
+                "collapse": collapse, **init_settings(weight_init, weight_seed)}
     try:
         summary = run_bench(
             space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
             shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
             export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
-            limit=limit, progress=progress,
+            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk,
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)

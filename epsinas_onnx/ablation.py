@@ -1,0 +1,240 @@
+"""ablate: one bench option varied over a sample, each value evaluated (paper section 6).
+
+Every value is an ordinary bench run into the results store (resumable, and a
+value already stored is not scored again), then `evaluation.evaluate` on the
+rows of that value's config. With `repeats` R > 1 each value is run R times
+with another random draw (a shuffled batch, a synthetic seed, a weight seed)
+and the statistics are given as mean and standard deviation over the draws.
+
+    synthetic    real (the --data batch), grey, normal, uniform, uniform+
+    batch-size   integers; repeats draw random batches (--shuffle-seed r)
+    weight-init  constant, normal, uniform, kaiming_normal, kaiming_uniform
+                 (every weight w * R; repeats change R's seed)
+    embedding    uniform, uniform-0.1, centered, centered-0.1, normal, normal-0.1
+    init-pair    normal, uniform, kaiming_normal, kaiming_uniform: the paper's own
+                 initialisation ablation (NAS-Bench-201/Ablations.ipynb), which
+                 compares two *independent* random initialisations (weight seeds
+                 2r and 2r + 1) at w = 1 with BatchNorm gamma 1, instead of one
+                 constant at two weights; computed directly, not stored
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from epsinas_onnx.errors import UserError
+
+KINDS = ("synthetic", "batch-size", "weight-init", "embedding", "init-pair")
+STATISTICS = ("spearman", "kendall", "spearman_top10", "kendall_top10", "top10_top10", "top64_top5")
+
+
+def parse_values(kind: str, text: str) -> list:
+    from epsinas_onnx.inputs import SYNTHETIC
+    from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
+
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise UserError("--values is empty")
+    allowed = {"synthetic": ("real", *SYNTHETIC), "weight-init": WEIGHT_INITS,
+               "embedding": tuple(k for k in EMBEDDINGS if k != "keep"),
+               "init-pair": tuple(k for k in WEIGHT_INITS if k != "constant")}.get(kind)
+    if kind == "batch-size":
+        try:
+            values = [int(v) for v in values]
+        except ValueError:
+            raise UserError(f"--values for batch-size must be integers, not {text!r}") from None
+        if min(values) < 2:
+            raise UserError("batch sizes must be at least 2 (min-max normalisation needs two outputs)")
+        return values
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise UserError(f"unknown {kind} value(s) {', '.join(bad)}: choose from {', '.join(allowed)}")
+    return values
+
+
+def _bench_options(kind: str, value, repeat: int, repeats: int, base: dict) -> tuple[dict, dict]:
+    """(run_bench input options, settings) for one value and draw."""
+    options = dict(base)
+    settings: dict = {}
+    if kind == "synthetic":
+        if value == "real":
+            options["shuffle_seed"] = repeat if repeats > 1 else base.get("shuffle_seed")
+        else:
+            options.update(data=None, synthetic=value, seed=repeat)
+    elif kind == "batch-size":
+        options["batch_size"] = value
+        options["shuffle_seed"] = repeat if repeats > 1 else base.get("shuffle_seed")
+    elif kind == "weight-init":
+        if value != "constant":
+            settings = {"weight_init": value, "weight_seed": repeat}
+    elif kind == "embedding":
+        settings = {"embedding": value}
+    return options, settings
+
+
+def _matches(row_settings: str, wanted: dict) -> bool:
+    """The stored settings hold the varied setting's value (absent = the neutral default)."""
+    from epsinas_onnx.scorer import NEUTRAL_SETTINGS
+
+    prepare = json.loads(row_settings).get("prepare", {})
+    for key in ("weight_init", "weight_seed", "embedding"):
+        if key in wanted:
+            if prepare.get(key, NEUTRAL_SETTINGS.get(key)) != wanted[key]:
+                return False
+        elif key in NEUTRAL_SETTINGS and prepare.get(key, NEUTRAL_SETTINGS[key]) != NEUTRAL_SETTINGS[key]:
+            return False
+        elif key == "embedding" and prepare.get(key, "uniform") != "uniform":
+            return False
+    return True
+
+
+def _rows_of(store_path, space: str, weights, data: str, texts: set[str], wanted: dict) -> list[dict]:
+    from epsinas_onnx.store import ResultStore, weights_key
+
+    with ResultStore(store_path, create=False) as db:
+        rows = [r for r in db.rows(space) if r["weights"] == weights_key(weights) and r["data"] == data
+                and r["arch"] in texts and _matches(r["settings"], wanted)]
+    configs = {r["config"] for r in rows}
+    if len(configs) > 1:
+        raise UserError(f"{store_path} holds {len(configs)} configs that fit this ablation value (other settings "
+                        "differ): run the ablation into a store of its own")
+    return rows
+
+
+def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies, dataset=None, target_column=None,
+                 store="epsinas_results.sqlite", repeats: int = 1, weights=None, data=None, batch_size: int = 256,
+                 norm: str = "auto", shuffle_seed=None, input_seed: int = 0, seq_len: int = 70, workers: int = 1,
+                 device: str = "auto", progress: bool = True, settings: dict | None = None) -> list[dict]:
+    """One row per value: the evaluate statistics (NaN dropped) and Spearman
+    with NaN ranked last; with repeats, `<statistic>` is the mean and
+    `<statistic>_std` the standard deviation over the draws."""
+    from epsinas_onnx import evaluation
+    from epsinas_onnx.bench import REFERENCE_WEIGHTS, run_bench
+    from exporters import get_space
+
+    if kind not in KINDS:
+        raise UserError(f"unknown --vary {kind!r}: choose one of {', '.join(KINDS)}")
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1, not {repeats}")
+    if kind == "embedding" and space != "nlp":
+        raise UserError("--vary embedding is for nlp (the other spaces have no embedding)")
+    module = get_space(space)
+    if kind == "init-pair":
+        return _init_pair_rows(module, archs, values, accuracies=accuracies, dataset=dataset,
+                               target_column=target_column, repeats=repeats, data=data, batch_size=batch_size,
+                               norm=norm, shuffle_seed=shuffle_seed, input_seed=input_seed, seq_len=seq_len,
+                               device=device, progress=progress)
+    weights = tuple(weights) if weights else REFERENCE_WEIGHTS[space]
+    texts = {module.format_arch(a) for a in archs}
+    base = dict(data=data, batch_size=batch_size, norm=norm, synthetic=None, shuffle_seed=shuffle_seed,
+                seed=input_seed, seq_len=seq_len)
+    out = []
+    for value in values:
+        draws = []
+        for repeat in range(repeats):
+            options, varied = _bench_options(kind, value, repeat, repeats, base)
+            summary = run_bench(space, archs, weights, **options, settings={**(settings or {}), **varied},
+                                store_path=store, workers=workers, device=device, progress=progress)
+            rows = _rows_of(store, space, weights, summary.data, texts, varied)
+            report = evaluation.evaluate(rows, space, accuracies, dataset=dataset, target_column=target_column)
+            dropped, last = report["rows"][0], report["rows"][1]
+            draws.append({**{k: dropped[k] for k in STATISTICS}, "n": dropped["n"], "nan": dropped["nan_dropped"],
+                          "spearman_nan_last": last["spearman"], "batch": summary.data_description,
+                          "seconds": summary.arch_seconds / max(summary.finished, 1) if summary.finished else None})
+        out.append(_summarise(value, draws, repeats))
+    return out
+
+
+def _summarise(value, draws: list[dict], repeats: int) -> dict:
+    row = {"value": value, "n": draws[0]["n"], "nan": int(round(np.mean([d["nan"] for d in draws]))),
+           "draws": len(draws)}
+    for key in (*STATISTICS, "spearman_nan_last"):
+        values = np.array([d[key] for d in draws], dtype=np.float64)
+        row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        if repeats > 1:
+            row[f"{key}_std"] = float(np.nanstd(values)) if np.isfinite(values).any() else math.nan
+    row["batch"] = draws[0]["batch"] + (f" (+{repeats - 1} other draws)" if repeats > 1 else "")
+    return row
+
+
+def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_column, repeats, data, batch_size, norm,
+                    shuffle_seed, input_seed, seq_len, device, progress) -> list[dict]:
+    """The paper's initialisation ablation: score = epsinas of the outputs of
+    two independent random initialisations (seeds 2r, 2r + 1), at w = 1, BN gamma 1."""
+    import sys
+
+    from tqdm import tqdm
+
+    from epsinas_onnx.evaluation import statistics
+    from epsinas_onnx.inputs import prepare_batch
+    from epsinas_onnx.metric import score_with_reason
+    from epsinas_onnx.scorer import embedding_rows, prepare_model
+    from epsinas_onnx.search import load_targets
+
+    space = module.NAME
+    targets = load_targets(space, accuracies, dataset=dataset, target_column=target_column)
+    unique = {module.format_arch(a): a for a in archs}
+    texts = [t for t in unique if t in targets.values]
+    options = dict(device=device, threads=1, check=False, graph_optimization="none", bn_gamma="one")
+    probe = prepare_model(module.to_onnx(unique[texts[0]]), **options)
+    batch = prepare_batch(probe.input_spec, data, batch_size=batch_size, norm=norm, shuffle_seed=shuffle_seed,
+                          seed=input_seed, seq_len=seq_len, vocab_size=embedding_rows(probe))
+    target = np.array([targets.values[t] for t in texts], dtype=np.float64)
+    out = []
+    for scheme in schemes:
+        draws = []
+        for repeat in range(repeats):
+            scores = []
+            for text in tqdm(texts, desc=f"init-pair {scheme}", unit="arch", file=sys.stderr, disable=not progress):
+                model = module.to_onnx(unique[text])
+                outputs = {}
+                for k, seed in enumerate((2 * repeat, 2 * repeat + 1)):
+                    prepared = prepare_model(model, weight_init=scheme, weight_seed=seed, **options)
+                    outputs[float(k)] = prepared.run(batch.array, 1.0)
+                scores.append(score_with_reason(outputs)[0])
+            dropped = statistics(scores, target, lower_is_better=targets.lower_is_better)
+            last = statistics(scores, target, nan="last", lower_is_better=targets.lower_is_better)
+            draws.append({**{k: dropped[k] for k in STATISTICS}, "n": dropped["n"], "nan": dropped["nan_dropped"],
+                          "spearman_nan_last": last["spearman"], "batch": batch.description})
+        out.append(_summarise(scheme, draws, repeats))
+    return out
+
+
+def plot(rows: list[dict], kind: str, path, *, title: str = "") -> None:
+    """Spearman and Kendall (global and top-10 %) per value; error bars are
+    the standard deviation over draws. Batch sizes on a log axis (the paper's Fig. 6)."""
+    from epsinas_onnx.search import _pyplot, _save, check_plot_path
+
+    plt = _pyplot()
+    path = check_plot_path(path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+    try:
+        numeric = kind == "batch-size"
+        x = np.array([r["value"] for r in rows], dtype=np.float64) if numeric else np.arange(len(rows))
+        series = (("spearman", "Spearman \u03c1", "-o"), ("spearman_top10", "\u03c1 top-10 %", "--o"),
+                  ("kendall", "Kendall \u03c4", "-s"), ("kendall_top10", "\u03c4 top-10 %", "--s"))
+        for i, (key, label, style) in enumerate(series):
+            y = np.array([r[key] for r in rows], dtype=np.float64)
+            err = np.array([r.get(f"{key}_std", 0.0) for r in rows], dtype=np.float64)
+            # categories: markers side by side, no lines between unrelated values
+            xs, fmt = (x, style) if numeric else (x + (i - 1.5) * 0.08, style.lstrip("-"))
+            ax.errorbar(xs, y, yerr=err if np.any(err) else None, fmt=fmt, markersize=4, capsize=2, label=label)
+        if numeric:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(x, [str(int(v)) for v in x])
+            ax.set_xlabel("batch size")
+        else:
+            ax.set_xticks(x, [str(r["value"]) for r in rows])
+            ax.set_xlabel(kind)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_ylabel("rank correlation with the target")
+        ax.set_title(title, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
