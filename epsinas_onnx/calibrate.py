@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import multiprocessing
-import os
 import sys
 import time
 import warnings
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.metric import epsinas_score
 
@@ -146,15 +146,7 @@ class Outputs:
         }))}
         for i, name in enumerate(self.arrays):
             payload[f"out{i}"] = self.arrays[name]
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        try:
-            np.savez_compressed(tmp, **payload)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomically(path, lambda tmp: np.savez_compressed(tmp, **payload), suffix=".npz")
 
 
 def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from epsinas_onnx import atomic
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
 from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
@@ -274,16 +275,8 @@ def _text(v) -> str:
 
 
 def write_atomically(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written result."""
-    if path.parent and not path.parent.exists():
-        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    """Write `payload` to `path` whole or not at all."""
+    atomic.write_atomically(path, lambda tmp: tmp.write_bytes(payload))
 
 
 # ---------------------------------------------------------------- bench, results, evaluate (cli_bench.py)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
 
 EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
@@ -335,14 +335,6 @@ def plot(report: dict, path, *, title: str | None = None) -> None:
             fontsize=9,
         )
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            fig.savefig(tmp, format=fmt)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt))
     finally:
         plt.close(fig)

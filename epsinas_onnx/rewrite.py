@@ -12,7 +12,7 @@ from epsinas_onnx.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring
 from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass, CollapseReport
 from epsinas_onnx.passes.pipeline import normalising_passes
 from epsinas_onnx.roles import (
-    TRANSPARENT_OPS, WEIGHT_OPS, Role, TensorRole, classify_model, producer_through_transparent,
+    TRANSPARENT_OPS, WEIGHT_OPS, Role, TensorRole, classify_model,
 )
 
 POLICY_METADATA_KEY = "epsinas.bias"  # exporters record a space's reference bias policy here

@@ -31,13 +31,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import os
 import sqlite3
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
 
 SEED_SPACE = 2**31  # seeds handed to space.sample
@@ -420,15 +420,7 @@ def _save(fig, path: Path) -> None:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in fig.canvas.get_supported_filetypes():
         raise UserError(f"cannot write a plot as {path.name!r}: name it .png, .pdf or .svg")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fig.savefig(tmp, format=fmt)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt))
 
 
 def check_plot_path(path) -> Path:
