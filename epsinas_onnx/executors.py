@@ -143,11 +143,10 @@ class RayExecutor:
 
     def close(self) -> None:
         ray = self.ray
-        for ref in list(self.in_flight):
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:
-                pass
+        # No ray.cancel of the tasks in flight: force-cancelling while their
+        # replies arrive crashed Ray's core worker (2.60, "Tried to complete
+        # task that was not pending"). Ray ends a job's tasks itself when its
+        # driver disconnects, and shutdown() below ends a cluster we started.
         self.in_flight.clear()
         if self.started and ray.is_initialized():
             ray.shutdown()
