@@ -472,11 +472,23 @@ class _Pool:
             try:
                 message = self.results.get(timeout=2.0)
             except queue.Empty:
-                raise BenchError(f"the bench workers stopped with {len(self.pending)} architectures unscored; "
-                                 "rerun the same command to resume") from None
+                # a worker killed between taking an architecture and announcing
+                # it leaves that architecture unscored: hand those out again
+                self._requeue_pending()
+                return
             row = self._take(message)
             if row is not None:
                 yield row
+
+    def _requeue_pending(self) -> None:
+        self.restarts += 1
+        if self.restarts > 3 * self.size + 10:
+            raise BenchError(f"the bench workers stopped with {len(self.pending)} architectures unscored; "
+                             "rerun the same command to resume")
+        for index in sorted(self.pending):
+            self.tasks.put((index, self.archs[index]))
+        self.tasks.put(None)
+        self._start_worker()
 
     def _restart(self, how: str) -> None:
         self.restarts += 1
