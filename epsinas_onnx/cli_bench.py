@@ -141,6 +141,21 @@ def results(store, space, config, fmt):
     click.echo(render(rows, fmt), nl=False)
 
 
+def config_rows(store, space: str | None, config: str | None) -> tuple[str, list[dict]]:
+    """The stored rows of one space (the given one, or the only one there is)
+    and one config (see select_config)."""
+    with _open(store) as db:
+        rows = db.rows(space)
+    if space is None:
+        spaces = sorted({r["space"] for r in rows})
+        if len(spaces) != 1:
+            raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
+        space = spaces[0]
+    if not rows:
+        raise UserError(f"the store {store} holds no {space} rows")
+    return space, select_config(rows, config)
+
+
 def select_config(rows: list[dict], config: str | None) -> list[dict]:
     """The rows of one config: the one given, or the only one there is."""
     groups: dict[str, list[dict]] = {}
@@ -184,16 +199,7 @@ def evaluate(store, space, accuracies, dataset, arch_column, target_column, lowe
     from epsinas_onnx import evaluation
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
-    with _open(store) as db:
-        rows = db.rows(space)
-        if space is None:
-            spaces = sorted({r["space"] for r in rows})
-            if len(spaces) != 1:
-                raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
-            space = spaces[0]
-    if not rows:
-        raise UserError(f"the store {store} holds no {space} rows")
-    rows = select_config(rows, config)
+    space, rows = config_rows(store, space, config)
     report = evaluation.evaluate(
         rows, space, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
         lower_is_better=lower_is_better, baselines=baselines, proxies=proxies,

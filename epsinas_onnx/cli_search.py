@@ -125,20 +125,10 @@ def _space_of_store(store) -> str:
 
 def _store_scores(opts: dict):
     from epsinas_onnx import search
-    from epsinas_onnx.cli_bench import select_config
-    from epsinas_onnx.store import ResultStore
+    from epsinas_onnx.cli_bench import config_rows
 
-    store, space = opts["store"], opts["space"]
-    with ResultStore(store, create=False) as db:
-        rows = db.rows(space)
-        if space is None:
-            spaces = sorted({r["space"] for r in rows})
-            if len(spaces) != 1:
-                raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
-            space = spaces[0]
-    if not rows:
-        raise UserError(f"the store {store} holds no {space} rows")
-    rows = select_config(rows, opts["config"])
+    store = opts["store"]
+    space, rows = config_rows(store, opts["space"], opts["config"])
     first = rows[0]
     filler = search.BenchFiller(space, store, first, {
         "data": opts["data"], "batch_size": opts["batch_size"], "shuffle_seed": opts["shuffle_seed"],
