@@ -12,7 +12,7 @@ from epsinas_onnx.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring
 from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass, CollapseReport
 from epsinas_onnx.passes.pipeline import normalising_passes
 from epsinas_onnx.roles import (
-    TRANSPARENT_OPS, WEIGHT_OPS, Role, TensorRole, classify_model,
+    TRANSPARENT_OPS, WEIGHT_OPS, Role, TensorRole, classify_model, is_constant_data,
 )
 
 POLICY_METADATA_KEY = "epsinas.bias"  # exporters record a space's reference bias policy here
@@ -113,7 +113,7 @@ def semantics_warnings(model: ir.Model, roles: list[TensorRole]) -> list[str]:
     computed = [
         n for n in nodes
         if n.op_type in WEIGHT_OPS - {"MatMul"} and len(n.inputs) > 1 and n.inputs[1] is not None
-        and _computed_at_run_time(n.inputs[1])
+        and not is_constant_data(n.inputs[1])
     ]
     if computed:
         names = ", ".join(f"{n.op_type} {n.name!r}" for n in computed[:3])
@@ -128,16 +128,6 @@ def _root(value: ir.Value) -> ir.Value:
         value = node.inputs[0]
         node = value.producer()
     return value
-
-
-def _computed_at_run_time(value: ir.Value) -> bool:
-    node = value.producer()
-    while node is not None and node.op_type in ("Identity", "Transpose", "Reshape", "Cast", "Squeeze", "Unsqueeze"):
-        value = node.inputs[0]
-        node = value.producer()
-    if node is None:
-        return not (value.is_initializer() or value.const_value is not None)
-    return node.op_type != "Constant"
 
 
 def to_onnx(model: ir.Model) -> onnx.ModelProto:
