@@ -9,6 +9,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring_pipeline
+from epsinas_onnx.passes._build import all_nodes
 from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass, CollapseReport
 from epsinas_onnx.passes.pipeline import normalising_passes
 from epsinas_onnx.roles import (
@@ -75,7 +76,7 @@ def fix_weight(model: ir.Model, weight: float) -> ir.Model:
 
 def semantics_warnings(model: ir.Model, roles: list[TensorRole]) -> list[str]:
     """Ways the model will not follow the reference semantics."""
-    nodes = list(ir.traversal.RecursiveGraphIterator(model.graph))
+    nodes = list(all_nodes(model.graph))
     op_types = {n.op_type for n in nodes}
     warnings = []
     bias_names = {r.name for r in roles if r.role == Role.BIAS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 import onnxruntime as ort
 
 from epsinas_onnx.errors import UserError
@@ -177,7 +178,7 @@ def make_session(model_bytes: bytes, providers: list[str], threads: int | None =
     return session
 
 
-def run(session: ort.InferenceSession, output: str, feeds: dict) -> "np.ndarray":
+def run(session: ort.InferenceSession, output: str, feeds: dict) -> np.ndarray:
     try:
         return session.run([output], feeds)[0]
     except Exception as exc:

@@ -6,7 +6,6 @@ import math
 import sqlite3
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 

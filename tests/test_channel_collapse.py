@@ -50,6 +50,22 @@ def test_nb201_collapsed_equals_full_width(arch):
     assert report.skipped is None and not report.expanded  # the whole network runs at one channel
 
 
+def test_collapsed_parameters_are_shared():
+    # 52 convs and 51 BNs need only a few distinct one-channel parameters (one per
+    # kernel size and input multiplicity): one node each, and every BN is one
+    # InstanceNormalization, so the graph that is serialised and loaded stays small
+    arch = nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|")
+    prepared = prepare_model(nb201.to_onnx(arch), collapse=True, threads=1)
+    graph = prepared.rewritten.model.graph
+    ops = [n.op_type for n in graph]
+    convs = [n for n in graph if n.op_type == "Conv"]
+    weights = {n.inputs[1] for n in convs}
+    assert len(convs) == 6 * 15 + 2 * 3 + 1  # 15 cells of 6 convs, 2 reduction blocks, stem
+    assert len(weights) <= 8, len(weights)
+    assert ops.count("InstanceNormalization") == len(convs) - 2 + 1  # a BN after every conv but the 2 shortcuts, + the last
+    assert not prepared.rewritten.model.functions
+
+
 def float64_reference_score(arch, x, weights) -> float:
     """The exact score (float64 PyTorch network, float64 formula)."""
     import torch

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import epsinas_onnx
 from epsinas_onnx.cli import main

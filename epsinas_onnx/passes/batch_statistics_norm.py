@@ -6,7 +6,11 @@ batch variance, even in eval mode. An exported inference-mode
 BatchNormalization uses stored statistics instead, a different function.
 
 Built from primitive ops (in a model-local function) so it runs on every
-execution provider; a
+execution provider. A one-channel BatchNormalization (what channel collapse
+leaves) becomes InstanceNormalization over the (1, 1, N*H*W) view of X
+instead: with one channel, the batch statistics are the statistics of that
+one row, and one kernel computes them (4 nodes instead of the function's 21;
+session creation is about 3x faster on collapsed NAS-Bench-201). A
 training-mode BatchNormalization is avoided on purpose (ONNX Runtime gives
 wrong values for it once graph optimisation is on). Reshaping X to
 (N, C, -1) makes the rewrite independent of X's rank. The arithmetic
@@ -19,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from epsinas_onnx.passes._build import constant, default_opset, insert_at_start, node
+from epsinas_onnx.passes._build import all_nodes, constant, default_opset, insert_at_start, node
 
 
 FUNCTION_DOMAIN = "epsinas"
@@ -36,7 +40,7 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
         functions: dict[ir.DataType, ir.Function] = {}
         constants: dict[ir.Graph, _GraphConstants] = {}
         count = 0
-        for bn in list(ir.traversal.RecursiveGraphIterator(model.graph)):
+        for bn in list(all_nodes(model.graph)):
             if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
                 continue
             for extra in bn.outputs[1:]:
@@ -46,10 +50,15 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
                         "a model that reads them cannot be scored with batch statistics"
                     )
             dtype = bn.inputs[0].dtype or bn.inputs[1].dtype or ir.DataType.FLOAT
-            if dtype not in functions:
-                functions[dtype] = _batch_stat_norm_function(opset, dtype)
             eps_attr = bn.attributes.get("epsilon")
             eps = eps_attr.as_float() if eps_attr is not None else 1e-5
+            if _static_shape(bn.inputs[1]) == (1,):
+                graph_constants = constants.setdefault(bn.graph, _GraphConstants())
+                _replace_with_instance_norm(bn, eps, graph_constants)
+                count += 1
+                continue
+            if dtype not in functions:
+                functions[dtype] = _batch_stat_norm_function(opset, dtype)
             eps_value = constants.setdefault(bn.graph, _GraphConstants()).scalar(eps, dtype.numpy())
             function = functions[dtype]
             call = ir.Node(FUNCTION_DOMAIN, function.name, [*bn.inputs[:3], eps_value])
@@ -62,6 +71,29 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
         if functions:
             model.opset_imports[FUNCTION_DOMAIN] = 1
         return ir.passes.PassResult(model, modified=bool(count))
+
+
+def _static_shape(value: ir.Value | None) -> tuple | None:
+    if value is None:
+        return None
+    if value.shape is not None and value.shape.is_static():
+        return tuple(value.shape.numpy())
+    if value.const_value is not None:
+        return tuple(value.const_value.shape.numpy())
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+        return tuple(producer.attributes["value"].value.shape.numpy())
+    return None
+
+
+def _replace_with_instance_norm(bn: ir.Node, eps: float, constants: "_GraphConstants") -> None:
+    x, scale, bias = bn.inputs[:3]
+    graph = bn.graph
+    shape = node("Shape", [x])
+    row = node("Reshape", [x, constants.ints(1, 1, -1)])
+    norm = node("InstanceNormalization", [row.outputs[0], scale, bias], epsilon=eps)
+    graph.insert_before(bn, [shape, row, norm])
+    _replace_node(bn, node("Reshape", [norm.outputs[0], shape.outputs[0]]))
 
 
 def _replace_node(old: ir.Node, new: ir.Node) -> None:

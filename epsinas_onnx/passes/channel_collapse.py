@@ -118,6 +118,9 @@ class Collapser:
         self.declared: dict[ir.Value, tuple] = {}  # type and shape before collapsing
         self.report = CollapseReport()
         self._pending: list[ir.Node] = []
+        # one node per distinct parameter / constant: the rewritten graph stays
+        # small, and so do its serialisation and the session that loads it
+        self._shared: dict[tuple, ir.Value] = {}
 
     # ------------------------------------------------------------ walk
 
@@ -225,11 +228,31 @@ class Collapser:
         return producer is not None and producer.op_type == "Cast" and self._is_weight_scalar(producer.inputs[0])
 
     def parameter(self, param: Uniform, factors: np.ndarray) -> ir.Value:
-        """A parameter tensor equal to the uniform value times `factors` (elementwise)."""
+        """A parameter tensor equal to the uniform value times `factors`
+        (elementwise); its static shape is set where the parameter's is known."""
         dtype = param.dtype.numpy()
+        factors = np.asarray(factors, dtype=np.float64)
+        key = ("parameter", param.value if param.value is not None else param.number, dtype.str,
+               factors.shape, factors.tobytes())
+        if key in self._shared:
+            return self._shared[key]
         if param.value is None:
-            return self.emit(constant((param.number * factors).astype(dtype)))
-        return self.emit(node("Mul", [param.value, self.emit(constant(factors.astype(dtype)))]))
+            value = self.emit(constant((param.number * factors).astype(dtype)))
+        else:
+            value = self.emit(node("Mul", [param.value, self.shared_constant(factors.astype(dtype))]))
+            value.dtype = param.dtype
+            known = param.value.shape
+            if known is not None and known.is_static():
+                value.shape = ir.Shape(np.broadcast_shapes(tuple(known.numpy()), factors.shape))
+        self._shared[key] = value
+        return value
+
+    def shared_constant(self, array: np.ndarray) -> ir.Value:
+        """A Constant node's output, one per distinct array."""
+        key = ("constant", array.dtype.str, array.shape, array.tobytes())
+        if key not in self._shared:
+            self._shared[key] = self.emit(constant(array))
+        return self._shared[key]
 
     def _expand_graph_output(self, index: int, value: ir.Value) -> None:
         full = self.full(value)
@@ -252,7 +275,7 @@ def constant_array(value: ir.Value) -> np.ndarray | None:
     if producer is None:
         return None
     if producer.op_type == "Constant" and "value" in producer.attributes:
-        return producer.attributes["value"].as_tensor().numpy()
+        return producer.attributes["value"].value.numpy()
     if producer.op_type == "Identity":
         return constant_array(producer.inputs[0])
     if producer.op_type == "Cast":
@@ -505,8 +528,8 @@ def _batch_norm(c: Collapser, n: ir.Node) -> bool:
     n.replace_input_with(1, c.parameter(scale, np.ones(width)))
     n.replace_input_with(2, c.parameter(bias, np.ones(width)))
     # running statistics: ignored by the batch-statistics rewrite that follows
-    n.replace_input_with(3, c.emit(constant(np.zeros(width, dtype=scale.dtype.numpy()))))
-    n.replace_input_with(4, c.emit(constant(np.ones(width, dtype=scale.dtype.numpy()))))
+    n.replace_input_with(3, c.shared_constant(np.zeros(width, dtype=scale.dtype.numpy())))
+    n.replace_input_with(4, c.shared_constant(np.ones(width, dtype=scale.dtype.numpy())))
     c.set_groups(n.outputs[0], c.groups[x], c.rank(x))
     return True
 

@@ -129,17 +129,24 @@ class ConstantWeightPass(ir.passes.InPlacePass):
                 w_by_dtype[dtype] = cast.outputs[0]
             return w_by_dtype[dtype]
 
+        # one Expand per distinct shape: the tensors are equal, and a graph of
+        # hundreds of weights then holds a handful of nodes for them
+        w_by_shape: dict[tuple, ir.Value] = {}
+
         def broadcast_w(value: ir.Value) -> None:
             tensor = value.const_value
-            shape = constant(np.array(tensor.shape, dtype=np.int64))
-            expand = node("Expand", [w_as(tensor.dtype), shape.outputs[0]])
-            new_nodes.extend([shape, expand])
-            expand.outputs[0].name = f"{value.name}__epsinas"
-            value.replace_all_uses_with(expand.outputs[0])
+            key = (tensor.dtype, tuple(tensor.shape))
+            if key not in w_by_shape:
+                shape = constant(np.array(tensor.shape, dtype=np.int64))
+                expand = node("Expand", [w_as(tensor.dtype), shape.outputs[0]])
+                new_nodes.extend([shape, expand])
+                expand.outputs[0].name = f"{value.name}__epsinas"
+                w_by_shape[key] = expand.outputs[0]
+            value.replace_all_uses_with(w_by_shape[key])
 
         def fill(value: ir.Value, array: np.ndarray) -> None:
             tensor = value.const_value
-            value.const_value = ir.tensor(array.astype(tensor.dtype.numpy()), name=value.name)
+            value.const_value = ir.Tensor(array.astype(tensor.dtype.numpy()), name=value.name)
 
         def scaled_random(value: ir.Value) -> None:
             """value := w * R, R drawn once (a constant), the same for every w."""

@@ -5,7 +5,6 @@ names are chosen so that state_dict keys equal the exporter's initialiser
 names, e.g. `cells.3.edge_2_0.conv.weight`, `cells.5.downsample.conv.weight`.
 """
 
-import torch
 from torch import nn
 
 EDGE_ORDER = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
