@@ -32,7 +32,11 @@ import numpy as np
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
 from epsinas_onnx.metric import score_with_reason
-from epsinas_onnx.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, prepare_model
+from epsinas_onnx import runtime
+from epsinas_onnx.computation_key import computation_key
+from epsinas_onnx.scorer import (
+    EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
+)
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
 # reference-semantics §6
@@ -65,6 +69,7 @@ class BenchSummary:
     errors: int = 0
     wall: float = 0.0
     arch_seconds: float = 0.0  # summed over architectures, inside the workers
+    reused: int = 0  # scored without a run: the same computation as an earlier architecture
     workers: int = 1
     data: str = ""  # fingerprint
     data_description: str = ""
@@ -79,8 +84,9 @@ class BenchSummary:
         inside = f", {self.arch_seconds / self.finished:.3g} s per arch in a worker" if self.finished else ""
         errors = f"{self.errors} errors" + (" (rerun to retry them)" if self.errors else "")
         repeats = f" ({self.duplicates} repeats in the list scored once)" if self.duplicates else ""
+        reused = f"; {self.reused} computed like an earlier one, not run again" if self.reused else ""
         return (
-            f"{self.space}: {self.scored} scored ({self.nan} NaN), {errors}, "
+            f"{self.space}: {self.scored} scored ({self.nan} NaN{reused}), {errors}, "
             f"{self.skipped} skipped as already stored{repeats}; wall {self.wall:.1f} s, {per_arch} "
             f"({self.workers} worker{'s' if self.workers != 1 else ''}{inside}); store {self.store}"
         )
@@ -96,24 +102,37 @@ BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
 
 
 def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
-                       device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None) -> dict:
-    """Score one architecture: export -> prepare_model -> both weights -> metric.
+                       device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
+                       computed: dict | None = None) -> dict:
+    """Score one architecture: export -> rewrite -> session -> both weights -> metric.
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
     error (None, or why the architecture could not be scored at all), params,
-    seconds, device. Never raises for a per-architecture failure."""
+    seconds, device, reused (not stored). Never raises for a per-architecture failure.
+
+    computed: results by computation_key for this batch, weights and device
+    (filled here): an architecture whose rewritten graph computes exactly what
+    an earlier one's did gets that result without a session or a run."""
     start = time.perf_counter()
     arch_text = space_module.format_arch(arch)
-    value, reason, error, used_device = math.nan, None, None, device
+    value, reason, error, used_device, reused = math.nan, None, None, device, False
     try:
+        runtime.providers_for(device)
         model = space_module.to_onnx(arch, **export)
-        # the exporters' models are well-formed: skip onnx.checker; many small
-        # sessions: ONNX Runtime's graph optimisation costs more than it saves
-        prepared = prepare_model(model, device=device, threads=threads, check=False,
-                                 graph_optimization=BENCH_GRAPH_OPTIMIZATION, **settings)
-        used_device = prepared.device
-        outputs = {w: prepared.run(batch, w) for w in weights}
-        value, reason = score_with_reason(outputs)
+        # the exporters' models are well-formed: skip onnx.checker
+        staged = rewrite_model(model, check=False, **settings)
+        key = computation_key(staged.rewritten.model, staged.output) if computed is not None else None
+        if key is not None and key in computed:
+            value, reason, used_device = computed[key]
+            reused = True
+        else:
+            # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
+            prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+            used_device = prepared.device
+            outputs = {w: prepared.run(batch, w) for w in weights}
+            value, reason = score_with_reason(outputs)
+            if key is not None:
+                computed[key] = (value, reason, used_device)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN
         error = _error_text(exc)
     try:
@@ -122,7 +141,7 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
         params = None
     return {
         "arch": arch_text, "score": float(value), "nan_reason": reason, "error": error,
-        "params": params, "seconds": time.perf_counter() - start, "device": used_device,
+        "params": params, "seconds": time.perf_counter() - start, "device": used_device, "reused": reused,
     }
 
 
@@ -311,11 +330,13 @@ class _Job:
         return score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
             device=self.device, threads=self.threads, param_kwargs=self.param_kwargs,
+            computed=self.__dict__.setdefault("_computed", {}),
         )
 
-    def __getstate__(self):  # a module does not pickle: send its name
+    def __getstate__(self):  # a module does not pickle: send its name; each worker keeps its own results
         state = dict(self.__dict__)
         state["space_module"] = self.space_module.NAME
+        state.pop("_computed", None)
         return state
 
     def __setstate__(self, state):
@@ -341,6 +362,7 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
         else:
             summary.scored += 1
             summary.nan += math.isnan(row["score"])
+            summary.reused += bool(row.get("reused"))
         summary.arch_seconds += row["seconds"]
         bar.update(1)
         bar.set_postfix(nan=summary.nan, errors=summary.errors, refresh=False)

@@ -85,14 +85,39 @@ def prepare_model(
     and weight_seed: an ablation that gives every weight tensor w * R, R a
     fixed random tensor (passes/constant_weight.py); such a model runs at full
     width, collapse or not."""
-    providers = runtime.providers_for(device)
+    runtime.providers_for(device)  # a device that cannot run: say so before the rewrite
+    staged = rewrite_model(model, output=output, input_name=input_name, bn_gamma=bn_gamma, bias=bias,
+                           embedding=embedding, collapse=collapse, check=check, weight_init=weight_init,
+                           weight_seed=weight_seed)
+    return open_session(staged, device=device, threads=threads, graph_optimization=graph_optimization)
+
+
+@dataclasses.dataclass
+class RewrittenModel:
+    """prepare_model's first half: the rewritten model, before any session."""
+
+    rewritten: Rewritten
+    output: str
+    input_spec: InputSpec
+
+
+def rewrite_model(model, *, output=None, input_name=None, bn_gamma="w", bias=None, embedding="uniform",
+                  collapse=True, check=True, weight_init=None, weight_seed=None) -> RewrittenModel:
+    """Load and rewrite (prepare_model's options of the same names)."""
     ir_model = load_model(model, check=check)
     output_name = _choose_output(ir_model, output)
     spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
     policy = policy_for(ir_model, bn_gamma, bias, embedding, weight_init, weight_seed)
-    rewritten = rewrite_for_scoring(ir_model, policy, collapse)
-    session = runtime.make_session(ir.to_proto(rewritten.model).SerializeToString(), providers, threads, graph_optimization)
-    return PreparedModel(session, output_name, spec, rewritten, runtime.device_name(providers))
+    return RewrittenModel(rewrite_for_scoring(ir_model, policy, collapse), output_name, spec)
+
+
+def open_session(staged: RewrittenModel, *, device: str = "auto", threads: int | None = None,
+                 graph_optimization: str = "all") -> PreparedModel:
+    """prepare_model's second half: an ONNX Runtime session for a rewritten model."""
+    providers = runtime.providers_for(device)
+    payload = ir.to_proto(staged.rewritten.model).SerializeToString()
+    session = runtime.make_session(payload, providers, threads, graph_optimization)
+    return PreparedModel(session, staged.output, staged.input_spec, staged.rewritten, runtime.device_name(providers))
 
 
 def _choose_output(model: ir.Model, output: str | None) -> str:

@@ -1,0 +1,88 @@
+"""computation_key: equal for graphs that compute the same thing the same way,
+different otherwise; bench reuses a result only under an equal key."""
+
+import math
+
+import onnx_ir as ir
+from onnx import TensorProto, helper
+
+from epsinas_onnx.bench import score_architecture
+from epsinas_onnx.computation_key import computation_key
+from epsinas_onnx.scorer import rewrite_model
+from exporters import nb201
+from tests.conftest import cifar10_batch
+from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
+
+# node 3 of both cells is avg_pool(x) + conv1x1(conv1x1(x)); the edges that differ feed nothing used
+SAME_A = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_1x1~2|"
+SAME_B = "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+OTHER = "|avg_pool_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|skip_connect~1|nor_conv_1x1~2|"
+
+
+def key_of(proto, output=None):
+    staged = rewrite_model(proto, check=False)
+    return computation_key(staged.rewritten.model, output or staged.output)
+
+
+def test_architectures_computing_the_same_share_a_key():
+    a, b, c = (key_of(nb201.to_onnx(nb201.parse(s))) for s in (SAME_A, SAME_B, OTHER))
+    assert a is not None and a == b
+    assert c != a
+
+
+def test_key_ignores_names_but_not_values_attributes_or_input_order():
+    base = conv_bn_relu()
+    renamed = conv_bn_relu()
+    for n in renamed.graph.node:  # node names and an intermediate value's name
+        n.name = "renamed_" + n.op_type
+        n.input[:] = ["conv_out" if v == "c" else v for v in n.input]
+        n.output[:] = ["conv_out" if v == "c" else v for v in n.output]
+    k = computation_key(ir.from_proto(base), "y")
+    assert k == computation_key(ir.from_proto(renamed), "y")
+
+    other_bn = conv_bn_relu()
+    other_bn.graph.node[1].attribute[0].f = 1e-3  # epsilon
+    assert computation_key(ir.from_proto(other_bn), "y") != k
+
+    other_mean = conv_bn_relu()
+    other_mean.graph.initializer[3].float_data[:] = [0.5] * 4
+    other_mean.graph.initializer[3].ClearField("raw_data")
+    assert computation_key(ir.from_proto(other_mean), "y") != k
+
+    def sub(first, second):
+        nodes = [helper.make_node("Sub", [first, second], ["y"])]
+        inputs = [image_input("x"), image_input("z")]
+        return computation_key(ir.from_proto(model(nodes, inputs, [out("y")])), "y")
+
+    assert sub("x", "z") != sub("z", "x")
+
+
+def test_control_flow_has_no_key():
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["s_in"], ["s_out"]), helper.make_node("Identity", ["s_in"], ["scan_out"])],
+        "body", [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, [2])],
+    )
+    nodes = [helper.make_node("Scan", ["s0", "seq"], ["s_final", "ys"], body=body, num_scan_inputs=1)]
+    inputs = [helper.make_tensor_value_info("seq", TensorProto.FLOAT, [3, 2])]
+    outputs = [helper.make_tensor_value_info("ys", TensorProto.FLOAT, [3, 2])]
+    m = model(nodes, inputs, outputs, [init("s0", [2], 0.0)])
+    assert computation_key(ir.from_proto(m), "ys") is None
+
+
+def test_bench_reuses_a_result_only_for_an_equal_key():
+    x = cifar10_batch(16)
+    computed = {}
+    rows = [score_architecture(nb201, nb201.parse(s), x, (1e-7, 1.0), export={}, settings={}, computed=computed)
+            for s in (SAME_A, SAME_B, OTHER)]
+    assert len(computed) == 2  # A ran, B reused it, OTHER ran
+    assert [row["reused"] for row in rows] == [False, True, False]
+    fresh = score_architecture(nb201, nb201.parse(SAME_B), x, (1e-7, 1.0), export={}, settings={})
+    for row in rows:
+        assert row["error"] is None
+    assert rows[1]["score"] == rows[0]["score"] or (math.isnan(rows[1]["score"]) and math.isnan(rows[0]["score"]))
+    # the reused result is what B computes on its own, bit for bit
+    assert fresh["score"] == rows[1]["score"] or (math.isnan(fresh["score"]) and math.isnan(rows[1]["score"]))
+    assert fresh["nan_reason"] == rows[1]["nan_reason"]
+    assert rows[2]["score"] != rows[0]["score"]
