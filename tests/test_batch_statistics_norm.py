@@ -48,25 +48,6 @@ def test_batch_statistics_match_numpy(shape, opset):
     np.testing.assert_allclose(y, numpy_batch_norm(x, scale, bias, 1e-3), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(8, 1, 5, 5), (16, 1), (6, 1, 9), (32, 3, 4, 4)])
-def test_one_channel_becomes_instance_norm_and_matches_numpy(shape):
-    # what channel collapse leaves: one channel, whose batch statistics are
-    # those of one (1, 1, N*H*W) row; wider BNs keep the function
-    rng = np.random.default_rng(2)
-    x = (rng.normal(size=shape) * 3 - 1).astype(np.float32)
-    scale = rng.normal(size=shape[1]).astype(np.float32)
-    bias = rng.normal(size=shape[1]).astype(np.float32)
-    ir_model = ir.from_proto(bn_model(shape, scale, bias, 1e-5, 18))
-    BatchStatisticsNormPass()(ir_model)
-    ops = {n.op_type for n in ir_model.graph}
-    assert ("InstanceNormalization" in ops) == (shape[1] == 1)
-    assert (len(ir_model.functions) == 0) == (shape[1] == 1)
-    session = ort.InferenceSession(ir.to_proto(ir_model).SerializeToString(), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"x": x})[0]
-    assert y.shape == x.shape
-    np.testing.assert_allclose(y, numpy_batch_norm(x, scale, bias, 1e-5), rtol=1e-5, atol=1e-5)
-
-
 def test_training_mode_node_is_rewritten_too():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)

@@ -51,9 +51,9 @@ def test_nb201_collapsed_equals_full_width(arch):
 
 
 def test_collapsed_parameters_are_shared():
-    # 52 convs and 51 BNs need only a few distinct one-channel parameters (one per
-    # kernel size and input multiplicity): one node each, and every BN is one
-    # InstanceNormalization, so the graph that is serialised and loaded stays small
+    # 97 convs and 96 BNs need only a few distinct one-channel parameters (one per
+    # kernel size and input multiplicity): one node each, so the graph that is
+    # serialised and loaded stays small
     arch = nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|")
     prepared = prepare_model(nb201.to_onnx(arch), collapse=True, threads=1)
     graph = prepared.rewritten.model.graph
@@ -62,8 +62,8 @@ def test_collapsed_parameters_are_shared():
     weights = {n.inputs[1] for n in convs}
     assert len(convs) == 6 * 15 + 2 * 3 + 1  # 15 cells of 6 convs, 2 reduction blocks, stem
     assert len(weights) <= 8, len(weights)
-    assert ops.count("InstanceNormalization") == len(convs) - 2 + 1  # a BN after every conv but the 2 shortcuts, + the last
-    assert not prepared.rewritten.model.functions
+    assert ops.count("BatchStatNorm_FLOAT") == len(convs) - 2 + 1  # a BN after every conv but the 2 shortcuts, + the last
+    assert ops.count("Constant") + ops.count("Mul") <= 30, (ops.count("Constant"), ops.count("Mul"))
 
 
 def float64_reference_score(arch, x, weights) -> float:
