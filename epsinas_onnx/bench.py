@@ -402,6 +402,7 @@ class _Pool:
         self.job = job
         self.size = workers
         self.ctx = multiprocessing.get_context("spawn")
+        _start_quiet_resource_tracker()
         self.tasks = self.ctx.Queue()
         self.results = self.ctx.Queue()
         self.procs: dict[int, multiprocessing.Process] = {}
@@ -531,6 +532,25 @@ class _Pool:
         for q in (self.tasks, self.results):
             q.cancel_join_thread()
             q.close()
+
+
+def _start_quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (POSIX) with its stderr on
+    /dev/null. After Ctrl-C it outlives the stopped workers and warns about
+    their queue semaphores, below bench's own last line ("interrupted: ...
+    rerun the same command to resume"), which a user should see last."""
+    if os.name != "posix":
+        return
+    from multiprocessing import resource_tracker
+
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _worker_main(job: _Job, tasks, results, parent: int) -> None:
