@@ -18,7 +18,12 @@ import hashlib
 
 import onnx_ir as ir
 
-_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+# attributes whose repr() is their exact value; a tensor is digested by its bytes;
+# any other kind (subgraphs, tensor lists, sparse tensors, types) means no key
+_PLAIN_ATTRIBUTES = (
+    ir.AttributeType.INT, ir.AttributeType.INTS, ir.AttributeType.FLOAT, ir.AttributeType.FLOATS,
+    ir.AttributeType.STRING, ir.AttributeType.STRINGS,
+)
 
 
 def computation_key(model: ir.Model, output: str) -> str | None:
@@ -30,15 +35,20 @@ def computation_key(model: ir.Model, output: str) -> str | None:
     for value in graph.inputs:
         digest[value] = _hash(b"input", value.name, str(value.dtype), str(value.shape))
     for value in graph.initializers.values():
+        if value.const_value is None:
+            return None  # declared without data: nothing to compare
         digest[value] = _tensor_digest(value.const_value)
     for n in graph:
         parts = [n.domain, n.op_type, n.overload]
         for name, attr in sorted(n.attributes.items()):
-            if not isinstance(attr, ir.Attr) or attr.type in _GRAPH_ATTRIBUTES:
-                return None  # a reference attribute or a subgraph
-            value = attr.value
-            parts += [name, str(attr.type),
-                      _tensor_digest(value) if attr.type == ir.AttributeType.TENSOR else repr(value)]
+            if not isinstance(attr, ir.Attr):
+                return None  # a reference to a function attribute
+            if attr.type in _PLAIN_ATTRIBUTES:
+                parts += [name, str(attr.type), repr(attr.value)]
+            elif attr.type == ir.AttributeType.TENSOR and attr.value is not None:
+                parts += [name, str(attr.type), _tensor_digest(attr.value)]
+            else:
+                return None  # a subgraph (control flow), tensor list, sparse tensor or type
         for v in n.inputs:
             if v is None:
                 parts.append(b"")
@@ -59,8 +69,6 @@ def computation_key(model: ir.Model, output: str) -> str | None:
 
 
 def _tensor_digest(tensor) -> bytes:
-    if tensor is None:
-        return b"no value"
     return _hash(str(tensor.dtype), str(tuple(tensor.shape)), tensor.tobytes())
 
 
