@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
-from epsinas_onnx.passes._build import constant, node
+from epsinas_onnx.passes._build import constant, node, subgraphs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +96,7 @@ class ChannelCollapsePass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        if any(isinstance(a, ir.Attr) and a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-               for n in graph for a in n.attributes.values()):
+        if any(subgraphs(n) for n in graph):
             self.report = CollapseReport(skipped="the model has control flow (Scan / Loop / If)")
             return ir.passes.PassResult(model, modified=False)
         collapser = Collapser(graph, self.weight_input_name)
