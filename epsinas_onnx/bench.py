@@ -32,7 +32,6 @@ import numpy as np
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
 from epsinas_onnx.metric import score_with_reason
-from epsinas_onnx import runtime
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
@@ -117,7 +116,6 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     arch_text = space_module.format_arch(arch)
     value, reason, error, used_device, reused = math.nan, None, None, device, False
     try:
-        runtime.providers_for(device)
         model = space_module.to_onnx(arch, **export)
         # the exporters' models are well-formed: skip onnx.checker
         staged = rewrite_model(model, check=False, **settings)
@@ -325,18 +323,19 @@ class _Job:
     device: str
     threads: int | None
     param_kwargs: dict
+    # score_architecture's results by computation key; each worker fills its own
+    computed: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def score(self, arch) -> dict:
         return score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
-            device=self.device, threads=self.threads, param_kwargs=self.param_kwargs,
-            computed=self.__dict__.setdefault("_computed", {}),
+            device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
         )
 
-    def __getstate__(self):  # a module does not pickle: send its name; each worker keeps its own results
+    def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
         state = dict(self.__dict__)
         state["space_module"] = self.space_module.NAME
-        state.pop("_computed", None)
+        state["computed"] = {}
         return state
 
     def __setstate__(self, state):
