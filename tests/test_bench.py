@@ -171,10 +171,28 @@ def _kill_test_args(store, n, workers):
 
 
 def _bench_process(store, n, workers):
-    """A bench run in its own process group, as a user's shell would start it."""
-    cmd = [sys.executable, "-m", "epsinas_onnx", *map(str, _kill_test_args(store, n, workers))]
+    return cli_process(_kill_test_args(store, n, workers))
+
+
+def cli_process(args) -> subprocess.Popen:
+    """An epsinas-onnx run in its own process group, as a user's shell would start it."""
+    cmd = [sys.executable, "-m", "epsinas_onnx", *map(str, args)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def ctrl_c_after_first_row(args, store, timeout) -> tuple[subprocess.Popen, str]:
+    """Start a bench run, press Ctrl-C once it has stored a row; the process
+    and its stderr (it is killed if it has not ended within `timeout` s)."""
+    proc = cli_process(args)
+    try:
+        _wait_for_rows(store, proc, at_least=1)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole group
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, err
 
 
 def _wait_for_rows(store, proc, at_least, timeout=60):
@@ -217,14 +235,7 @@ def test_sigkill_midway_then_resume_stores_every_arch_once(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_keeps_rows(tmp_path):
     store = tmp_path / "r.sqlite"
-    proc = _bench_process(store, 40, workers=2)
-    try:
-        _wait_for_rows(store, proc, at_least=1)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole group
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = ctrl_c_after_first_row(_kill_test_args(store, 40, workers=2), store, timeout=30)
     assert proc.returncode == 130, err
     done = len(stored(store))
     total = len(unique(nb201.sample(40, 7)))

@@ -6,7 +6,6 @@ at batch 8. Skipped without Ray (`pip install "epsinas-onnx[ray]"`), except
 the check that --executor ray without Ray is a one-line error."""
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 from epsinas_onnx import bench, executors
 from exporters import nb201
 from tests.conftest import ROOT, run_cli
-from tests.test_bench import stored, unique
+from tests.test_bench import ctrl_c_after_first_row, stored, unique
 from tests.test_cli_errors import assert_user_error
 
 ARCHS = unique(nb201.sample(6, 3))  # seed 3: NaN and finite scores both
@@ -144,20 +143,10 @@ def test_worker_that_always_dies_costs_one_error_row(ray_cluster, local_rows, tm
 def test_ctrl_c_stops_a_ray_run_and_the_rerun_resumes(ray_cluster, tmp_path):
     """Ctrl-C: the tasks in flight are cancelled, every finished row is kept,
     and the same command resumes (on the module's cluster, via --address)."""
-    from tests.test_bench import _wait_for_rows
-
     store = tmp_path / "r.sqlite"
     args = ["bench", "nb201", "--sample", 100, "--seed", 7, "--synthetic", "normal", "--batch-size", 8, "--store", store,
             "--no-progress", "--executor", "ray", "--address", ray_cluster, "--chunk", 1]
-    proc = subprocess.Popen([sys.executable, "-m", "epsinas_onnx", *map(str, args)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        _wait_for_rows(store, proc, at_least=1)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole group
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = ctrl_c_after_first_row(args, store, timeout=60)
     assert proc.returncode == 130, err
     done = len(stored(store))
     total = len(unique(nb201.sample(100, 7)))
