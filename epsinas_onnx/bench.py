@@ -133,14 +133,57 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
                 computed[key] = (value, reason, used_device)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN
         error = _error_text(exc)
-    try:
-        params = int(space_module.num_params(arch, **(param_kwargs or {})))
-    except Exception:
-        params = None
     return {
         "arch": arch_text, "score": float(value), "nan_reason": reason, "error": error,
-        "params": params, "seconds": time.perf_counter() - start, "device": used_device, "reused": reused,
+        "params": _num_params(space_module, arch, param_kwargs), "seconds": time.perf_counter() - start,
+        "device": used_device, "reused": reused,
     }
+
+
+def _num_params(space_module, arch, param_kwargs: dict | None) -> int | None:
+    try:
+        return int(space_module.num_params(arch, **(param_kwargs or {})))
+    except Exception:
+        return None
+
+
+def computation_classes(space_module, todo: list, settings: dict) -> tuple[list, dict]:
+    """Split `todo` ([(arch, text), ...]) into the architectures to score and,
+    for each of those, the later ones that compute exactly the same (equal
+    `computation_class`), which take its result without being exported.
+
+    Only for a space whose exporter names that class (NAS-Bench-201), and only
+    under constant weights: the class says two networks are the same up to
+    their weights' values, which the random-weight ablations tell apart."""
+    classify = class_function(space_module, settings)
+    if classify is None:
+        return todo, {}
+    first: dict[str, str] = {}  # class -> text of the architecture scored for it
+    followers: dict[str, list] = {}
+    to_score = []
+    for arch, text in todo:
+        name = classify(arch)
+        if name in first:
+            followers[first[name]].append((arch, text))
+        else:
+            first[name] = text
+            followers[text] = []
+            to_score.append((arch, text))
+    return to_score, {text: rows for text, rows in followers.items() if rows}
+
+
+def class_function(space_module, settings: dict):
+    """The space's computation_class where it holds for these settings, else None."""
+    if settings.get("weight_init") not in (None, "constant"):
+        return None
+    return getattr(space_module, "computation_class", None)
+
+
+def _follower_row(job: "_Job", row: dict, arch, text: str) -> dict:
+    """`row`'s result for another architecture of the same computation class."""
+    start = time.perf_counter()
+    params = _num_params(job.space_module, arch, job.param_kwargs)
+    return {**row, "arch": text, "params": params, "seconds": time.perf_counter() - start, "reused": True}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -304,7 +347,10 @@ def run_bench(
             data_description=batch.description, warnings=list(probe.rewritten.warnings),
         )
         job_device = "cuda" if probe_device != device else probe.device
-        job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs)
+        # where the driver groups by computation class, the classes are what the
+        # computation keys would find (NAS-Bench-201: 9,387 of each): no key needed
+        computed = None if class_function(module, settings) else {}
+        job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed)
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
     finally:
         store.close()
@@ -323,8 +369,8 @@ class _Job:
     device: str
     threads: int | None
     param_kwargs: dict
-    # score_architecture's results by computation key; each worker fills its own
-    computed: dict = dataclasses.field(default_factory=dict, repr=False)
+    # score_architecture's results by computation key, None for no keys; each worker fills its own
+    computed: dict | None = dataclasses.field(default_factory=dict, repr=False)
 
     def score(self, arch) -> dict:
         return score_architecture(
@@ -335,7 +381,7 @@ class _Job:
     def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
         state = dict(self.__dict__)
         state["space_module"] = self.space_module.NAME
-        state["computed"] = {}
+        state["computed"] = None if self.computed is None else {}
         return state
 
     def __setstate__(self, state):
@@ -353,7 +399,15 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
     bar = tqdm(total=len(todo), unit="arch", file=sys.stderr, disable=not progress or not todo,
                desc=f"bench {summary.space}", dynamic_ncols=True, smoothing=0.1)
 
+    to_score, followers = computation_classes(job.space_module, todo, job.settings)
+    summary.workers = min(summary.workers, max(len(to_score), 1))
+
     def record(row: dict) -> None:
+        store_row(row)
+        for arch, text in followers.pop(row["arch"], ()):
+            store_row(_follower_row(job, row, arch, text))
+
+    def store_row(row: dict) -> None:
         store.add({**row, **key, "data_description": summary.data_description, "created": now()})
         store.commit()
         if row["error"] is not None:
@@ -368,9 +422,9 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
 
     try:
         if executor == "local" and summary.workers <= 1:
-            for arch, _ in todo:
+            for arch, _ in to_score:
                 record(job.score(arch))
-        elif todo:
+        elif to_score:
             from epsinas_onnx.executors import open_executor
 
             options = dict(options or {})
@@ -378,7 +432,7 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
                 options["workers"] = summary.workers
             with open_executor(executor, job, **options) as pool:
                 summary.workers = pool.size
-                for row in pool.imap(todo):
+                for row in pool.imap(to_score):
                     record(row)
     except KeyboardInterrupt:
         summary.wall = time.perf_counter() - start

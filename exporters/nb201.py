@@ -143,6 +143,35 @@ def mutate(arch: Arch, rng: np.random.Generator) -> Arch:
     return tuple(new)
 
 
+def computation_class(arch: Arch) -> str:
+    """What the cell computes, as the exporter builds it: node 3 written out as
+    an expression of the cell input x (`_cell`'s rules: `none` terms left out,
+    `skip_connect` is its input itself, one term is not summed, no terms is
+    x * 0, terms summed in edge order).
+
+    Every cell of the network is this cell, so two architectures with the same
+    class export the same graph up to tensor names, dead edges and initial
+    weight values. Once every weight of a shape holds the same value (the
+    reference's constant weights; not the random-weight ablations, whose R
+    depends on the tensor's name) they rewrite to the same graph and give the
+    same score bit for bit: 9,387 classes over the 15,625 architectures, as
+    many as distinct `computation_key`s of the rewritten graphs
+    (tests/test_export_nb201.py checks that the two agree)."""
+    arch = _as_arch(arch)
+    nodes = ["x"]
+    for node in range(1, NUM_NODES):
+        terms = [
+            nodes[src] if op == "skip_connect" else f"{op}({nodes[src]})"
+            for (to, src), op in zip(EDGES, arch)
+            if to == node and op != "none"
+        ]
+        if not terms:
+            nodes.append("zeros(x)")
+        else:
+            nodes.append(terms[0] if len(terms) == 1 else f"sum({', '.join(terms)})")
+    return nodes[-1]
+
+
 def num_params(arch: Arch, num_classes: int = 10) -> int:
     """Trainable parameters of the PyTorch TinyNetwork: conv weights, BN gamma
     and beta, classifier weight and bias. A formula, no graph: fast enough to

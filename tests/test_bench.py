@@ -150,6 +150,42 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
     assert all(r[3] is None for r in rows)
 
 
+def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
+    """NAS-Bench-201 architectures of one computation class (the same network up
+    to its weights' values) are scored once; the others get that row's result
+    with their own arch and params, and are never exported."""
+    from tests.test_computation_key import OTHER, SAME_A, SAME_B
+
+    archs = [nb201.parse(s) for s in (SAME_A, SAME_B, OTHER)]
+    exported = []
+    real = nb201.to_onnx
+
+    @functools.wraps(real)
+    def counting(arch, **kw):
+        exported.append(nb201.format_arch(arch))
+        return real(arch, **kw)
+
+    monkeypatch.setattr(nb201, "to_onnx", counting)
+    options = dict(synthetic="normal", batch_size=8, progress=False)
+    summary = bench.run_bench("nb201", archs, store_path=tmp_path / "r.sqlite", **options)
+    assert (summary.scored, summary.reused) == (3, 1)
+    assert SAME_B not in exported
+    rows = {r[0]: r for r in stored(tmp_path / "r.sqlite")}
+    a, b, other = rows[SAME_A], rows[SAME_B], rows[OTHER]
+    assert b[1:4] == a[1:4] and other[1] != a[1]  # score, nan_reason, error
+    assert b[4] == nb201.num_params(archs[1]) != a[4]
+    # what B gives when it is run on its own, bit for bit
+    alone = bench.run_bench("nb201", [archs[1]], store_path=tmp_path / "alone.sqlite", **options)
+    assert alone.reused == 0 and stored(tmp_path / "alone.sqlite")[0] == b
+
+
+def test_computation_classes_only_under_constant_weights():
+    todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:200]]
+    to_score, followers = bench.computation_classes(nb201, todo, {})
+    assert len(to_score) + sum(map(len, followers.values())) == len(todo) and followers
+    assert bench.computation_classes(nb201, todo, {"weight_init": "normal"}) == (todo, {})
+
+
 def test_settings_and_weights_are_part_of_the_key(tmp_path):
     archs = unique(nb201.sample(2, 2))
     store = tmp_path / "r.sqlite"

@@ -3,6 +3,8 @@ different otherwise; bench reuses a result only under an equal key."""
 
 import math
 
+import numpy as np
+
 import onnx_ir as ir
 from onnx import TensorProto, helper
 
@@ -86,3 +88,35 @@ def test_bench_reuses_a_result_only_for_an_equal_key():
     assert fresh["score"] == rows[1]["score"] or (math.isnan(fresh["score"]) and math.isnan(rows[1]["score"]))
     assert fresh["nan_reason"] == rows[1]["nan_reason"]
     assert rows[2]["score"] != rows[0]["score"]
+
+
+def _same_class_pairs(n_classes: int, seed: int):
+    classes: dict = {}
+    for arch in nb201.all_archs():
+        classes.setdefault(nb201.computation_class(arch), []).append(arch)
+    shared = sorted(name for name, members in classes.items() if len(members) > 1)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(shared), size=n_classes, replace=False)
+    return [[classes[shared[i]][j] for j in rng.choice(len(classes[shared[i]]), 2, replace=False)] for i in picks]
+
+
+def test_nb201_computation_class_agrees_with_the_computation_key():
+    # bench groups NAS-Bench-201 architectures by class before exporting anything:
+    # equal classes must mean equal rewritten graphs, different classes different ones
+    pairs = _same_class_pairs(20, seed=3)
+    keys = [[key_of(nb201.to_onnx(arch)) for arch in pair] for pair in pairs]
+    for (a, b), (ka, kb) in zip(pairs, keys):
+        assert a != b and ka is not None and ka == kb, (a, b)
+    assert len({ka for ka, _ in keys}) == len(pairs)
+
+
+def test_nb201_computation_class_does_not_hold_for_random_weights():
+    # the random-weight ablations draw R from each tensor's name: same class, other numbers
+    a, b = nb201.parse(SAME_A), nb201.parse(SAME_B)
+    assert nb201.computation_class(a) == nb201.computation_class(b)
+
+    def random_key(arch):
+        staged = rewrite_model(nb201.to_onnx(arch), check=False, weight_init="normal")
+        return computation_key(staged.rewritten.model, staged.output)
+
+    assert random_key(a) != random_key(b)
