@@ -35,9 +35,10 @@ def scoring_pipeline(
 ) -> ir.passes.Sequential:
     """The rewrite; with `collapse` (a ChannelCollapsePass, whose report the
     caller reads afterwards) the graph also runs at reduced channel width.
-    `roles`: the role table of the normalised model, if already computed."""
+    `roles`: the role table of the model after normalising_passes(), if the
+    caller has normalised it and computed them (the passes are then not rerun)."""
     return ir.passes.Sequential(
-        *normalising_passes(),
+        *(normalising_passes() if roles is None else []),
         WeightInputPass(WEIGHT_INPUT),
         ConstantWeightPass(WEIGHT_INPUT, policy, roles),
         *([collapse] if collapse is not None else []),
