@@ -2,8 +2,8 @@
 
     python benchmarks/stage_times.py [--n 30] [--batch-size 256] [--no-collapse]
 
-The stages of bench's per-architecture work (one thread): build the ONNX model
-(exporter), read it into onnx-ir, rewrite it (roles, constant weights, channel
+The stages of bench's per-architecture work (one thread): build the model
+(the exporter builds onnx-ir objects directly), rewrite it (roles, constant weights, channel
 collapse, batch-statistics BN), serialise it, create the ONNX Runtime
 session, and run it at both weights.
 """
@@ -46,8 +46,7 @@ def main() -> None:
         return result
 
     for arch in nb201.sample(args.n, 1):
-        proto = stage("build (exporter)", nb201.to_onnx, arch)
-        model = stage("read into onnx-ir", ir.from_proto, proto)
+        model = stage("build (exporter, onnx-ir)", nb201.to_ir, arch)
         rewritten = stage("rewrite", lambda m: rewrite_for_scoring(m, policy_for(m), args.collapse), model)
         payload = stage("serialise", lambda m: ir.to_proto(m).SerializeToString(), rewritten.model)
         session = stage("ORT session", runtime.make_session, payload, ["CPUExecutionProvider"], 1, BENCH_GRAPH_OPTIMIZATION)

@@ -116,9 +116,8 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     arch_text = space_module.format_arch(arch)
     value, reason, error, used_device, reused = math.nan, None, None, device, False
     try:
-        model = space_module.to_onnx(arch, **export)
-        # the exporters' models are well-formed: skip onnx.checker
-        staged = rewrite_model(model, check=False, **settings)
+        # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
+        staged = rewrite_model(space_module.to_ir(arch, **export), in_place=True, **settings)
         key = computation_key(staged.rewritten.model, staged.output) if computed is not None else None
         if key is not None and key in computed:
             value, reason, used_device = computed[key]

@@ -102,9 +102,11 @@ class RewrittenModel:
 
 
 def rewrite_model(model, *, output=None, input_name=None, bn_gamma="w", bias=None, embedding="uniform",
-                  collapse=True, check=True, weight_init=None, weight_seed=None) -> RewrittenModel:
-    """Load and rewrite (prepare_model's options of the same names)."""
-    ir_model = load_model(model, check=check)
+                  collapse=True, check=True, weight_init=None, weight_seed=None, in_place=False) -> RewrittenModel:
+    """Load and rewrite (prepare_model's options of the same names). in_place:
+    an ir.Model the caller hands over (an exporter's, used once) is rewritten
+    itself, not a copy."""
+    ir_model = model if in_place and isinstance(model, ir.Model) else load_model(model, check=check)
     output_name = _choose_output(ir_model, output)
     spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
     policy = policy_for(ir_model, bn_gamma, bias, embedding, weight_init, weight_seed)

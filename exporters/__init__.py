@@ -11,6 +11,7 @@ Each module here is one search space and offers the same functions, so that
     mutate(arch, rng) -> Arch     one single-edit neighbour (ageing evolution)
     num_params(arch, num_classes=10) -> int
     to_onnx(arch, ...) -> onnx.ModelProto
+    to_ir(arch, ...) -> onnx_ir.Model   the same model, not serialised (bench rewrites it directly)
 
 Models are built directly with onnx (no torch): building a graph takes
 milliseconds, torch.onnx.export a second or two, which matters for a

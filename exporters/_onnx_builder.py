@@ -8,20 +8,28 @@ names, so that an exporter reads like the network it describes:
     y = g.conv(x, "stem.conv", 3, 16, 3)
     y = g.batch_norm(y, "stem.bn", 16)
     g.output(g.op("Relu", y), "logits")
-    model = g.model()
+    model = g.model()         # an onnx.ModelProto; g.ir_model(): the onnx-ir model
+
+The graph is built as onnx-ir objects, which the scorer rewrites: `bench`
+takes `ir_model()` directly, with no protobuf written and parsed back per
+architecture (that round trip was a fifth of the Python work per NAS-Bench-201
+architecture). `model()` serialises it for files and other tools.
 
 Initialisers hold ordinary random-looking values, as a trained-then-exported
 model would; the scorer replaces them anyway. Drawing fresh normal numbers for
 every tensor of a million-parameter model would dominate build time, so
 tensors are slices, at random offsets, of one pool of normal numbers drawn once
-per process.
+per process (views: no copy).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+import onnx_ir as ir
+from onnx import TensorProto
+
+from epsinas_onnx.passes._build import attribute
 
 OPSET = 17
 BN_EPSILON = 1e-5
@@ -36,71 +44,81 @@ def _random_pool() -> np.ndarray:
         _pool = (np.random.default_rng(0).standard_normal(_POOL_SIZE, dtype=np.float32) * 0.1).astype(
             np.float32
         )
+        _pool.flags.writeable = False  # tensors are views of it
     return _pool
 
 
-def _tensor(name: str, array: np.ndarray) -> TensorProto:
-    """A float32 / int64 initialiser, written as raw bytes (much faster than
-    numpy_helper.from_array for large tensors)."""
-    array = np.ascontiguousarray(array)
-    dtype = helper.np_dtype_to_tensor_dtype(array.dtype)
-    t = TensorProto(name=name, data_type=dtype, dims=array.shape)
-    t.raw_data = array.tobytes()
-    return t
-
-
 class GraphBuilder:
-    """Collects the nodes, initialisers, inputs and outputs of one graph."""
+    """Collects the nodes, initialisers, inputs and outputs of one graph. A
+    builder for a subgraph (a Scan body) takes its `parent`, so that its nodes
+    can read the outer graph's values by name."""
 
-    def __init__(self, seed: int = 0):
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[TensorProto] = []
-        self.inputs: list[onnx.ValueInfoProto] = []
-        self.outputs: list[onnx.ValueInfoProto] = []
+    def __init__(self, seed: int = 0, parent: GraphBuilder | None = None):
+        self.nodes: list[ir.Node] = []
+        self.initializers: list[ir.Value] = []
+        self.inputs: list[ir.Value] = []
+        self.outputs: list[ir.Value] = []
+        self.metadata: dict[str, str] = {}  # the model's metadata_props
         self._rng = np.random.default_rng(seed)
-        self._used_names: set[str] = set()
+        self._values: dict[str, ir.Value] = {}
+        self._parent = parent
 
     # names -----------------------------------------------------------------
 
     def fresh_name(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ... if already taken."""
         name, i = base, 0
-        while name in self._used_names:
+        while name in self._values:
             i += 1
             name = f"{base}_{i}"
-        self._used_names.add(name)
         return name
+
+    def value(self, name: str) -> ir.Value:
+        """The value called `name` here or, in a subgraph, in an outer graph."""
+        found = self._values.get(name)
+        if found is None:
+            if self._parent is None:
+                raise KeyError(f"no value named {name!r} in the graph being built")
+            return self._parent.value(name)
+        return found
+
+    def _new_value(self, name: str, **kwargs) -> ir.Value:
+        value = ir.Value(name=name, **kwargs)
+        self._values[name] = value
+        return value
 
     # graph inputs, outputs, initialisers -------------------------------------
 
     def input(self, name: str, shape: list, elem_type: int = TensorProto.FLOAT) -> str:
         name = self.fresh_name(name)
-        self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        self.inputs.append(self._new_value(name, type=ir.TensorType(ir.DataType(elem_type)), shape=ir.Shape(shape)))
         return name
 
     def output(self, value: str, name: str, shape: list | None = None,
                elem_type: int = TensorProto.FLOAT) -> str:
         """Expose `value` as graph output `name` (through an Identity node,
         so that the output gets exactly this name)."""
-        name = self.fresh_name(name)
-        self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}_identity"))
-        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        name = self.op("Identity", [value], name=name)
+        out = self._values[name]
+        out.type = ir.TensorType(ir.DataType(elem_type))
+        if shape is not None:
+            out.shape = ir.Shape(shape)
+        self.outputs.append(out)
         return name
 
     def constant(self, name: str, array: np.ndarray) -> str:
         """An initialiser holding exactly `array`."""
         name = self.fresh_name(name)
-        self.initializers.append(_tensor(name, np.asarray(array)))
+        tensor = ir.Tensor(np.asarray(array), name=name)
+        self.initializers.append(self._new_value(name, type=ir.TensorType(tensor.dtype), shape=tensor.shape,
+                                                 const_value=tensor))
         return name
 
     def constant_node(self, name: str, array: np.ndarray) -> str:
         """A Constant node holding `array`: for fixed values that are part of
         the computation, not parameters (a pass rewriting initialisers leaves
         it alone)."""
-        name = self.fresh_name(name)
-        value = _tensor(f"{name}_value", np.asarray(array))
-        self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=value))
-        return name
+        return self.op("Constant", [], name=name, value=np.asarray(array))
 
     def weight(self, name: str, shape: tuple[int, ...]) -> str:
         """A float32 initialiser of random-looking values (normal * 0.1)."""
@@ -117,11 +135,21 @@ class GraphBuilder:
 
     def op(self, op_type: str, inputs: list[str] | str, name: str | None = None, **attrs) -> str:
         """Append one single-output node; returns its output's name."""
+        return self.op_outputs(op_type, inputs, [name or op_type.lower()], name=None, **attrs)[0]
+
+    def op_outputs(self, op_type: str, inputs: list[str] | str, outputs: list[str], name: str | None = None,
+                   **attrs) -> list[str]:
+        """Append one node with these outputs (names made unique); the node is
+        called `name`, else after its first output."""
         if isinstance(inputs, str):
             inputs = [inputs]
-        out = self.fresh_name(name or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
-        return out
+        names = [self.fresh_name(o) for o in outputs]
+        values = [self._new_value(o) for o in names]
+        self.nodes.append(ir.Node(
+            "", op_type, [self.value(i) if i else None for i in inputs],
+            attributes=[attribute(k, v) for k, v in sorted(attrs.items())], outputs=values, name=name or names[0],
+        ))
+        return names
 
     def conv(self, x: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1,
              pad: int | None = None, bias: bool = False) -> str:
@@ -159,10 +187,14 @@ class GraphBuilder:
 
     # the model -------------------------------------------------------------
 
+    def graph(self, name: str = "graph", doc: str = "") -> ir.Graph:
+        return ir.Graph(self.inputs, self.outputs, nodes=self.nodes, initializers=self.initializers,
+                        opset_imports={"": OPSET}, name=name, doc_string=doc or None)
+
+    def ir_model(self, graph_name: str = "graph", doc: str = "") -> ir.Model:
+        # IR 8: the IR of opset 17, readable by older runtimes
+        return ir.Model(self.graph(graph_name, doc), ir_version=8, producer_name="epsinas-onnx",
+                        metadata_props=dict(self.metadata))
+
     def model(self, graph_name: str = "graph", doc: str = "") -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs,
-                                  initializer=self.initializers, doc_string=doc)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="epsinas-onnx")
-        model.ir_version = 8  # the IR of opset 17, readable by older runtimes
-        return model
+        return ir.to_proto(self.ir_model(graph_name, doc))

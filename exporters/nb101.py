@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from exporters._onnx_builder import GraphBuilder
@@ -400,6 +401,11 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     (the scorer switches it to batch statistics). The stack MaxPools floor odd
     sizes (as torch; TF's 'same' would round up), so r >= 4. `seed` picks the
     placeholder values of the initialisers."""
+    return ir.to_proto(to_ir(arch, num_classes=num_classes, resolution=resolution, seed=seed))
+
+
+def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0) -> ir.Model:
+    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites)."""
     cell = prune(arch)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -419,4 +425,4 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     c_last = _cell_shapes()[-1][1]
     y = g.linear(y, "classifier", c_last, num_classes)
     g.output(y, "logits", ["batch", num_classes])
-    return g.model("nb101", doc=f"NAS-Bench-101 cell {format_arch(arch)}")
+    return g.ir_model("nb101", doc=f"NAS-Bench-101 cell {format_arch(arch)}")

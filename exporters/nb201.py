@@ -16,6 +16,7 @@ import itertools
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from exporters._onnx_builder import GraphBuilder
@@ -212,6 +213,11 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     float32 with H = W = resolution (32 for CIFAR, 16 for ImageNet16-120),
     output "logits" (batch, num_classes). Initialisers are random-looking
     (seeded by `seed`); BN nodes are inference-mode with mean 0, variance 1."""
+    return ir.to_proto(to_ir(arch, num_classes=num_classes, resolution=resolution, seed=seed))
+
+
+def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0) -> ir.Model:
+    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites)."""
     arch = _as_arch(arch)
     if not isinstance(resolution, int) or resolution < 4 or resolution % 4:
         raise UserError(
@@ -241,7 +247,7 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     x = g.op("Flatten", x, name="flatten", axis=1)
     x = g.linear(x, "classifier", last, num_classes)
     g.output(x, "logits", ["batch", num_classes])
-    return g.model(graph_name=f"nb201_{format_arch(arch)}", doc=format_arch(arch))
+    return g.ir_model(graph_name=f"nb201_{format_arch(arch)}", doc=format_arch(arch))
 
 
 def _cell(g: GraphBuilder, x: str, arch: Arch, prefix: str, channels: int) -> str:

@@ -56,7 +56,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+import onnx_ir as ir
+from onnx import TensorProto
 
 from epsinas_onnx.errors import UserError
 from exporters._onnx_builder import GraphBuilder
@@ -342,7 +343,7 @@ def num_params(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 
 def _const(b: GraphBuilder, name: str, array) -> str:
     """A Constant node (not an initialiser, so the scorer never mistakes it
     for a weight)."""
-    return b.op("Constant", [], name=name, value=numpy_helper.from_array(np.asarray(array), name))
+    return b.constant_node(name, np.asarray(array))
 
 
 def _cell_node(g: GraphBuilder, b: GraphBuilder, name: str, spec: dict, values: dict,
@@ -376,10 +377,10 @@ def _cell_node(g: GraphBuilder, b: GraphBuilder, name: str, spec: dict, values: 
 
 
 def _cell_body(g: GraphBuilder, recipe: dict, layer: int, in_size: int, hidden: int,
-               n_states: int) -> onnx.GraphProto:
+               n_states: int) -> ir.Graph:
     """The Scan body of one layer: (h_prev_0.., x) -> (h_new_0.., output)."""
     prefix = f"layers.{layer}."
-    b = GraphBuilder()
+    b = GraphBuilder(parent=g)
     values = {f"h_prev_{i}": b.input(f"{prefix}step.h_prev_{i}", ["batch", hidden]) for i in range(n_states)}
     values["x"] = b.input(f"{prefix}step.x", ["batch", in_size])
     for name in _topological_order(recipe):
@@ -387,7 +388,7 @@ def _cell_body(g: GraphBuilder, recipe: dict, layer: int, in_size: int, hidden: 
     for i in range(n_states):
         b.output(values[f"h_new_{i}"], f"{prefix}step.h_new_{i}.out", ["batch", hidden])
     b.output(values["h_new_0"], f"{prefix}step.output", ["batch", hidden])
-    return helper.make_graph(b.nodes, f"layer{layer}_cell", b.inputs, b.outputs)
+    return b.graph(f"layer{layer}_cell")
 
 
 def _layer(g: GraphBuilder, recipe: dict, layer: int, xs: str, in_size: int, hidden: int,
@@ -400,10 +401,8 @@ def _layer(g: GraphBuilder, recipe: dict, layer: int, xs: str, in_size: int, hid
         for i in range(n_states)
     ]
     body = _cell_body(g, recipe, layer, in_size, hidden, n_states)
-    outputs = [g.fresh_name(f"layers.{layer}.h_last_{i}") for i in range(n_states)]
-    outputs.append(g.fresh_name(f"layers.{layer}.output"))
-    g.nodes.append(helper.make_node("Scan", initial + [xs], outputs, name=f"layers.{layer}.scan",
-                                    num_scan_inputs=1, body=body))
+    outputs = [f"layers.{layer}.h_last_{i}" for i in range(n_states)] + [f"layers.{layer}.output"]
+    outputs = g.op_outputs("Scan", initial + [xs], outputs, name=f"layers.{layer}.scan", num_scan_inputs=1, body=body)
     return outputs[-1]
 
 
@@ -411,6 +410,12 @@ def to_onnx(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 600
             n_layers: int = 3, seed: int = 0) -> onnx.ModelProto:
     """The network of one recipe: tokens (seq, batch) int64 -> hidden0 (seq, batch).
     `seed` picks the (arbitrary) initialiser values."""
+    return ir.to_proto(to_ir(arch, vocab_size=vocab_size, emb=emb, hidden=hidden, n_layers=n_layers, seed=seed))
+
+
+def to_ir(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 600,
+          n_layers: int = 3, seed: int = 0) -> ir.Model:
+    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites)."""
     recipe = _recipe(arch)
     validate(recipe)
     if min(vocab_size, emb, hidden, n_layers) < 1:
@@ -427,7 +432,6 @@ def to_onnx(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 600
         xs = _layer(g, recipe, layer, xs, in_size, hid, state_shape)
     unit0 = g.op("Gather", [xs, _const(g, "unit_index", np.array(0, np.int64))], name="unit0", axis=2)
     g.output(unit0, "hidden0", ["seq", "batch"])
-    model = g.model("nas_bench_nlp", doc=f"NAS-Bench-NLP recipe {_canonical(recipe)}")
     # the reference sets every cell parameter, biases included, to w (§2)
-    helper.set_model_props(model, {"epsinas.bias": "weight", "epsinas.space": NAME})
-    return model
+    g.metadata.update({"epsinas.bias": "weight", "epsinas.space": NAME})
+    return g.ir_model("nas_bench_nlp", doc=f"NAS-Bench-NLP recipe {_canonical(recipe)}")

@@ -125,9 +125,9 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
     """A failing architecture is an error row (not a NaN); the next run retries it."""
     archs = unique(nb201.sample(4, 5))
     broken = archs[2]
-    real = nb201.to_onnx
+    real = nb201.to_ir  # what bench's workers export with
 
-    @functools.wraps(real)  # the same signature, so the same defaults in the store key
+    @functools.wraps(real)
     def failing(arch, **kw):
         if nb201.format_arch(arch) == broken:
             raise RuntimeError("simulated ONNX Runtime failure")
@@ -135,14 +135,14 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
 
     store = tmp_path / "r.sqlite"
     options = dict(synthetic="normal", batch_size=8, store_path=store, progress=False)
-    monkeypatch.setattr(nb201, "to_onnx", failing)
+    monkeypatch.setattr(nb201, "to_ir", failing)
     first = bench.run_bench("nb201", archs, **options)
     assert (first.scored, first.errors) == (len(archs) - 1, 1)
     assert "1 errors (rerun to retry them)" in first.line()
     row = [r for r in stored(store) if r[0] == broken][0]
     assert row[1] is None and row[2] is None and row[3] == "RuntimeError: simulated ONNX Runtime failure"
 
-    monkeypatch.setattr(nb201, "to_onnx", real)
+    monkeypatch.setattr(nb201, "to_ir", real)
     second = bench.run_bench("nb201", archs, **options)
     assert (second.scored, second.errors, second.skipped) == (1, 0, len(archs) - 1)
     rows = stored(store)
@@ -158,14 +158,14 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
 
     archs = [nb201.parse(s) for s in (SAME_A, SAME_B, OTHER)]
     exported = []
-    real = nb201.to_onnx
+    real = nb201.to_ir
 
     @functools.wraps(real)
     def counting(arch, **kw):
         exported.append(nb201.format_arch(arch))
         return real(arch, **kw)
 
-    monkeypatch.setattr(nb201, "to_onnx", counting)
+    monkeypatch.setattr(nb201, "to_ir", counting)
     options = dict(synthetic="normal", batch_size=8, progress=False)
     summary = bench.run_bench("nb201", archs, store_path=tmp_path / "r.sqlite", **options)
     assert (summary.scored, summary.reused) == (3, 1)

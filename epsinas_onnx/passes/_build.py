@@ -11,23 +11,33 @@ import numpy as np
 import onnx_ir as ir
 
 
-def _attribute(name: str, value) -> ir.Attr:
+def attribute(name: str, value) -> ir.Attr:
+    """An attribute from a Python value (what onnx.helper.make_attribute takes,
+    for the kinds the passes and exporters use)."""
     if isinstance(value, bool) or isinstance(value, (int, np.integer)):
         return ir.AttrInt64(name, int(value))
     if isinstance(value, (float, np.floating)):
         return ir.AttrFloat32(name, float(value))
+    if isinstance(value, str):
+        return ir.AttrString(name, value)
     if isinstance(value, ir.DataType):
         return ir.AttrInt64(name, int(value))
     if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) for v in value):
         return ir.AttrInt64s(name, [int(v) for v in value])
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (float, np.floating)) for v in value):
+        return ir.AttrFloat32s(name, [float(v) for v in value])
+    if isinstance(value, np.ndarray):
+        value = ir.Tensor(value)
     if isinstance(value, ir.Tensor):
         return ir.AttrTensor(name, value)
+    if isinstance(value, ir.Graph):
+        return ir.AttrGraph(name, value)
     raise TypeError(f"unsupported attribute {name}={value!r}")
 
 
 def node(op_type: str, inputs, **attributes) -> ir.Node:
     """A one-output node of the default domain."""
-    return ir.Node("", op_type, inputs, attributes=[_attribute(k, v) for k, v in attributes.items()])
+    return ir.Node("", op_type, inputs, attributes=[attribute(k, v) for k, v in attributes.items()])
 
 
 def constant(array: np.ndarray) -> ir.Node:
