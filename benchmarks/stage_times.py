@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx_ir as ir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,6 +26,7 @@ from epsinas_onnx import runtime  # noqa: E402
 from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION  # noqa: E402
 from epsinas_onnx.passes import WEIGHT_INPUT  # noqa: E402
 from epsinas_onnx.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
+from epsinas_onnx.scorer import session_payload  # noqa: E402
 from exporters import nb201  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     for arch in nb201.sample(args.n, 1):
         model = stage("build (exporter, onnx-ir)", nb201.to_ir, arch)
         rewritten = stage("rewrite", lambda m: rewrite_for_scoring(m, policy_for(m), args.collapse), model)
-        payload = stage("serialise", lambda m: ir.to_proto(m).SerializeToString(), rewritten.model)
+        payload = stage("serialise (BN inlined)", session_payload, rewritten.model)
         session = stage("ORT session", runtime.make_session, payload, ["CPUExecutionProvider"], 1, BENCH_GRAPH_OPTIMIZATION)
         for w in (1e-7, 1.0):
             stage("ORT run, both weights", session.run, None, {"input": x, WEIGHT_INPUT: np.array(w, np.float32)})

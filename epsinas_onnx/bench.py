@@ -179,10 +179,13 @@ def class_function(space_module, settings: dict):
 
 
 def _follower_row(job: "_Job", row: dict, arch, text: str) -> dict:
-    """`row`'s result for another architecture of the same computation class."""
+    """`row`'s result for another architecture of the same computation class
+    (an error too: rerun, the class is tried again)."""
     start = time.perf_counter()
     params = _num_params(job.space_module, arch, job.param_kwargs)
-    return {**row, "arch": text, "params": params, "seconds": time.perf_counter() - start, "reused": True}
+    error = row["error"] and f"{row['error']} (while scoring {row['arch']}, which computes the same)"
+    return {**row, "arch": text, "params": params, "error": error, "seconds": time.perf_counter() - start,
+            "reused": True}
 
 
 def _error_text(exc: BaseException) -> str:

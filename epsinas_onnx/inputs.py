@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -256,9 +258,40 @@ def synthetic_images(kind: str, shape: list[int], seed: int = 0) -> np.ndarray:
     raise UserError(f"unknown --synthetic {kind!r}: choose one of {', '.join(SYNTHETIC)}")
 
 
+# Scoring holds the batch, its activations and two outputs, several times the
+# batch itself (an embedding multiplies token ids by its width): a batch made
+# here may take at most this share of the memory available
+BATCH_MEMORY_SHARE = 1 / 16
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @contextlib.contextmanager
-def _allocation(shape: list[int]):
-    """A batch too large for this machine (or for numpy) is a user error."""
+def _allocation(shape: list[int], itemsize: int = 8):
+    """A batch too large for this machine (or for numpy) is a user error, said
+    before it is made: one that fits but leaves no room to score it would
+    otherwise end in the out-of-memory killer, not in a message.
+    itemsize: bytes per element while it is made (numpy draws in 64 bits)."""
+    need = math.prod(int(d) for d in shape) * itemsize
+    available = available_memory()
+    if available is not None and need > available * BATCH_MEMORY_SHARE:
+        raise UserError(
+            f"a batch of shape {list(shape)} takes {need / 2**30:.1f} GiB to make and several times that to score; "
+            f"this machine has {available / 2**30:.1f} GiB available: pass a smaller --batch-size or --seq-len"
+        )
     try:
         yield
     except (MemoryError, ValueError) as exc:

@@ -56,3 +56,21 @@ def test_training_mode_node_is_rewritten_too():
     BatchStatisticsNormPass()(ir_model)
     session = ort.InferenceSession(ir.to_proto(ir_model).SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"x": x})[0], numpy_batch_norm(x, scale, bias, 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def test_session_of_the_inlined_function_gives_the_same_bits():
+    # open_session inlines the BN function with onnx's inliner (ONNX Runtime's own
+    # inlining at load is slower): the same nodes, so the same numbers
+    from epsinas_onnx.passes import WEIGHT_INPUT
+    from epsinas_onnx.scorer import open_session, rewrite_model
+    from exporters import nb201
+    from tests.conftest import cifar10_batch
+
+    staged = rewrite_model(nb201.to_onnx(nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")), check=False)
+    own = ort.InferenceSession(ir.to_proto(staged.rewritten.model).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert any(f.name for f in ir.to_proto(staged.rewritten.model).functions)
+    prepared = open_session(staged, device="cpu", threads=1)
+    x = cifar10_batch(16)
+    for w in (1e-7, 1.0):
+        expected = own.run([staged.output], {staged.input_spec.name: x, WEIGHT_INPUT: np.array(w, np.float32)})[0]
+        assert np.array_equal(prepared.run(x, w), expected)

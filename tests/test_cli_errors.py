@@ -214,8 +214,18 @@ def test_non_finite_outputs_are_a_nan_with_its_reason(capsys, tmp_path):
 
 
 def test_batch_too_large_to_allocate(capsys, good_model):
-    assert_one_line(*main_result(capsys, "score", good_model, "--batch-size", 10**12)[::2], "is too large",
+    assert_one_line(*main_result(capsys, "score", good_model, "--batch-size", 10**12)[::2], "GiB",
                     "smaller --batch-size")
+
+
+def test_batch_that_fits_but_leaves_no_room_to_score_is_refused_before_it_is_made(capsys, good_model, monkeypatch):
+    # 10^7 images of 3x8x8 drawn in float64: 14.3 GiB, which the allocator would
+    # grant on this machine; scoring it would then end in the out-of-memory killer
+    from epsinas_onnx import inputs
+
+    monkeypatch.setattr(inputs, "available_memory", lambda: 20 * 2**30)
+    code, err = main_result(capsys, "score", good_model, "--batch-size", 10**7)[::2]
+    assert_one_line(code, err, "14.3 GiB to make", "20.0 GiB available", "smaller --batch-size")
 
 
 @pytest.mark.parametrize("args, fragment", [
