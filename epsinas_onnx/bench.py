@@ -17,6 +17,7 @@ through unchanged).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import inspect
 import math
 import multiprocessing
@@ -613,6 +614,7 @@ def _worker_main(job: _Job, tasks, results, parent: int) -> None:
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
+    freeze_startup_objects()
     pid = os.getpid()
     while True:
         if os.getppid() != parent:  # the driver is gone: nobody will read what we send
@@ -627,6 +629,22 @@ def _worker_main(job: _Job, tasks, results, parent: int) -> None:
         index, arch = task
         results.put(("start", pid, index, None))
         results.put(("row", pid, index, job.score(arch)))
+
+
+_FROZEN = []
+
+
+def freeze_startup_objects() -> None:
+    """Once per worker process, before its first architecture. Each architecture
+    makes and drops thousands of onnx-ir objects (cycles: nodes and values point
+    at each other), so the cyclic collector runs often, and each full pass also
+    walked every object the imports made; frozen, they are skipped
+    (NAS-Bench-201: 63-70 -> 56-57 ms per architecture). Garbage is collected
+    first: what is frozen is never freed."""
+    if not _FROZEN:
+        gc.collect()
+        gc.freeze()
+        _FROZEN.append(True)
 
 
 def _die_with_parent() -> None:

@@ -84,6 +84,9 @@ def _import_ray(local: bool = False):
 
 def _score_chunk(job, chunk: list) -> list:
     """A Ray task: [(index, arch), ...] -> [(index, row), ...]."""
+    from epsinas_onnx.bench import freeze_startup_objects
+
+    freeze_startup_objects()
     return [(index, job.score(arch)) for index, arch in chunk]
 
 

@@ -74,3 +74,27 @@ def test_session_of_the_inlined_function_gives_the_same_bits():
     for w in (1e-7, 1.0):
         expected = own.run([staged.output], {staged.input_spec.name: x, WEIGHT_INPUT: np.array(w, np.float32)})[0]
         assert np.array_equal(prepared.run(x, w), expected)
+
+
+@pytest.mark.parametrize("s", [3.5, -2.0, 1e-7, 0.0])
+def test_a_scalar_factor_before_the_bn_is_folded_into_gamma_and_epsilon(s):
+    # BN(s * P) = gamma * sign(s) * (P - mean) / sqrt(var + eps / s^2) + beta: the Mul goes
+    rng = np.random.default_rng(2)
+    shape = (8, 3, 5, 5)
+    x = (rng.normal(size=shape) * 5 + 2).astype(np.float32)
+    scale = rng.normal(size=3).astype(np.float32)
+    bias = rng.normal(size=3).astype(np.float32)
+    proto = bn_model(shape, scale, bias, 1e-3, 17)
+    proto.graph.input.append(helper.make_tensor_value_info("factor", TensorProto.FLOAT, []))
+    proto.graph.node.insert(0, helper.make_node("Mul", ["x", "factor"], ["xs"]))
+    proto.graph.node[1].input[0] = "xs"
+    ir_model = ir.from_proto(proto)
+    BatchStatisticsNormPass()(ir_model)
+    ir.passes.common.RemoveUnusedNodesPass()(ir_model)
+    calls = [n for n in ir_model.graph if n.op_type.startswith("BatchStatNorm")]
+    assert len(calls) == 1 and calls[0].inputs[0].name == "x"  # reads P itself
+    assert not any(n.op_type == "Mul" and n.inputs[0].name == "x" for n in ir_model.graph)
+    session = ort.InferenceSession(ir.to_proto(ir_model).SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": x, "factor": np.array(s, np.float32)})[0]
+    expected = numpy_batch_norm((x * np.float32(s)).astype(np.float64), scale, bias, 1e-3)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)

@@ -27,6 +27,8 @@ PyTorch float32 and float64 agree to 3e-7) and LayerNormalization over it
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
@@ -61,9 +63,19 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
                 functions[dtype] = _batch_stat_norm_function(opset, dtype)
             eps_attr = bn.attributes.get("epsilon")
             eps = eps_attr.as_float() if eps_attr is not None else 1e-5
-            eps_value = constants.setdefault(bn.graph, _GraphConstants()).scalar(eps, dtype.numpy())
+            graph_constants = constants.setdefault(bn.graph, _GraphConstants())
+            eps_value = graph_constants.scalar(eps, dtype.numpy())
+            x, scale = bn.inputs[0], bn.inputs[1]
+            scaled = _scaled_by_scalar(x)
+            if scaled is not None:
+                # BN(s * P) = BN'(P): gamma * sign(s), epsilon / s^2 (see _scaled_by_scalar)
+                x, s = scaled
+                folded = graph_constants.fold(s, eps_value, scale)
+                if folded.nodes:
+                    bn.graph.insert_before(bn, folded.nodes)
+                scale, eps_value = folded.scale, folded.epsilon
             function = functions[dtype]
-            call = ir.Node(FUNCTION_DOMAIN, function.name, [*bn.inputs[:3], eps_value])
+            call = ir.Node(FUNCTION_DOMAIN, function.name, [x, scale, bn.inputs[2], eps_value])
             _replace_node(bn, call)
             count += 1
         for graph, graph_constants in constants.items():
@@ -87,12 +99,56 @@ def _replace_node(old: ir.Node, new: ir.Node) -> None:
     graph.remove(old, safe=True)
 
 
+def _scaled_by_scalar(x: ir.Value) -> tuple[ir.Value, ir.Value] | None:
+    """(P, s) when x = P * s, s a scalar, and nothing but this BN reads x.
+
+    With batch statistics, BN(s * P) = gamma * (s P - s mean) / sqrt(s^2 var + eps) + beta
+    = gamma * sign(s) * (P - mean) / sqrt(var + eps / s^2) + beta, also for s = 0
+    (eps / 0 = inf: both sides are beta). Channel collapse leaves such a Mul
+    after each one-channel conv it turns into a pooling: folding it costs three
+    scalar ops per distinct s instead of a pass over the tensor."""
+    producer = x.producer()
+    if producer is None or producer.op_type != "Mul" or producer.domain not in ("", "ai.onnx"):
+        return None
+    if x.is_graph_output() or len(x.uses()) != 1:
+        return None
+    a, b = producer.inputs
+    for p, s in ((a, b), (b, a)):
+        if s is not None and s.shape is not None and len(s.shape) == 0 and p is not None:
+            return p, s
+    return None
+
+
+@dataclasses.dataclass
+class _Folded:
+    nodes: list[ir.Node]  # to insert before the BN (empty when made before)
+    scale: ir.Value
+    epsilon: ir.Value
+
+
 class _GraphConstants:
     """Constants shared by the nodes of one graph."""
 
     def __init__(self):
         self.nodes: list[ir.Node] = []
         self._values: dict[tuple, ir.Value] = {}
+        self._folded: dict[tuple, ir.Value] = {}
+
+    def fold(self, s: ir.Value, eps: ir.Value, scale: ir.Value) -> _Folded:
+        """gamma * sign(s) and eps / s^2, one node each per distinct input."""
+        nodes = []
+
+        def once(key, make):
+            if key not in self._folded:
+                nodes.append(make())
+                self._folded[key] = nodes[-1].outputs[0]
+            return self._folded[key]
+
+        square = once(("square", s), lambda: node("Mul", [s, s]))
+        epsilon = once(("epsilon", s, eps), lambda: node("Div", [eps, square]))
+        sign = once(("sign", s), lambda: node("Sign", [s]))
+        signed_scale = once(("scale", s, scale), lambda: node("Mul", [scale, sign]))
+        return _Folded(nodes, signed_scale, epsilon)
 
     def get(self, key: tuple, array: np.ndarray) -> ir.Value:
         if key not in self._values:
