@@ -7,7 +7,9 @@ channel-collapsed one (same batch: the first CIFAR-10 test images), whether
 they agree (1e-4 relative or 1e-6 absolute, and the same NaN verdict), and
 whether the full-width output at the small weight has subnormal values
 (below 1.18e-38), where float32 summation order decides the digits.
-Prints one line per disagreement and a summary per space.
+Prints one line per disagreement and a summary per space. --float64 (needs
+torch) adds, for each NAS-Bench-101 disagreement, the exact score of the same
+network in float64 PyTorch (tests/torch_reference), to show which side is off.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--nb101", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float64", action="store_true", help="exact float64 scores for NAS-Bench-101 disagreements")
     args = parser.parse_args()
     x = cifar10(args.batch_size)
     for space, n, weights in ((nb201, args.nb201, (1e-7, 1.0)), (nb101, args.nb101, (1e-4, 10.0))):
@@ -76,11 +79,26 @@ def main() -> None:
             continue
         archs = space.sample(n, args.seed)
         agree, nan_both, subnormal, bad, seconds = compare(space, archs, weights, x)
+        closer = 0
         for arch, full, col, sub in bad:
-            print(f"  {space.NAME} disagree: full {full:.7g} collapsed {col:.7g} subnormal={sub} {arch}")
+            exact = ""
+            if args.float64 and space is nb101:
+                value = float64_nb101(space.parse(arch), x, weights)
+                closer += abs(col - value) < abs(full - value)
+                exact = f" float64 {value:.7g}"
+            print(f"  {space.NAME} disagree: full {full:.7g} collapsed {col:.7g}{exact} subnormal={sub} {arch}")
         print(f"{space.NAME}: {agree}/{n} agree ({nan_both} NaN in both), {len(bad)} disagree, "
               f"{subnormal} with subnormal full-width outputs at w = {weights[0]:g}; "
               f"batch {args.batch_size}, {seconds:.0f} s")
+        if args.float64 and space is nb101 and bad:
+            print(f"{space.NAME}: of the {len(bad)} disagreements, the collapsed score is the closer to float64 in {closer}")
+
+
+def float64_nb101(arch, x, weights) -> float:
+    from tests.torch_reference.metric import float64_score
+    from tests.torch_reference.nb101 import make_network
+
+    return float64_score(lambda: make_network(arch, num_classes=1, batch_stats=True), x, weights)
 
 
 if __name__ == "__main__":

@@ -72,22 +72,10 @@ def test_collapsed_parameters_are_shared_and_convs_are_pools():
 
 def float64_reference_score(arch, x, weights) -> float:
     """The exact score (float64 PyTorch network, float64 formula)."""
-    import torch
-
-    from tests.torch_reference.metric import init_reference
+    from tests.torch_reference.metric import float64_score
     from tests.torch_reference.nb101 import make_network
 
-    outputs = []
-    for w in weights:
-        net = make_network(arch, num_classes=1, batch_stats=True).double()
-        init_reference(net, w)
-        net.eval()
-        with torch.no_grad():
-            y = net(torch.from_numpy(x).double()).numpy().ravel()
-        outputs.append((y - y.min()) / (y.max() - y.min()))
-    p = np.stack(outputs)
-    p[p == 0] = np.nan
-    return float(np.nanmean(np.abs(p[0] - p[1])) / np.nanmean(p))
+    return float64_score(lambda: make_network(arch, num_classes=1, batch_stats=True), x, weights)
 
 
 @pytest.mark.parametrize("index", range(3))
