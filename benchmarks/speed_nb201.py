@@ -5,7 +5,9 @@ full width vs ONNX channel-collapsed, on the same sample, in one run.
 
 Each path does what scoring one architecture needs: build the network,
 set the constant weights, run the batch at both weights (1e-7, 1), compute
-the score. One thread per path (the workers of `bench` run one thread each).
+the score; the ONNX paths as a `bench` worker does (bench.score_architecture,
+one ONNX Runtime thread), one architecture after the other, each run (no
+reuse of repeated computations).
 The projection is per-architecture time x 15,625 / workers.
 """
 
@@ -24,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx import prepare_model  # noqa: E402
-from epsinas_onnx.metric import score_with_reason  # noqa: E402
+from epsinas_onnx.bench import freeze_startup_objects, score_architecture  # noqa: E402
 from exporters import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
@@ -54,11 +55,9 @@ def torch_eager(arch_strings, x):
 
 
 def onnx_path(archs, x, collapse):
-    scores = []
-    for arch in archs:
-        prepared = prepare_model(nb201.to_onnx(arch), collapse=collapse, threads=1)
-        scores.append(score_with_reason({w: prepared.run(x, w) for w in WEIGHTS})[0])
-    return scores
+    """What one bench worker does per architecture (no reuse of repeated computations)."""
+    rows = [score_architecture(nb201, arch, x, WEIGHTS, export={}, settings={"collapse": collapse}) for arch in archs]
+    return [row["score"] for row in rows]
 
 
 def timed(fn, *args):
@@ -78,6 +77,7 @@ def main() -> None:
     x = cifar10(args.batch_size)
     archs = nb201.sample(args.n, args.seed)
     onnx_path(archs[:2], x, True)  # warm up imports and allocators
+    freeze_startup_objects()  # as a bench worker does
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; batch {args.batch_size}, {args.n} archs, 1 thread per path")
     results = {}
