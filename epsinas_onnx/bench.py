@@ -7,7 +7,9 @@ the only writer, commits each row as it arrives. A rerun skips what the store
 already holds, so a killed or interrupted run resumes where it stopped.
 
 Everything done per architecture is in `score_architecture`: export, rewrite,
-two runs, the metric. Options that change the score travel in two dicts that
+two runs, the metric. Architectures that are the same network (an exporter's
+`computation_class`; NAS-Bench-201) are sent to the workers once, and the
+driver stores the others' rows from that result. Options that change the score travel in two dicts that
 are part of the store key: `export` (keyword arguments of the space's
 `to_onnx`, e.g. resolution) and `settings` (keyword arguments of
 `scorer.prepare_model`, e.g. bn_gamma; a new prepare_model option passes
