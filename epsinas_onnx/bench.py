@@ -353,7 +353,7 @@ def run_bench(
         )
         job_device = "cuda" if probe_device != device else probe.device
         # where the driver groups by computation class, the classes are what the
-        # computation keys would find (NAS-Bench-201: 9,387 of each): no key needed
+        # computation keys would find (NAS-Bench-201: 7,871 of each): no key needed
         computed = None if class_function(module, settings) else {}
         job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed)
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
