@@ -13,7 +13,7 @@ Each module here is one search space and offers the same functions, so that
     to_onnx(arch, ...) -> onnx.ModelProto
     to_ir(arch, ...) -> onnx_ir.Model   the same model, not serialised (bench rewrites it directly)
 
-Models are built directly with onnx (no torch): building a graph takes
+Models are built directly as onnx-ir graphs (no torch): building a graph takes
 milliseconds, torch.onnx.export a second or two, which matters for a
 15,625-architecture space.
 """

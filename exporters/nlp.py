@@ -340,12 +340,6 @@ def num_params(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 
 # ---------------------------------------------------------------------------
 # ONNX export
 
-def _const(b: GraphBuilder, name: str, array) -> str:
-    """A Constant node (not an initialiser, so the scorer never mistakes it
-    for a weight)."""
-    return b.constant_node(name, np.asarray(array))
-
-
 def _cell_node(g: GraphBuilder, b: GraphBuilder, name: str, spec: dict, values: dict,
                prefix: str, in_size: int, hidden: int) -> str:
     """Emit one recipe node into the step body `b`; weights go to the main graph `g`."""
@@ -366,7 +360,7 @@ def _cell_node(g: GraphBuilder, b: GraphBuilder, name: str, spec: dict, values: 
         return acc
     if op == "blend":
         z, p, q = args
-        one = _const(b, f"{step}.one", np.float32(1.0))
+        one = b.constant_node(f"{step}.one", np.float32(1.0))
         first = b.op("Mul", [z, p], name=f"{step}.z_a")
         second = b.op("Mul", [b.op("Sub", [one, z], name=f"{step}.one_minus_z"), q], name=f"{step}.z_b")
         return b.op("Add", [first, second], name=step)
@@ -426,11 +420,11 @@ def to_ir(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 600,
     xs = g.op("Gather", [g.weight("encoder.weight", (vocab_size, emb)), tokens], name="encoder")
     # (batch, 1): Expand broadcasts an initial state (hidden,) to (batch, hidden)
     batch = g.op("Shape", [tokens], name="batch_size", start=1, end=2)
-    state_shape = g.op("Concat", [batch, _const(g, "one_column", np.array([1], np.int64))],
+    state_shape = g.op("Concat", [batch, g.constant_node("one_column", np.array([1], np.int64))],
                        name="state_shape", axis=0)
     for layer, (in_size, hid) in enumerate(layer_sizes(emb, hidden, n_layers)):
         xs = _layer(g, recipe, layer, xs, in_size, hid, state_shape)
-    unit0 = g.op("Gather", [xs, _const(g, "unit_index", np.array(0, np.int64))], name="unit0", axis=2)
+    unit0 = g.op("Gather", [xs, g.constant_node("unit_index", np.array(0, np.int64))], name="unit0", axis=2)
     g.output(unit0, "hidden0", ["seq", "batch"])
     # the reference sets every cell parameter, biases included, to w (§2)
     g.metadata.update({"epsinas.bias": "weight", "epsinas.space": NAME})

@@ -75,5 +75,6 @@ def insert_at_start(graph: ir.Graph, nodes: list[ir.Node]) -> None:
         graph.insert_before(first, nodes)
 
 
-def default_opset(model: ir.Model) -> int:
+def default_opset(model: ir.Model | ir.Graph) -> int:
+    """The default-domain opset of a model or (main) graph."""
     return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))

@@ -105,8 +105,9 @@ def _scaled_by_scalar(x: ir.Value) -> tuple[ir.Value, ir.Value] | None:
     With batch statistics, BN(s * P) = gamma * (s P - s mean) / sqrt(s^2 var + eps) + beta
     = gamma * sign(s) * (P - mean) / sqrt(var + eps / s^2) + beta, also for s = 0
     (eps / 0 = inf: both sides are beta). Channel collapse leaves such a Mul
-    after each one-channel conv it turns into a pooling: folding it costs three
-    scalar ops per distinct s instead of a pass over the tensor."""
+    after each one-channel conv it turns into a pooling: folding it costs a few
+    scalar ops per distinct s (s^2, eps / s^2, sign(s), and gamma * sign(s)
+    per gamma) instead of a pass over the tensor."""
     producer = x.producer()
     if producer is None or producer.op_type != "Mul" or producer.domain not in ("", "ai.onnx"):
         return None

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
-from epsinas_onnx.passes._build import constant, node, subgraphs
+from epsinas_onnx.passes._build import constant, default_opset, node, subgraphs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Collapser:
         # one node per distinct parameter / constant: the rewritten graph stays
         # small, and so do its serialisation and the session that loads it
         self._shared: dict[tuple, ir.Value] = {}
-        self.opset = graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1))
+        self.opset = default_opset(graph)
 
     # ------------------------------------------------------------ walk
 
