@@ -9,7 +9,9 @@ already holds, so a killed or interrupted run resumes where it stopped.
 Everything done per architecture is in `score_architecture`: export, rewrite,
 two runs, the metric. Architectures that are the same network (an exporter's
 `computation_class`; NAS-Bench-201) are sent to the workers once, and the
-driver stores the others' rows from that result. Options that change the score travel in two dicts that
+driver stores the others' rows from that result; so are those that are the
+same network once every cell input is finite (`computation_class_if_finite`),
+whose shared run checks that it was (ClassPlan). Options that change the score travel in two dicts that
 are part of the store key: `export` (keyword arguments of the space's
 `to_onnx`, e.g. resolution) and `settings` (keyword arguments of
 `scorer.prepare_model`, e.g. bn_gamma; a new prepare_model option passes
@@ -105,7 +107,7 @@ BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
 
 def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
                        device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
-                       computed: dict | None = None) -> dict:
+                       computed: dict | None = None, finite_check: bool = False) -> dict:
     """Score one architecture: export -> rewrite -> session -> both weights -> metric.
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
@@ -114,14 +116,19 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
 
     computed: results by computation_key for this batch, weights and device
     (filled here): an architecture whose rewritten graph computes exactly what
-    an earlier one's did gets that result without a session or a run."""
+    an earlier one's did gets that result without a session or a run.
+
+    finite_check: export with the space's finite check (see
+    `computation_classes`) and say in the row's "finite" whether it passed at
+    both weights (otherwise "finite" is None)."""
     start = time.perf_counter()
     arch_text = space_module.format_arch(arch)
-    value, reason, error, used_device, reused = math.nan, None, None, device, False
+    value, reason, error, used_device, reused, finite = math.nan, None, None, device, False, None
     try:
+        extra = {"finite_check": True} if finite_check else {}
         # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
-        staged = rewrite_model(space_module.to_ir(arch, **export), in_place=True, **settings)
-        key = computation_key(staged.rewritten.model, staged.output) if computed is not None else None
+        staged = rewrite_model(space_module.to_ir(arch, **export, **extra), in_place=True, **settings)
+        key = computation_key(staged.rewritten.model, staged.output) if computed is not None and not extra else None
         if key is not None and key in computed:
             value, reason, used_device = computed[key]
             reused = True
@@ -129,7 +136,13 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
             # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
             prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
             used_device = prepared.device
-            outputs = {w: prepared.run(batch, w) for w in weights}
+            if finite_check:
+                runs = {w: prepared.run_outputs(batch, w, [prepared.output, space_module.FINITE_CHECK_OUTPUT])
+                        for w in weights}
+                outputs = {w: scored for w, (scored, _) in runs.items()}
+                finite = all(space_module.finite_check_passed(check) for _, check in runs.values())
+            else:
+                outputs = {w: prepared.run(batch, w) for w in weights}
             value, reason = score_with_reason(outputs)
             if key is not None:
                 computed[key] = (value, reason, used_device)
@@ -138,7 +151,7 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     return {
         "arch": arch_text, "score": float(value), "nan_reason": reason, "error": error,
         "params": _num_params(space_module, arch, param_kwargs), "seconds": time.perf_counter() - start,
-        "device": used_device, "reused": reused,
+        "device": used_device, "reused": reused, "finite": finite,
     }
 
 
@@ -149,29 +162,56 @@ def _num_params(space_module, arch, param_kwargs: dict | None) -> int | None:
         return None
 
 
-def computation_classes(space_module, todo: list, settings: dict) -> tuple[list, dict]:
-    """Split `todo` ([(arch, text), ...]) into the architectures to score and,
-    for each of those, the later ones that compute exactly the same (equal
-    `computation_class`), which take its result without being exported.
+@dataclasses.dataclass
+class ClassPlan:
+    """Which architectures to run, and which take another's result.
 
-    Only for a space whose exporter names that class (NAS-Bench-201), and only
+    same: text of a scored architecture -> the architectures that compute
+    exactly what it does (equal `computation_class`). if_finite: text of a
+    scored architecture -> one architecture of each other exact class that
+    computes the same provided every cell input is finite (equal
+    `computation_class_if_finite`); the scored one is run with the space's
+    finite check, and where the check fails they are run themselves."""
+
+    to_score: list
+    same: dict
+    if_finite: dict
+
+
+def computation_classes(space_module, todo: list, settings: dict) -> ClassPlan:
+    """Split `todo` ([(arch, text), ...]) into the architectures to score and
+    those that take an earlier one's result without being exported.
+
+    Only for a space whose exporter names its classes (NAS-Bench-201), and only
     under constant weights: the class says two networks are the same up to
-    their weights' values, which the random-weight ablations tell apart."""
-    classify = class_function(space_module, settings)
-    if classify is None:
-        return todo, {}
+    their weights' values, which the random-weight ablations tell apart. The
+    finite-input classes hold only with zero biases too (a dropped term is
+    0 only if BN's beta is)."""
+    exact = class_function(space_module, settings)
+    if exact is None:
+        return ClassPlan(todo, {}, {})
+    exact_reps, same = _group(todo, exact)
+    coarse = finite_class_function(space_module, settings)
+    if coarse is None:
+        return ClassPlan(exact_reps, same, {})
+    to_score, if_finite = _group(exact_reps, coarse)
+    return ClassPlan(to_score, same, if_finite)
+
+
+def _group(todo: list, classify) -> tuple[list, dict]:
+    """The first architecture of each class, and the others by the first's text."""
     first: dict[str, str] = {}  # class -> text of the architecture scored for it
-    followers: dict[str, list] = {}
-    to_score = []
+    others: dict[str, list] = {}
+    firsts = []
     for arch, text in todo:
         name = classify(arch)
         if name in first:
-            followers[first[name]].append((arch, text))
+            others[first[name]].append((arch, text))
         else:
             first[name] = text
-            followers[text] = []
-            to_score.append((arch, text))
-    return to_score, {text: rows for text, rows in followers.items() if rows}
+            others[text] = []
+            firsts.append((arch, text))
+    return firsts, {text: rows for text, rows in others.items() if rows}
 
 
 def class_function(space_module, settings: dict):
@@ -179,6 +219,13 @@ def class_function(space_module, settings: dict):
     if settings.get("weight_init") not in (None, "constant"):
         return None
     return getattr(space_module, "computation_class", None)
+
+
+def finite_class_function(space_module, settings: dict):
+    """The space's computation_class_if_finite where it holds for these settings, else None."""
+    if class_function(space_module, settings) is None or settings.get("bias") == "w":
+        return None
+    return getattr(space_module, "computation_class_if_finite", None)
 
 
 def _follower_row(job: "_Job", row: dict, arch, text: str) -> dict:
@@ -376,11 +423,15 @@ class _Job:
     param_kwargs: dict
     # score_architecture's results by computation key, None for no keys; each worker fills its own
     computed: dict | None = dataclasses.field(default_factory=dict, repr=False)
+    # texts of the architectures to run with the finite check (ClassPlan.if_finite)
+    finite_checks: frozenset = frozenset()
 
     def score(self, arch) -> dict:
+        finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
         return score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
             device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
+            finite_check=finite_check,
         )
 
     def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
@@ -404,13 +455,37 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
     bar = tqdm(total=len(todo), unit="arch", file=sys.stderr, disable=not progress or not todo,
                desc=f"bench {summary.space}", dynamic_ncols=True, smoothing=0.1)
 
-    to_score, followers = computation_classes(job.space_module, todo, job.settings)
-    summary.workers = min(summary.workers, max(len(to_score), 1))
+    plan = computation_classes(job.space_module, todo, job.settings)
+    job.finite_checks = frozenset(plan.if_finite)
+    summary.workers = min(summary.workers, max(len(plan.to_score), 1))
+    unproven = []  # if_finite architectures whose check failed: run them after the others
 
     def record(row: dict) -> None:
         store_row(row)
-        for arch, text in followers.pop(row["arch"], ()):
+        for arch, text in plan.same.pop(row["arch"], ()):
             store_row(_follower_row(job, row, arch, text))
+        conditional = plan.if_finite.pop(row["arch"], ())
+        if row.get("finite"):
+            for arch, text in conditional:
+                record(_follower_row(job, row, arch, text))
+        else:
+            unproven.extend(conditional)
+
+    def run(to_score: list, first: bool = True) -> None:
+        if executor == "local" and summary.workers <= 1:
+            for arch, _ in to_score:
+                record(job.score(arch))
+        elif to_score:
+            from epsinas_onnx.executors import open_executor
+
+            pool_options = dict(options or {})
+            if executor == "local":
+                pool_options["workers"] = min(summary.workers, len(to_score))
+            with open_executor(executor, job, **pool_options) as pool:
+                if first:
+                    summary.workers = pool.size
+                for row in pool.imap(to_score):
+                    record(row)
 
     def store_row(row: dict) -> None:
         store.add({**row, **key, "data_description": summary.data_description, "created": now()})
@@ -426,19 +501,9 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
         bar.set_postfix(nan=summary.nan, errors=summary.errors, refresh=False)
 
     try:
-        if executor == "local" and summary.workers <= 1:
-            for arch, _ in to_score:
-                record(job.score(arch))
-        elif to_score:
-            from epsinas_onnx.executors import open_executor
-
-            options = dict(options or {})
-            if executor == "local":
-                options["workers"] = summary.workers
-            with open_executor(executor, job, **options) as pool:
-                summary.workers = pool.size
-                for row in pool.imap(to_score):
-                    record(row)
+        run(plan.to_score)
+        if unproven:  # rare: a check failed (or its architecture did); each runs as its own class
+            run(unproven, first=False)
     except KeyboardInterrupt:
         summary.wall = time.perf_counter() - start
         bar.close()

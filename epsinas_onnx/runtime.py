@@ -179,8 +179,12 @@ def make_session(model_bytes: bytes, providers: list[str], threads: int | None =
 
 
 def run(session: ort.InferenceSession, output: str, feeds: dict) -> np.ndarray:
+    return run_outputs(session, [output], feeds)[0]
+
+
+def run_outputs(session: ort.InferenceSession, outputs: list[str], feeds: dict) -> list[np.ndarray]:
     try:
-        return session.run([output], feeds)[0]
+        return session.run(outputs, feeds)
     except Exception as exc:
         raise UserError(f"ONNX Runtime failed to run the model: {_ort_message(exc)}") from None
 

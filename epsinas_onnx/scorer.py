@@ -60,6 +60,11 @@ class PreparedModel:
         feeds = {self.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
         return runtime.run(self.session, self.output, feeds)
 
+    def run_outputs(self, batch: np.ndarray, weight: float, names: list[str]) -> list[np.ndarray]:
+        """Several outputs of one run (run() fetches the scored one only)."""
+        feeds = {self.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
+        return runtime.run_outputs(self.session, names, feeds)
+
 
 def prepare_model(
     model,

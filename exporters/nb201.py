@@ -159,7 +159,23 @@ def computation_class(arch: Arch) -> str:
     return _cell_plan(_as_arch(arch))[0][-1]
 
 
-def _cell_plan(arch: Arch) -> tuple[list[str], list[list[tuple[str, int, str]]]]:
+def computation_class_if_finite(arch: Arch) -> str:
+    """computation_class, for networks whose every cell input is finite and
+    whose biases (BN beta included) are zero: 5,773 classes.
+
+    A node whose edges are all `none` is x * 0, exactly 0 when x is finite;
+    every op of the space then maps it to exactly 0 (ReLU-Conv-BN with batch
+    statistics gives (0 - 0) / sqrt(0 + eps) * gamma + 0), and adding 0 changes
+    no sum. So the terms computed from such a node can be left out, and
+    architectures that differ only in those edges compute the same, up to the
+    sign of zeros, which neither the network nor the metric can see. With an
+    inf in x, x * 0 is NaN and they differ: a caller runs one architecture of
+    the class with `to_ir(..., finite_check=True)` and shares its result only
+    if FINITE_CHECK_OUTPUT came out finite (`finite_check_passed`)."""
+    return _cell_plan(_as_arch(arch), drop_zero_terms=True)[0][-1]
+
+
+def _cell_plan(arch: Arch, drop_zero_terms: bool = False) -> tuple[list[str], list[list[tuple[str, int, str]]]]:
     """The expression of each cell node (x, then nodes 1-3) and, for nodes 1-3,
     the terms summed into it as (expression, source node, op), in the order
     they are summed. The rules: `none` edges are left out, `skip_connect` is
@@ -168,21 +184,35 @@ def _cell_plan(arch: Arch) -> tuple[list[str], list[list[tuple[str, int, str]]]]
     the edges: PyTorch's edge order would make cells that differ only in which
     edge carries which term round differently, and so be different networks
     (9,387 classes instead of 7,871); the sum is the same up to float32
-    rounding either way."""
+    rounding either way. drop_zero_terms: also leave out the terms computed
+    from a node that is x * 0 (computation_class_if_finite; never for export)."""
     exprs = ["x"]
     plan = []
     for node in range(1, NUM_NODES):
         terms = sorted(
             (exprs[src] if op == "skip_connect" else f"{op}({exprs[src]})", src, op)
             for (to, src), op in zip(EDGES, arch)
-            if to == node and op != "none"
+            if to == node and op != "none" and not (drop_zero_terms and exprs[src] == _ZEROS)
         )
         if not terms:
-            exprs.append("zeros(x)")
+            exprs.append(_ZEROS)
         else:
             exprs.append(terms[0][0] if len(terms) == 1 else f"sum({', '.join(t[0] for t in terms)})")
         plan.append(terms)
     return exprs, plan
+
+
+_ZEROS = "zeros(x)"
+
+# to_ir(finite_check=True)'s second output: the global average of every cell's
+# input, per stage summed over its cells; finite only if every cell input is
+FINITE_CHECK_OUTPUT = "cell_inputs_sum"
+
+
+def finite_check_passed(values: np.ndarray) -> bool:
+    """Whether FINITE_CHECK_OUTPUT proves every cell input finite. A sum of
+    finite numbers may still overflow to inf: that only fails the check."""
+    return bool(np.isfinite(values).all())
 
 
 def num_params(arch: Arch, num_classes: int = 10) -> int:
@@ -228,8 +258,11 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     return ir.to_proto(to_ir(arch, num_classes=num_classes, resolution=resolution, seed=seed))
 
 
-def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0) -> ir.Model:
-    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites)."""
+def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0,
+          finite_check: bool = False) -> ir.Model:
+    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites).
+    finite_check: add the output FINITE_CHECK_OUTPUT (see
+    computation_class_if_finite); the logits stay the first output."""
     arch = _as_arch(arch)
     if not isinstance(resolution, int) or resolution < 4 or resolution % 4:
         raise UserError(
@@ -244,13 +277,19 @@ def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0)
     x = g.batch_norm(x, "stem.bn", C)
 
     index = 0  # module index in the PyTorch `cells` list, reductions included
+    stage_checks = []
     for stage, channels in enumerate(STAGE_CHANNELS):
         if stage > 0:
             x = _reduction_block(g, x, f"cells.{index}", STAGE_CHANNELS[stage - 1], channels)
             index += 1
+        cell_inputs = []
         for _ in range(N):
+            cell_inputs.append(x)
             x = _cell(g, x, arch, f"cells.{index}", channels)
             index += 1
+        if finite_check:
+            means = [g.op("GlobalAveragePool", v, name=f"finite_check.mean_{i}") for i, v in enumerate(cell_inputs)]
+            stage_checks.append(g.add_all(means, name=f"finite_check.stage{stage}"))
 
     last = STAGE_CHANNELS[-1]
     x = g.batch_norm(x, "lastact.bn", last)
@@ -259,6 +298,9 @@ def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0)
     x = g.op("Flatten", x, name="flatten", axis=1)
     x = g.linear(x, "classifier", last, num_classes)
     g.output(x, "logits", ["batch", num_classes])
+    if finite_check:
+        check = g.op("Concat", stage_checks, name="finite_check.concat", axis=1)
+        g.output(check, FINITE_CHECK_OUTPUT, ["batch", sum(STAGE_CHANNELS), 1, 1])
     return g.ir_model(graph_name=f"nb201_{format_arch(arch)}", doc=format_arch(arch))
 
 

@@ -181,9 +181,10 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
 
 def test_computation_classes_only_under_constant_weights():
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:200]]
-    to_score, followers = bench.computation_classes(nb201, todo, {})
-    assert len(to_score) + sum(map(len, followers.values())) == len(todo) and followers
-    assert bench.computation_classes(nb201, todo, {"weight_init": "normal"}) == (todo, {})
+    plan = bench.computation_classes(nb201, todo, {})
+    scored_later = sum(map(len, plan.same.values())) + sum(map(len, plan.if_finite.values()))
+    assert len(plan.to_score) + scored_later == len(todo) and plan.same
+    assert bench.computation_classes(nb201, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
 
 
 def test_settings_and_weights_are_part_of_the_key(tmp_path):
