@@ -36,7 +36,7 @@ import numpy as np
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
-from epsinas_onnx.metric import score_with_reason
+from epsinas_onnx.metric import score_runs
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
@@ -137,13 +137,18 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
             prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
             used_device = prepared.device
             if finite_check:
-                runs = {w: prepared.run_outputs(batch, w, [prepared.output, space_module.FINITE_CHECK_OUTPUT])
-                        for w in weights}
-                outputs = {w: scored for w, (scored, _) in runs.items()}
-                finite = all(space_module.finite_check_passed(check) for _, check in runs.values())
+                checks = []
+
+                def run(w):
+                    scored, check = prepared.run_outputs(batch, w, [prepared.output, space_module.FINITE_CHECK_OUTPUT])
+                    checks.append(space_module.finite_check_passed(check))
+                    return scored
+
+                # a run skipped by score_runs is skipped for every member of the class too
+                value, reason, _ = score_runs(weights, run)
+                finite = all(checks)
             else:
-                outputs = {w: prepared.run(batch, w) for w in weights}
-            value, reason = score_with_reason(outputs)
+                value, reason, _ = score_runs(weights, lambda w: prepared.run(batch, w))
             if key is not None:
                 computed[key] = (value, reason, used_device)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN

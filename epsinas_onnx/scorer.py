@@ -11,7 +11,7 @@ from onnx import inliner
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import Batch, InputSpec, model_input, prepare_batch
-from epsinas_onnx.metric import output_warnings, score_with_reason
+from epsinas_onnx.metric import output_warnings, score_runs
 from epsinas_onnx.model_io import load_model
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
@@ -200,8 +200,7 @@ def score(
 
 
 def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float) -> ScoreResult:
-    outputs = {w: prepared.run(batch.array, w) for w in weights}
-    value, reason = score_with_reason(outputs)
+    value, reason, outputs = score_runs(weights, lambda w: prepared.run(batch.array, w))
     return ScoreResult(
         score=value,
         nan_reason=reason,

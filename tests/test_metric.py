@@ -62,3 +62,35 @@ def test_output_warnings_name_partly_non_finite_outputs():
         "(the reference's NaN-aware mean skips them)"
     ]
     assert output_warnings({1e-7: y, 1.0: np.full(8, np.nan, np.float32)}) == []  # all NaN: the score's NaN reason says it
+
+
+DECISIVE_FIRST_OUTPUTS = {
+    "constant": np.full(8, 0.25),
+    "one inf": np.r_[np.arange(7.0), np.inf],
+    "all NaN": np.full(8, np.nan),
+    "empty": np.zeros(0),
+}
+
+
+@pytest.mark.parametrize("kind", DECISIVE_FIRST_OUTPUTS)
+def test_score_runs_skips_the_second_run_only_where_the_first_decides(kind):
+    from epsinas_onnx.metric import score_runs
+
+    rng = np.random.default_rng(1)
+    second_outputs = [rng.normal(size=8), np.full(8, 3.0), np.r_[np.arange(7.0), np.nan]]
+    first = DECISIVE_FIRST_OUTPUTS[kind]
+    for second in second_outputs:
+        ran = []
+        outputs = {1e-7: first, 1.0: second[: first.size]}
+        value, reason, got = score_runs((1e-7, 1.0), lambda w: ran.append(w) or outputs[w])
+        assert ran == [1e-7] and list(got) == [1e-7] and np.isnan(value)
+        if kind == "empty":  # nanmin of nothing: the formula itself cannot run
+            assert reason == "empty output at w = 1e-07"
+            continue
+        expected_value, expected_reason = score_with_reason(outputs)
+        assert np.isnan(expected_value) and reason == expected_reason
+    # a first output that decides nothing: both run, the ordinary score
+    outputs = {1e-7: rng.normal(size=8), 1.0: rng.normal(size=8)}
+    ran = []
+    value, reason, got = score_runs((1e-7, 1.0), lambda w: ran.append(w) or outputs[w])
+    assert ran == [1e-7, 1.0] and (value, reason) == score_with_reason(outputs)
