@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx.bench import freeze_startup_objects, score_architecture  # noqa: E402
+from epsinas_onnx.bench import build_options, freeze_startup_objects, score_architecture  # noqa: E402
 from exporters import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
@@ -56,7 +56,9 @@ def torch_eager(arch_strings, x):
 
 def onnx_path(archs, x, collapse):
     """What one bench worker does per architecture (no reuse of repeated computations)."""
-    rows = [score_architecture(nb201, arch, x, WEIGHTS, export={}, settings={"collapse": collapse}) for arch in archs]
+    settings = {"collapse": collapse}
+    build = build_options(nb201, settings)  # as bench builds (tied parameters)
+    rows = [score_architecture(nb201, arch, x, WEIGHTS, export={}, settings=settings, build=build) for arch in archs]
     return [row["score"] for row in rows]
 
 

@@ -3,7 +3,8 @@
     python benchmarks/stage_times.py [--n 30] [--batch-size 256] [--no-collapse]
 
 The stages of bench's per-architecture work (one thread): build the model
-(the exporter builds onnx-ir objects directly), rewrite it (roles, constant weights, channel
+(the exporter builds onnx-ir objects directly, parameters tied as bench
+does), rewrite it (roles, constant weights, channel
 collapse, batch-statistics BN), serialise it, create the ONNX Runtime
 session, and run it at both weights.
 """
@@ -23,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
 from epsinas_onnx import runtime  # noqa: E402
-from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION, freeze_startup_objects  # noqa: E402
+from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION, build_options, freeze_startup_objects  # noqa: E402
 from epsinas_onnx.passes import WEIGHT_INPUT  # noqa: E402
 from epsinas_onnx.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
 from epsinas_onnx.scorer import session_payload  # noqa: E402
@@ -39,6 +40,7 @@ def main() -> None:
     x = cifar10(args.batch_size)
     freeze_startup_objects()  # as a bench worker does
     times: collections.Counter = collections.Counter()
+    build = build_options(nb201, {})  # as bench builds (tied parameters)
 
     def stage(name, fn, *a):
         start = time.perf_counter()
@@ -47,7 +49,7 @@ def main() -> None:
         return result
 
     for arch in nb201.sample(args.n, 1):
-        model = stage("build (exporter, onnx-ir)", nb201.to_ir, arch)
+        model = stage("build (exporter, onnx-ir)", lambda a: nb201.to_ir(a, **build), arch)
         rewritten = stage("rewrite", lambda m: rewrite_for_scoring(m, policy_for(m), args.collapse), model)
         payload = stage("serialise (BN inlined)", session_payload, rewritten.model)
         session = stage("ORT session", runtime.make_session, payload, ["CPUExecutionProvider"], 1, BENCH_GRAPH_OPTIMIZATION)

@@ -53,7 +53,9 @@ class GraphBuilder:
     builder for a subgraph (a Scan body) takes its `parent`, so that its nodes
     can read the outer graph's values by name."""
 
-    def __init__(self, seed: int = 0, parent: GraphBuilder | None = None):
+    def __init__(self, seed: int = 0, parent: GraphBuilder | None = None, tied: bool = False):
+        self.tied = tied  # see tied_parameter
+        self._tied: dict[tuple, str] = {}
         self.nodes: list[ir.Node] = []
         self.initializers: list[ir.Value] = []
         self.inputs: list[ir.Value] = []
@@ -106,6 +108,20 @@ class GraphBuilder:
         self.outputs.append(out)
         return name
 
+    def tied_parameter(self, name: str, shape: tuple[int, ...], make) -> str:
+        """With `tied`, one initialiser per kind of parameter (the last part of
+        its name: weight, bias, running_mean, ...) and shape, read by every
+        layer that has one: under constant weights (every weight w, every bias
+        0) the same network as one initialiser per layer, and the rewrite makes
+        the same graph of it, with a few initialisers to rewrite instead of
+        hundreds. Not for anything else (random weights tell the layers apart)."""
+        if not self.tied:
+            return make(name)
+        key = (name.rsplit(".", 1)[-1], tuple(shape))
+        if key not in self._tied:
+            self._tied[key] = make(f"tied.{key[0]}." + "x".join(map(str, shape)))
+        return self._tied[key]
+
     def constant(self, name: str, array: np.ndarray) -> str:
         """An initialiser holding exactly `array`."""
         name = self.fresh_name(name)
@@ -122,6 +138,9 @@ class GraphBuilder:
 
     def weight(self, name: str, shape: tuple[int, ...]) -> str:
         """A float32 initialiser of random-looking values (normal * 0.1)."""
+        return self.tied_parameter(name, shape, lambda name: self._random_initialiser(name, shape))
+
+    def _random_initialiser(self, name: str, shape: tuple[int, ...]) -> str:
         size = int(np.prod(shape))
         pool = _random_pool()
         if size <= _POOL_SIZE // 2:
@@ -168,8 +187,10 @@ class GraphBuilder:
             x,
             self.weight(f"{name}.weight", (channels,)),
             self.weight(f"{name}.bias", (channels,)),
-            self.constant(f"{name}.running_mean", np.zeros(channels, np.float32)),
-            self.constant(f"{name}.running_var", np.ones(channels, np.float32)),
+            self.tied_parameter(f"{name}.running_mean", (channels,),
+                                lambda name: self.constant(name, np.zeros(channels, np.float32))),
+            self.tied_parameter(f"{name}.running_var", (channels,),
+                                lambda name: self.constant(name, np.ones(channels, np.float32))),
         ]
         return self.op("BatchNormalization", inputs, name=name, epsilon=BN_EPSILON)
 

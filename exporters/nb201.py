@@ -259,10 +259,12 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
 
 
 def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0,
-          finite_check: bool = False) -> ir.Model:
+          finite_check: bool = False, tied: bool = False) -> ir.Model:
     """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites).
     finite_check: add the output FINITE_CHECK_OUTPUT (see
-    computation_class_if_finite); the logits stay the first output."""
+    computation_class_if_finite); the logits stay the first output. tied: one
+    initialiser per kind and shape of parameter (GraphBuilder.tied_parameter),
+    for scoring under constant weights only."""
     arch = _as_arch(arch)
     if not isinstance(resolution, int) or resolution < 4 or resolution % 4:
         raise UserError(
@@ -271,7 +273,7 @@ def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0,
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
 
-    g = GraphBuilder(seed)
+    g = GraphBuilder(seed, tied=tied)
     x = g.input("input", ["batch", 3, resolution, resolution])
     x = g.conv(x, "stem.conv", 3, C, 3)
     x = g.batch_norm(x, "stem.bn", C)

@@ -120,3 +120,26 @@ def test_nb201_computation_class_does_not_hold_for_random_weights():
         return computation_key(staged.rewritten.model, staged.output)
 
     assert random_key(a) != random_key(b)
+
+
+def test_nb201_tied_parameters_rewrite_to_the_same_graph():
+    # bench exports with one initialiser per kind and shape of parameter under
+    # constant weights (bench.build_options): the rewritten graph must be the
+    # same as from one initialiser per layer, under every constant-weight setting
+    archs = nb201.sample(6, 21)
+    for settings in ({}, {"bias": "w"}, {"bn_gamma": "one"}):
+        for arch in archs:
+            keys = []
+            for tied in (False, True):
+                staged = rewrite_model(nb201.to_ir(arch, tied=tied), in_place=True, **settings)
+                keys.append(computation_key(staged.rewritten.model, staged.output))
+            assert keys[0] is not None and keys[0] == keys[1], (arch, settings)
+    tied = nb201.to_ir(archs[0], tied=True)
+    assert len(tied.graph.initializers) < len(nb201.to_ir(archs[0]).graph.initializers) // 5
+
+
+def test_bench_ties_parameters_only_under_constant_weights():
+    from epsinas_onnx.bench import build_options
+
+    assert build_options(nb201, {}) == {"tied": True}
+    assert build_options(nb201, {"weight_init": "normal"}) == {}
