@@ -120,6 +120,7 @@ class Collapser:
         # one node per distinct parameter / constant: the rewritten graph stays
         # small, and so do its serialisation and the session that loads it
         self._shared: dict[tuple, ir.Value] = {}
+        self._uniform: dict[ir.Value, Uniform | None] = {}  # uniform()'s answers: parameters do not change
         self.opset = default_opset(graph)
 
     # ------------------------------------------------------------ walk
@@ -195,6 +196,11 @@ class Collapser:
         biases that way)."""
         if value is None or value in self.groups:
             return None
+        if value not in self._uniform:
+            self._uniform[value] = self._find_uniform(value)
+        return self._uniform[value]
+
+    def _find_uniform(self, value: ir.Value) -> Uniform | None:
         if self._is_weight_scalar(value):
             return Uniform((), value.dtype or ir.DataType.FLOAT, value=value)
         array = constant_array(value)
