@@ -451,6 +451,8 @@ def _broadcasts_per_channel(shape: tuple[int, ...], rank: int | None, width: int
 
 
 def _common_refinement(groups: list[Groups]) -> Groups | None:
+    if all(g == groups[0] for g in groups[1:]):  # the common case, without the cuts
+        return groups[0]
     width = groups[0].width
     if any(g.width != width for g in groups):
         return None  # broadcasting over channels: leave it to full width
