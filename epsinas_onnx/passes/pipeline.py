@@ -8,6 +8,7 @@ from onnx_ir.passes import common as common_passes
 from epsinas_onnx.passes.batch_statistics_norm import BatchStatisticsNormPass
 from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass
 from epsinas_onnx.passes.constant_weight import ConstantWeightPass, InitPolicy
+from epsinas_onnx.passes.dead_nodes import RemoveDeadNodesPass
 from epsinas_onnx.passes.weight_input import WeightInputPass
 from epsinas_onnx.roles import TensorRole
 
@@ -43,6 +44,6 @@ def scoring_pipeline(
         ConstantWeightPass(WEIGHT_INPUT, policy, roles),
         *([collapse] if collapse is not None else []),
         BatchStatisticsNormPass(),
-        common_passes.RemoveUnusedNodesPass(),
+        RemoveDeadNodesPass(),
         common_passes.NameFixPass(),
     )
