@@ -98,3 +98,24 @@ def test_a_scalar_factor_before_the_bn_is_folded_into_gamma_and_epsilon(s):
     y = session.run(None, {"x": x, "factor": np.array(s, np.float32)})[0]
     expected = numpy_batch_norm((x * np.float32(s)).astype(np.float64), scale, bias, 1e-3)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(8, 3, 5, 5), (6, 2, 9), (4, 3, 2, 3, 3)])
+def test_reducing_over_the_spatial_axes_gives_the_bits_of_the_reshape(shape, monkeypatch):
+    # with X's rank known the body reduces over axes 2.. directly, one Reshape fewer
+    import epsinas_onnx.passes.batch_statistics_norm as bsn
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=shape) * 5 + 2).astype(np.float32)
+    scale, bias = rng.normal(size=shape[1]).astype(np.float32), rng.normal(size=shape[1]).astype(np.float32)
+    results = []
+    for known in (True, False):
+        if not known:
+            monkeypatch.setattr(bsn, "_rank", lambda value: None)
+        ir_model = ir.from_proto(bn_model(shape, scale, bias, 1e-3, 17))
+        BatchStatisticsNormPass()(ir_model)
+        (function,) = ir_model.functions.values()
+        assert [n.op_type for n in function].count("Reshape") == (2 if known else 3)
+        session = ort.InferenceSession(ir.to_proto(ir_model).SerializeToString(), providers=["CPUExecutionProvider"])
+        results.append(session.run(None, {"x": x})[0])
+    assert np.array_equal(results[0], results[1])

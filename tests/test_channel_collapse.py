@@ -62,7 +62,7 @@ def test_collapsed_parameters_are_shared_and_convs_are_pools():
     assert "Conv" not in ops
     # 4 3x3 convs in each of 15 cells, 2 per reduction block and its 2x2 shortcut pool, the stem
     assert ops.count("AveragePool") == 4 * 15 + 2 * 3 + 1
-    bns = [n for n in graph if n.op_type == "BatchStatNorm_FLOAT"]
+    bns = [n for n in graph if n.op_type == "BatchStatNorm_FLOAT_rank4"]  # the rank from channel collapse
     assert len(bns) == 97 - 2 + 1  # a BN after every conv but the 2 shortcuts, + the last
     # every BN after a conv reads the pool (3x3) or the ReLU (1x1) itself: the scale is folded
     assert sorted({n.inputs[0].producer().op_type for n in bns}) == ["AveragePool", "Relu", "Sum"]

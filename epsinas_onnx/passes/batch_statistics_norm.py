@@ -10,12 +10,13 @@ from primitive ops (two contiguous ReduceMeans each, over space and then
 batch), fed as the statistics of an inference-mode BatchNormalization,
 which then computes y = x * alpha + (beta - mean * alpha) with alpha =
 gamma / sqrt(var + eps), PyTorch's CPU arithmetic, in one kernel. This runs
-on every execution provider; the function (11 nodes) is inlined before the
-session (scorer.open_session, with onnx's inliner: faster than ONNX
+on every execution provider; the function (10 or 11 nodes) is inlined before
+the session (scorer.open_session, with onnx's inliner: faster than ONNX
 Runtime's own inlining at load). A training-mode BatchNormalization is avoided on
 purpose (ONNX Runtime gives wrong values for it once graph optimisation is
-on). Reshaping X to (N, C, -1) for the statistics makes the rewrite
-independent of X's rank.
+on). Where X's rank is known (its shape, or channel collapse's note in
+value.meta) the statistics reduce over its spatial axes directly; otherwise
+X is reshaped to (N, C, -1) first, which works for any rank.
 
 Tried and dropped for the one-channel BNs that channel collapse leaves
 (fewer nodes, but less accurate or slower): InstanceNormalization over the
@@ -33,6 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from epsinas_onnx.passes._build import all_nodes, constant, default_opset, insert_at_start, node
+from epsinas_onnx.passes.channel_collapse import RANK_META
 
 
 FUNCTION_DOMAIN = "epsinas"
@@ -40,7 +42,7 @@ FUNCTION_DOMAIN = "epsinas"
 
 class BatchStatisticsNormPass(ir.passes.InPlacePass):
     """Each BatchNormalization becomes one call of a model-local function,
-    BatchStatNorm(X, scale, B, epsilon, flat_shape, channel_shape), whose
+    BatchStatNorm(X, scale, B, epsilon, [flat_shape,] channel_shape), whose
     body holds the primitive ops: the graph the Python side builds and
     rewrites stays small, and the body is inlined once, in C++, before the
     session. The reshape targets are inputs, one Constant each per graph,
@@ -49,7 +51,7 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         opset = default_opset(model)
-        functions: dict[ir.DataType, ir.Function] = {}
+        functions: dict[tuple[ir.DataType, int | None], ir.Function] = {}
         constants: dict[ir.Graph, _GraphConstants] = {}
         count = 0
         for bn in list(all_nodes(model.graph)):
@@ -62,8 +64,9 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
                         "a model that reads them cannot be scored with batch statistics"
                     )
             dtype = bn.inputs[0].dtype or bn.inputs[1].dtype or ir.DataType.FLOAT
-            if dtype not in functions:
-                functions[dtype] = _batch_stat_norm_function(opset, dtype)
+            rank = _rank(bn.inputs[0])
+            if (dtype, rank) not in functions:
+                functions[dtype, rank] = _batch_stat_norm_function(opset, dtype, rank)
             eps_attr = bn.attributes.get("epsilon")
             eps = eps_attr.as_float() if eps_attr is not None else 1e-5
             graph_constants = constants.setdefault(bn.graph, _GraphConstants())
@@ -77,9 +80,9 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
                 if folded.nodes:
                     bn.graph.insert_before(bn, folded.nodes)
                 scale, eps_value = folded.scale, folded.epsilon
-            function = functions[dtype]
+            function = functions[dtype, rank]
             # the shapes the body reshapes to, as inputs: one Constant per graph, not one per call once inlined
-            shapes = [graph_constants.ints(0, 0, -1), graph_constants.ints(-1)]
+            shapes = ([] if rank is not None else [graph_constants.ints(0, 0, -1)]) + [graph_constants.ints(-1)]
             call = ir.Node(FUNCTION_DOMAIN, function.name, [x, scale, bn.inputs[2], eps_value, *shapes])
             _replace_node(bn, call)
             count += 1
@@ -90,6 +93,12 @@ class BatchStatisticsNormPass(ir.passes.InPlacePass):
         if functions:
             model.opset_imports[FUNCTION_DOMAIN] = 1
         return ir.passes.PassResult(model, modified=bool(count))
+
+
+def _rank(x: ir.Value) -> int | None:
+    """x's rank where its shape or the channel-collapse pass says it (3 or more), else None."""
+    rank = len(x.shape) if x.shape is not None else x.meta.get(RANK_META)
+    return rank if rank is not None and rank >= 3 else None
 
 
 def _replace_node(old: ir.Node, new: ir.Node) -> None:
@@ -169,7 +178,10 @@ class _GraphConstants:
         return self.get(("scalar", value, np.dtype(dtype).str), np.array(value, dtype=dtype))
 
 
-def _batch_stat_norm_function(opset: int, dtype: ir.DataType) -> ir.Function:
+def _batch_stat_norm_function(opset: int, dtype: ir.DataType, rank: int | None) -> ir.Function:
+    """rank: X's, where known: the statistics then reduce over its spatial
+    axes as they are, one node fewer than reshaping X to (N, C, -1) first
+    (ONNX Runtime merges the contiguous axes: the same sums, bit for bit)."""
     x = ir.Value(name="X", type=ir.TensorType(dtype))
     scale = ir.Value(name="scale", type=ir.TensorType(dtype))
     bias = ir.Value(name="B", type=ir.TensorType(dtype))
@@ -183,27 +195,30 @@ def _batch_stat_norm_function(opset: int, dtype: ir.DataType) -> ir.Function:
         nodes.append(n)
         return n.outputs[0]
 
-    def reduce_mean(v: ir.Value, axis: int) -> ir.Value:
+    def reduce_mean(v: ir.Value, axes: list[int]) -> ir.Value:
         if opset >= 18:
-            return add(node("ReduceMean", [v, shared.ints(axis)], keepdims=1))
-        return add(node("ReduceMean", [v], axes=[axis], keepdims=1))
+            return add(node("ReduceMean", [v, shared.ints(*axes)], keepdims=1))
+        return add(node("ReduceMean", [v], axes=axes, keepdims=1))
+
+    spatial = list(range(2, rank)) if rank is not None else [2]
 
     def mean_over_n_and_space(v: ir.Value) -> ir.Value:
         # space first, then batch: two contiguous reductions run several times
         # faster in ONNX Runtime than one over axes (0, 2), and every sample
         # has the same number of positions, so the mean is the same
-        return reduce_mean(reduce_mean(v, 2), 0)
+        return reduce_mean(reduce_mean(v, spatial), [0])
 
-    x3 = add(node("Reshape", [x, flat_shape]))
+    x3 = x if rank is not None else add(node("Reshape", [x, flat_shape]))
     mean = mean_over_n_and_space(x3)
     centred = add(node("Sub", [x3, mean]))
     var = mean_over_n_and_space(add(node("Mul", [centred, centred])))
-    per_channel = channel_shape
     # epsilon is an input of the function, an attribute of BatchNormalization: added here
     var_eps = add(node("Add", [var, eps]))
-    y = add(node("BatchNormalization", [x, scale, bias, add(node("Reshape", [mean, per_channel])),
-                                        add(node("Reshape", [var_eps, per_channel]))], epsilon=0.0))
+    y = add(node("BatchNormalization", [x, scale, bias, add(node("Reshape", [mean, channel_shape])),
+                                        add(node("Reshape", [var_eps, channel_shape]))], epsilon=0.0))
     y.name = "Y"
-    graph = ir.Graph([x, scale, bias, eps, flat_shape, channel_shape], [y], nodes=shared.nodes + nodes, opset_imports={"": opset},
-                     name=f"BatchStatNorm_{dtype.name}")
-    return ir.Function(FUNCTION_DOMAIN, f"BatchStatNorm_{dtype.name}", graph=graph, attributes=[])
+    name = f"BatchStatNorm_{dtype.name}" + (f"_rank{rank}" if rank is not None else "")
+    shape_inputs = [channel_shape] if rank is not None else [flat_shape, channel_shape]
+    graph = ir.Graph([x, scale, bias, eps, *shape_inputs], [y], nodes=shared.nodes + nodes,
+                     opset_imports={"": opset}, name=name)
+    return ir.Function(FUNCTION_DOMAIN, name, graph=graph, attributes=[])

@@ -29,6 +29,11 @@ import onnx_ir as ir
 from epsinas_onnx.passes._build import constant, default_opset, node, subgraphs
 
 
+# value.meta key (onnx-ir's pass-to-pass metadata, never serialised): the rank
+# of a collapsed value, whose shape the pass clears
+RANK_META = "epsinas.rank"
+
+
 @dataclasses.dataclass(frozen=True)
 class Groups:
     """Channels (axis 1) of a collapsed tensor: multiplicity of each kept channel."""
@@ -166,6 +171,7 @@ class Collapser:
             rank = len(value.shape)
         if rank is not None:
             self.ranks[value] = rank
+            value.meta[RANK_META] = rank  # for the batch-statistics BN pass, which runs next
         value.shape = None  # its channel dimension no longer matches the declared shape
 
     def full(self, value: ir.Value) -> ir.Value:
