@@ -56,6 +56,7 @@ class GraphBuilder:
     def __init__(self, seed: int = 0, parent: GraphBuilder | None = None, tied: bool = False):
         self.tied = tied  # see tied_parameter
         self._tied: dict[tuple, str] = {}
+        self._attributes: dict[tuple, ir.Attr] = {}  # see _attribute
         self.nodes: list[ir.Node] = []
         self.initializers: list[ir.Value] = []
         self.inputs: list[ir.Value] = []
@@ -166,9 +167,23 @@ class GraphBuilder:
         values = [self._new_value(o) for o in names]
         self.nodes.append(ir.Node(
             "", op_type, [self.value(i) if i else None for i in inputs],
-            attributes=[attribute(k, v) for k, v in sorted(attrs.items())], outputs=values, name=name or names[0],
+            attributes=[self._attribute(k, v) for k, v in sorted(attrs.items())], outputs=values, name=name or names[0],
         ))
         return names
+
+    def _attribute(self, name: str, value) -> ir.Attr:
+        """One attribute object per name and plain value (ints, floats,
+        strings, lists of them), shared by the nodes that have it: attributes
+        are values, replaced and never changed in place, and a network repeats
+        the same few hundreds of times."""
+        key = (name, type(value), tuple(value) if isinstance(value, list) else value)
+        try:
+            return self._attributes[key]
+        except TypeError:  # unhashable (an array): not shared
+            return attribute(name, value)
+        except KeyError:
+            self._attributes[key] = attribute(name, value)
+            return self._attributes[key]
 
     def conv(self, x: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1,
              pad: int | None = None, bias: bool = False) -> str:
