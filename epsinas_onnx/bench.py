@@ -11,11 +11,12 @@ two runs, the metric. Architectures that are the same network (an exporter's
 `computation_class`; NAS-Bench-201) are sent to the workers once, and the
 driver stores the others' rows from that result; so are those that are the
 same network once every cell input is finite (`computation_class_if_finite`),
-whose shared run checks that it was (ClassPlan). Options that change the score travel in two dicts that
-are part of the store key: `export` (keyword arguments of the space's
-`to_onnx`, e.g. resolution) and `settings` (keyword arguments of
-`scorer.prepare_model`, e.g. bn_gamma; a new prepare_model option passes
-through unchanged).
+whose shared run checks that it was (ClassPlan). Options that change the
+score travel in two dicts that are part of the store key: `export` (keyword
+arguments of the space's `to_onnx`, e.g. resolution) and `settings` (keyword
+arguments of `scorer.prepare_model`, e.g. bn_gamma; a new prepare_model
+option passes through unchanged). Exporter options that change only how the
+graph is built travel apart (`build_options`).
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def build_options(space_module, settings: dict) -> dict:
     shape, GraphBuilder.tied_parameter) under constant weights, where every
     layer's parameters hold the same values anyway; the rewrite then has a few
     initialisers to handle instead of hundreds (NAS-Bench-201: 33 -> 25 ms of
-    Python per architecture; the same rewritten graph, tests/test_bench.py)."""
+    Python per architecture; the same rewritten graph: tests/test_computation_key.py)."""
     if class_function(space_module, settings) is None:
         return {}
     to_ir = getattr(space_module, "to_ir", None)
