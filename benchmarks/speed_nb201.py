@@ -1,14 +1,18 @@
 """Per-architecture scoring time on NAS-Bench-201: PyTorch eager vs ONNX
 full width vs ONNX channel-collapsed, on the same sample, in one run.
 
-    python benchmarks/speed_nb201.py [--n 20] [--batch-size 256] [--workers 2]
+    python benchmarks/speed_nb201.py [--n 20] [--batch-size 256] [--workers 2] [--whole-space]
 
 Each path does what scoring one architecture needs: build the network,
 set the constant weights, run the batch at both weights (1e-7, 1), compute
 the score; the ONNX paths as a `bench` worker does (bench.score_architecture,
 one ONNX Runtime thread), one architecture after the other, each run (no
 reuse of repeated computations).
-The projection is per-architecture time x 15,625 / workers.
+The projection is per-architecture time x 15,625 / workers (every
+architecture run); with --whole-space the script then scores all 15,625 the
+way `epsinas-onnx bench nb201 --all` does (computation classes, `--workers`
+processes, a temporary store) and prints the measured wall time beside the
+projection for the architectures bench actually runs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx.bench import build_options, freeze_startup_objects, score_architecture  # noqa: E402
+from epsinas_onnx.bench import (  # noqa: E402
+    build_options, computation_classes, freeze_startup_objects, run_bench, score_architecture,
+)
 from exporters import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
@@ -74,6 +81,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2, help="for the projection")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--whole-space", action="store_true", help="then score all 15,625 as bench does, and time it")
     args = parser.parse_args()
 
     x = cifar10(args.batch_size)
@@ -99,6 +107,20 @@ def main() -> None:
         finite = ~np.isnan(ref)
         worst = float(np.max(np.abs(got[finite] - ref[finite]) / np.abs(ref[finite]))) if finite.any() else 0.0
         print(f"{name}: same NaN set as torch: {same_nan}; worst relative score gap {worst:.1e}")
+    if args.whole_space:
+        whole_space(x, results["onnx collapsed"][1] / args.n, args.workers)
+
+
+def whole_space(x, per_arch: float, workers: int) -> None:
+    """All 15,625 as `bench nb201 --all` scores them, beside the projection."""
+    todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()]
+    runs = len(computation_classes(nb201, todo, {}).to_score)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run_bench("nb201", nb201.all_archs(), WEIGHTS, data=x, batch_size=len(x), norm="none",
+                            store_path=Path(tmp) / "space.sqlite", workers=workers, progress=False)
+    print(f"whole space, {workers} workers: {runs:,} of {SPACE_SIZE:,} run (the others compute the same as one of "
+          f"them); projected {runs * per_arch / workers:.0f} s, measured {summary.wall:.1f} s "
+          f"({summary.scored:,} scored, {summary.nan:,} NaN, {summary.errors} errors)")
 
 
 if __name__ == "__main__":
