@@ -65,25 +65,43 @@ def init_settings(weight_init: str, weight_seed: int) -> dict:
     return {"weight_init": weight_init, "weight_seed": weight_seed}
 
 
-def input_options(fn):
+def input_options(bench: bool = False):
+    """The options that say which batch is fed and how the model runs, for
+    `score` and, with bench=True, for `bench`: there --seed is the sample's
+    seed, so the synthetic batch's is --input-seed, and --threads counts per
+    worker, default 1 (two 1-thread processes beat one 2-thread one)."""
+    if bench:
+        seed = click.option("--input-seed", type=click.IntRange(min=0), default=0, show_default=True,
+                            help="Seed of synthetic inputs and default tokens (`score --seed`).")
+        threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
+                               help="ONNX Runtime threads per worker.")
+    else:
+        seed = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                            help="Seed of synthetic inputs and default tokens.")
+        threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=None,
+                               help="ONNX Runtime intra-op threads (default: all cores).")
     options = [
         click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz with 'images' or one array, or .npy; NHWC uint8 or NCHW float32) or, for token models, a text file."),
         click.option("--batch-size", type=int, default=256, show_default=True),
         click.option("--shuffle-seed", type=click.IntRange(min=0), default=None, help="Draw the batch at random with this seed instead of taking the first items."),
         click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True, help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays."),
         click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None, help="Synthetic images instead of --data (fed as they are, no --norm)."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of synthetic inputs and default tokens."),
+        seed,
         click.option("--seq-len", type=click.IntRange(min=1), default=70, show_default=True, help="Time steps for token models."),
         click.option("--token-layout", type=click.Choice(["seq-first", "batch-first"]), default=None, help="Token input layout; default: from the model's fixed dims, else seq-first."),
         click.option("--input", "input_name", default=None, help="The model input to feed, when it has several."),
         click.option("--output", default=None, help="The model output to score (default: the first)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (the same function, faster on CPU); --no-collapse runs the full-width graph (faster on CUDA)."),
-        click.option("--threads", type=click.IntRange(min=1, max=4096), default=None, help="ONNX Runtime intra-op threads (default: all cores)."),
+        threads,
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +113,7 @@ def cli():
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @weights_option()
-@input_options
+@input_options()
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,

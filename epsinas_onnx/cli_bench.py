@@ -12,34 +12,10 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli import FORMATS, SPACES, init_settings, policy_options, render, weights_option
+from epsinas_onnx.cli import FORMATS, SPACES, init_settings, input_options, policy_options, render, weights_option
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.inputs import NORMS, SYNTHETIC
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
-
-
-def bench_input_options(fn):
-    """The input options of `score`, for a whole space: --seed is the sample's
-    seed here, --input-seed the synthetic batch's; --threads defaults to 1 per worker."""
-    options = [
-        click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz / .npy) or, for nlp, a text file; as for `score`."),
-        click.option("--batch-size", type=int, default=256, show_default=True),
-        click.option("--shuffle-seed", type=int, default=None, help="Draw the batch at random with this seed instead of taking the first items."),
-        click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True, help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays."),
-        click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None, help="Synthetic images instead of --data."),
-        click.option("--input-seed", type=int, default=0, show_default=True, help="Seed of synthetic inputs and default tokens (`score --seed`)."),
-        click.option("--seq-len", type=int, default=70, show_default=True, help="Time steps for token models."),
-        click.option("--token-layout", type=click.Choice(["seq-first", "batch-first"]), default=None, help="Token input layout."),
-        click.option("--input", "input_name", default=None, help="The model input to feed, when it has several."),
-        click.option("--output", default=None, help="The model output to score (default: the first)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (as `score`: faster on CPU, slower on CUDA); part of the store key."),
-        click.option("--threads", type=int, default=1, show_default=True, help="ONNX Runtime threads per worker."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
 
 
 @click.command()
@@ -52,7 +28,7 @@ def bench_input_options(fn):
                    "test_143.csv, nlp wt2_summary.csv.")
 @click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
 @weights_option(default=None)
-@bench_input_options
+@input_options(bench=True)
 @policy_options
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
