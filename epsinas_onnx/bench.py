@@ -139,19 +139,17 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
             # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
             prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
             used_device = prepared.device
-            if finite_check:
-                checks = []
+            names = [prepared.output] + ([space_module.FINITE_CHECK_OUTPUT] if finite_check else [])
+            checks = []
 
-                def run(w):
-                    scored, check = prepared.run_outputs(batch, w, [prepared.output, space_module.FINITE_CHECK_OUTPUT])
-                    checks.append(space_module.finite_check_passed(check))
-                    return scored
+            def run(w):
+                scored, *check = prepared.run_outputs(batch, w, names)
+                checks.extend(space_module.finite_check_passed(c) for c in check)
+                return scored
 
-                # a run skipped by score_runs is skipped for every member of the class too
-                value, reason, _ = score_runs(weights, run)
-                finite = all(checks)
-            else:
-                value, reason, _ = score_runs(weights, lambda w: prepared.run(batch, w))
+            # a run skipped by score_runs is skipped for every member of the class too
+            value, reason, _ = score_runs(weights, run)
+            finite = all(checks) if finite_check else None
             if key is not None:
                 computed[key] = (value, reason, used_device)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN

@@ -178,10 +178,6 @@ def make_session(model_bytes: bytes, providers: list[str], threads: int | None =
     return session
 
 
-def run(session: ort.InferenceSession, output: str, feeds: dict) -> np.ndarray:
-    return run_outputs(session, [output], feeds)[0]
-
-
 def run_outputs(session: ort.InferenceSession, outputs: list[str], feeds: dict) -> list[np.ndarray]:
     try:
         return session.run(outputs, feeds)

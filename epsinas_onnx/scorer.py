@@ -57,8 +57,7 @@ class PreparedModel:
     device: str
 
     def run(self, batch: np.ndarray, weight: float) -> np.ndarray:
-        feeds = {self.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
-        return runtime.run(self.session, self.output, feeds)
+        return self.run_outputs(batch, weight, [self.output])[0]
 
     def run_outputs(self, batch: np.ndarray, weight: float, names: list[str]) -> list[np.ndarray]:
         """Several outputs of one run (run() fetches the scored one only)."""
