@@ -83,7 +83,9 @@ def main() -> None:
         for arch, full, col, sub in bad:
             exact = ""
             if args.float64 and space is nb101:
-                value = float64_nb101(space.parse(arch), x, weights)
+                from tests.torch_reference.nb101 import float64_score  # needs torch: only with --float64
+
+                value = float64_score(space.parse(arch), x, weights)
                 closer += abs(col - value) < abs(full - value)
                 exact = f" float64 {value:.7g}"
             print(f"  {space.NAME} disagree: full {full:.7g} collapsed {col:.7g}{exact} subnormal={sub} {arch}")
@@ -92,13 +94,6 @@ def main() -> None:
               f"batch {args.batch_size}, {seconds:.0f} s")
         if args.float64 and space is nb101 and bad:
             print(f"{space.NAME}: of the {len(bad)} disagreements, the collapsed score is the closer to float64 in {closer}")
-
-
-def float64_nb101(arch, x, weights) -> float:
-    from tests.torch_reference.metric import float64_score
-    from tests.torch_reference.nb101 import make_network
-
-    return float64_score(lambda: make_network(arch, num_classes=1, batch_stats=True), x, weights)
 
 
 if __name__ == "__main__":

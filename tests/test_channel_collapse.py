@@ -70,14 +70,6 @@ def test_collapsed_parameters_are_shared_and_convs_are_pools():
     assert scalar_ops <= 60, scalar_ops  # 2 of the Muls scale the shortcut convs' pools, the rest are scalars
 
 
-def float64_reference_score(arch, x, weights) -> float:
-    """The exact score (float64 PyTorch network, float64 formula)."""
-    from tests.torch_reference.metric import float64_score
-    from tests.torch_reference.nb101 import make_network
-
-    return float64_score(lambda: make_network(arch, num_classes=1, batch_stats=True), x, weights)
-
-
 @pytest.mark.parametrize("index", range(3))
 def test_nb101_concat_of_uneven_widths(index):
     """NAS-Bench-101 sums up to 512 identical channels: the full-width float32
@@ -85,10 +77,12 @@ def test_nb101_concat_of_uneven_widths(index):
     collapsed graph multiplies instead and stays within 1e-5 of float64. So
     collapsed is checked against float64, and full width against collapsed
     with the looser bound its own rounding needs."""
+    from tests.torch_reference.nb101 import float64_score
+
     arch = nb101.sample(3, 11)[index]
     x = cifar10_batch(8)
     (s_full, why_full), (s_col, why_col), report = both_scores(nb101.to_onnx(arch), x, (1e-4, 10.0))
-    exact = float64_reference_score(arch, x, (1e-4, 10.0))
+    exact = float64_score(arch, x, (1e-4, 10.0))
     assert (why_col is None) == (why_full is None) == (not math.isnan(exact))
     if why_col is None:
         assert s_col == pytest.approx(exact, rel=1e-4)

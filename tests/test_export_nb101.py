@@ -329,6 +329,6 @@ def test_score_equals_torch_reference(index):
         # The collapsed graph multiplies where the full-width ones sum 512
         # equal terms; it is compared with the float64 score (seen: torch
         # float32 2.2e-4 off it on cell 1, collapsed 4e-7).
-        from tests.test_channel_collapse import float64_reference_score
+        from tests.torch_reference.nb101 import float64_score
 
-        assert collapsed.score == pytest.approx(float64_reference_score(arch, x, weights), rel=5e-5)
+        assert collapsed.score == pytest.approx(float64_score(arch, x, weights), rel=5e-5)

@@ -42,6 +42,13 @@ def make_network(arch, num_classes: int = 1, batch_stats: bool = True) -> nn.Mod
 UNUSED = re.compile(r"(\.a|\.dev_param|\.num_batches_tracked)$")
 
 
+def float64_score(arch, x, weights) -> float:
+    """The exact score of `arch` (its float64 PyTorch network, the float64 formula)."""
+    from tests.torch_reference.metric import float64_score as score
+
+    return score(lambda: make_network(arch, num_classes=1, batch_stats=True), x, weights)
+
+
 def onnx_names(net: nn.Module) -> dict[str, str]:
     """nasbench-pytorch state_dict key -> the exporter's initialiser name, for
     every key used in the forward pass."""
