@@ -21,13 +21,13 @@ graph is built travel apart (`build_options`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import inspect
 import math
 import multiprocessing
-import os
-import queue
+import multiprocessing.connection
 import signal
 import sys
 import time
@@ -538,23 +538,21 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
 
 
 class _Pool:
-    """N worker processes fed from one task queue. Unlike multiprocessing.Pool it
-    notices a worker that dies (out of memory, a crash in ONNX Runtime): that
-    architecture becomes an error row and a new worker takes over."""
+    """N worker processes, each on its own pipe to the driver, which hands each
+    one architecture at a time. Unlike multiprocessing.Pool it notices a worker
+    that dies (out of memory, a crash in ONNX Runtime): that architecture
+    becomes an error row and a new worker takes over. Nothing is shared between
+    workers: with one shared queue, a worker killed while it held the queue's
+    lock (reading a task, sending a row) left the others waiting for ever."""
 
     def __init__(self, job: _Job, workers: int):
         self.job = job
         self.size = workers
         self.ctx = multiprocessing.get_context("spawn")
-        _start_quiet_resource_tracker()
-        self.tasks = self.ctx.Queue()
-        self.results = self.ctx.Queue()
-        self.procs: dict[int, multiprocessing.Process] = {}
-        self.current: dict[int, int] = {}  # pid -> index of the architecture it is scoring
+        self.workers: dict[object, _Worker] = {}  # by the driver's end of the worker's pipe
         self.restarts = 0
-        self.rows_seen = 0
-        self.archs: list = []
-        self.pending: set[int] = set()
+        self.any_ready = False
+        self.early_deaths = 0  # before they were ready: the same for all (an import failing) or one killed
 
     def __enter__(self):
         return self
@@ -563,160 +561,136 @@ class _Pool:
         self.close()
 
     def _start_worker(self) -> None:
+        conn, child_conn = self.ctx.Pipe()
         # workers ignore Ctrl-C (the driver stops them): block SIGINT across the
         # start so that the child inherits the block until it has set SIG_IGN
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
         try:
-            proc = self.ctx.Process(target=_worker_main, args=(self.job, self.tasks, self.results, os.getpid()),
-                                    daemon=True, name="epsinas-bench-worker")
+            # the job (the batch: megabytes) goes down the pipe once the worker is
+            # up, not with the start: multiprocessing writes the start's arguments
+            # to a pipe whose read end it keeps open until done, so a worker killed
+            # before it had read them all left the driver blocked in that write
+            proc = self.ctx.Process(target=_worker_main, args=(child_conn,), daemon=True, name="epsinas-bench-worker")
             proc.start()
         finally:
             if old is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        self.procs[proc.pid] = proc
+        child_conn.close()  # the child holds the only other end now: its death reads as end of file here
+        self.workers[conn] = _Worker(proc, conn)
 
     def imap(self, todo: list):
         """Rows in the order they finish."""
-        self.archs = [arch for arch, _ in todo]
-        for index, arch in enumerate(self.archs):
-            self.tasks.put((index, arch))
-        for _ in range(self.size):
-            self.tasks.put(None)
-        for _ in range(self.size):
+        archs = [arch for arch, _ in todo]
+        waiting = collections.deque(range(len(archs)))
+        unfinished = len(archs)
+        for _ in range(min(self.size, len(archs))):
             self._start_worker()
-        self.pending = set(range(len(self.archs)))
-        while self.pending:
-            try:
-                message = self.results.get(timeout=0.5)
-            except queue.Empty:
-                yield from self._check_workers()
-                continue
-            row = self._take(message)
-            if row is not None:
-                yield row
-
-    def _take(self, message) -> dict | None:
-        kind, pid, index, payload = message
-        if kind == "start":
-            self.current[pid] = index
-            return None
-        self.current.pop(pid, None)
-        self.pending.discard(index)
-        self.rows_seen += 1
-        return payload
-
-    def _check_workers(self):
-        for pid, proc in list(self.procs.items()):
-            if proc.exitcode is None:
-                continue
-            del self.procs[pid]
-            if proc.exitcode == 0:
-                continue  # took its end-of-work marker
-            # what it sent before it died may still be in the queue: its row, even
-            while True:
+        while unfinished:
+            if not self.workers:  # cannot happen: an unfinished architecture is waiting or with a live worker
+                raise BenchError(f"the bench workers stopped with {unfinished} architectures unscored; "
+                                 "rerun the same command to resume")
+            for conn in multiprocessing.connection.wait(list(self.workers)):
+                worker = self.workers[conn]
                 try:
-                    message = self.results.get(timeout=0.1)
-                except queue.Empty:
-                    break
-                row = self._take(message)
-                if row is not None:
-                    yield row
-            how = f"signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
-            index = self.current.pop(pid, None)
-            if index is None:
-                if not self.rows_seen:
-                    raise BenchError(f"a bench worker process ended ({how}) before scoring anything; "
-                                     "rerun with --workers 1 to see why")
-            else:
-                self.pending.discard(index)
-                yield {
-                    "arch": self.job.space_module.format_arch(self.archs[index]), "score": math.nan,
-                    "nan_reason": None, "params": None, "seconds": 0.0, "device": self.job.device,
-                    "error": f"the worker process died ({how}) while scoring this architecture (out of memory?)",
-                }
-            self._restart(how)
-        while not self.procs and self.pending:  # every worker is done: what they sent is all there is
-            try:
-                message = self.results.get(timeout=2.0)
-            except queue.Empty:
-                # a worker killed between taking an architecture and announcing
-                # it leaves that architecture unscored: hand those out again
-                self._requeue_pending()
-                return
-            row = self._take(message)
-            if row is not None:
-                yield row
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    row = self._bury(worker, archs, waiting)
+                    if row is not None:
+                        unfinished -= 1
+                        yield row
+                    continue
+                if message == "started":
+                    _send(worker.conn, self.job)  # (fails where it has died: end of file comes next)
+                    continue
+                if message == "ready":  # it has the job
+                    worker.ready = self.any_ready = True
+                    self._hand_out(worker, archs, waiting)
+                    continue
+                worker.task = None
+                self._hand_out(worker, archs, waiting)  # before the driver stores this row: the worker goes on
+                unfinished -= 1
+                yield message
 
-    def _requeue_pending(self) -> None:
-        self.restarts += 1
-        if self.restarts > 3 * self.size + 10:
-            raise BenchError(f"the bench workers stopped with {len(self.pending)} architectures unscored; "
-                             "rerun the same command to resume")
-        for index in sorted(self.pending):
-            self.tasks.put((index, self.archs[index]))
-        self.tasks.put(None)
-        self._start_worker()
+    def _hand_out(self, worker: "_Worker", archs: list, waiting) -> None:
+        arch = None  # no more work: exit
+        if waiting:
+            worker.task = waiting.popleft()
+            arch = archs[worker.task]
+        if not _send(worker.conn, arch) and worker.task is not None:
+            waiting.appendleft(worker.task)  # it has died before it had it: another will
+            worker.task = None
 
-    def _restart(self, how: str) -> None:
-        self.restarts += 1
-        if self.restarts > 3 * self.size + 10:
-            raise BenchError(f"bench worker processes keep dying ({how}); rerun with --workers 1 to see why")
-        self._start_worker()
+    def _bury(self, worker: "_Worker", archs: list, waiting) -> dict | None:
+        """A worker's pipe has closed: it exited after its last task, or died.
+        The error row of the architecture it was scoring, if any."""
+        del self.workers[worker.conn]
+        worker.conn.close()
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        how = "no exit code" if code is None else f"signal {-code}" if code < 0 else f"exit code {code}"
+        row = None
+        if worker.task is not None:
+            row = {
+                "arch": self.job.space_module.format_arch(archs[worker.task]), "score": math.nan,
+                "nan_reason": None, "params": None, "seconds": 0.0, "device": self.job.device,
+                "error": f"the worker process died ({how}) while scoring this architecture (out of memory?)",
+            }
+        elif not worker.ready:
+            self.early_deaths += 1
+            if self.early_deaths >= self.size and not self.any_ready:  # not one got as far as asking for work
+                raise BenchError(f"bench worker processes ended ({how}) before scoring anything; "
+                                 "rerun with --workers 1 to see why")
+        if waiting:
+            self.restarts += 1
+            if self.restarts > 3 * self.size + 10:
+                raise BenchError(f"bench worker processes keep dying ({how}); rerun with --workers 1 to see why")
+            self._start_worker()
+        return row
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.exitcode is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            proc.join(timeout=5)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join(timeout=5)
-        # the driver exits without waiting to flush tasks nobody will read
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()
-            q.close()
+        for worker in self.workers.values():
+            if worker.process.exitcode is None:
+                worker.process.terminate()
+        for worker in self.workers.values():
+            worker.process.join(timeout=5)
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.conn.close()
+        self.workers.clear()
 
 
-def _start_quiet_resource_tracker() -> None:
-    """Start multiprocessing's resource tracker (POSIX) with its stderr on
-    /dev/null. After Ctrl-C it outlives the stopped workers and warns about
-    their queue semaphores, below bench's own last line ("interrupted: ...
-    rerun the same command to resume"), which a user should see last."""
-    if os.name != "posix":
-        return
-    from multiprocessing import resource_tracker
+@dataclasses.dataclass
+class _Worker:
+    process: multiprocessing.Process
+    conn: object  # the driver's end of its pipe
+    task: int | None = None  # index of the architecture it is scoring
+    ready: bool = False  # has started up, loaded the job and asked for work
 
-    saved = os.dup(2)
+
+def _send(conn, message) -> bool:
+    """False where the worker at the other end has died."""
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            resource_tracker.ensure_running()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        conn.send(message)
+        return True
+    except OSError:
+        return False
 
 
-def _worker_main(job: _Job, tasks, results, parent: int) -> None:
+def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
-    freeze_startup_objects()
-    pid = os.getpid()
-    while True:
-        if os.getppid() != parent:  # the driver is gone: nobody will read what we send
-            results.cancel_join_thread()
-            return
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            continue
-        if task is None:
-            return
-        index, arch = task
-        results.put(("start", pid, index, None))
-        results.put(("row", pid, index, job.score(arch)))
+    try:
+        conn.send("started")
+        job = conn.recv()
+        freeze_startup_objects()
+        conn.send("ready")
+        while (arch := conn.recv()) is not None:
+            conn.send(job.score(arch))
+    except (EOFError, OSError):  # the driver is gone: nobody will read what we send
+        return
 
 
 _FROZEN = []
