@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from epsinas_onnx import bench
 from exporters import nb201
@@ -41,6 +42,7 @@ class StandInJob:
         text = nb201.format_arch(arch)
         if text == self.kill_on:
             os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.01)  # as if scoring: the other worker does not empty the list before a death is seen
         return {"arch": text, "score": 1.0, "error": None}
 
 
