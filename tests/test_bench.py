@@ -30,6 +30,21 @@ def stored(path) -> list[tuple]:
         return db.execute("SELECT arch, score, nan_reason, error, params FROM results ORDER BY arch").fetchall()
 
 
+def counting_exports(monkeypatch) -> list:
+    """(text, finite_check) of each architecture bench exports from here on
+    (in this process: bench with one worker)."""
+    exported = []
+    real = nb201.to_ir  # what bench's workers export with
+
+    @functools.wraps(real)
+    def counting(arch, **kw):
+        exported.append((nb201.format_arch(arch), kw.get("finite_check", False)))
+        return real(arch, **kw)
+
+    monkeypatch.setattr(nb201, "to_ir", counting)
+    return exported
+
+
 def bench_args(store, *extra):
     return ("bench", "nb201", "--batch-size", 8, "--store", store, "--no-progress", *extra)
 
@@ -157,19 +172,11 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
     from tests.test_computation_key import OTHER, SAME_A, SAME_B
 
     archs = [nb201.parse(s) for s in (SAME_A, SAME_B, OTHER)]
-    exported = []
-    real = nb201.to_ir
-
-    @functools.wraps(real)
-    def counting(arch, **kw):
-        exported.append(nb201.format_arch(arch))
-        return real(arch, **kw)
-
-    monkeypatch.setattr(nb201, "to_ir", counting)
+    exported = counting_exports(monkeypatch)
     options = dict(synthetic="normal", batch_size=8, progress=False)
     summary = bench.run_bench("nb201", archs, store_path=tmp_path / "r.sqlite", **options)
     assert (summary.scored, summary.reused) == (3, 1)
-    assert SAME_B not in exported
+    assert SAME_B not in {text for text, _ in exported}
     rows = {r[0]: r for r in stored(tmp_path / "r.sqlite")}
     a, b, other = rows[SAME_A], rows[SAME_B], rows[OTHER]
     assert b[1:4] == a[1:4] and other[1] != a[1]  # score, nan_reason, error

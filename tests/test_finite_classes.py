@@ -3,7 +3,6 @@ computed from an all-`none` node are exact zeros when the cell input is
 finite, so architectures differing only there share one run, but only after
 that run's finite check has passed."""
 
-import functools
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.scorer import open_session, rewrite_model
 from exporters import nb201
 from tests.conftest import cifar10_batch
-from tests.test_bench import stored
+from tests.test_bench import counting_exports, stored
 
 # node 1 is all-none: they differ only in the edges out of it (1->2, 1->3)
 CHECKED = "|none~0|+|nor_conv_3x3~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
@@ -81,26 +80,13 @@ def test_the_check_output_leaves_the_logits_alone_and_sees_overflow():
     assert _score(arch, batch, weights=(1.0, 3e38), finite_check=True)["finite"] is False
 
 
-def _counting_exports(monkeypatch) -> list:
-    exported = []
-    real = nb201.to_ir
-
-    @functools.wraps(real)
-    def counting(arch, **kw):
-        exported.append((nb201.format_arch(arch), kw.get("finite_check", False)))
-        return real(arch, **kw)
-
-    monkeypatch.setattr(nb201, "to_ir", counting)
-    return exported
-
-
 def _bench(tmp_path, name, archs):
     return bench.run_bench("nb201", [nb201.parse(s) for s in archs], store_path=tmp_path / name,
                            data=cifar10_batch(8), batch_size=8, norm="none", progress=False)
 
 
 def test_bench_shares_a_checked_result(tmp_path, monkeypatch):
-    exported = _counting_exports(monkeypatch)
+    exported = counting_exports(monkeypatch)
     summary = _bench(tmp_path, "r.sqlite", [CHECKED, FOLLOWER])
     assert (summary.scored, summary.reused, summary.errors) == (2, 1, 0)
     assert exported[-1] == (CHECKED, True) and FOLLOWER not in {text for text, _ in exported}
@@ -112,7 +98,7 @@ def test_bench_shares_a_checked_result(tmp_path, monkeypatch):
 
 def test_bench_runs_each_exact_class_when_the_check_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(nb201, "finite_check_passed", lambda values: False)
-    exported = _counting_exports(monkeypatch)
+    exported = counting_exports(monkeypatch)
     summary = _bench(tmp_path, "r.sqlite", [CHECKED, FOLLOWER])
     assert (summary.scored, summary.reused, summary.errors) == (2, 0, 0)
     assert exported[-2:] == [(CHECKED, True), (FOLLOWER, False)]
