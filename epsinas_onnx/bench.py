@@ -455,6 +455,14 @@ class _Job:
             finite_check=finite_check, build=self.build,
         )
 
+    def died_row(self, arch, error: str) -> dict:
+        """The error row of an architecture whose worker process died scoring
+        it (a local worker, a Ray task): no result; the next run retries it."""
+        return {
+            "arch": self.space_module.format_arch(arch), "score": math.nan, "nan_reason": None,
+            "params": None, "seconds": 0.0, "device": self.device, "error": error,
+        }
+
     def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
         state = dict(self.__dict__)
         state["space_module"] = self.space_module.NAME
@@ -630,11 +638,8 @@ class _Pool:
         how = "no exit code" if code is None else f"signal {-code}" if code < 0 else f"exit code {code}"
         row = None
         if worker.task is not None:
-            row = {
-                "arch": self.job.space_module.format_arch(archs[worker.task]), "score": math.nan,
-                "nan_reason": None, "params": None, "seconds": 0.0, "device": self.job.device,
-                "error": f"the worker process died ({how}) while scoring this architecture (out of memory?)",
-            }
+            row = self.job.died_row(
+                archs[worker.task], f"the worker process died ({how}) while scoring this architecture (out of memory?)")
         elif not worker.ready:
             self.early_deaths += 1
             if self.early_deaths >= self.size and not self.any_ready:  # not one got as far as asking for work

@@ -199,12 +199,8 @@ class RayExecutor:
                         yield row
 
     def _dead_row(self, arch, exc) -> dict:
-        return {
-            "arch": self.job.space_module.format_arch(arch), "score": math.nan, "nan_reason": None,
-            "params": None, "seconds": 0.0, "device": self.job.device,
-            "error": f"the Ray worker died while scoring this architecture, {1 + self.max_retries} times "
-                     f"({type(exc).__name__}; out of memory?)",
-        }
+        return self.job.died_row(arch, f"the Ray worker died while scoring this architecture, {1 + self.max_retries} "
+                                       f"times ({type(exc).__name__}; out of memory?)")
 
 
 def _first_line(exc: BaseException) -> str:
