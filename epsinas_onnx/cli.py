@@ -110,23 +110,93 @@ def cli():
     """epsinas: rank untrained networks with two constant shared weights."""
 
 
+def torch_options(fn):
+    """score --torch: a PyTorch module from a factory, exported and scored in place of MODEL."""
+    fn = click.option(
+        "--input-shape", metavar="NxCxHxW", default=None, callback=_shape,
+        help="The shape of the example input the --torch module is exported with (zeros, float32; the batch "
+        "dim is exported as dynamic, so --batch-size still decides the batch scored).",
+    )(fn)
+    fn = click.option(
+        "--torch-kwargs", metavar="JSON", default=None, callback=_json_object,
+        help="Keyword arguments for the --torch factory, a JSON object, e.g. '{\"num_classes\": 10}'.",
+    )(fn)
+    fn = click.option(
+        "--torch", "torch_factory", metavar="MODULE:CALLABLE", default=None,
+        help="Score the nn.Module this class or function returns (e.g. torchvision.models:resnet18; MODULE is "
+        "imported from the current directory or the installed packages), exported to ONNX as the README "
+        'documents; needs torch (pip install "epsinas-onnx[export]").',
+    )(fn)
+    return fn
+
+
+def _json_object(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg}): {value}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"must be a JSON object ({{...}}), not {value}")
+    return parsed
+
+
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"dims joined by x, like 1x3x224x224, not {value}") from None
+    if min(dims) < 1:
+        raise click.BadParameter(f"dims must be positive, not {value}")
+    return dims
+
+
+def _score_torch_factory(model, factory, factory_kwargs, input_shape, data, weights, settings):
+    """score --torch: build the module and score it (epsinas_onnx/torch.py)."""
+    if model is not None:
+        raise UserError(f"give MODEL or --torch, not both (got {model} and --torch {factory})")
+    if input_shape is None:
+        raise UserError("--torch needs --input-shape, the example input's shape (e.g. 1x3x224x224)")
+    from epsinas_onnx import torch as torch_scoring
+
+    if os.getcwd() not in sys.path:  # the user's own factory module, as `python -m` would find it
+        sys.path.insert(0, os.getcwd())
+    module = torch_scoring.module_from_factory(factory, factory_kwargs)
+    return torch_scoring.score(module, input_shape, data, weights, **settings)
+
+
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False), required=False)
 @weights_option()
 @input_options()
 @policy_options
+@torch_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
-    """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
+          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed,
+          torch_factory, torch_kwargs, input_shape, fmt):
+    """Score MODEL (an .onnx file), or with --torch a PyTorch module. Exit 0 whenever a score, NaN included,
+    was computed."""
     from epsinas_onnx.scorer import score as score_model
 
-    result = score_model(
-        model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
+    settings = dict(
+        output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
         **init_settings(weight_init, weight_seed),
     )
+    if torch_factory is not None:
+        result = _score_torch_factory(model, torch_factory, torch_kwargs, input_shape, data, weights, settings)
+        model = torch_factory
+    elif model is None:
+        raise UserError("give MODEL (an .onnx file) or --torch MODULE:CALLABLE")
+    elif input_shape is not None or torch_kwargs is not None:
+        raise UserError("--input-shape and --torch-kwargs go with --torch")
+    else:
+        result = score_model(model, data, weights, **settings)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     row = {"model": model, **result.to_dict()}
