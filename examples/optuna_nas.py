@@ -1,7 +1,7 @@
 """A NAS loop with the epsinas score as its objective: Optuna searches a small
 space of ResNet-style CNNs, and each candidate is scored untrained, in one
 call (epsinas_onnx.torch.score exports it to ONNX and scores the file): no
-training, no labels, about a second per candidate on a laptop CPU.
+training, no labels; a few seconds per candidate, most of it torch's export.
 
     pip install "epsinas-onnx[export]" optuna
     python examples/optuna_nas.py --trials 30
