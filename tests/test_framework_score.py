@@ -78,6 +78,24 @@ def test_torch_score_equals_scoring_the_hand_export(name, tmp_path):
         assert not result.warnings, result.warnings  # BN kept, nothing folded
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg11_bn"])
+def test_real_torchvision_models(name, tmp_path):
+    """Where torchvision imports (not beside this project's torch 2.13: its
+    wheels need their own torch). At w = 1e-7 the last two underflow to a
+    constant output: NaN with its reason, the same both ways."""
+    torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed")
+    model = getattr(torchvision.models, name)()
+    x = torch.zeros(1, 3, 64, 64)
+    result = epsinas_onnx.torch.score(model, x, **SETTINGS)
+    export_by_hand(model, x, tmp_path / "m.onnx")
+    expected = epsinas_onnx.score(tmp_path / "m.onnx", **SETTINGS)
+    if name == "resnet18":
+        assert_same_result(result, expected)
+    else:
+        assert np.isnan(result.score) and result.nan_reason == expected.nan_reason
+        assert result.nan_reason.startswith("constant output at w = 1e-07")
+
+
 def test_shape_and_default_batch(tmp_path):
     """A shape as the example, and no data: the default batch, as for a file."""
     module = TORCHVISION_STYLE["resnet"](track=True)
