@@ -27,6 +27,13 @@ BN_GAMMA_HELP = (
 )
 
 
+DATA_HELP = (
+    "Images: an .npz ('images' or its only array) or .npy of NHWC uint8 or NCHW float32; a folder of PNG / JPEG "
+    "images (class sub-folders allowed; sorted relative paths; needs the 'images' extra); the CIFAR-10 / CIFAR-100 "
+    "binary version (test_batch.bin, test.bin, or their folder). For token models, a text file. Pickles are never read."
+)
+
+
 def weights_option(default=(1e-7, 1.0)):
     return click.option(
         "--weights", nargs=2, type=float, default=default, show_default=True, metavar="W1 W2",
@@ -81,7 +88,7 @@ def input_options(bench: bool = False):
         threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=None,
                                help="ONNX Runtime intra-op threads (default: all cores).")
     options = [
-        click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz with 'images' or one array, or .npy; NHWC uint8 or NCHW float32) or, for token models, a text file."),
+        click.option("--data", type=click.Path(), help=DATA_HELP),
         click.option("--batch-size", type=int, default=256, show_default=True),
         click.option("--shuffle-seed", type=click.IntRange(min=0), default=None, help="Draw the batch at random with this seed instead of taking the first items."),
         click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True, help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays."),
