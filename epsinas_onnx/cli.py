@@ -126,26 +126,60 @@ def cli():
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(), metavar="MODEL...")
 @weights_option()
 @input_options()
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
+def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
           input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
-    """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
+    """Score MODEL (an .onnx file), or rank several (files, a shell glob, or
+    folders of *.onnx) on the same batch, highest first. Exit 0 whenever a
+    score, NaN included, was computed; ranking several, exit 1 if any of them
+    could not be scored (its row says why)."""
     from epsinas_onnx.scorer import score as score_model
 
-    result = score_model(
-        model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
+    options = dict(
+        output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
         **init_settings(weight_init, weight_seed),
     )
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    row = {"model": model, **result.to_dict()}
-    click.echo(render([row], fmt, single=True), nl=False)
+    if len(models) == 1 and not Path(models[0]).is_dir():
+        result = score_model(models[0], data, weights, **options)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        row = {"model": models[0], **result.to_dict()}
+        click.echo(render([row], fmt, single=True), nl=False)
+        return
+    _rank(models, data, weights, options, fmt)
+
+
+def _rank(models, data, weights, options: dict, fmt: str) -> None:
+    from epsinas_onnx.ranking import model_paths, rank_models
+
+    ranked = rank_models(model_paths(models), data, weights, **options)
+    failed = 0
+    rows = []
+    for entry in ranked:
+        if entry.result is None:
+            failed += 1
+            details = {"score": None, "nan_reason": None}
+        else:
+            for warning in entry.result.warnings:
+                click.echo(f"warning: {entry.model}: {warning}", err=True)
+            details = entry.result.to_dict()
+        if fmt == "table":
+            note = f"error: {entry.error}" if entry.error else details["nan_reason"]
+            score_value = entry.result.score if entry.result is not None else None  # nan stays nan, an error is blank
+            rows.append({"rank": entry.rank, "score": score_value, "model": entry.model, "note": note})
+        else:
+            rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
+                         "error": entry.error, "seconds": details.get("seconds"), "input": details.get("input"),
+                         "weights": details.get("weights"), "warnings": details.get("warnings", [])})
+    click.echo(render(rows, fmt), nl=False)
+    if failed:
+        raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
 
 
 @cli.command()
