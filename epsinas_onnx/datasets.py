@@ -265,7 +265,7 @@ def _open_folder(path: Path) -> ImageSource:
     for name, kind in (("test_batch.bin", "CIFAR-10"), ("test.bin", "CIFAR-100")):
         if (path / name).is_file():
             return _open_cifar_binary(path / name, kind)
-    if (path / "batches.meta").is_file() or (path / "meta").is_file() and (path / "test").is_file():
+    if (path / "batches.meta").is_file() or ((path / "meta").is_file() and (path / "test").is_file()):
         _refuse_cifar_python(path)
     files = sorted(
         (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
