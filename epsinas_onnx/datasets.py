@@ -49,7 +49,7 @@ class ImageSource:
     dtype: np.dtype
     description: str
     take: Callable[[np.ndarray], np.ndarray]  # indices -> the items, in that order
-    working_bytes: int = 0  # memory that taking holds beyond the items themselves
+    working_bytes: int = 0  # memory that taking holds beyond the items and one read chunk
 
     @property
     def shape(self) -> list[int]:
@@ -163,9 +163,8 @@ def _open_npz(path: Path) -> ImageSource:
         except NPZ_ERRORS as exc:
             raise _npz_error(path, exc) from None
 
-    item_bytes = math.prod(shape[1:]) * dtype.itemsize
-    working = math.prod(shape) * dtype.itemsize if fortran and len(shape) > 1 else max(item_bytes, STREAM_CHUNK_BYTES)
-    return ImageSource(shape[0], tuple(shape[1:]), dtype, source, take, working)
+    whole = math.prod(shape) * dtype.itemsize if fortran and len(shape) > 1 else 0
+    return ImageSource(shape[0], tuple(shape[1:]), dtype, source, take, whole)
 
 
 # what zipfile and zlib raise on a damaged archive (RuntimeError: encrypted)

@@ -173,12 +173,18 @@ def _check_image_memory(spec: InputSpec, source, nchw: list[int], batch_size: in
     batch_bytes = math.prod(nchw) * 4
     resized = _planned_shape(spec, nchw)
     resized_bytes = math.prod(resized) * 4
-    need = CONVERSION_COPIES * max(batch_bytes, resized_bytes) + source.working_bytes
-    if need <= available * BATCH_MEMORY_SHARE and batch_bytes <= available * BATCH_MEMORY_SHARE:
+    need = CONVERSION_COPIES * max(batch_bytes, resized_bytes)
+    if source.working_bytes > available / 4:  # a Fortran-order .npz member is read whole
+        raise UserError(
+            f"{source.description} must be read whole ({source.working_bytes / 2**30:.1f} GiB; it is stored in "
+            f"Fortran order) and this machine has {available / 2**30:.1f} GiB available: save it in C order "
+            "(numpy.savez of numpy.ascontiguousarray)"
+        )
+    if need <= available * BATCH_MEMORY_SHARE:
         return
     what = f"a batch of {batch_size} image(s) of shape {nchw[1:]}"
-    if resized != nchw:
-        what += f", resized to the model's {resized[1:]}"
+    if resized[1:] != nchw[1:]:
+        what += f" ({resized[1:]} as the model takes them)"
     if batch_size > 1:
         fix = "pass a smaller --batch-size"
     elif resized_bytes > batch_bytes:

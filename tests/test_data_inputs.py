@@ -131,6 +131,15 @@ def test_npz_is_read_in_chunks_through_to_its_crc(tmp_path):
         np.testing.assert_array_equal(batch.array, images[chosen])
 
 
+def test_a_fortran_order_npz_gives_the_same_batch(tmp_path, cifar):
+    images, _ = cifar
+    np.savez(tmp_path / "c.npz", images=images)
+    np.savez(tmp_path / "f.npz", images=np.asfortranarray(images))
+    for seed in (None, 2):
+        same_batch(prepare_batch(image_spec(), tmp_path / "f.npz", batch_size=10, shuffle_seed=seed),
+                   prepare_batch(image_spec(), tmp_path / "c.npz", batch_size=10, shuffle_seed=seed))
+
+
 # ---------------------------------------------------------------- memory follows the batch
 
 SPARSE_GIB = 1  # the large data file: sparse, so it costs no disk and no time
