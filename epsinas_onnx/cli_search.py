@@ -47,7 +47,7 @@ def store_options(fn):
                      help="The results store the scores come from; architectures it lacks are scored into it."),
         click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
         click.option("--config", default=None, help="The config id, when the store holds several for the space."),
-        click.option("--data", type=click.Path(dir_okay=False), default=None,
+        click.option("--data", type=click.Path(), default=None,
                      help="On-demand scoring: the --data the store was made with (as `bench`)."),
         click.option("--batch-size", type=int, default=256, show_default=True, help="On-demand scoring: as `bench`."),
         click.option("--shuffle-seed", type=int, default=None, help="On-demand scoring: as `bench`."),
@@ -381,7 +381,7 @@ def _model_targets(path, names: list[str], target_column: str | None) -> tuple[d
 @click.option("--arch-column", default=None)
 @click.option("--target-column", default=None)
 @click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None)
-@click.option("--data", type=click.Path(dir_okay=False), default=None, help="As `score`.")
+@click.option("--data", type=click.Path(), default=None, help="As `score`.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--shuffle-seed", type=int, default=None)
 @click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True)
@@ -511,7 +511,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--accuracies", type=click.Path(dir_okay=False), required=True, help="As `evaluate`.")
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
 @click.option("--target-column", default=None)
-@click.option("--data", type=click.Path(dir_okay=False), default=None, help="The real batch, as `bench`.")
+@click.option("--data", type=click.Path(), default=None, help="The real batch, as `bench`.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True)
 @click.option("--input-seed", type=int, default=0, show_default=True)

@@ -129,7 +129,10 @@ def test_unreadable_path(capsys):
 
 
 def test_directory_as_model(capsys, tmp_path):
+    # score ranks the *.onnx of a folder; rewrite takes one file
     code, _, err = main_result(capsys, "score", tmp_path)
+    assert_one_line(code, err, "is a folder with no .onnx file in it")
+    code, _, err = main_result(capsys, "rewrite", tmp_path, "--explain")
     assert_one_line(code, err, "is a directory")
 
 

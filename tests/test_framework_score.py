@@ -237,7 +237,7 @@ def test_cli_scores_a_factory_from_the_current_folder(tmp_path, monkeypatch):
     (["m.onnx", "--torch", "tests.torch_reference.cnns:TinyResNet", "--input-shape", "1x3x8x8"],
      "error: give MODEL or --torch, not both"),
     (["m.onnx", "--input-shape", "1x3x8x8"], "error: --input-shape and --torch-kwargs go with --torch"),
-    ([], "error: give MODEL (an .onnx file) or --torch MODULE:CALLABLE"),
+    ([], "error: give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE"),
 ])
 def test_cli_factory_errors_are_one_line(args, message, capsys):
     assert main(["score", *args]) == 1

@@ -71,9 +71,20 @@ def test_synthetic_inputs(kind):
     np.testing.assert_array_equal(x, prepare_batch(image_spec(), synthetic=kind, batch_size=8, seed=1).array)
 
 
-def test_default_input_is_documented_synthetic_normal():
+def test_default_image_input_is_the_grey_batch():
+    """No --data: the grey ramp (the best synthetic input measured on
+    NAS-Bench-201); the normal batch stays an option, unchanged."""
     batch = prepare_batch(image_spec(), batch_size=4)
-    assert "synthetic normal" in batch.description and "default" in batch.description
+    assert "synthetic grey" in batch.description and "default" in batch.description
+    np.testing.assert_array_equal(batch.array, prepare_batch(image_spec(), synthetic="grey", batch_size=4).array)
+    normal = prepare_batch(image_spec(), synthetic="normal", batch_size=4, seed=0).array
+    np.testing.assert_array_equal(normal, np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32))
+
+
+def test_default_token_input_is_unchanged():
+    batch = prepare_batch(token_spec(), batch_size=4, seq_len=5, vocab_size=50, seed=2)
+    np.testing.assert_array_equal(batch.array, np.random.default_rng(2).integers(0, 50, size=(5, 4)))
+    assert "random tokens" in batch.description
 
 
 def test_token_text_is_laid_out_in_contiguous_columns(tmp_path):
