@@ -11,7 +11,7 @@ import math
 
 import click
 
-from epsinas_onnx.cli import SPACES, render
+from epsinas_onnx.cli import SPACES, render, target_source_options
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
 
@@ -28,9 +28,7 @@ def _options(fn, options):
 
 def target_options(fn):
     """Where the targets ("trained accuracies") come from, as for `evaluate`."""
-    return _options(fn, [
-        click.option("--accuracies", type=click.Path(dir_okay=False), required=True,
-                     help="A csv of targets per architecture (nb201 accuracies.csv; see `evaluate`)."),
+    return _options(target_source_options(fn), [
         click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
                      help="nb201: the target column (default cifar10)."),
         click.option("--arch-column", default=None, help="Architecture column (default per space, as `evaluate`)."),
@@ -91,8 +89,13 @@ class _Context:
         from exporters import get_space
 
         self.space = get_space(space)
+        from epsinas_onnx import benchmark_tables
+
+        table = benchmark_tables.targets_table(
+            space, accuracies=opts["accuracies"], benchmark_file=opts["benchmark_file"],
+            archs=list(self.scores.known) if self.scores is not None else None)
         self.targets = search.load_targets(
-            space, opts["accuracies"], dataset=opts["dataset"], arch_column=opts["arch_column"],
+            space, table, dataset=opts["dataset"], arch_column=opts["arch_column"],
             target_column=opts["target_column"], lower_is_better=opts["lower_is_better"], select_column=select_column,
         )
 
@@ -174,7 +177,8 @@ def _header_line(ctx: _Context) -> str:
 def search():
     """NAS search with stored scores: pick one of N, random search, ageing
     evolution, and their curves (reference-semantics §9). "Training" is a
-    lookup of the target in --accuracies."""
+    lookup of the target in the packaged table (or --accuracies /
+    --benchmark-file)."""
 
 
 @search.command()
@@ -508,7 +512,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
 @click.option("--weights", nargs=2, type=float, default=None, metavar="W1 W2", help="Default: the space's reference pair.")
-@click.option("--accuracies", type=click.Path(dir_okay=False), required=True, help="As `evaluate`.")
+@target_source_options
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
 @click.option("--target-column", default=None)
 @click.option("--data", type=click.Path(dir_okay=False), default=None, help="The real batch, as `bench`.")
@@ -524,7 +528,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Rank correlations per value (.png/.pdf/.svg); batch sizes on a log axis.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accuracies, dataset, target_column, data,
+def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accuracies, benchmark_file, dataset, target_column, data,
            batch_size, norm, input_seed, seq_len, store, workers, device, progress, plot_path, fmt):
     """Vary one bench option over a sample and evaluate each value (the
     paper's ablations: synthetic inputs, batch size, weight initialisation,
@@ -547,7 +551,11 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     archs = module.sample(n, seed) if n is not None else load_arch_file(module, arch_file)
     if vary == "synthetic" and "real" in values and data is None:
         raise UserError("--values real needs the real batch: give --data")
-    rows = ablation.run_ablation(space, archs, vary, values, accuracies=accuracies, dataset=dataset,
+    from epsinas_onnx.benchmark_tables import targets_table
+
+    targets = targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
+                            archs=[module.format_arch(a) for a in archs])
+    rows = ablation.run_ablation(space, archs, vary, values, accuracies=targets, dataset=dataset,
                                  target_column=target_column, store=store, repeats=repeats, weights=weights, data=data,
                                  batch_size=batch_size, norm=norm, input_seed=input_seed, seq_len=seq_len,
                                  workers=workers, device=device, progress=progress)
