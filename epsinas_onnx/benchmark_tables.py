@@ -95,7 +95,7 @@ def targets_table(space: str, *, accuracies=None, benchmark_file=None, archs=Non
     if benchmark_file is not None:
         from epsinas_onnx import benchmark_files
 
-        return benchmark_files.read(space, benchmark_file)
+        return benchmark_files.read(space, benchmark_file, archs)
     names = PACKAGED_TARGETS[space]
     if len(names) == 1 or archs is None:
         return packaged(names[0])

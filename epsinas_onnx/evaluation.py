@@ -37,7 +37,7 @@ EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
 NB201_DATASETS = ("cifar10", "cifar100", "imagenet16_120")
 # per-space defaults: candidate arch columns (first present wins; "a,b" joins two
 # columns with a space), candidate target columns, and the target's direction
-ARCH_COLUMNS = {"nb201": ("arch", "arch_str"), "nb101": ("cell", "adjacency,ops"), "nlp": ("recepie", "arch")}
+ARCH_COLUMNS = {"nb201": ("arch", "arch_str"), "nb101": ("cell", "adjacency,ops", "arch"), "nlp": ("recepie", "arch")}
 TARGET_COLUMNS = {"nb201": None, "nb101": ("cifar_acc_108", "val_accuracy"), "nlp": ("final_test_loss",)}
 LOWER_IS_BETTER = {"nb201": False, "nb101": False, "nlp": True}
 # columns of a side table that are not proxies
