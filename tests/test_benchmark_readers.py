@@ -141,6 +141,15 @@ def nb101_file(tmp_path_factory):
     return path, expected, once
 
 
+def test_nasbench_hash_is_the_benchmarks_own():
+    # a cell of nasbench_only108.tfrecord with its module_hash, as the benchmark's data gives it
+    # (the key of its record; quoted in NAS-Bench-101 users' code and tests)
+    matrix = [[0, 1, 0, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 1, 0],
+              [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]]
+    ops = ["input", "conv3x3-bn-relu", "maxpool3x3", "conv3x3-bn-relu", "conv3x3-bn-relu", "conv1x1-bn-relu", "output"]
+    assert benchmark_files.nasbench_hash(matrix, ops) == "00005c142e6f48ac74fdcf73e3439874"
+
+
 def test_nasbench_hash_is_invariant_to_relabelling():
     rng = np.random.default_rng(1)
     nb101 = get_space("nb101")
