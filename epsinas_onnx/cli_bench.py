@@ -26,7 +26,8 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
               help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
-                   "test_143.csv, nlp wt2_summary.csv.")
+                   "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
+                   "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary).")
 @click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
 @weights_option(default=None)
 @input_options(bench=True)

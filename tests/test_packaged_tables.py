@@ -177,3 +177,17 @@ def test_nlp_space_reads_the_packaged_recipes(shared_data):
     nlp = get_space("nlp")
     assert repr(nlp.load_recipes()) == repr(nlp.load_recipes(shared_data / "nlp"))  # repr: NaN equals NaN
     assert len(nlp.all_archs()) == 291
+
+
+def test_bench_archs_from_a_packaged_table_equal_those_of_the_source_file(shared_data):
+    from epsinas_onnx.bench import load_arch_file
+
+    nb101, nlp = get_space("nb101"), get_space("nlp")
+    for name, source in [("nb101_test_143", "nb101/test_143.csv"), ("nb101_naslib_500", "nb101/naslib_500.csv")]:
+        assert load_arch_file(nb101, f"packaged:{name}") == load_arch_file(nb101, shared_data / source)
+    assert load_arch_file(nlp, "packaged:nlp_wt2_summary") == load_arch_file(nlp, shared_data / "nlp" / "wt2_summary.csv")
+    assert len(load_arch_file(nb101, "packaged:nb101_test_143")) == 143
+    assert_user_error(run_cli("bench", "nb101", "--archs", "packaged:nb201_accuracies", "--store", "x.sqlite"),
+                      "the packaged table nb201_accuracies", "nb101")
+    assert_user_error(run_cli("bench", "nb101", "--archs", "packaged:nope", "--store", "x.sqlite"),
+                      "no packaged table 'nope'")
