@@ -379,8 +379,9 @@ def _model_targets(path, names: list[str], target_column: str | None) -> tuple[d
 @click.option("--per-decade", type=int, default=1, show_default=True, help="Grid points per decade.")
 @click.option("--compare", "compare", multiple=True, nargs=2, type=float, metavar="W1 W2",
               help="Also report these pairs (must be on the grid); default for a space: the paper's pair.")
-@click.option("--accuracies", type=click.Path(dir_okay=False), default=None,
-              help="Targets: for a SPACE as `evaluate`; for model files a csv with a 'model' column.")
+@click.option("--accuracies", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
+              help="Targets: for a SPACE a csv as `evaluate`, or given alone the table packaged for the space; "
+                   "for model files a csv with a 'model' column.")
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
 @click.option("--arch-column", default=None)
 @click.option("--target-column", default=None)
@@ -442,7 +443,10 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
             seen.setdefault(module.format_arch(a), a)
         items = [lib.Item(name, space=space, arch=a) for name, a in seen.items()]
         if accuracies:
-            t = search_lib.load_targets(space, accuracies, dataset=dataset, arch_column=arch_column,
+            from epsinas_onnx.benchmark_tables import PACKAGED, targets_table
+
+            table = targets_table(space, accuracies=None if accuracies == PACKAGED else accuracies, archs=list(seen))
+            t = search_lib.load_targets(space, table, dataset=dataset, arch_column=arch_column,
                                         target_column=target_column, lower_is_better=lower_is_better)
             targets, lower = t.values, t.lower_is_better
         compare = list(compare) or [PAPER_PAIRS[space]]
@@ -453,6 +457,9 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
         if n is not None or arch_file is not None:
             raise UserError(f"--sample / --archs are for a search space ({', '.join(SPACES.choices)}), not model files")
         items = [lib.Item(p, path=p) for p in dict.fromkeys(what)]
+        if accuracies == "packaged":
+            raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
+                            "a 'model' column")
         if accuracies:
             targets, target_column = _model_targets(accuracies, [i.name for i in items], target_column)
         compare = list(compare)

@@ -191,3 +191,15 @@ def test_bench_archs_from_a_packaged_table_equal_those_of_the_source_file(shared
                       "the packaged table nb201_accuracies", "nb101")
     assert_user_error(run_cli("bench", "nb101", "--archs", "packaged:nope", "--store", "x.sqlite"),
                       "no packaged table 'nope'")
+
+
+def test_calibrate_with_the_packaged_accuracies_equals_the_source_file(shared_data, tmp_path):
+    args = ["calibrate", "nb201", "--sample", 6, "--seed", 1, "--low", 1e-8, 1e-7, "--high", 1e-1, 1,
+            "--batch-size", 8, "--compare", 1e-7, 1, "--format", "json", "--no-progress",
+            "--outputs", tmp_path / "o.npz"]
+    packaged_run = run_cli(*args, "--accuracies")
+    by_file = run_cli(*args, "--accuracies", shared_data / "nb201" / "accuracies.csv")
+    assert packaged_run.returncode == 0 and by_file.returncode == 0, (packaged_run.stderr, by_file.stderr)
+    a, b = json.loads(packaged_run.stdout), json.loads(by_file.stdout)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b and all("spearman" in p for p in a["pairs"])
