@@ -6,9 +6,7 @@ takes it with --benchmark-file."""
 import base64
 import bz2
 import json
-import math
 import pickle
-import shutil
 import struct
 import zipfile
 
@@ -20,7 +18,7 @@ from epsinas_onnx.benchmark_tables import packaged
 from exporters import get_space
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_user_error
-from tests.test_packaged_tables import _store
+from tests.test_packaged_tables import _store, cli_json
 
 # ---------------------------------------------------------------- TFRecord framing and CRC32-C
 
@@ -181,15 +179,13 @@ def test_nb101_tfrecord_gives_the_packaged_test_accuracies(nb101_file):
         assert float(by_arch[stored]["cifar_acc_108"]) == pytest.approx(packaged_acc[stored], abs=1e-12)
 
 
-def test_evaluate_with_the_nb101_tfrecord_equals_the_packaged_table(nb101_file, tmp_path):
+def test_evaluate_with_the_nb101_tfrecord_equals_the_packaged_table(nb101_file, tmp_path, capsys):
     path, expected, once = nb101_file
     rng = np.random.default_rng(2)
     store = tmp_path / "s.sqlite"
     _store(store, "nb101", once, list(expected[a] + rng.normal(0, 0.01) for a in once))
-    packaged_run = run_cli("evaluate", "--store", store, "--format", "json")
-    file_run = run_cli("evaluate", "--store", store, "--benchmark-file", path, "--format", "json")
-    assert packaged_run.returncode == 0 and file_run.returncode == 0, (packaged_run.stderr, file_run.stderr)
-    a, b = json.loads(packaged_run.stdout), json.loads(file_run.stdout)
+    a = cli_json(capsys, "evaluate", "--store", store)
+    b = cli_json(capsys, "evaluate", "--store", store, "--benchmark-file", path)
     assert b["targets_from"] == str(path) and b["counts"]["compared"] == len(once)
     assert a["target"] == b["target"] == "cifar_acc_108"
     for row_a, row_b in zip(a["rows"], b["rows"]):
@@ -230,7 +226,7 @@ def _assert_same_as_packaged(table, n):
             assert float(mine[column]) == pytest.approx(float(theirs[column]), abs=1e-9), column
 
 
-def test_nas_bench_201_pth_gives_the_packaged_table(tmp_path):
+def test_nas_bench_201_pth_gives_the_packaged_table(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     api_utils = pytest.importorskip("nas_201_api.api_utils")
     rows = packaged("nb201_accuracies").rows[:12]
@@ -245,10 +241,10 @@ def test_nas_bench_201_pth_gives_the_packaged_table(tmp_path):
     store = tmp_path / "s.sqlite"
     _store(store, "nb201", [nb201.format_arch(nb201.parse(r["arch"])) for r in rows],
            [float(r["cifar10"]) + k % 3 for k, r in enumerate(rows)])
-    a = run_cli("evaluate", "--store", store, "--format", "json")
-    b = run_cli("evaluate", "--store", store, "--benchmark-file", path, "--format", "json")
-    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
-    for row_a, row_b in zip(json.loads(a.stdout)["rows"], json.loads(b.stdout)["rows"]):
+    a = cli_json(capsys, "evaluate", "--store", store)
+    b = cli_json(capsys, "evaluate", "--store", store, "--benchmark-file", path)
+    assert b["targets_from"] == str(path)
+    for row_a, row_b in zip(a["rows"], b["rows"]):
         assert row_a["spearman"] == pytest.approx(row_b["spearman"]) and row_a["n"] == row_b["n"]
 
 
@@ -289,7 +285,7 @@ def test_nlp_logs_zip_as_released_gives_the_packaged_table(shared_data):
     assert table.rows == packaged("nlp_wt2_summary").rows  # every one of the 345 logs, text for text
 
 
-def test_nlp_logs_folder_written_by_the_test(shared_data, tmp_path):
+def test_nlp_logs_folder_written_by_the_test(shared_data, tmp_path, capsys):
     folder = tmp_path / "logs"
     folder.mkdir()
     with zipfile.ZipFile(shared_data / "nlp" / "wt2_logs.zip") as z:
@@ -309,9 +305,7 @@ def test_nlp_logs_folder_written_by_the_test(shared_data, tmp_path):
     store = tmp_path / "s.sqlite"
     _store(store, "nlp", [nlp.format_arch(nlp.parse(r["recepie"])) for r in table.rows],
            [float(k) for k in range(len(table.rows))])
-    result = run_cli("evaluate", "--store", store, "--benchmark-file", folder, "--format", "json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["targets_from"] == str(folder)
+    assert cli_json(capsys, "evaluate", "--store", store, "--benchmark-file", folder)["targets_from"] == str(folder)
     (tmp_path / "bad.zip").write_bytes(b"no zip")
     assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "bad.zip"),
                       "neither a folder of NAS-Bench-NLP logs nor a zip")

@@ -8,7 +8,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 from epsinas_onnx import benchmark_tables
 from epsinas_onnx.store import ResultStore, settings_key, weights_key
@@ -87,14 +86,23 @@ def test_pyproject_ships_the_tables_as_package_data():
     assert "data/*.csv.gz" in globs and "data/PROVENANCE.md" in globs
 
 
-def _evaluate_json(*args):
-    result = run_cli("evaluate", *args, "--format", "json")
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+def cli_json(capsys, *args) -> dict:
+    """The command's json output, run in this process (as run_cli, without a new interpreter per call)."""
+    from epsinas_onnx.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in (*args, "--format", "json")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def _evaluate_json(capsys, *args):
+    out = cli_json(capsys, "evaluate", *args)
     return out.pop("targets_from"), out
 
 
-def test_evaluate_nb201_by_default_equals_the_source_files(shared_data, tmp_path):
+def test_evaluate_nb201_by_default_equals_the_source_files(shared_data, tmp_path, capsys):
     rows = _read(shared_data / "nb201" / "accuracies.csv")
     picked = np.random.default_rng(0).choice(len(rows), 300, replace=False)
     archs = [rows[i]["arch"] for i in picked]
@@ -102,20 +110,20 @@ def test_evaluate_nb201_by_default_equals_the_source_files(shared_data, tmp_path
     store = tmp_path / "s.sqlite"
     _store(store, "nb201", archs, scores)
     nb201 = shared_data / "nb201"
-    source, packaged = _evaluate_json("--store", store, "--dataset", "cifar100", "--baselines", "--proxies")
+    source, packaged = _evaluate_json(capsys, "--store", store, "--dataset", "cifar100", "--baselines", "--proxies")
     assert source == "the packaged table nb201_accuracies"
-    given, by_file = _evaluate_json("--store", store, "--dataset", "cifar100", "--accuracies", nb201 / "accuracies.csv",
+    given, by_file = _evaluate_json(capsys, "--store", store, "--dataset", "cifar100", "--accuracies", nb201 / "accuracies.csv",
                                     "--baselines", nb201 / "baselines.csv", "--proxies", nb201 / "proxies_subset.csv")
     assert given == str(nb201 / "accuracies.csv")
     assert packaged == by_file
     names = [r["proxy"] for r in packaged["rows"]]
     assert "naswot_cifar10" in names and "zen_cifar100" in names and "zc.synflow" in names
     assert 0 < packaged["counts"]["compared"] < 300  # the proxies cover a subset
-    _, same = _evaluate_json("--store", store, "--dataset", "cifar100", "--baselines", "packaged")
+    _, same = _evaluate_json(capsys, "--store", store, "--dataset", "cifar100", "--baselines", "packaged")
     assert [r["proxy"] for r in same["rows"]][3:] == ["naswot_cifar10", "zen_cifar100"]
 
 
-def test_evaluate_nb101_takes_the_packaged_table_that_holds_the_cells(shared_data, tmp_path):
+def test_evaluate_nb101_takes_the_packaged_table_that_holds_the_cells(shared_data, tmp_path, capsys):
     nb101 = get_space("nb101")
     test_143 = _read(shared_data / "nb101" / "test_143.csv")
     naslib = _read(shared_data / "nb101" / "naslib_500.csv")
@@ -126,26 +134,26 @@ def test_evaluate_nb101_takes_the_packaged_table_that_holds_the_cells(shared_dat
         archs = [nb101.format_arch(nb101.parse(text(r))) for r in rows[:80]]
         store = tmp_path / f"{name}.sqlite"
         _store(store, "nb101", archs, [float(r[target]) + i % 7 * 0.01 for i, r in enumerate(rows[:80])])
-        source, out = _evaluate_json("--store", store)
+        source, out = _evaluate_json(capsys, "--store", store)
         assert (source, out["target"]) == (f"the packaged table {name}", target)
         assert out["counts"]["compared"] == 80
     # naslib_500's proxies are the packaged nb101 baselines
-    source, out = _evaluate_json("--store", tmp_path / "nb101_naslib_500.sqlite", "--baselines")
+    source, out = _evaluate_json(capsys, "--store", tmp_path / "nb101_naslib_500.sqlite", "--baselines")
     assert {"synflow", "jacov", "snip"} <= {r["proxy"] for r in out["rows"]}
-    _, by_file = _evaluate_json("--store", tmp_path / "nb101_naslib_500.sqlite", "--accuracies",
+    _, by_file = _evaluate_json(capsys, "--store", tmp_path / "nb101_naslib_500.sqlite", "--accuracies",
                                 shared_data / "nb101" / "naslib_500.csv", "--baselines",
                                 shared_data / "nb101" / "naslib_500.csv")
     assert out == by_file
 
 
-def test_evaluate_nlp_by_default_and_no_packaged_nlp_baselines(shared_data, tmp_path):
+def test_evaluate_nlp_by_default_and_no_packaged_nlp_baselines(shared_data, tmp_path, capsys):
     nlp = get_space("nlp")
     rows = _read(shared_data / "nlp" / "wt2_summary.csv")[:60]
     store = tmp_path / "s.sqlite"
     _store(store, "nlp", [nlp.format_arch(nlp.parse(r["recepie"])) for r in rows],
            [-(float(r["final_test_loss"] or "nan")) + i % 5 * 0.01 for i, r in enumerate(rows)])
-    source, out = _evaluate_json("--store", store)
-    _, by_file = _evaluate_json("--store", store, "--accuracies", shared_data / "nlp" / "wt2_summary.csv")
+    source, out = _evaluate_json(capsys, "--store", store)
+    _, by_file = _evaluate_json(capsys, "--store", store, "--accuracies", shared_data / "nlp" / "wt2_summary.csv")
     assert source == "the packaged table nlp_wt2_summary" and out == by_file
     assert out["target"] == "final_test_loss" and out["lower_is_better"]
     assert_user_error(run_cli("evaluate", "--store", store, "--baselines"), "no packaged baselines for nlp",
@@ -159,18 +167,16 @@ def test_accuracies_and_benchmark_file_together_is_one_clear_error(tmp_path):
                       "not both")
 
 
-def test_search_pick_by_default_equals_the_source_file(shared_data, tmp_path):
+def test_search_pick_by_default_equals_the_source_file(shared_data, tmp_path, capsys):
     nb201 = get_space("nb201")
     archs = sorted({nb201.format_arch(a) for r in range(3) for a in nb201.sample(40, r)})
     rng = np.random.default_rng(1)
     store = tmp_path / "s.sqlite"
     _store(store, "nb201", archs, list(rng.normal(size=len(archs))))
-    args = ["search", "pick", "--store", store, "--n", 40, "--runs", 3, "--format", "json", "--no-progress"]
-    packaged = run_cli(*args)
-    assert packaged.returncode == 0, packaged.stderr
-    by_file = run_cli(*args, "--accuracies", shared_data / "nb201" / "accuracies.csv")
-    assert by_file.returncode == 0, by_file.stderr
-    assert json.loads(packaged.stdout) == json.loads(by_file.stdout)
+    args = ["search", "pick", "--store", store, "--n", 40, "--runs", 3, "--no-progress"]
+    packaged_run = cli_json(capsys, *args)
+    assert packaged_run == cli_json(capsys, *args, "--accuracies", shared_data / "nb201" / "accuracies.csv")
+    assert packaged_run["target"] == "cifar10" and packaged_run["runs"] == 3
 
 
 def test_nlp_space_reads_the_packaged_recipes(shared_data):
@@ -193,13 +199,10 @@ def test_bench_archs_from_a_packaged_table_equal_those_of_the_source_file(shared
                       "no packaged table 'nope'")
 
 
-def test_calibrate_with_the_packaged_accuracies_equals_the_source_file(shared_data, tmp_path):
+def test_calibrate_with_the_packaged_accuracies_equals_the_source_file(shared_data, tmp_path, capsys):
     args = ["calibrate", "nb201", "--sample", 6, "--seed", 1, "--low", 1e-8, 1e-7, "--high", 1e-1, 1,
-            "--batch-size", 8, "--compare", 1e-7, 1, "--format", "json", "--no-progress",
-            "--outputs", tmp_path / "o.npz"]
-    packaged_run = run_cli(*args, "--accuracies")
-    by_file = run_cli(*args, "--accuracies", shared_data / "nb201" / "accuracies.csv")
-    assert packaged_run.returncode == 0 and by_file.returncode == 0, (packaged_run.stderr, by_file.stderr)
-    a, b = json.loads(packaged_run.stdout), json.loads(by_file.stdout)
+            "--batch-size", 8, "--compare", 1e-7, 1, "--no-progress", "--outputs", tmp_path / "o.npz"]
+    a = cli_json(capsys, *args, "--accuracies")
+    b = cli_json(capsys, *args, "--accuracies", shared_data / "nb201" / "accuracies.csv")
     a.pop("seconds"), b.pop("seconds")
     assert a == b and all("spearman" in p for p in a["pairs"])
