@@ -9,7 +9,7 @@ module reads them, plus a name for messages. It comes from one of three places:
     benchmark_files.read  an official benchmark file (--benchmark-file PATH)
 
 `targets_table` and `side_table` pick the right one for a space, the default
-being the packaged tables. Only the standard library is used here.
+being the packaged tables. Reading a table needs only the standard library.
 """
 
 from __future__ import annotations

@@ -66,10 +66,11 @@ def init_settings(weight_init: str, weight_seed: int) -> dict:
 
 
 BENCHMARK_FILE_HELP = (
-    "Targets from an official benchmark file instead of the packaged table: nb201 a NAS-Bench-201 .pth or "
-    "NATS-Bench topology file/folder (pip install \"epsinas-onnx[nasbench]\"; these files are pickles, and "
+    "Targets from an official benchmark file instead of the packaged table: nb201 a NAS-Bench-201 .pth or the "
+    "NATS-Bench topology file NATS-tss-*-full.pickle.pbz2 (pip install \"epsinas-onnx[nasbench]\"; these files are pickles, and "
     "loading a pickle runs code in it: name only a file you trust); nb101 nasbench_only108.tfrecord (read "
-    "without TensorFlow); nlp the NAS-Bench-NLP training logs (folder or .zip)."
+    "without TensorFlow; cifar_acc_108 and val_accuracy, means over the repeats); nlp the NAS-Bench-NLP "
+    "training logs (folder or .zip)."
 )
 
 
