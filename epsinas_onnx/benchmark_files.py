@@ -63,6 +63,15 @@ def _text(value: float) -> str:
 # ---------------------------------------------------------------- NAS-Bench-201 / NATS-Bench
 
 
+def _load_api(load, path: Path, package: str):
+    """The package's API object; its failure (a file of another kind, a newer format) as one line."""
+    try:
+        return load()
+    except Exception as exc:  # the packages raise AssertionError, ValueError, pickle errors...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{package} could not load {path} ({first}): is it the benchmark's own file?") from None
+
+
 def read_nb201(path: Path) -> Table:
     name = path.name
     if name.endswith(".pth"):
@@ -70,13 +79,13 @@ def read_nb201(path: Path) -> Table:
             from nas_201_api import NASBench201API
         except ImportError:
             raise UserError(f"reading {name} needs the nas-bench-201 package (and torch): {NB201_EXTRA}") from None
-        api = NASBench201API(str(path), verbose=False)
+        api = _load_api(lambda: NASBench201API(str(path), verbose=False), path, "nas-bench-201")
     elif name.endswith(".pickle.pbz2") and path.is_file():
         try:
             import nats_bench
         except ImportError:
             raise UserError(f"reading {name} needs the nats_bench package: {NB201_EXTRA}") from None
-        api = nats_bench.create(str(path), "tss", fast_mode=False, verbose=False)
+        api = _load_api(lambda: nats_bench.create(str(path), "tss", fast_mode=False, verbose=False), path, "nats_bench")
     else:
         raise UserError(f"{path} is not a NAS-Bench-201 file (.pth) or a NATS-Bench topology file "
                         "(NATS-tss-*.pickle.pbz2, the single-file version)")

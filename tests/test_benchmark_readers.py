@@ -15,6 +15,7 @@ import pytest
 
 from epsinas_onnx import benchmark_files
 from epsinas_onnx.benchmark_tables import packaged
+from epsinas_onnx.errors import UserError
 from exporters import get_space
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_user_error
@@ -43,10 +44,10 @@ def test_tfrecord_framing_round_trip_and_corruption(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[14] ^= 1  # a data byte of the first record
     path.write_bytes(bytes(raw))
-    with pytest.raises(Exception, match="bad data checksum"):
+    with pytest.raises(UserError, match="bad data checksum"):
         list(benchmark_files.tfrecords(path))
     path.write_bytes(b"not a tfrecord file at all")
-    with pytest.raises(Exception, match="bad length checksum"):
+    with pytest.raises(UserError, match="bad length checksum"):
         list(benchmark_files.tfrecords(path))
 
 
@@ -236,6 +237,9 @@ def test_nas_bench_201_pth_gives_the_packaged_table(tmp_path, capsys):
     torch.save({"meta_archs": [r["arch"] for r in rows], "arch2infos": states,
                 "evaluated_indexes": list(range(len(rows)))}, path)
     _assert_same_as_packaged(benchmark_files.read("nb201", path), len(rows))
+    torch.save({"something": "else"}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="nas-bench-201 could not load .*other.pth"):
+        benchmark_files.read("nb201", tmp_path / "other.pth")
 
     nb201 = get_space("nb201")
     store = tmp_path / "s.sqlite"
