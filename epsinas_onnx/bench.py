@@ -265,11 +265,32 @@ def _error_text(exc: BaseException) -> str:
 # ---------------------------------------------------------------- the architecture list
 
 
+PACKAGED_PREFIX = "packaged:"
+
+
+def _packaged_archs(space_module, name: str) -> list:
+    from epsinas_onnx.benchmark_tables import packaged
+    from epsinas_onnx.evaluation import ARCH_COLUMNS, _pick
+
+    table = packaged(name)
+    column = _pick(table.columns, (*ARCH_COLUMNS[space_module.NAME], "arch_str"), "architecture", table, "--archs")
+    archs = []
+    for line, row in enumerate(table.rows, start=2):
+        try:
+            archs.append(space_module.parse(" ".join(row[c] for c in column.split(","))))
+        except UserError as exc:
+            raise UserError(f"{table}, line {line}: {exc} (is it a table of {space_module.NAME}?)") from None
+    return archs
+
+
 def load_arch_file(space_module, path) -> list:
     """Architectures from a file: one per line in the space's own encoding
     (blank lines and lines starting with '#' skipped); for nb101 also the csv
     files of the benchmark (exporters.nb101.load_archs), for nlp wt2_summary.csv
-    (exporters.nlp.load_recipes)."""
+    (exporters.nlp.load_recipes); "packaged:NAME" is the architecture column
+    of a table shipped with the package (benchmark_tables), in its order."""
+    if str(path).startswith(PACKAGED_PREFIX):
+        return _packaged_archs(space_module, str(path)[len(PACKAGED_PREFIX):])
     path = Path(path)
     if not path.is_file():
         raise UserError(f"architecture file not found: {path} (check the path)")

@@ -80,6 +80,36 @@ def init_settings(weight_init: str, weight_seed: int) -> dict:
     return {"weight_init": weight_init, "weight_seed": weight_seed}
 
 
+BENCHMARK_FILE_HELP = (
+    "Targets from an official benchmark file instead of the packaged table: nb201 a NAS-Bench-201 .pth or the "
+    "NATS-Bench topology file NATS-tss-*-full.pickle.pbz2 (pip install \"epsinas-onnx[nasbench]\"; these files are pickles, and "
+    "loading a pickle runs code in it: name only a file you trust); nb101 nasbench_only108.tfrecord (read "
+    "without TensorFlow; cifar_acc_108 and val_accuracy, means over the repeats); nlp the NAS-Bench-NLP "
+    "training logs (folder or .zip)."
+)
+
+
+def target_source_options(fn):
+    """Where the targets come from: the packaged table of the space (default),
+    the user's own csv, or an official benchmark file."""
+    fn = click.option("--benchmark-file", type=click.Path(), default=None, help=BENCHMARK_FILE_HELP)(fn)
+    fn = click.option(
+        "--accuracies", type=click.Path(dir_okay=False), default=None,
+        help="Your own csv of targets per architecture (default: the table packaged for the space: nb201 all "
+        "15,625 test accuracies; nb101 test_143 or naslib_500, whichever holds more of the stored cells; "
+        "nlp the WikiText-2 runs).",
+    )(fn)
+    return fn
+
+
+def side_table_option(name: str, what: str):
+    """--baselines / --proxies: alone, the packaged table; with a value, a csv."""
+    return click.option(
+        f"--{name}", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
+        help=f"{what}; given alone (or as 'packaged'), the table packaged for the space, else a csv file.",
+    )
+
+
 def input_options(bench: bool = False):
     """The options that say which batch is fed and how the model runs, for
     `score` and, with bench=True, for `bench`: there --seed is the sample's

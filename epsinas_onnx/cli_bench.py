@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli import FORMATS, SPACES, init_settings, input_options, policy_options, render, weights_option
+from epsinas_onnx.cli import (FORMATS, SPACES, init_settings, input_options, policy_options, render, side_table_option,
+                              target_source_options, weights_option)
 from epsinas_onnx.errors import UserError
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
@@ -25,7 +26,8 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
               help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
-                   "test_143.csv, nlp wt2_summary.csv.")
+                   "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
+                   "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary).")
 @click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
 @weights_option(default=None)
 @input_options(bench=True)
@@ -154,30 +156,34 @@ def select_config(rows: list[dict], config: str | None) -> list[dict]:
 @click.command()
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
-@click.option("--accuracies", type=click.Path(dir_okay=False), required=True,
-              help="A csv of targets per architecture (nb201 accuracies.csv, nb101 test_143.csv / naslib_500.csv, nlp wt2_summary.csv).")
+@target_source_options
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
               help="nb201: the target column, the baselines' zen_ column, the proxies' rows (default cifar10).")
 @click.option("--arch-column", default=None, help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops).")
 @click.option("--target-column", default=None, help="Target column (default nb201: --dataset; nb101: cifar_acc_108 or val_accuracy; nlp: final_test_loss).")
 @click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
               help="The target's direction (default: lower for nlp's loss, else higher).")
-@click.option("--baselines", type=click.Path(dir_okay=False), default=None, help="nb201 baselines.csv (NASWOT, Zen).")
-@click.option("--proxies", type=click.Path(dir_okay=False), default=None,
-              help="A csv of other proxies (nb201 proxies_subset.csv); every row is then computed on the architectures it covers.")
+@side_table_option("baselines", "Other proxies over the space, side by side (packaged: nb201 NASWOT and Zen-score, "
+                   "nb101 naslib_500's proxies)")
+@side_table_option("proxies", "Other proxies on a subset; every row is then computed on the architectures it covers "
+                   "(packaged: nb201 the NAS-Bench-Suite-Zero proxies of 725 architectures, nb101 naslib_500's)")
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def evaluate(store, space, accuracies, dataset, arch_column, target_column, lower_is_better, baselines, proxies,
-             config, plot_path, fmt):
+def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
+             baselines, proxies, config, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies on the same architectures."""
-    from epsinas_onnx import evaluation
+    from epsinas_onnx import benchmark_tables, evaluation
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
     space, rows = config_rows(store, space, config)
+    targets = benchmark_tables.targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
+                                             archs=[r["arch"] for r in rows])
+    baselines = benchmark_tables.side_table(space, baselines, "baselines")
+    proxies = benchmark_tables.side_table(space, proxies, "proxies")
     report = evaluation.evaluate(
-        rows, space, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
+        rows, space, targets, dataset=dataset, arch_column=arch_column, target_column=target_column,
         lower_is_better=lower_is_better, baselines=baselines, proxies=proxies,
     )
     first = rows[0]
@@ -196,7 +202,7 @@ def evaluate(store, space, accuracies, dataset, arch_column, target_column, lowe
         direction = "lower is better" if report["lower_is_better"] else "higher is better"
         extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in ("not_in_baselines", "not_in_proxies") if k in c)
         click.echo(
-            f"{space} vs {report['target']} ({direction}), config {first['config']} (weights {first['weights']}, "
+            f"{space} vs {report['target']} ({direction}; from {report['targets_from']}), config {first['config']} (weights {first['weights']}, "
             f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "
             f"{c['no_target']} without a target{extra}; {c['compared']} compared"
         )

@@ -11,7 +11,7 @@ import math
 
 import click
 
-from epsinas_onnx.cli import SPACES, render
+from epsinas_onnx.cli import SPACES, render, target_source_options
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
 
@@ -28,9 +28,7 @@ def _options(fn, options):
 
 def target_options(fn):
     """Where the targets ("trained accuracies") come from, as for `evaluate`."""
-    return _options(fn, [
-        click.option("--accuracies", type=click.Path(dir_okay=False), required=True,
-                     help="A csv of targets per architecture (nb201 accuracies.csv; see `evaluate`)."),
+    return _options(target_source_options(fn), [
         click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
                      help="nb201: the target column (default cifar10)."),
         click.option("--arch-column", default=None, help="Architecture column (default per space, as `evaluate`)."),
@@ -91,8 +89,13 @@ class _Context:
         from exporters import get_space
 
         self.space = get_space(space)
+        from epsinas_onnx import benchmark_tables
+
+        table = benchmark_tables.targets_table(
+            space, accuracies=opts["accuracies"], benchmark_file=opts["benchmark_file"],
+            archs=list(self.scores.known) if self.scores is not None else None)
         self.targets = search.load_targets(
-            space, opts["accuracies"], dataset=opts["dataset"], arch_column=opts["arch_column"],
+            space, table, dataset=opts["dataset"], arch_column=opts["arch_column"],
             target_column=opts["target_column"], lower_is_better=opts["lower_is_better"], select_column=select_column,
         )
 
@@ -174,7 +177,8 @@ def _header_line(ctx: _Context) -> str:
 def search():
     """NAS search with stored scores: pick one of N, random search, ageing
     evolution, and their curves (reference-semantics §9). "Training" is a
-    lookup of the target in --accuracies."""
+    lookup of the target in the packaged table (or --accuracies /
+    --benchmark-file)."""
 
 
 @search.command()
@@ -375,8 +379,9 @@ def _model_targets(path, names: list[str], target_column: str | None) -> tuple[d
 @click.option("--per-decade", type=int, default=1, show_default=True, help="Grid points per decade.")
 @click.option("--compare", "compare", multiple=True, nargs=2, type=float, metavar="W1 W2",
               help="Also report these pairs (must be on the grid); default for a space: the paper's pair.")
-@click.option("--accuracies", type=click.Path(dir_okay=False), default=None,
-              help="Targets: for a SPACE as `evaluate`; for model files a csv with a 'model' column.")
+@click.option("--accuracies", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
+              help="Targets: for a SPACE a csv as `evaluate`, or given alone the table packaged for the space; "
+                   "for model files a csv with a 'model' column.")
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
 @click.option("--arch-column", default=None)
 @click.option("--target-column", default=None)
@@ -438,7 +443,10 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
             seen.setdefault(module.format_arch(a), a)
         items = [lib.Item(name, space=space, arch=a) for name, a in seen.items()]
         if accuracies:
-            t = search_lib.load_targets(space, accuracies, dataset=dataset, arch_column=arch_column,
+            from epsinas_onnx.benchmark_tables import PACKAGED, targets_table
+
+            table = targets_table(space, accuracies=None if accuracies == PACKAGED else accuracies, archs=list(seen))
+            t = search_lib.load_targets(space, table, dataset=dataset, arch_column=arch_column,
                                         target_column=target_column, lower_is_better=lower_is_better)
             targets, lower = t.values, t.lower_is_better
         compare = list(compare) or [PAPER_PAIRS[space]]
@@ -449,6 +457,9 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
         if n is not None or arch_file is not None:
             raise UserError(f"--sample / --archs are for a search space ({', '.join(SPACES.choices)}), not model files")
         items = [lib.Item(p, path=p) for p in dict.fromkeys(what)]
+        if accuracies == "packaged":
+            raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
+                            "a 'model' column")
         if accuracies:
             targets, target_column = _model_targets(accuracies, [i.name for i in items], target_column)
         compare = list(compare)
@@ -508,7 +519,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
 @click.option("--weights", nargs=2, type=float, default=None, metavar="W1 W2", help="Default: the space's reference pair.")
-@click.option("--accuracies", type=click.Path(dir_okay=False), required=True, help="As `evaluate`.")
+@target_source_options
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
 @click.option("--target-column", default=None)
 @click.option("--data", type=click.Path(), default=None, help="The real batch, as `bench`.")
@@ -524,7 +535,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Rank correlations per value (.png/.pdf/.svg); batch sizes on a log axis.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accuracies, dataset, target_column, data,
+def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accuracies, benchmark_file, dataset, target_column, data,
            batch_size, norm, input_seed, seq_len, store, workers, device, progress, plot_path, fmt):
     """Vary one bench option over a sample and evaluate each value (the
     paper's ablations: synthetic inputs, batch size, weight initialisation,
@@ -547,7 +558,11 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     archs = module.sample(n, seed) if n is not None else load_arch_file(module, arch_file)
     if vary == "synthetic" and "real" in values and data is None:
         raise UserError("--values real needs the real batch: give --data")
-    rows = ablation.run_ablation(space, archs, vary, values, accuracies=accuracies, dataset=dataset,
+    from epsinas_onnx.benchmark_tables import targets_table
+
+    targets = targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
+                            archs=[module.format_arch(a) for a in archs])
+    rows = ablation.run_ablation(space, archs, vary, values, accuracies=targets, dataset=dataset,
                                  target_column=target_column, store=store, repeats=repeats, weights=weights, data=data,
                                  batch_size=batch_size, norm=norm, input_seed=input_seed, seq_len=seq_len,
                                  workers=workers, device=device, progress=progress)

@@ -14,13 +14,13 @@ loss), "top" means the lowest values, and the correlations are negative when
 the score works.
 
 `evaluate` joins a results store with a table of targets (accuracies) and
-optional side tables of other proxies, and computes every row on the same
+optional side tables of other proxies (each a benchmark_tables.Table or a csv
+path), and computes every row on the same
 architectures. scipy and matplotlib are the `eval` extra, imported on use.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import warnings
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from epsinas_onnx.atomic import write_atomically
+from epsinas_onnx.benchmark_tables import as_table
 from epsinas_onnx.errors import UserError
 
 EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
@@ -36,7 +37,7 @@ EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
 NB201_DATASETS = ("cifar10", "cifar100", "imagenet16_120")
 # per-space defaults: candidate arch columns (first present wins; "a,b" joins two
 # columns with a space), candidate target columns, and the target's direction
-ARCH_COLUMNS = {"nb201": ("arch", "arch_str"), "nb101": ("cell", "adjacency,ops"), "nlp": ("recepie", "arch")}
+ARCH_COLUMNS = {"nb201": ("arch", "arch_str"), "nb101": ("cell", "adjacency,ops", "arch"), "nlp": ("recepie", "arch")}
 TARGET_COLUMNS = {"nb201": None, "nb101": ("cifar_acc_108", "val_accuracy"), "nlp": ("final_test_loss",)}
 LOWER_IS_BETTER = {"nb201": False, "nb101": False, "nlp": True}
 # columns of a side table that are not proxies
@@ -113,17 +114,10 @@ def _correlations(stats, s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 # ---------------------------------------------------------------- tables keyed by architecture
 
 
-def _read_csv(path) -> tuple[list[str], list[dict]]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path} (check the path)")
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path} is not a readable csv file ({exc})") from None
+def _read_csv(source) -> tuple[list[str], list[dict]]:
+    """The columns and rows of a Table, or of a csv file given by path."""
+    table = as_table(source)
+    return table.columns, table.rows
 
 
 def _pick(columns: list[str], candidates, what: str, path, option: str) -> str:
@@ -212,7 +206,7 @@ def evaluate(
     proxies=None,
 ) -> dict:
     """The statistics of stored `rows` (one space, one config; from
-    ResultStore.rows) against a table of targets, with side-by-side rows for the
+    ResultStore.rows) against a table of targets (a Table or a csv path), with side-by-side rows for the
     parameter count and any baseline / proxy tables, all on the same
     architectures: those scored without error, with a finite target, and present
     in every side table given."""
@@ -225,6 +219,10 @@ def evaluate(
             raise UserError(f"unknown --dataset {dataset!r}: choose one of {', '.join(NB201_DATASETS)}")
     elif dataset is not None:
         raise UserError(f"--dataset is for nb201 only; for {space} pick the column with --target-column")
+    # each table read once (a path is read here; a packaged table is decompressed once)
+    accuracies = as_table(accuracies)
+    baselines = None if baselines is None else as_table(baselines)
+    proxies = None if proxies is None else as_table(proxies)
     names, _ = _read_csv(accuracies)
     arch_column = arch_column or _pick(names, ARCH_COLUMNS[space], "architecture", accuracies, "--arch-column")
     if target_column is None:
@@ -281,6 +279,7 @@ def evaluate(
         table_rows.append({"proxy": name, **statistics(proxy, target, lower_is_better=lower_is_better)})
     return {
         "space": space, "dataset": dataset, "target": target_column, "lower_is_better": lower_is_better,
+        "targets_from": str(accuracies),
         "counts": counts, "rows": table_rows,
         "points": {"score": score, "target": target, "params": params},
     }

@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from epsinas_onnx.atomic import write_atomically
+from epsinas_onnx.benchmark_tables import as_table
 from epsinas_onnx.errors import UserError
 
 SEED_SPACE = 2**31  # seeds handed to space.sample
@@ -66,7 +67,7 @@ class Targets:
             raise UserError(
                 f"architecture {text} has no {self.name!r} in {self.source or 'the targets'}: a search trains "
                 "(looks up) architectures anywhere in the space, so it needs a table that covers the space "
-                "(nb201 accuracies.csv does; nb101 / nlp tables cover only samples)"
+                "(the packaged nb201 table does; the nb101 / nlp tables cover only samples)"
             ) from None
         if not math.isfinite(value):
             return -math.inf
@@ -91,7 +92,7 @@ class Targets:
 def load_targets(space: str, accuracies, *, dataset: str | None = None, arch_column: str | None = None,
                  target_column: str | None = None, lower_is_better: bool | None = None,
                  select_column: str | None = None) -> Targets:
-    """The target column of a csv, with the same defaults as `evaluate`
+    """The target column of a table (a Table or a csv path), with the same defaults as `evaluate`
     (nb201: --dataset's column; nb101: cifar_acc_108 or val_accuracy; nlp:
     final_test_loss, lower is better)."""
     from epsinas_onnx import evaluation
@@ -104,6 +105,7 @@ def load_targets(space: str, accuracies, *, dataset: str | None = None, arch_col
             raise UserError(f"unknown --dataset {dataset!r}: choose one of {', '.join(evaluation.NB201_DATASETS)}")
     elif dataset is not None:
         raise UserError(f"--dataset is for nb201 only; for {space} pick the column with --target-column")
+    accuracies = as_table(accuracies)
     names, _ = evaluation._read_csv(accuracies)
     arch_column = arch_column or evaluation._pick(names, evaluation.ARCH_COLUMNS[space], "architecture", accuracies,
                                                   "--arch-column")

@@ -43,12 +43,11 @@ Functions also accept the recipe as a dict.
 The space: the benchmark's generator (search_space.py upstream) makes
 recipes nobody trained, and its PTB training logs are not available here,
 so `all_archs` / `sample` use the 291 distinct recipes of the 345 WikiText-2
-runs (data/nlp/wt2_summary.csv, read by `load_recipes`).
+runs (wt2_summary.csv, packaged with epsinas-onnx; read by `load_recipes`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping
@@ -233,28 +232,34 @@ def format_arch(arch) -> str:
 def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
     """The 345 WikiText-2 runs of wt2_summary.csv, in file order: dicts with
     id, status, num_params, epochs_logged, final_val_loss, min_val_loss,
-    final_test_loss (NaN where absent) and arch (canonical recipe)."""
-    path = Path(data_dir or _default_data_dir()) / "wt2_summary.csv"
-    if not path.exists():
-        raise UserError(f"{path} not found: pass data_dir, the folder holding wt2_summary.csv")
+    final_test_loss (NaN where absent) and arch (canonical recipe). Without
+    data_dir, the copy packaged with epsinas-onnx."""
+    from epsinas_onnx.benchmark_tables import packaged, read_csv
+
+    if data_dir is None:
+        table = packaged("nlp_wt2_summary")
+    else:
+        path = Path(data_dir) / "wt2_summary.csv"
+        if not path.exists():
+            raise UserError(f"{path} not found: pass data_dir, the folder holding wt2_summary.csv")
+        table = read_csv(path)
 
     def number(text):
         return float(text) if text else float("nan")
 
-    with open(path, newline="") as f:
-        return [
-            {
-                "id": int(row["recepie_id"]),
-                "status": row["status"],
-                "num_params": int(row["num_params"]),
-                "epochs_logged": int(row["epochs_logged"]),
-                "final_val_loss": number(row["final_val_loss"]),
-                "min_val_loss": number(row["min_val_loss"]),
-                "final_test_loss": number(row["final_test_loss"]),
-                "arch": parse(row["recepie"]),
-            }
-            for row in csv.DictReader(f)
-        ]
+    return [
+        {
+            "id": int(row["recepie_id"]),
+            "status": row["status"],
+            "num_params": int(row["num_params"]),
+            "epochs_logged": int(row["epochs_logged"]),
+            "final_val_loss": number(row["final_val_loss"]),
+            "min_val_loss": number(row["min_val_loss"]),
+            "final_test_loss": number(row["final_test_loss"]),
+            "arch": parse(row["recepie"]),
+        }
+        for row in table.rows
+    ]
 
 
 def example_recipes(data_dir: str | Path | None = None) -> list[str]:
