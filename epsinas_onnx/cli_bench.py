@@ -82,7 +82,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + stop.signum) from None  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(summary.line())

@@ -25,6 +25,7 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -126,17 +127,25 @@ class ResultStore:
         if create and not self.path.parent.is_dir():
             raise UserError(f"cannot create the results store {self.path}: folder {self.path.parent} does not exist")
         try:
-            self.db = self._connect_read_only() if not create else sqlite3.connect(self.path, timeout=self.BUSY_SECONDS)
+            self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS) if create or self._writable() \
+                else self._connect_read_only()
             self.db.row_factory = sqlite3.Row
             if create:
-                self._set_up()
+                self._create_tables()
             self._check()
+            if create:
+                self._use_wal()
         except sqlite3.Error as exc:
             self.close()
             raise self._error(exc) from None
         except UserError:
             self.close()
             raise
+
+    def _writable(self) -> bool:
+        """Where the file and its folder are writable, a reader opens it as a writer
+        would, so that the last one to close it tidies away its -wal and -shm files."""
+        return os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
 
     def _connect_read_only(self) -> sqlite3.Connection:
         uri = self.path.resolve().as_uri() + "?mode=ro"
@@ -156,11 +165,21 @@ class ResultStore:
                             f"or copy both files to a folder you can write")
         return sqlite3.connect(uri + "&immutable=1", uri=True)
 
-    def _set_up(self) -> None:
-        """WAL mode and the tables, safe against another process doing the same."""
+    def _create_tables(self) -> None:
+        """The tables of a new (or empty) file, safe against another process doing the same."""
         self.db.execute(f"PRAGMA busy_timeout = {self.BUSY_SECONDS * 1000}")
+        self.db.execute("BEGIN IMMEDIATE")  # one process at a time looks and creates
+        if not self._tables():
+            for statement in _CREATE.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self.db.commit()
+
+    def _use_wal(self) -> None:
+        """WAL mode (once the file has proved to be a store: another file is left as it was)."""
         deadline = time.monotonic() + self.BUSY_SECONDS
-        while True:  # switching a new file to WAL takes a lock the busy timeout does not always wait for
+        while True:  # switching to WAL takes a lock that the busy timeout does not always wait for
             try:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 break
@@ -170,14 +189,6 @@ class ResultStore:
                 time.sleep(0.05)
         # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each
         self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute("BEGIN IMMEDIATE")  # one process at a time checks and creates the tables
-        tables = self._tables()
-        if not tables:
-            for statement in _CREATE.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        self.db.commit()
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
