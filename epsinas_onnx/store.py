@@ -126,6 +126,10 @@ class ResultStore:
             raise UserError(f"results store not found: {self.path} (run `epsinas-onnx bench ... --store {self.path}` first)")
         if create and not self.path.parent.is_dir():
             raise UserError(f"cannot create the results store {self.path}: folder {self.path.parent} does not exist")
+        if create and not (os.access(self.path.parent, os.W_OK) and (not self.path.exists() or self._writable())):
+            # checked first: SQLite would open it read-only and leave -wal / -shm files beside it
+            raise UserError(f"cannot write the results store {self.path}: it or its folder is read-only "
+                            "(make both writable, or give --store another file)")
         try:
             self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS) if create or self._writable() \
                 else self._connect_read_only()
