@@ -106,9 +106,9 @@ def now() -> str:
 
 
 class ResultStore:
-    """The SQLite file of bench results. `create=False` refuses a missing file
-    and opens the store read-only (`results`, `evaluate`: a store in a folder
-    this user cannot write is still readable).
+    """The SQLite file of bench results. `create=False` (`results`, `evaluate`)
+    refuses a missing file and never writes: where the file or its folder is
+    not writable it opens the store read-only, so such a store is still readable.
 
     Several processes may write one store at once (two benches, the same or
     other configurations): WAL mode, a busy timeout and the UNIQUE key keep
