@@ -8,9 +8,10 @@ driver alone is sent SIGKILL or SIGTERM (even odds), as `kill -9` or a
 scheduler would: in a quarter of the runs at a random 0.3-4 s (the start-up),
 in the others 0-0.3 s after a random number of rows (1 to N-2) is stored. Then the same command is rerun to the end. A run passes when
 
-- a SIGTERM run exited 143 with one line on stderr (the resume message);
-  a SIGTERM before bench has set its handler (the imports) or after its last
-  row (the summary line) ends the process at once, which is counted apart,
+- a SIGTERM run exited 143 with one line on stderr, the resume message (or
+  130 with `error: interrupted` before the first row); a SIGTERM before bench
+  has set its handler (Python's start-up) or after its last row (the summary
+  line) ends the process at once, which is counted apart,
 - every row stored before the signal is still there after the resume, unchanged,
 - every architecture of the sample has exactly one row, a result, after it:
   none lost, none duplicated, no error row.
@@ -92,7 +93,9 @@ def main() -> None:
             totals["sigkill" if sig == signal.SIGKILL else "sigterm"] += 1
             if sig == signal.SIGTERM:
                 lines = err.strip().splitlines()
-                if proc.returncode not in (143, 130) or len(lines) != 1 or "rerun the same command" not in lines[0]:
+                resume_line = len(lines) == 1 and "rerun the same command" in lines[0]
+                early_line = lines == ["error: interrupted"] and not before  # before the first architecture
+                if proc.returncode not in (143, 130) or not (resume_line or early_line):
                     # (a SIGTERM before bench has set its handlers, in the imports, ends the process at once)
                     if proc.returncode == -signal.SIGTERM and not before:
                         note = " (during start-up, before bench handles SIGTERM: nothing written yet)"

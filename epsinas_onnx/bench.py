@@ -22,9 +22,7 @@ graph is built travel apart (`build_options`).
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import functools
 import gc
 import inspect
 import math
@@ -32,7 +30,6 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -45,6 +42,7 @@ from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
+from epsinas_onnx.stop_signals import stoppable
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
 # reference-semantics §6
@@ -64,51 +62,6 @@ class BenchInterrupted(KeyboardInterrupt):
         super().__init__(summary.interrupted_message())
         self.summary = summary
         self.signum = int(signum)
-
-
-class StopSignal(KeyboardInterrupt):
-    """SIGTERM or SIGHUP received during a bench: handled as Ctrl-C is."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-@contextlib.contextmanager
-def stop_signals_as_interrupt():
-    """While a bench runs, SIGTERM (`kill`, a scheduler's time limit) and SIGHUP
-    (the terminal closed) stop it as Ctrl-C does: finished rows are kept and
-    the resume message printed, where by default they end the process on the
-    spot. The first one raises StopSignal; later ones are ignored, so that the
-    workers are stopped and the store closed in peace. Signal handlers belong
-    to the main thread: elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        for s in STOP_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        raise StopSignal(signum)
-
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _stoppable(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with stop_signals_as_interrupt():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 @dataclasses.dataclass
@@ -374,7 +327,7 @@ def _check_kwargs(function, given: dict, what: str) -> None:
 # ---------------------------------------------------------------- the driver
 
 
-@_stoppable
+@stoppable
 def run_bench(
     space: str,
     archs,

@@ -14,6 +14,7 @@ import click
 
 from epsinas_onnx.cli import FORMATS, SPACES, init_settings, input_options, policy_options, render, weights_option
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.stop_signals import stoppable
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
 
@@ -44,6 +45,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.option("--chunk", type=int, default=None,
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
           input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, bn_gamma, bias, embedding,
           weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress):
