@@ -54,7 +54,10 @@ def write_atomically(path, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.chmod(tmp, mode)
+            if hasattr(os, "fchmod"):  # by descriptor: the name could be swapped in a shared folder
+                os.fchmod(f.fileno(), mode)
+        if not hasattr(os, "fchmod"):
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
         tmp = None
         _fsync_folder(folder)

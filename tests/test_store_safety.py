@@ -518,3 +518,16 @@ def test_calibrate_cache_through_a_symlink(tmp_path):
     with np.load(tmp_path / "cache" / "outputs.npz") as data:
         assert data["out0"].tolist() == [[1.0, 1.0, 1.0]]
     assert listing(tmp_path / "cache") == ["outputs.npz"]
+
+
+def test_stop_signals_raise_once_and_restore_the_handlers():
+    from epsinas_onnx.stop_signals import StopSignal, stop_signals_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(StopSignal) as caught:
+        with stop_signals_as_interrupt():
+            with stop_signals_as_interrupt():  # nested (the bench command, then run_bench): one handler
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here, at once
+    assert caught.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
