@@ -42,6 +42,7 @@ from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
+from epsinas_onnx.stop_signals import stoppable
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
 # reference-semantics §6
@@ -54,11 +55,13 @@ class BenchError(UserError):
 
 
 class BenchInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the workers are stopped and every finished row is stored."""
+    """Ctrl-C, SIGTERM or SIGHUP: the workers are stopped and every finished
+    row is stored. `signum`: the signal (exit status 128 + signum)."""
 
-    def __init__(self, summary: "BenchSummary"):
+    def __init__(self, summary: "BenchSummary", signum: int = signal.SIGINT):
         super().__init__(summary.interrupted_message())
         self.summary = summary
+        self.signum = int(signum)
 
 
 @dataclasses.dataclass
@@ -345,6 +348,7 @@ def _check_kwargs(function, given: dict, what: str) -> None:
 # ---------------------------------------------------------------- the driver
 
 
+@stoppable
 def run_bench(
     space: str,
     archs,
@@ -376,7 +380,7 @@ def run_bench(
     the space's to_onnx; settings: of scorer.prepare_model (both are part of the
     store key, with every default made explicit). Architectures already stored under the same key are skipped;
     `limit` caps how many are scored in this run. Raises BenchInterrupted on
-    Ctrl-C (finished rows are stored), UserError on bad input.
+    Ctrl-C, SIGTERM or SIGHUP (finished rows are stored), UserError on bad input.
 
     executor: "local" (`workers` processes, default 1) or "ray" (a Ray cluster:
     the one at `address`, else RAY_ADDRESS, else a local instance; `workers`
@@ -414,21 +418,24 @@ def run_bench(
     param_kwargs = {k: v for k, v in export.items() if k in inspect.signature(module.num_params).parameters
                     and k != "num_classes"}
 
-    # the batch, once: shaped by the first architecture's model. On Ray the
-    # driver need not have the workers' GPU: --device cuda probes on the CPU
-    probe_device = "cpu" if executor == "ray" and device == "cuda" else device
-    probe = prepare_model(module.to_onnx(unique[0], **export), device=probe_device, threads=threads, **settings)
-    batch = prepare_batch(
-        probe.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-        seed=seed, seq_len=seq_len, vocab_size=embedding_rows(probe), token_layout=token_layout,
-    )
-    key = {
-        "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
-        "settings": settings_key({"export": export, "prepare": settings}),
-    }
-
-    store = ResultStore(store_path)
+    # an existing store is checked before any work (a bad one fails at once);
+    # a new one is created only once the input has proved good
+    store = ResultStore(store_path) if Path(store_path).exists() else None
     try:
+        # the batch, once: shaped by the first architecture's model. On Ray the
+        # driver need not have the workers' GPU: --device cuda probes on the CPU
+        probe_device = "cpu" if executor == "ray" and device == "cuda" else device
+        probe = prepare_model(module.to_onnx(unique[0], **export), device=probe_device, threads=threads, **settings)
+        batch = prepare_batch(
+            probe.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+            seed=seed, seq_len=seq_len, vocab_size=embedding_rows(probe), token_layout=token_layout,
+        )
+        key = {
+            "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
+            "settings": settings_key({"export": export, "prepare": settings}),
+        }
+        if store is None:
+            store = ResultStore(store_path)
         done = store.done(key["space"], key["weights"], key["data"], key["settings"])
         todo = [(arch, text) for arch, text in zip(unique, texts) if text not in done]
         if limit is not None:
@@ -446,7 +453,8 @@ def run_bench(
                    build=build_options(module, settings))
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     return summary
 
 
@@ -554,10 +562,10 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
         run(plan.to_score)
         if unproven:  # rare: a check failed (or its architecture did); each runs as its own class
             run(unproven, first=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         summary.wall = time.perf_counter() - start
         bar.close()
-        raise BenchInterrupted(summary) from None
+        raise BenchInterrupted(summary, getattr(stop, "signum", signal.SIGINT)) from None
     finally:
         bar.close()
         summary.wall = time.perf_counter() - start

@@ -146,7 +146,7 @@ class Outputs:
         }))}
         for i, name in enumerate(self.arrays):
             payload[f"out{i}"] = self.arrays[name]
-        write_atomically(path, lambda tmp: np.savez_compressed(tmp, **payload), suffix=".npz")
+        write_atomically(path, lambda f: np.savez_compressed(f, **payload))
 
 
 def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> dict[str, np.ndarray]:

@@ -442,7 +442,7 @@ def _text(v) -> str:
 
 def write_atomically(path: Path, payload: bytes) -> None:
     """Write `payload` to `path` whole or not at all."""
-    atomic.write_atomically(path, lambda tmp: tmp.write_bytes(payload))
+    atomic.write_atomically(path, lambda f: f.write(payload))
 
 
 # ---------------------------------------------------------------- bench, results, evaluate (cli_bench.py)

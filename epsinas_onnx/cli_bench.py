@@ -15,6 +15,7 @@ import click
 from epsinas_onnx.cli import (FORMATS, SPACES, init_settings, input_options, policy_options, render, side_table_option,
                               target_source_options, weights_option)
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.stop_signals import stoppable
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
 
@@ -46,6 +47,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.option("--chunk", type=int, default=None,
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
           input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, bn_gamma, bias, embedding,
           weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress):
@@ -84,7 +86,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + stop.signum) from None  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(summary.line())

@@ -120,7 +120,7 @@ def _space_of_store(store) -> str:
     if not Path(store).is_file():
         raise UserError("give --space (a search without scores reads no store to take it from)")
     with ResultStore(store, create=False) as db:
-        spaces = sorted({r[0] for r in db.db.execute("SELECT DISTINCT space FROM results")})
+        spaces = db.spaces()
     if len(spaces) != 1:
         raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
     return spaces[0]

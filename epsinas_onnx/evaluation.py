@@ -334,6 +334,6 @@ def plot(report: dict, path, *, title: str | None = None) -> None:
             fontsize=9,
         )
         fig.tight_layout()
-        write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt))
+        write_atomically(path, lambda f: fig.savefig(f, format=fmt))
     finally:
         plt.close(fig)

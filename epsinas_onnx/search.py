@@ -422,7 +422,7 @@ def _save(fig, path: Path) -> None:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in fig.canvas.get_supported_filetypes():
         raise UserError(f"cannot write a plot as {path.name!r}: name it .png, .pdf or .svg")
-    write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt))
+    write_atomically(path, lambda f: fig.savefig(f, format=fmt))
 
 
 def check_plot_path(path) -> Path:

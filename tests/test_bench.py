@@ -305,7 +305,7 @@ def test_bad_input(tmp_path):
     assert_user_error(run_cli("bench", "nb201", "--archs", bad, "--store", tmp_path / "r.sqlite"), "line 2")
     not_a_store = tmp_path / "notes.sqlite"
     not_a_store.write_text("hello\n" * 100)
-    assert_user_error(run_cli("results", "--store", not_a_store), "not a readable results store")
+    assert_user_error(run_cli("results", "--store", not_a_store), "not an SQLite results store")
 
 
 def _workers_of(pid: int) -> list[int]:

@@ -218,9 +218,8 @@ def test_plot_is_never_half_written(tmp_path, monkeypatch):
     target = tmp_path / "fig.png"
     target.write_bytes(b"the previous figure")
 
-    def broken(self, path, **kw):
-        with open(path, "wb") as f:
-            f.write(b"\x89PNG half")
+    def broken(self, f, **kw):  # the atomic writer passes an open file
+        f.write(b"\x89PNG half")
         raise RuntimeError("disk full, say")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
