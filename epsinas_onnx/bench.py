@@ -42,6 +42,7 @@ from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
+from epsinas_onnx.textfile import read_text
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
 # reference-semantics §6
@@ -281,7 +282,7 @@ def load_arch_file(space_module, path) -> list:
                 raise UserError(f"{path}: for nlp a .csv must be wt2_summary.csv; give other recipes one JSON per line")
             return [row["arch"] for row in space_module.load_recipes(path.parent)]
     archs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "architecture file").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

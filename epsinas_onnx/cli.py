@@ -210,7 +210,7 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
 @cli.command()
 @click.argument("space", type=SPACES)
 @click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--all", "everything", is_flag=True, help="Every architecture (nb201 only).")
 @click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
 def space(space, n, seed, everything, params):
@@ -236,10 +236,10 @@ def space(space, n, seed, everything, params):
 def _text_or_file(arg: str) -> str:
     """An argument that is either the text itself or the path of a file holding it."""
     path = Path(arg)
-    if len(arg) < 4096 and path.suffix in (".json", ".txt") :
-        if not path.exists():
-            raise UserError(f"file not found: {path} (check the path)")
-        return path.read_text()
+    if len(arg) < 4096 and path.suffix in (".json", ".txt"):
+        from epsinas_onnx.textfile import read_text
+
+        return read_text(path)
     return arg
 
 

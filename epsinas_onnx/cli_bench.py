@@ -22,7 +22,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.argument("space", type=SPACES)
 @click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
               help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
                    "test_143.csv, nlp wt2_summary.csv.")
