@@ -16,6 +16,7 @@ import click
 from epsinas_onnx import atomic
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
+from epsinas_onnx.limits import BENCH_TIMEOUT, PER_CPU, check_sample
 from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -73,13 +74,18 @@ def input_options(bench: bool = False):
     if bench:
         seed = click.option("--input-seed", type=click.IntRange(min=0), default=0, show_default=True,
                             help="Seed of synthetic inputs and default tokens (`score --seed`).")
-        threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
-                               help="ONNX Runtime threads per worker.")
+        threads = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                               help=f"ONNX Runtime threads per worker (at most {PER_CPU} per CPU; EPSINAS_MAX_THREADS raises it).")
+        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=BENCH_TIMEOUT, show_default=True,
+                               help="Seconds one ONNX Runtime run may take; an architecture past it is an error row (0: no limit).")
     else:
         seed = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                             help="Seed of synthetic inputs and default tokens.")
-        threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=None,
-                               help="ONNX Runtime intra-op threads (default: all cores).")
+        threads = click.option("--threads", type=click.IntRange(min=1), default=None,
+                               help=f"ONNX Runtime intra-op threads (default: all cores; at most {PER_CPU} per CPU, "
+                                    "EPSINAS_MAX_THREADS raises it).")
+        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+                               help="Seconds one ONNX Runtime run may take before it is stopped (0: no limit).")
     options = [
         click.option("--data", type=click.Path(dir_okay=False), help="Images (.npz with 'images' or one array, or .npy; NHWC uint8 or NCHW float32) or, for token models, a text file."),
         click.option("--batch-size", type=int, default=256, show_default=True),
@@ -94,6 +100,7 @@ def input_options(bench: bool = False):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (the same function, faster on CPU); --no-collapse runs the full-width graph (faster on CUDA)."),
         threads,
+        timeout,
     ]
 
     def decorate(fn):
@@ -117,7 +124,7 @@ def cli():
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
+          input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
     """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
     from epsinas_onnx.scorer import score as score_model
 
@@ -125,7 +132,7 @@ def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed,
         model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        **init_settings(weight_init, weight_seed),
+        timeout=timeout or None, **init_settings(weight_init, weight_seed),
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -225,8 +232,7 @@ def space(space, n, seed, everything, params):
             raise UserError(f"{space} cannot be enumerated here; use --sample N")
         archs = module.all_archs()
     else:
-        if n < 1:
-            raise UserError(f"--sample must be at least 1, not {n}")
+        check_sample(n)
         archs = module.sample(n, seed)
     for arch in archs:
         text = module.format_arch(arch)

@@ -14,6 +14,7 @@ import click
 
 from epsinas_onnx.cli import FORMATS, SPACES, init_settings, input_options, policy_options, render, weights_option
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.limits import check_sample
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
 
@@ -45,7 +46,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
-          input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, bn_gamma, bias, embedding,
+          input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding,
           weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress):
     """Score architectures of a benchmark SPACE into a results store.
 
@@ -65,8 +66,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
         archs = module.all_archs()
     elif n is not None:
-        if n < 1:
-            raise UserError(f"--sample must be at least 1, not {n}")
+        check_sample(n)
         archs = module.sample(n, seed)
     else:
         archs = load_arch_file(module, arch_file)
@@ -78,7 +78,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
             shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
             export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
-            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk,
+            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk, timeout=timeout or None,
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
