@@ -157,6 +157,10 @@ def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, we
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
     if weight is not None and not math.isfinite(weight):
         raise UserError(f"--weight must be a finite number, not {weight}")
+    if weight is not None:
+        from epsinas_onnx.scorer import check_float32
+
+        check_float32(weight, "--weight")
     ir_model = load_model(model)
     policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)

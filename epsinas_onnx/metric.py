@@ -93,6 +93,12 @@ def output_warnings(outputs: dict[float, np.ndarray]) -> list[str]:
     from the finite values only. (All-NaN or any inf makes the score NaN,
     with its reason from nan_reason.)"""
     notes = []
+    kinds = sorted({np.asarray(y).dtype.name for y in outputs.values() if not np.issubdtype(np.asarray(y).dtype, np.floating)})
+    if kinds:
+        notes.append(
+            f"the scored output holds {kinds[0]} values, not floats: they are scored as the numbers 0 / 1 "
+            "(or integers) in float32, which says little about the network; pick a float output with --output"
+        )
     for w, y in outputs.items():
         y = np.asarray(y, dtype=np.float32).reshape(-1)
         bad = int((~np.isfinite(y)).sum())

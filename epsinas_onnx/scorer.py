@@ -229,4 +229,22 @@ def _check_weights(weights) -> tuple[float, float]:
         raise UserError(f"the two weights must differ (both are {weights[0]:g}): the score compares them")
     if not all(np.isfinite(weights)):
         raise UserError("the weights must be finite numbers")
+    for w in weights:
+        check_float32(w, "--weights")
+    if np.float32(weights[0]) == np.float32(weights[1]):
+        raise UserError(f"the two weights {weights[0]:g} and {weights[1]:g} are the same number in float32, "
+                        "in which the model runs: the score compares them")
     return weights
+
+
+def check_float32(w: float, option: str) -> None:
+    """A weight the float32 model can hold: not overflowing to inf, and not
+    a nonzero number that underflows to 0 (which would score a zero network)."""
+    with np.errstate(over="ignore", under="ignore"):
+        w32 = np.float32(w)
+    if not np.isfinite(w32):
+        raise UserError(f"{option} {w:g} is beyond float32's range (+-{np.finfo(np.float32).max:.3g}), in which the "
+                        "model runs: it would be inf")
+    if w != 0 and w32 == 0:
+        raise UserError(f"{option} {w:g} is below float32's smallest nonzero value "
+                        f"({np.finfo(np.float32).smallest_subnormal:.3g}), in which the model runs: it would be 0")
