@@ -277,7 +277,7 @@ def load_arch_file(space_module, path) -> list:
     files of the benchmark (exporters.nb101.load_archs), for nlp wt2_summary.csv
     (exporters.nlp.load_recipes)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"architecture file not found: {path} (check the path)")
     if path.suffix == ".csv":
         if space_module.NAME == "nb101":

@@ -12,7 +12,7 @@ from onnx import inliner
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.limits import check_threads
 from epsinas_onnx.inputs import Batch, InputSpec, model_input, prepare_batch
-from epsinas_onnx.metric import output_warnings, score_runs
+from epsinas_onnx.metric import output_type_warnings, output_warnings, score_runs
 from epsinas_onnx.model_io import load_model
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
@@ -217,7 +217,8 @@ def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: i
         seconds=time.perf_counter() - start,
         output=prepared.output,
         input=batch.description,
-        warnings=list(prepared.rewritten.warnings) + ([] if np.isnan(value) else output_warnings(outputs)),
+        warnings=list(prepared.rewritten.warnings) + output_type_warnings(outputs)
+        + ([] if np.isnan(value) else output_warnings(outputs)),
     )
 
 
