@@ -119,6 +119,8 @@ def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: 
     location = fields.get("location")
     if not location:
         raise UserError(f"{where} is marked as external data but names no file; re-save the model")
+    if "\0" in location:
+        raise UserError(f"{where} is stored in {location!r}, which is not a file name (a NUL byte); is the model corrupted?")
     if os.path.isabs(location) or Path(location).drive:
         raise UserError(f"{where} is stored at the absolute path {location!r}; external data must be a file "
                         f"in the model's folder ({folder}), named relative to it")
