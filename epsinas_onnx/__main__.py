@@ -16,7 +16,12 @@ def main() -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\nerror: interrupted\n")
         return INTERRUPTED
-    code = cli_main()
+    try:
+        code = cli_main()
+    except SystemExit as stop:  # bench's interrupted exit, after its resume message
+        if stop.code != INTERRUPTED:
+            raise
+        code = INTERRUPTED
     if code == INTERRUPTED:
         # every finally block has run (the store is closed, workers stopped);
         # the interpreter's own teardown of the imported modules takes a
