@@ -10,9 +10,24 @@ epsinas_onnx.torch.score(module, example_batch) and epsinas_onnx.keras.score(mod
 """
 
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.metric import epsinas_score
-from epsinas_onnx.scorer import ScoreResult, prepare_model, score
-from epsinas_onnx import keras, torch  # noqa: F401  (light: they import their frameworks when called)
 
 __all__ = ["ScoreResult", "UserError", "epsinas_score", "prepare_model", "score"]
 __version__ = "0.1.0"
+
+# imported on first use (PEP 562), so that `import epsinas_onnx` and the
+# command's start-up import nothing heavy until they need it (__main__.py)
+_LAZY = {"ScoreResult": "scorer", "prepare_model": "scorer", "score": "scorer", "epsinas_score": "metric"}
+_LAZY_MODULES = ("torch", "keras")  # epsinas_onnx.torch.score after a plain `import epsinas_onnx`
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        value = importlib.import_module(f"epsinas_onnx.{name}")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(f"epsinas_onnx.{_LAZY[name]}"), name)
+    else:
+        raise AttributeError(f"module 'epsinas_onnx' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -42,6 +42,8 @@ from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
+from epsinas_onnx.limits import BENCH_TIMEOUT, check_workers
+from epsinas_onnx.textfile import read_text
 from epsinas_onnx.stop_signals import stoppable
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
@@ -111,7 +113,8 @@ BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
 
 def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
                        device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
-                       computed: dict | None = None, finite_check: bool = False, build: dict | None = None) -> dict:
+                       computed: dict | None = None, finite_check: bool = False, build: dict | None = None,
+                       timeout: float | None = None) -> dict:
     """Score one architecture: export -> rewrite -> session -> both weights -> metric.
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
@@ -126,7 +129,9 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     `computation_classes`) and say in the row's "finite" whether it passed at
     the weights run (otherwise "finite" is None). build: more keyword
     arguments of the exporter that change how the graph is built but not
-    what it computes under `settings` (`build_options`); not part of the key."""
+    what it computes under `settings` (`build_options`); not part of the key.
+    timeout: seconds each ONNX Runtime run may take; past it the row is an
+    error saying so."""
     start = time.perf_counter()
     arch_text = space_module.format_arch(arch)
     value, reason, error, used_device, reused, finite = math.nan, None, None, device, False, None
@@ -140,7 +145,8 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
             reused = True
         else:
             # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
-            prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+            prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION,
+                                    timeout=timeout)
             used_device = prepared.device
             names = [prepared.output] + ([space_module.FINITE_CHECK_OUTPUT] if finite_check else [])
             checks = []
@@ -295,7 +301,7 @@ def load_arch_file(space_module, path) -> list:
     if str(path).startswith(PACKAGED_PREFIX):
         return _packaged_archs(space_module, str(path)[len(PACKAGED_PREFIX):])
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"architecture file not found: {path} (check the path)")
     if path.suffix == ".csv":
         if space_module.NAME == "nb101":
@@ -305,7 +311,7 @@ def load_arch_file(space_module, path) -> list:
                 raise UserError(f"{path}: for nlp a .csv must be wt2_summary.csv; give other recipes one JSON per line")
             return [row["arch"] for row in space_module.load_recipes(path.parent)]
     archs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "architecture file").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -373,6 +379,7 @@ def run_bench(
     executor: str = "local",
     address: str | None = None,
     chunk: int | None = None,
+    timeout: float | None = BENCH_TIMEOUT,
 ) -> BenchSummary:
     """Score `archs` (architectures or their strings) of `space` into the store.
 
@@ -385,7 +392,9 @@ def run_bench(
     executor: "local" (`workers` processes, default 1) or "ray" (a Ray cluster:
     the one at `address`, else RAY_ADDRESS, else a local instance; `workers`
     caps the tasks at a time, default the cluster's CPUs; `chunk` architectures
-    per task); see executors.py. The driver alone writes the store either way."""
+    per task); see executors.py. The driver alone writes the store either way.
+    timeout: seconds each ONNX Runtime run may take (None: no limit); an
+    architecture past it is an error row, retried by the next run."""
     from epsinas_onnx.executors import check_executor
     from exporters import get_space
 
@@ -407,6 +416,8 @@ def run_bench(
     check_executor(executor, address, chunk)
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    if executor == "local":  # a Ray cluster's CPUs are not this machine's
+        check_workers(workers)
     if workers is None and executor == "local":
         workers = 1
     if limit is not None and limit < 0:
@@ -450,7 +461,7 @@ def run_bench(
         # computation keys would find (NAS-Bench-201: 7,871 of each): no key needed
         computed = None if class_function(module, settings) else {}
         job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed,
-                   build=build_options(module, settings))
+                   build=build_options(module, settings), timeout=timeout)
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
     finally:
         if store is not None:
@@ -475,13 +486,14 @@ class _Job:
     # texts of the architectures to run with the finite check (ClassPlan.if_finite)
     finite_checks: frozenset = frozenset()
     build: dict = dataclasses.field(default_factory=dict)  # build_options
+    timeout: float | None = None  # seconds per ONNX Runtime run
 
     def score(self, arch) -> dict:
         finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
         return score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
             device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
-            finite_check=finite_check, build=self.build,
+            finite_check=finite_check, build=self.build, timeout=self.timeout,
         )
 
     def died_row(self, arch, error: str) -> dict:

@@ -16,6 +16,7 @@ import click
 from epsinas_onnx import atomic
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
+from epsinas_onnx.limits import BENCH_TIMEOUT, PER_CPU, check_sample
 from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -118,13 +119,18 @@ def input_options(bench: bool = False):
     if bench:
         seed = click.option("--input-seed", type=click.IntRange(min=0), default=0, show_default=True,
                             help="Seed of synthetic inputs and default tokens (`score --seed`).")
-        threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
-                               help="ONNX Runtime threads per worker.")
+        threads = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                               help=f"ONNX Runtime threads per worker (at most {PER_CPU} per CPU; EPSINAS_MAX_THREADS raises it).")
+        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=BENCH_TIMEOUT, show_default=True,
+                               help="Seconds one ONNX Runtime run may take; an architecture past it is an error row (0: no limit).")
     else:
         seed = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                             help="Seed of synthetic inputs and default tokens.")
-        threads = click.option("--threads", type=click.IntRange(min=1, max=4096), default=None,
-                               help="ONNX Runtime intra-op threads (default: all cores).")
+        threads = click.option("--threads", type=click.IntRange(min=1), default=None,
+                               help=f"ONNX Runtime intra-op threads (default: all cores; at most {PER_CPU} per CPU, "
+                                    "EPSINAS_MAX_THREADS raises it).")
+        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+                               help="Seconds one ONNX Runtime run may take before it is stopped (0: no limit).")
     options = [
         click.option("--data", type=click.Path(), help=DATA_HELP),
         click.option("--batch-size", type=int, default=256, show_default=True),
@@ -139,6 +145,7 @@ def input_options(bench: bool = False):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--collapse/--no-collapse", default=True, show_default=True, help="Run at the reduced channel width that constant weights allow (the same function, faster on CPU); --no-collapse runs the full-width graph (faster on CUDA)."),
         threads,
+        timeout,
     ]
 
     def decorate(fn):
@@ -221,7 +228,7 @@ def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, wei
 @torch_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed,
+          input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed,
           torch_factory, torch_kwargs, input_shape, fmt):
     """Score MODEL (an .onnx file), rank several (files, a shell glob, or
     folders of *.onnx) on the same batch, highest first, or with --torch score
@@ -233,7 +240,7 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
         output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        **init_settings(weight_init, weight_seed),
+        timeout=timeout or None, **init_settings(weight_init, weight_seed),
     )
     if torch_factory is not None:
         result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights, options)
@@ -298,6 +305,10 @@ def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, we
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
     if weight is not None and not math.isfinite(weight):
         raise UserError(f"--weight must be a finite number, not {weight}")
+    if weight is not None:
+        from epsinas_onnx.scorer import check_float32
+
+        check_float32(weight, "--weight")
     ir_model = load_model(model)
     policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
@@ -358,7 +369,7 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
 @cli.command()
 @click.argument("space", type=SPACES)
 @click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--all", "everything", is_flag=True, help="Every architecture (nb201 only).")
 @click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
 def space(space, n, seed, everything, params):
@@ -373,8 +384,7 @@ def space(space, n, seed, everything, params):
             raise UserError(f"{space} cannot be enumerated here; use --sample N")
         archs = module.all_archs()
     else:
-        if n < 1:
-            raise UserError(f"--sample must be at least 1, not {n}")
+        check_sample(n)
         archs = module.sample(n, seed)
     for arch in archs:
         text = module.format_arch(arch)
@@ -384,10 +394,10 @@ def space(space, n, seed, everything, params):
 def _text_or_file(arg: str) -> str:
     """An argument that is either the text itself or the path of a file holding it."""
     path = Path(arg)
-    if len(arg) < 4096 and path.suffix in (".json", ".txt") :
-        if not path.exists():
-            raise UserError(f"file not found: {path} (check the path)")
-        return path.read_text()
+    if len(arg) < 4096 and path.suffix in (".json", ".txt"):
+        from epsinas_onnx.textfile import read_text
+
+        return read_text(path)
     return arg
 
 
@@ -480,9 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C 130; SIGTERM / SIGHUP (stop_signals.StopSignal) 143 / 129
         click.echo("error: interrupted", err=True)
-        return 130
+        return 128 + getattr(stop, "signum", 2)
     except MemoryError as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         click.echo(f"error: out of memory{f' ({detail})' if detail else ''}: try a smaller --batch-size", err=True)

@@ -15,6 +15,7 @@ import click
 from epsinas_onnx.cli import (FORMATS, SPACES, init_settings, input_options, policy_options, render, side_table_option,
                               target_source_options, weights_option)
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.limits import check_sample
 from epsinas_onnx.stop_signals import stoppable
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
@@ -24,7 +25,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.argument("space", type=SPACES)
 @click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
               help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
                    "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
@@ -49,7 +50,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
-          input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, bn_gamma, bias, embedding,
+          input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding,
           weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress):
     """Score architectures of a benchmark SPACE into a results store.
 
@@ -69,8 +70,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
         archs = module.all_archs()
     elif n is not None:
-        if n < 1:
-            raise UserError(f"--sample must be at least 1, not {n}")
+        check_sample(n)
         archs = module.sample(n, seed)
     else:
         archs = load_arch_file(module, arch_file)
@@ -82,7 +82,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
             shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
             export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
-            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk,
+            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk, timeout=timeout or None,
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)

@@ -102,3 +102,13 @@ def output_warnings(outputs: dict[float, np.ndarray]) -> list[str]:
                 "finite ones only (the reference's NaN-aware mean skips them)"
             )
     return notes
+
+
+def output_type_warnings(outputs: dict[float, np.ndarray]) -> list[str]:
+    """A scored output that is not floating point (a bool mask, integer ids):
+    scored as numbers like any other, NaN or not, but say so."""
+    kinds = sorted({np.asarray(y).dtype.name for y in outputs.values() if not np.issubdtype(np.asarray(y).dtype, np.floating)})
+    if not kinds:
+        return []
+    return [f"the scored output holds {kinds[0]} values, not floats: they are scored as the numbers 0 and 1 "
+            "(or integers) in float32, which says little about the network; pick a float output with --output"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
@@ -9,6 +10,8 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from epsinas_onnx.errors import UserError
+
+MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
 
 ModelLike = "str | os.PathLike | onnx.ModelProto | ir.Model"
 
@@ -21,23 +24,65 @@ def load_model(model, check: bool = True) -> ir.Model:
     if isinstance(model, onnx.ModelProto):
         if check:
             _check(model, "the model")
+        _check_outputs(model, "the model")
         return _to_ir(model, "the model")
     path = Path(model)
+    proto = _parse(_read_model_file(path), path)
+    if not proto.graph.node and not proto.graph.output:
+        raise UserError(f"{path} is not an ONNX model (no graph found); is it truncated or another format?")
+    _load_external_data(proto, path)
+    _check(proto, str(path))
+    _check_outputs(proto, str(path))
+    return _to_ir(proto, str(path))
+
+
+def _check_outputs(proto: onnx.ModelProto, what: str) -> None:
+    """What the checker lets through but a score cannot use: no outputs, or an
+    output that is a stored constant rather than something computed."""
+    if not proto.graph.output:
+        raise UserError(f"{what} has no graph outputs: there is nothing to score")
+    constants = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.output:
+        if value.name in constants:
+            raise UserError(f"{what}: output {value.name!r} is an initializer (a stored constant), not computed "
+                            "from the input; export the model with only computed outputs")
+
+
+def _read_model_file(path: Path) -> bytes:
+    """The bytes of a model file, refusing before any read what is not a
+    regular file (a FIFO would block, /dev/zero never ends) or is larger than
+    protobuf can parse (2 GiB: larger models keep their weights in external
+    data files)."""
+    import stat
+
     if not path.exists():
         raise UserError(f"model file not found: {path} (check the path)")
     if path.is_dir():
         raise UserError(f"{path} is a directory, not an ONNX model file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+    info = os.fstat(fd)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path} is not a regular file (a device, FIFO or socket); give the path of an .onnx file")
+        if info.st_size > MAX_MODEL_BYTES:
+            raise UserError(
+                f"{path} is {info.st_size / 2**30:.1f} GiB, over the 2 GiB a protobuf model file can hold; "
+                "save the weights as external data (onnx.save(..., save_as_external_data=True))"
+            )
+        try:
+            return file.read()
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+
+
+def _parse(payload: bytes, path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load_model_from_string(payload)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise UserError(f"{path} is not a readable ONNX model ({_first_line(exc)}); is it truncated or another format?") from None
-    if not proto.graph.node and not proto.graph.output:
-        raise UserError(f"{path} is not an ONNX model (no graph found); is it truncated or another format?")
-    _load_external_data(proto, path)
-    _check(proto, str(path))
-    return _to_ir(proto, str(path))
 
 
 def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
@@ -50,22 +95,100 @@ def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+    """Read every tensor stored in an external file into the model, checking
+    each file ourselves rather than trusting the onnx release installed (older
+    ones follow symlinks out of the folder): the file must lie in the model's
+    folder (a relative path that resolves inside it), be a regular file with
+    one link (a symlink, or a hard link whose other names may be anywhere, is
+    refused: copy the file instead), and hold the tensor's bytes at its offset."""
+    from onnx.external_data_helper import uses_external_data
 
-    external = [t for t in _all_tensors(proto) if uses_external_data(t)]
-    if not external:
-        return
-    for tensor in external:
-        location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-        if location is None or not (path.parent / location).exists():
-            raise UserError(
-                f"{path}: weight {tensor.name!r} is stored in external file {location!r}, "
-                f"which is missing next to the model; copy it into {path.parent}"
-            )
+    folder = path.parent.resolve()
+    for tensor in _all_tensors(proto):
+        if uses_external_data(tensor):
+            fields = {e.key: e.value for e in tensor.external_data}
+            tensor.raw_data = _external_bytes(tensor, fields, folder, path)
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: Path) -> bytes:
+    import stat
+
+    where = f"{path}: weight {tensor.name!r}"
+    location = fields.get("location")
+    if not location:
+        raise UserError(f"{where} is marked as external data but names no file; re-save the model")
+    if "\0" in location:
+        raise UserError(f"{where} is stored in {location!r}, which is not a file name (a NUL byte); is the model corrupted?")
+    if os.path.isabs(location) or Path(location).drive:
+        raise UserError(f"{where} is stored at the absolute path {location!r}; external data must be a file "
+                        f"in the model's folder ({folder}), named relative to it")
+    target = folder / location
+    if not target.resolve().is_relative_to(folder):
+        raise UserError(f"{where} is stored in {location!r}, outside the model's folder; "
+                        f"external data must be a file in {folder}")
+    if target.is_symlink():
+        raise UserError(f"{where} is stored in {location!r}, a symbolic link; copy the file it points to into {folder}")
+    if not target.exists():
+        raise UserError(f"{where} is stored in external file {location!r}, which is missing next to the model; "
+                        f"copy it into {folder}")
+    offset, length = _offset_and_length(fields, where)
+    expected = _tensor_bytes(tensor)
+    if length is None:
+        length = expected
+    elif expected is not None and length != expected:
+        raise UserError(f"{where} needs {expected} bytes but its external data says {length}; is the model corrupted?")
+    try:  # O_NOFOLLOW: a symlink swapped in since the check above fails here; O_NONBLOCK: a FIFO does not block
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UserError(f"{where}: cannot open its external file {location!r} ({exc.strerror or _first_line(exc)})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{where} is stored in {location!r}, which is not a regular file "
+                            "(a directory, device or FIFO)")
+        raise UserError(f"{where} is stored in {location!r}, which has {info.st_nlink} hard links (the others "
+                        f"may be outside the model's folder); replace the link by a copy (cp, not ln)")
+    with os.fdopen(fd, "rb") as file:
+        if length is None:
+            length = info.st_size - offset
+        if offset + length > info.st_size:
+            raise UserError(f"{where} needs bytes {offset} to {offset + length} of {location!r}, which has only "
+                            f"{info.st_size}; is the file truncated?")
+        file.seek(offset)
+        return file.read(length)
+
+
+def _offset_and_length(fields: dict, where: str) -> tuple[int, int | None]:
+    values = []
+    for key in ("offset", "length"):
+        text = fields.get(key)
+        try:
+            value = None if text in (None, "") else int(text)
+        except ValueError:
+            value = -1
+        if value is not None and value < 0:
+            raise UserError(f"{where}: its external data {key} {text!r} is not a byte count; is the model corrupted?")
+        values.append(value)
+    return values[0] or 0, values[1]
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The raw size of a tensor of fixed-size elements (None for strings)."""
+    import math
+
     try:
-        load_external_data_for_model(proto, str(path.parent))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read external weight data ({_first_line(exc)})") from None
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return None
+    if tensor.data_type == onnx.TensorProto.STRING or any(d < 0 for d in tensor.dims):
+        return None
+    # 4-bit types pack two elements per byte
+    packed = tensor.data_type in {getattr(onnx.TensorProto, n, -1) for n in ("INT4", "UINT4", "FLOAT4E2M1")}
+    count = math.prod(tensor.dims)
+    return (count + 1) // 2 if packed else count * itemsize
 
 
 def _all_tensors(proto: onnx.ModelProto):

@@ -63,6 +63,10 @@ def rewrite_for_scoring(model: ir.Model, policy: InitPolicy, collapse: bool = Fa
     collapse_pass = ChannelCollapsePass(WEIGHT_INPUT) if collapse else None
     try:
         scoring_pipeline(policy, collapse_pass, roles)(model)
+    except ir.passes.PassError as exc:  # onnx-ir wraps what a pass raises
+        if isinstance(exc.__cause__, UserError):
+            raise exc.__cause__ from None
+        raise
     except ValueError as exc:
         raise UserError(f"cannot rewrite the model: {exc}") from None
     return Rewritten(model, roles, warnings, collapse_pass.report if collapse_pass else None)

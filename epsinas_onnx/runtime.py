@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import os
+import select
+import signal
+import threading
+import time
 import warnings
 
 import numpy as np
 import onnxruntime as ort
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.limits import check_threads
+
+# ONNX Runtime's own logger (the default environment's: provider set-up,
+# telemetry) writes coloured lines to stderr; the tool's stderr holds only its
+# own lines, and a failure is reported once, as a UserError
+SILENT = 4  # ORT_LOGGING_LEVEL_FATAL
+ort.set_default_logger_severity(SILENT)
+if hasattr(ort, "disable_telemetry_events"):
+    ort.disable_telemetry_events()
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -86,15 +100,18 @@ def _probe_cuda() -> str | None:
     model.ir_version = 8
     # ORT logs why the provider failed on stderr (several lines, colour codes):
     # catch them and keep the reason for one line of our own
+    ort.set_default_logger_severity(3)
     with _captured_stderr() as captured:
         try:
             with warnings.catch_warnings():  # "Specified provider ... is not in available provider names"
                 warnings.simplefilter("ignore")
-                session = ort.InferenceSession(model.SerializeToString(), session_options(),
+                session = ort.InferenceSession(model.SerializeToString(), session_options(log_severity=3),
                                                providers=[("CUDAExecutionProvider", dict(CUDA_OPTIONS))])
             providers = session.get_providers()
         except Exception as exc:
             return f"ONNX Runtime cannot start its CUDA execution provider ({_ort_message(exc)})"
+        finally:
+            ort.set_default_logger_severity(SILENT)
     if "CUDAExecutionProvider" in providers:
         return None
     try:
@@ -156,9 +173,9 @@ GRAPH_OPTIMIZATION = {
 }
 
 
-def session_options(threads: int | None = None, optimization: str = "all") -> ort.SessionOptions:
+def session_options(threads: int | None = None, optimization: str = "all", log_severity: int = SILENT) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    options.log_severity_level = log_severity  # what ORT logs is reported once, as a UserError
     options.graph_optimization_level = GRAPH_OPTIMIZATION[optimization]
     if threads:
         options.intra_op_num_threads = threads
@@ -168,6 +185,7 @@ def session_options(threads: int | None = None, optimization: str = "all") -> or
 
 def make_session(model_bytes: bytes, providers: list[str], threads: int | None = None,
                  optimization: str = "all") -> ort.InferenceSession:
+    check_threads(threads)
     try:
         session = ort.InferenceSession(model_bytes, session_options(threads, optimization), providers=providers)
     except Exception as exc:  # ORT raises its own exception types per failure
@@ -178,11 +196,134 @@ def make_session(model_bytes: bytes, providers: list[str], threads: int | None =
     return session
 
 
-def run_outputs(session: ort.InferenceSession, outputs: list[str], feeds: dict) -> list[np.ndarray]:
-    try:
-        return session.run(outputs, feeds)
-    except Exception as exc:
-        raise UserError(f"ONNX Runtime failed to run the model: {_ort_message(exc)}") from None
+class RunTimeout(UserError):
+    """An ONNX Runtime run stopped at its time limit (--timeout)."""
+
+
+def run_outputs(session: ort.InferenceSession, outputs: list[str], feeds: dict,
+                timeout: float | None = None) -> list[np.ndarray]:
+    """session.run, stopped by ONNX Runtime's terminate flag (between nodes, and
+    between a Loop's iterations) after `timeout` seconds (RunTimeout) or on
+    Ctrl-C / SIGTERM (KeyboardInterrupt), which Python could otherwise act on
+    only once the run returned: see _Watchdog."""
+    options = ort.RunOptions()
+    options.log_severity_level = SILENT
+    with _WATCHDOG.watching(options, timeout) as run:
+        try:
+            return session.run(outputs, feeds, options)
+        except Exception as exc:
+            if run.interrupted:
+                raise KeyboardInterrupt from None
+            if run.timed_out:
+                raise RunTimeout(f"the model ran for more than {timeout:g} s and was stopped (--timeout {timeout:g}); "
+                                 "a Loop that never ends? If it is only slow, raise --timeout") from None
+            raise UserError(f"ONNX Runtime failed to run the model: {_ort_message(exc)}") from None
+
+
+class _Run:
+    def __init__(self, options, deadline: float):
+        self.options, self.deadline = options, deadline
+        self.timed_out = self.interrupted = False
+
+
+class _Watchdog:
+    """One daemon thread per process that sets RunOptions.terminate on the
+    ONNX Runtime runs in flight: at their deadline, and when SIGINT, SIGTERM
+    or SIGHUP arrives. Python runs a signal handler only in the main thread
+    between bytecodes, so during session.run (minutes, for a long Loop) a
+    Ctrl-C would wait; the C-level handler does write the signal number to the
+    wakeup fd (signal.set_wakeup_fd), set during each run in the main thread,
+    and this thread reads it at once. After the run Python's own handler runs
+    as usual (KeyboardInterrupt for SIGINT)."""
+
+    STOP_SIGNALS = {int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.runs: set[_Run] = set()
+        self.wake_at = math.inf  # when the thread next looks at the deadlines
+        self.thread = None
+
+    def _start(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)  # set_wakeup_fd needs it
+        self.thread = threading.Thread(target=self._loop, name="epsinas-onnx-watchdog", daemon=True)
+        self.thread.start()
+
+    def watching(self, options, timeout: float | None) -> "_Watching":
+        return _Watching(self, _Run(options, math.inf if timeout is None else time.monotonic() + timeout))
+
+    def add(self, run: _Run) -> None:
+        with self.lock:
+            if self.thread is None:
+                self._start()
+            self.runs.add(run)
+            poke = run.deadline < self.wake_at
+        if poke:  # the thread sleeps past this deadline: wake it to recompute
+            self._poke()
+
+    def remove(self, run: _Run) -> None:
+        with self.lock:
+            self.runs.discard(run)
+
+    def _poke(self) -> None:
+        try:
+            os.write(self.write_fd, b"\0")
+        except BlockingIOError:  # the pipe is full of pokes: the thread will wake anyway
+            pass
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                self.wake_at = min((r.deadline for r in self.runs), default=math.inf)
+                wait = None if self.wake_at == math.inf else max(0.0, self.wake_at - time.monotonic())
+            ready, _, _ = select.select([self.read_fd], [], [], wait)
+            signals = set()
+            if ready:
+                try:
+                    signals = set(os.read(self.read_fd, 512))
+                except BlockingIOError:
+                    pass
+            now = time.monotonic()
+            with self.lock:
+                for run in self.runs:
+                    if signals & self.STOP_SIGNALS:
+                        run.interrupted = True
+                        run.options.terminate = True
+                    elif run.deadline <= now:
+                        run.timed_out = True
+                        run.options.terminate = True
+
+
+class _Watching:
+    """The span of one run: registered with the watchdog, and in the main
+    thread the watchdog's pipe as Python's wakeup fd (another's put back after)."""
+
+    def __init__(self, watchdog: _Watchdog, run: _Run):
+        self.watchdog, self.run, self.previous = watchdog, run, None
+
+    def __enter__(self) -> _Run:
+        self.watchdog.add(self.run)
+        if threading.current_thread() is threading.main_thread():
+            try:
+                previous = signal.set_wakeup_fd(self.watchdog.write_fd, warn_on_full_buffer=False)
+            except (ValueError, OSError):
+                previous = None
+            if previous not in (None, -1):  # someone else's (an event loop): leave it theirs
+                signal.set_wakeup_fd(previous)
+            else:
+                self.previous = previous
+        return self.run
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.set_wakeup_fd(self.previous)
+        self.watchdog.remove(self.run)
+        return False
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _ort_message(exc: BaseException) -> str:

@@ -10,8 +10,9 @@ import onnx_ir as ir
 from onnx import inliner
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.limits import check_threads
 from epsinas_onnx.inputs import Batch, InputSpec, model_input, prepare_batch
-from epsinas_onnx.metric import output_warnings, score_runs
+from epsinas_onnx.metric import output_type_warnings, output_warnings, score_runs
 from epsinas_onnx.model_io import load_model
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
@@ -20,7 +21,7 @@ from epsinas_onnx import runtime
 
 DEFAULT_WEIGHTS = (1e-7, 1.0)  # NAS-Bench-201's reference pair
 # prepare_model options that change the speed, never the result (not part of a results-store key)
-EXECUTION_OPTIONS = ("device", "threads", "check", "graph_optimization")
+EXECUTION_OPTIONS = ("device", "threads", "check", "graph_optimization", "timeout")
 # prepare_model settings added after results stores were first written, with the
 # value that means "as before". bench leaves a setting at that value out of the
 # store key, so a store written before the option existed keeps its key.
@@ -55,6 +56,7 @@ class PreparedModel:
     input_spec: InputSpec
     rewritten: Rewritten
     device: str
+    timeout: float | None = None  # seconds per run (runtime.run_outputs)
 
     def run(self, batch: np.ndarray, weight: float) -> np.ndarray:
         return self.run_outputs(batch, weight, [self.output])[0]
@@ -62,7 +64,7 @@ class PreparedModel:
     def run_outputs(self, batch: np.ndarray, weight: float, names: list[str]) -> list[np.ndarray]:
         """Several outputs of one run (run() fetches the scored one only)."""
         feeds = {self.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
-        return runtime.run_outputs(self.session, names, feeds)
+        return runtime.run_outputs(self.session, names, feeds, self.timeout)
 
 
 def prepare_model(
@@ -80,21 +82,24 @@ def prepare_model(
     graph_optimization: str = "all",
     weight_init: str | None = None,
     weight_seed: int | None = None,
+    timeout: float | None = None,
 ) -> PreparedModel:
     """Load, rewrite and open a session. collapse: run at the reduced channel
     width that constant weights allow (the same function; see
     passes/channel_collapse.py). The execution options (EXECUTION_OPTIONS)
     change how fast, never what is computed: check=False skips onnx.checker
     for a ModelProto the caller built; graph_optimization: ONNX Runtime's
-    level, all | basic | none. weight_init (None: "constant", the reference)
+    level, all | basic | none; timeout: seconds an ONNX Runtime run may
+    take before it is stopped (runtime.RunTimeout). weight_init (None: "constant", the reference)
     and weight_seed: an ablation that gives every weight tensor w * R, R a
     fixed random tensor (passes/constant_weight.py); such a model runs at full
     width, collapse or not."""
-    runtime.providers_for(device)  # a device that cannot run: say so before the rewrite
+    runtime.providers_for(device)  # a device that cannot run, or absurd threads: say so before the rewrite
+    check_threads(threads)
     staged = rewrite_model(model, output=output, input_name=input_name, bn_gamma=bn_gamma, bias=bias,
                            embedding=embedding, collapse=collapse, check=check, weight_init=weight_init,
                            weight_seed=weight_seed)
-    return open_session(staged, device=device, threads=threads, graph_optimization=graph_optimization)
+    return open_session(staged, device=device, threads=threads, graph_optimization=graph_optimization, timeout=timeout)
 
 
 @dataclasses.dataclass
@@ -119,11 +124,12 @@ def rewrite_model(model, *, output=None, input_name=None, bn_gamma="w", bias=Non
 
 
 def open_session(staged: RewrittenModel, *, device: str = "auto", threads: int | None = None,
-                 graph_optimization: str = "all") -> PreparedModel:
+                 graph_optimization: str = "all", timeout: float | None = None) -> PreparedModel:
     """prepare_model's second half: an ONNX Runtime session for a rewritten model."""
     providers = runtime.providers_for(device)
     session = runtime.make_session(session_payload(staged.rewritten.model), providers, threads, graph_optimization)
-    return PreparedModel(session, staged.output, staged.input_spec, staged.rewritten, runtime.device_name(providers))
+    return PreparedModel(session, staged.output, staged.input_spec, staged.rewritten, runtime.device_name(providers),
+                         timeout)
 
 
 def session_payload(model: ir.Model) -> bytes:
@@ -176,19 +182,21 @@ def score(
     collapse: bool = True,
     weight_init: str | None = None,
     weight_seed: int | None = None,
+    timeout: float | None = None,
 ) -> ScoreResult:
     """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
 
     data: a path (.npz / .npy images, or a text file for token models) or an
     array; None uses a synthetic batch (see README). Raises UserError on bad
-    input; a NaN score is a result, with its reason in `nan_reason`.
+    input; a NaN score is a result, with its reason in `nan_reason`. timeout:
+    seconds each ONNX Runtime run may take (None: no limit).
     """
     weights = _check_weights(weights)
     start = time.perf_counter()
     prepared = prepare_model(
         model, output=output, input_name=input_name, device=device, threads=threads,
         bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        weight_init=weight_init, weight_seed=weight_seed,
+        weight_init=weight_init, weight_seed=weight_seed, timeout=timeout,
     )
     batch = prepare_batch(
         prepared.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic,
@@ -209,7 +217,8 @@ def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: i
         seconds=time.perf_counter() - start,
         output=prepared.output,
         input=batch.description,
-        warnings=list(prepared.rewritten.warnings) + ([] if np.isnan(value) else output_warnings(outputs)),
+        warnings=list(prepared.rewritten.warnings) + output_type_warnings(outputs)
+        + ([] if np.isnan(value) else output_warnings(outputs)),
     )
 
 
@@ -221,4 +230,22 @@ def _check_weights(weights) -> tuple[float, float]:
         raise UserError(f"the two weights must differ (both are {weights[0]:g}): the score compares them")
     if not all(np.isfinite(weights)):
         raise UserError("the weights must be finite numbers")
+    for w in weights:
+        check_float32(w, "--weights")
+    if np.float32(weights[0]) == np.float32(weights[1]):
+        raise UserError(f"the two weights {weights[0]:g} and {weights[1]:g} are the same number in float32, "
+                        "in which the model runs: the score compares them")
     return weights
+
+
+def check_float32(w: float, option: str) -> None:
+    """A weight the float32 model can hold: not overflowing to inf, and not
+    a nonzero number that underflows to 0 (which would score a zero network)."""
+    with np.errstate(over="ignore", under="ignore"):
+        w32 = np.float32(w)
+    if not np.isfinite(w32):
+        raise UserError(f"{option} {w:g} is beyond float32's range (+-{np.finfo(np.float32).max:.3g}), in which the "
+                        "model runs: it would be inf")
+    if w != 0 and w32 == 0:
+        raise UserError(f"{option} {w:g} is below float32's smallest nonzero value "
+                        f"({np.finfo(np.float32).smallest_subnormal:.3g}), in which the model runs: it would be 0")

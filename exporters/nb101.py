@@ -29,6 +29,7 @@ dangling vertex; `prune` gives the network actually built.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -38,6 +39,7 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.textfile import read_text
 from exporters._onnx_builder import GraphBuilder
 
 NAME = "nb101"
@@ -179,6 +181,8 @@ def _parse_json(text: str) -> Arch:
         second = decoder.raw_decode(rest)[0] if rest else None
     except json.JSONDecodeError as e:
         raise UserError(f"nb101 architecture is not valid JSON ({e.msg} at character {e.pos})") from None
+    except RecursionError:  # json recurses once per level: a cell is two levels deep
+        raise UserError("nb101 architecture JSON is nested too deeply to be a cell (a matrix is two levels)") from None
     if isinstance(first, dict):
         matrix = first.get("matrix", first.get("adjacency"))
         if matrix is None or "ops" not in first:
@@ -223,8 +227,7 @@ def load_archs(path) -> list[Arch]:
     """The architectures of a csv file with either an `adjacency` and an `ops`
     column (naslib_500.csv) or a `cell` column (test_143.csv), in file order."""
     path = Path(path)
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(read_text(path, "architecture file"), newline="")))
     columns = set(rows[0]) if rows else set()
     if {"adjacency", "ops"} <= columns:
         texts = [f"{r['adjacency']} {r['ops']}" for r in rows]

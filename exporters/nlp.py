@@ -102,6 +102,8 @@ def _recipe(arch) -> dict:
     except (TypeError, json.JSONDecodeError) as e:
         raise UserError(f"NLP recipe is not valid JSON ({e}): give a JSON object "
                         '{"node": {"op": ..., "input": [...]}, ...}') from None
+    except RecursionError:  # json recurses once per level: a recipe is three levels deep
+        raise UserError("NLP recipe JSON is nested too deeply to be a recipe (a recipe is three levels)") from None
     if not isinstance(recipe, dict):
         raise UserError("NLP recipe must be a JSON object mapping node names to "
                         '{"op": ..., "input": [...]}')

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from onnx import numpy_helper
+
 from epsinas_onnx.cli import main
 from tests.onnx_graphs import conv_bn_relu, init, model, out
 
@@ -158,3 +160,90 @@ def test_random_argument_combinations(files, command, model_name, chosen, data):
     if target is not None:
         assert target.exists() == (code == 0)
         assert [p.name for p in target.parent.iterdir()] in ([], ["rewritten.onnx"])
+
+
+# ---------------------------------------------------------------- external data and Loop fields
+
+LOCATIONS = ["w.bin", "./w.bin", "sub/../w.bin", "../w.bin", "../../../../etc/passwd", "/etc/passwd", "/dev/zero",
+             "", ".", "sub", "missing.bin", "link.bin", "w.bin\x00.txt", "é.bin"]
+BYTE_COUNTS = [None, "", "0", "4", "432", "-1", "abc", "1e3", "99999999999999999999", str(2**63)]
+
+
+@pytest.fixture(scope="module")
+def external_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("external")
+    (d / "w.bin").write_bytes(np.ones(4 * 3 * 3 * 3 + 8, np.float32).tobytes())
+    (d / "sub").mkdir()
+    os.symlink("w.bin", d / "link.bin")
+    return d
+
+
+@FUZZ
+@given(st.sampled_from(LOCATIONS), st.sampled_from(BYTE_COUNTS), st.sampled_from(BYTE_COUNTS),
+       st.sampled_from([None, "checksum", "basepath"]), st.booleans())
+def test_mutated_external_data_fields(external_dir, location, offset, length, extra_key, rewrite):
+    """The conv weight's external_data entries drawn from good and hostile values:
+    a clean exit 0 or 1 always, a score only from the file in the folder."""
+    m = conv_bn_relu()
+    tensor = m.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", offset), ("length", length), (extra_key, "x")):
+        if key is not None and value is not None:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    path = external_dir / "mutant.onnx"
+    path.write_bytes(m.SerializeToString())
+    target = external_dir / "out" / "rewritten.onnx"
+    target.parent.mkdir(exist_ok=True)
+    target.unlink(missing_ok=True)
+    args = ["rewrite", str(path), "--weight", "0.5", "-o", str(target)] if rewrite else \
+        ["score", str(path), "--batch-size", "2", "--device", "cpu"]
+    code, _, err = run_main(args)
+    event(f"external data: {args[0]} exit {code}")
+    assert_clean(code, err)
+    if code == 0:  # only a file inside the folder, read within its bounds
+        assert location in ("w.bin", "./w.bin", "sub/../w.bin"), (location, offset, length)
+    if rewrite:
+        assert target.exists() == (code == 0)
+
+
+def loop_graph(trip_count, start_cond, body_cond, carried_shape):
+    body_nodes = [helper.make_node("Add", ["y_in", "one"], ["y_out"])]
+    if body_cond == "identity":
+        body_nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
+    else:  # a constant condition, or the iteration count compared with 3
+        body_nodes.append(helper.make_node("Less", ["i", "three"], ["cond_out"]) if body_cond == "i < 3" else
+                          helper.make_node("Constant", [], ["cond_out"], value=numpy_helper.from_array(np.array(body_cond == "true"))))
+    body = helper.make_graph(
+        body_nodes, "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("y_in", TensorProto.FLOAT, carried_shape)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("y_out", TensorProto.FLOAT, carried_shape)],
+        [numpy_helper.from_array(np.ones((), np.float32), "one"), numpy_helper.from_array(np.array(3, np.int64), "three")])
+    inits = [numpy_helper.from_array(np.array(start_cond), "cond"), init("w", [4, 3])]
+    if trip_count is not None:
+        inits.append(numpy_helper.from_array(np.array(trip_count, np.int64), "trips"))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Loop", ["" if trip_count is None else "trips", "cond", "h"], ["y"], body=body)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@settings(FUZZ, max_examples=int(os.environ.get("EPSINAS_FUZZ_LOOP_EXAMPLES", 40)))
+@given(st.sampled_from([None, 0, 1, 7, -1, 2**62]), st.booleans(), st.sampled_from(["identity", "true", "false", "i < 3"]),
+       st.sampled_from([["n", 3], [None, 3], [2, 3], [5, 5]]))
+def test_mutated_loop_fields(mutant_dir, trip_count, start_cond, body_cond, carried_shape):
+    """Loops that stop, never stop or are malformed: a clean exit 0 or 1, an
+    endless one stopped by --timeout with its one line."""
+    path = mutant_dir / "loop.onnx"
+    path.write_bytes(loop_graph(trip_count, start_cond, body_cond, carried_shape).SerializeToString())
+    code, _, err = run_main(["score", str(path), "--batch-size", "2", "--device", "cpu", "--timeout", "0.3"])
+    event(f"loop exit {code}{' (timeout)' if 'ran for more than' in err else ''}")
+    assert_clean(code, err)

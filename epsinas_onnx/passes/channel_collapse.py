@@ -9,6 +9,12 @@ are the same within a group, and elementwise ops keep the groups. A Concat of
 tensors of different widths makes several groups (NAS-Bench-101); a 1x1
 projection after it collapses them back to one.
 
+Collapsing hides the width mismatches ONNX Runtime would refuse at full width
+(a conv whose weight expects 5 input channels on a 3-channel input would sum
+the 3 and run), so each rule checks the parameter shapes it collapses against
+the full widths it knows, and an invalid model is a UserError, as it is
+without collapse (`Collapser.require`).
+
 The pass proves uniformity op by op from a table of rules (`collapse_rule`).
 An op without a rule, or whose rule cannot prove it, gets its inputs expanded
 back to full width (a Gather along the channel axis), so the result is always
@@ -26,6 +32,7 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from epsinas_onnx.errors import UserError
 from epsinas_onnx.passes._build import constant, default_opset, node, subgraphs
 
 
@@ -119,6 +126,7 @@ class Collapser:
         self.groups: dict[ir.Value, Groups] = {}
         self.ranks: dict[ir.Value, int] = {}
         self.expanded: dict[ir.Value, ir.Value] = {}
+        self.expanded_width: dict[ir.Value, int] = {}  # full width of each value full() made
         self.declared: dict[ir.Value, tuple] = {}  # type and shape before collapsing
         self.report = CollapseReport()
         self._pending: list[ir.Node] = []
@@ -179,6 +187,7 @@ class Collapser:
         if value not in self.expanded:
             indices = self.emit(constant(self.groups[value].index_map()))
             self.expanded[value] = self.emit(node("Gather", [value, indices], axis=1))
+            self.expanded_width[self.expanded[value]] = self.groups[value].width
         return self.expanded[value]
 
     def regroup(self, value: ir.Value, target: Groups) -> ir.Value:
@@ -189,6 +198,28 @@ class Collapser:
         # each target group lies inside one source group: pick that group
         pick = source.index_map()[np.cumsum((0,) + target.mult[:-1])]
         return self.emit(node("Gather", [value, self.emit(constant(pick.astype(np.int64)))], axis=1))
+
+    def require(self, ok: bool, n: ir.Node, problem: str) -> None:
+        """Refuse a model whose full-width graph ONNX Runtime would refuse."""
+        if not ok:
+            where = repr(n.name) if n.name else f"writing {n.outputs[0].name!r}"
+            raise UserError(f"the model is invalid: {n.op_type} {where} {problem} "
+                            "(ONNX Runtime refuses it at full width too: see --no-collapse)")
+
+    def width(self, value: ir.Value, axis: int = 1) -> int | None:
+        """The full width of `value` along `axis` (channels): its groups' when
+        collapsed or expanded back, else its declared dimension where that is
+        a number; None where unknown here (ONNX Runtime then checks it, or, on
+        a collapsed graph, nobody: a model can hide a mismatch that way)."""
+        if value in self.groups:
+            return self.groups[value].width if axis == 1 else None
+        if value in self.expanded_width:
+            return self.expanded_width[value] if axis == 1 else None
+        shape = value.shape
+        if shape is None or len(shape) < 2:
+            return None
+        dim = shape[axis]
+        return dim if isinstance(dim, int) else None
 
     def rank(self, value: ir.Value) -> int | None:
         if value.shape is not None:
@@ -519,6 +550,11 @@ def _conv(c: Collapser, n: ir.Node) -> bool:
     bias_param = c.uniform(bias) if bias is not None else None
     if bias is not None and bias_param is None:
         return x not in c.groups
+    in_width = c.width(x)
+    c.require(in_width is None or in_width == per_group * group, n,
+              f"has a weight for {per_group * group} input channels ({per_group} x group {group}) on an input of {in_width}")
+    c.require(bias_param is None or bias_param.shape is None or bias_param.shape == (c_out,), n,
+              f"has a bias of shape {bias_param and bias_param.shape} for {c_out} output channels")
     if group == 1:
         in_mult = c.groups[x].mult if x in c.groups else (1,) * per_group
         if len(in_mult) > 1 and len(set(in_mult)) == 1:
@@ -586,6 +622,10 @@ def _batch_norm(c: Collapser, n: ir.Node) -> bool:
     scale, bias = c.uniform(n.inputs[1]), c.uniform(n.inputs[2])
     if scale is None or bias is None or any(o.uses() or o.is_graph_output() for o in n.outputs[1:]):
         return False
+    channels = c.groups[x].width
+    for i, what in enumerate(("scale", "B", "input_mean", "input_var"), start=1):
+        shape = _declared_shape(c, n.inputs[i])
+        c.require(shape is None or shape == (channels,), n, f"has {what} of shape {list(shape)} for an input of {channels} channels")
     width = len(c.groups[x].mult)
     n.replace_input_with(1, c.parameter(scale, np.ones(width)))
     n.replace_input_with(2, c.parameter(bias, np.ones(width)))
@@ -607,6 +647,10 @@ def _gemm(c: Collapser, n: ir.Node) -> bool:
         return a not in c.groups
     c_out = weight.shape[0] if trans_b else weight.shape[1]
     c_in = weight.shape[1] if trans_b else weight.shape[0]
+    in_width = c.width(a)
+    c.require(in_width is None or in_width == c_in, n, f"has a weight for {c_in} inputs on an input of {in_width}")
+    c.require(bias_param is None or bias_param.shape is None or (bias_param.shape[-1:] or (1,))[0] in (1, c_out), n,
+              f"has a bias of shape {bias_param and bias_param.shape} for {c_out} outputs")
     in_mult = c.groups[a].mult if a in c.groups else (1,) * c_in
     factors = np.array(in_mult, dtype=np.float64)
     factors = factors.reshape(1, -1) if trans_b else factors.reshape(-1, 1)
@@ -624,7 +668,25 @@ def _matmul(c: Collapser, n: ir.Node) -> bool:
     if weight is None or weight.shape is None or len(weight.shape) != 2 or c.rank(a) != 2:
         return a not in c.groups and b not in c.groups
     c_in, c_out = weight.shape
+    in_width = c.width(a, axis=-1) if a not in c.groups else c.width(a)
+    c.require(in_width is None or in_width == c_in, n, f"has a weight for {c_in} inputs on an input of {in_width}")
     in_mult = c.groups[a].mult if a in c.groups else (1,) * c_in
     n.replace_input_with(1, c.parameter(weight, np.array(in_mult, dtype=np.float64).reshape(-1, 1)))
     c.set_groups(n.outputs[0], Groups((c_out,)), 2)
     return True
+
+
+def _declared_shape(c: Collapser, value: ir.Value | None) -> tuple[int, ...] | None:
+    """The static shape of a parameter input, if known here."""
+    if value is None:
+        return None
+    array = constant_array(value)
+    if array is not None:
+        return tuple(array.shape)
+    param = c.uniform(value)
+    if param is not None and param.shape is not None:
+        return tuple(param.shape)
+    shape = value.shape
+    if shape is not None and shape.is_static():
+        return tuple(int(d) for d in shape)
+    return None
