@@ -16,6 +16,7 @@ import click
 from epsinas_onnx import atomic
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
+from epsinas_onnx.modes import DEFAULT_MODE, MODES
 from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -32,6 +33,16 @@ def weights_option(default=(1e-7, 1.0)):
         "--weights", nargs=2, type=float, default=default, show_default=True, metavar="W1 W2",
         help="The two constant shared weights (NAS-Bench-201 1e-7 1; NAS-Bench-101 1e-4 10; NAS-Bench-NLP 1e-5 1e-3).",
     )
+
+
+def mode_option(fn):
+    """--mode: which score is computed from the runs (epsinas_onnx/modes.py)."""
+    return click.option(
+        "--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+        help="reference: the published score (NaN where the output at W1 is constant); ladder: where it is, "
+        "W1 climbs half-decade rungs until the output survives, so every model whose output depends on its "
+        "input gets a score (docs/score-everywhere.md).",
+    )(fn)
 
 
 def policy_options(fn):
@@ -115,9 +126,10 @@ def cli():
 @weights_option()
 @input_options()
 @policy_options
+@mode_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
+          input_name, output, device, collapse, threads, bn_gamma, bias, embedding, weight_init, weight_seed, mode, fmt):
     """Score MODEL (an .onnx file). Exit 0 whenever a score, NaN included, was computed."""
     from epsinas_onnx.scorer import score as score_model
 
@@ -125,7 +137,7 @@ def score(model, weights, data, batch_size, shuffle_seed, norm, synthetic, seed,
         model, data, weights, output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        **init_settings(weight_init, weight_seed),
+        **init_settings(weight_init, weight_seed), mode=mode,
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
