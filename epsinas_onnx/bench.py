@@ -37,8 +37,8 @@ import numpy as np
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
-from epsinas_onnx.metric import score_runs
 from epsinas_onnx.computation_key import computation_key
+from epsinas_onnx.modes import DEFAULT_MODE, check_mode, score_in_mode
 from epsinas_onnx.scorer import (
     EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
@@ -114,7 +114,7 @@ BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
 def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
                        device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
                        computed: dict | None = None, finite_check: bool = False, build: dict | None = None,
-                       timeout: float | None = None) -> dict:
+                       timeout: float | None = None, mode: str = DEFAULT_MODE) -> dict:
     """Score one architecture: export -> rewrite -> session -> both weights -> metric.
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
@@ -131,7 +131,8 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     arguments of the exporter that change how the graph is built but not
     what it computes under `settings` (`build_options`); not part of the key.
     timeout: seconds each ONNX Runtime run may take; past it the row is an
-    error saying so."""
+    error saying so.
+    mode: the scoring mode (modes.py), part of the key where it is not the reference."""
     start = time.perf_counter()
     arch_text = space_module.format_arch(arch)
     value, reason, error, used_device, reused, finite = math.nan, None, None, device, False, None
@@ -157,7 +158,7 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
                 return scored
 
             # a run skipped by score_runs is skipped for every member of the class too
-            value, reason, _ = score_runs(weights, run)
+            value, reason, _, _ = score_in_mode(mode, weights, run)
             finite = all(checks) if finite_check else None
             if key is not None:
                 computed[key] = (value, reason, used_device)
@@ -380,6 +381,7 @@ def run_bench(
     address: str | None = None,
     chunk: int | None = None,
     timeout: float | None = BENCH_TIMEOUT,
+    mode: str = DEFAULT_MODE,
 ) -> BenchSummary:
     """Score `archs` (architectures or their strings) of `space` into the store.
 
@@ -394,12 +396,15 @@ def run_bench(
     caps the tasks at a time, default the cluster's CPUs; `chunk` architectures
     per task); see executors.py. The driver alone writes the store either way.
     timeout: seconds each ONNX Runtime run may take (None: no limit); an
-    architecture past it is an error row, retried by the next run."""
+    architecture past it is an error row, retried by the next run.
+    mode: the scoring mode (modes.py); a store key names it only where it is not
+    the reference, so stores written before modes existed keep their keys."""
     from epsinas_onnx.executors import check_executor
     from exporters import get_space
 
     module = get_space(space)
     weights = _check_weights(weights if weights is not None else REFERENCE_WEIGHTS[space])
+    check_mode(mode, weights)
     export = {k: v for k, v in (export or {}).items() if v is not None}
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     settings = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
@@ -443,7 +448,7 @@ def run_bench(
         )
         key = {
             "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
-            "settings": settings_key({"export": export, "prepare": settings}),
+            "settings": settings_key({"export": export, "prepare": settings, **mode_key(mode)}),
         }
         if store is None:
             store = ResultStore(store_path)
@@ -461,12 +466,18 @@ def run_bench(
         # computation keys would find (NAS-Bench-201: 7,871 of each): no key needed
         computed = None if class_function(module, settings) else {}
         job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed,
-                   build=build_options(module, settings), timeout=timeout)
+                   build=build_options(module, settings), timeout=timeout, mode=mode)
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
     finally:
         if store is not None:
             store.close()
     return summary
+
+
+def mode_key(mode: str) -> dict:
+    """The mode's part of a store key's settings: nothing for the reference (the
+    keys of stores written before modes existed), else {"mode": mode}."""
+    return {} if mode == DEFAULT_MODE else {"mode": mode}
 
 
 @dataclasses.dataclass
@@ -487,13 +498,14 @@ class _Job:
     finite_checks: frozenset = frozenset()
     build: dict = dataclasses.field(default_factory=dict)  # build_options
     timeout: float | None = None  # seconds per ONNX Runtime run
+    mode: str = DEFAULT_MODE
 
     def score(self, arch) -> dict:
         finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
         return score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
             device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
-            finite_check=finite_check, build=self.build, timeout=self.timeout,
+            finite_check=finite_check, build=self.build, timeout=self.timeout, mode=self.mode,
         )
 
     def died_row(self, arch, error: str) -> dict:

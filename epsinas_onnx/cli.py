@@ -17,6 +17,7 @@ from epsinas_onnx import atomic
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
 from epsinas_onnx.limits import BENCH_TIMEOUT, PER_CPU, check_sample
+from epsinas_onnx.modes import DEFAULT_MODE, MODES
 from epsinas_onnx.passes.constant_weight import EMBEDDINGS, WEIGHT_INITS
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -48,6 +49,16 @@ def weights_option(default=(1e-7, 1.0)):
         "--weights", nargs=2, type=float, default=default, show_default=True, metavar="W1 W2",
         help="The two constant shared weights (NAS-Bench-201 1e-7 1; NAS-Bench-101 1e-4 10; NAS-Bench-NLP 1e-5 1e-3).",
     )
+
+
+def mode_option(fn):
+    """--mode: which score is computed from the runs (epsinas_onnx/modes.py)."""
+    return click.option(
+        "--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+        help="reference: the published score (NaN where the output at W1 is constant); ladder: where it is, "
+        "W1 climbs half-decade rungs until the output survives, so every model whose output depends on its "
+        "input gets a score (docs/score-everywhere.md).",
+    )(fn)
 
 
 def policy_options(fn):
@@ -226,9 +237,10 @@ def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, wei
 @input_options()
 @policy_options
 @torch_options
+@mode_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed,
+          input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
           torch_factory, torch_kwargs, input_shape, fmt):
     """Score MODEL (an .onnx file), rank several (files, a shell glob, or
     folders of *.onnx) on the same batch, highest first, or with --torch score
@@ -240,7 +252,7 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
         output=output, input_name=input_name, batch_size=batch_size, norm=norm,
         synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
         device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        timeout=timeout or None, **init_settings(weight_init, weight_seed),
+        timeout=timeout or None, **init_settings(weight_init, weight_seed), mode=mode,
     )
     if torch_factory is not None:
         result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights, options)

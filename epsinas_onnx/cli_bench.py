@@ -12,11 +12,12 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli import (FORMATS, SPACES, init_settings, input_options, policy_options, render, side_table_option,
-                              target_source_options, weights_option)
+from epsinas_onnx.cli import (FORMATS, SPACES, init_settings, input_options, mode_option, policy_options, render,
+                              side_table_option, target_source_options, weights_option)
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.limits import check_sample
 from epsinas_onnx.stop_signals import stoppable
+from epsinas_onnx.modes import DEFAULT_MODE
 
 DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
 
@@ -48,10 +49,12 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
 @click.option("--chunk", type=int, default=None,
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@mode_option
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
           input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding,
-          weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress):
+          weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress,
+          mode):
     """Score architectures of a benchmark SPACE into a results store.
 
     Rows already stored under the same weights, batch and settings are skipped,
@@ -82,7 +85,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
             shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
             export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
-            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk, timeout=timeout or None,
+            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk, timeout=timeout or None, mode=mode,
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
@@ -121,9 +124,19 @@ def results(store, space, config, fmt):
     click.echo(render(rows, fmt), nl=False)
 
 
-def config_rows(store, space: str | None, config: str | None) -> tuple[str, list[dict]]:
+def config_rows(store, space: str | None, config: str | None, mode: str | None = None) -> tuple[str, list[dict]]:
     """The stored rows of one space (the given one, or the only one there is)
-    and one config (see select_config)."""
+    and one config (see select_config); with `mode`, among that mode's rows only."""
+    space, rows = space_rows(store, space)
+    if mode is not None:
+        rows = [r for r in rows if row_mode(r) == mode]
+        if not rows:
+            raise UserError(f"the store {store} holds no {space} rows scored in --mode {mode}")
+    return space, select_config(rows, config)
+
+
+def space_rows(store, space: str | None) -> tuple[str, list[dict]]:
+    """Every stored row of one space (the given one, or the only one there is)."""
     with _open(store) as db:
         rows = db.rows(space)
     if space is None:
@@ -133,7 +146,35 @@ def config_rows(store, space: str | None, config: str | None) -> tuple[str, list
         space = spaces[0]
     if not rows:
         raise UserError(f"the store {store} holds no {space} rows")
-    return space, select_config(rows, config)
+    return space, rows
+
+
+def row_mode(row: dict) -> str:
+    """The scoring mode of a stored row (the reference where its key names none)."""
+    return json.loads(row["settings"]).get("mode", DEFAULT_MODE)
+
+
+def _without_mode(row: dict) -> tuple:
+    settings = {k: v for k, v in json.loads(row["settings"]).items() if k != "mode"}
+    return row["weights"], row["data"], json.dumps(settings, sort_keys=True)
+
+
+def rows_by_mode(rows: list[dict], config: str | None) -> tuple[list[dict], dict[str, list[dict]]]:
+    """One config's rows (see select_config) and those of the configs that
+    differ from it in the scoring mode only (mode -> rows). Without --config a
+    store whose configs differ only in the mode is one comparison, the
+    reference first."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for row in rows:
+        groups.setdefault(_without_mode(row), {}).setdefault(row_mode(row), []).append(row)
+    if config is None and len(groups) == 1:
+        (modes,) = groups.values()
+        first = DEFAULT_MODE if DEFAULT_MODE in modes else sorted(modes)[0]
+        return modes[first], {m: r for m, r in sorted(modes.items()) if m != first}
+    chosen = select_config(rows, config)
+    modes = groups[_without_mode(chosen[0])]
+    mode = row_mode(chosen[0])
+    return chosen, {m: r for m, r in sorted(modes.items()) if m != mode}
 
 
 def select_config(rows: list[dict], config: str | None) -> list[dict]:
@@ -179,14 +220,16 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     from epsinas_onnx import benchmark_tables, evaluation
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
-    space, rows = config_rows(store, space, config)
+    space, rows = space_rows(store, space)
+    rows, other_modes = rows_by_mode(rows, config)
     targets = benchmark_tables.targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
                                              archs=[r["arch"] for r in rows])
     baselines = benchmark_tables.side_table(space, baselines, "baselines")
     proxies = benchmark_tables.side_table(space, proxies, "proxies")
     report = evaluation.evaluate(
         rows, space, targets, dataset=dataset, arch_column=arch_column, target_column=target_column,
-        lower_is_better=lower_is_better, baselines=baselines, proxies=proxies,
+        lower_is_better=lower_is_better, baselines=baselines, proxies=proxies, mode=row_mode(rows[0]),
+        other_modes=other_modes,
     )
     first = rows[0]
     report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
@@ -202,7 +245,7 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     if fmt == "table":
         c = report["counts"]
         direction = "lower is better" if report["lower_is_better"] else "higher is better"
-        extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in ("not_in_baselines", "not_in_proxies") if k in c)
+        extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in c if k.startswith("not_in_"))
         click.echo(
             f"{space} vs {report['target']} ({direction}; from {report['targets_from']}), config {first['config']} (weights {first['weights']}, "
             f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "

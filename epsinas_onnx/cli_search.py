@@ -11,7 +11,7 @@ import math
 
 import click
 
-from epsinas_onnx.cli import SPACES, render, target_source_options
+from epsinas_onnx.cli import SPACES, mode_option, render, target_source_options
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.inputs import NORMS, SYNTHETIC
 
@@ -39,8 +39,9 @@ def target_options(fn):
 
 
 def store_options(fn):
-    """The store the scores come from, and the input options for scoring missing architectures on demand."""
-    return _options(fn, [
+    """The store the scores come from (--mode: its rows in that scoring mode), and the input options for
+    scoring missing architectures on demand."""
+    return _options(mode_option(fn), [
         click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
                      help="The results store the scores come from; architectures it lacks are scored into it."),
         click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
@@ -131,7 +132,7 @@ def _store_scores(opts: dict):
     from epsinas_onnx.cli_bench import config_rows
 
     store = opts["store"]
-    space, rows = config_rows(store, opts["space"], opts["config"])
+    space, rows = config_rows(store, opts["space"], opts["config"], opts["mode"])
     first = rows[0]
     filler = search.BenchFiller(space, store, first, {
         "data": opts["data"], "batch_size": opts["batch_size"], "shuffle_seed": opts["shuffle_seed"],

@@ -204,12 +204,16 @@ def evaluate(
     lower_is_better: bool | None = None,
     baselines=None,
     proxies=None,
+    mode: str = "reference",
+    other_modes: dict[str, list[dict]] | None = None,
 ) -> dict:
     """The statistics of stored `rows` (one space, one config; from
     ResultStore.rows) against a table of targets (a Table or a csv path), with side-by-side rows for the
     parameter count and any baseline / proxy tables, all on the same
     architectures: those scored without error, with a finite target, and present
-    in every side table given."""
+    in every side table given. mode: the scoring mode of `rows`; other_modes:
+    the rows of the same config in other modes (mode -> rows), each given its
+    two rows beside the first, on the architectures that every mode scored."""
     from exporters import get_space
 
     module = get_space(space)
@@ -240,6 +244,11 @@ def evaluate(
 
     side: list[tuple[str, dict[str, float]]] = []  # (row name, {arch: value})
     common = {r["arch"] for r in with_target}
+    mode_scores = {}  # the other modes' scores: mode -> {arch: score}
+    for other, other_rows in (other_modes or {}).items():
+        mode_scores[other] = {r["arch"]: r["score"] for r in other_rows if r["error"] is None}
+        counts[f"not_in_{other}_mode"] = len(common - set(mode_scores[other]))
+        common &= set(mode_scores[other])
     if baselines is not None:
         b_names, _ = _read_csv(baselines)
         b_arch = _pick(b_names, ARCH_COLUMNS[space], "architecture", baselines, "--arch-column")
@@ -269,11 +278,10 @@ def evaluate(
     target = [targets[r["arch"]][target_column] for r in chosen]
     score = [r["score"] for r in chosen]
     params = [math.nan if r["params"] is None else r["params"] for r in chosen]
-    table_rows = [
-        {"proxy": "epsinas", **statistics(score, target, lower_is_better=lower_is_better)},
-        {"proxy": "epsinas (NaN last)", **statistics(score, target, nan="last", lower_is_better=lower_is_better)},
-        {"proxy": "params", **statistics(params, target, lower_is_better=lower_is_better)},
-    ]
+    table_rows = _score_rows(mode_label(mode), score, target, lower_is_better)
+    for other, values in mode_scores.items():
+        table_rows += _score_rows(mode_label(other), [values[r["arch"]] for r in chosen], target, lower_is_better)
+    table_rows.append({"proxy": "params", **statistics(params, target, lower_is_better=lower_is_better)})
     for name, values in side:
         proxy = [values.get(r["arch"], math.nan) for r in chosen]
         table_rows.append({"proxy": name, **statistics(proxy, target, lower_is_better=lower_is_better)})
@@ -283,6 +291,19 @@ def evaluate(
         "counts": counts, "rows": table_rows,
         "points": {"score": score, "target": target, "params": params},
     }
+
+
+def mode_label(mode: str) -> str:
+    """The name of the epsinas rows of a scoring mode: "epsinas" for the reference."""
+    return "epsinas" if mode == "reference" else f"epsinas [{mode}]"
+
+
+def _score_rows(label: str, score, target, lower_is_better: bool) -> list[dict]:
+    """A mode's two rows: NaN dropped, and NaN ranked last."""
+    return [
+        {"proxy": label, **statistics(score, target, lower_is_better=lower_is_better)},
+        {"proxy": f"{label} (NaN last)", **statistics(score, target, nan="last", lower_is_better=lower_is_better)},
+    ]
 
 
 # ---------------------------------------------------------------- the plot

@@ -12,7 +12,8 @@ from onnx import inliner
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.limits import check_threads
 from epsinas_onnx.inputs import Batch, InputSpec, model_input, prepare_batch
-from epsinas_onnx.metric import output_type_warnings, output_warnings, score_runs
+from epsinas_onnx.metric import output_type_warnings, output_warnings
+from epsinas_onnx.modes import DEFAULT_MODE, check_mode, score_in_mode
 from epsinas_onnx.model_io import load_model
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
@@ -39,6 +40,8 @@ class ScoreResult:
     output: str
     input: str
     warnings: list[str]
+    mode: str = DEFAULT_MODE
+    low_weight: float | None = None  # the w1 the score was computed at (ladder: the rung where the output survived)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -183,6 +186,7 @@ def score(
     weight_init: str | None = None,
     weight_seed: int | None = None,
     timeout: float | None = None,
+    mode: str = DEFAULT_MODE,
 ) -> ScoreResult:
     """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
 
@@ -190,8 +194,11 @@ def score(
     array; None uses a synthetic batch (see README). Raises UserError on bad
     input; a NaN score is a result, with its reason in `nan_reason`. timeout:
     seconds each ONNX Runtime run may take (None: no limit).
+    mode: "reference" (the published score) or "ladder" (defined wherever
+    the output depends on the input; docs/score-everywhere.md).
     """
     weights = _check_weights(weights)
+    check_mode(mode, weights)
     start = time.perf_counter()
     prepared = prepare_model(
         model, output=output, input_name=input_name, device=device, threads=threads,
@@ -203,11 +210,13 @@ def score(
         shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len or 70,
         vocab_size=embedding_rows(prepared), token_layout=token_layout,
     )
-    return score_prepared(prepared, batch, weights, batch_size, start)
+    return score_prepared(prepared, batch, weights, batch_size, start, mode)
 
 
-def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float) -> ScoreResult:
-    value, reason, outputs = score_runs(weights, lambda w: prepared.run(batch.array, w))
+def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,
+                   mode: str = DEFAULT_MODE) -> ScoreResult:
+    value, reason, outputs, low_weight = score_in_mode(mode, weights, lambda w: prepared.run(batch.array, w))
+    scored = {w: y for w, y in outputs.items() if w in (low_weight, weights[1])}  # the two the score is of
     return ScoreResult(
         score=value,
         nan_reason=reason,
@@ -218,7 +227,9 @@ def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: i
         output=prepared.output,
         input=batch.description,
         warnings=list(prepared.rewritten.warnings) + output_type_warnings(outputs)
-        + ([] if np.isnan(value) else output_warnings(outputs)),
+        + ([] if np.isnan(value) else output_warnings(scored)),
+        mode=mode,
+        low_weight=low_weight,
     )
 
 

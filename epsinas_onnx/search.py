@@ -512,13 +512,15 @@ class BenchFiller:
         import json
 
         settings = json.loads(self.config_row["settings"])
-        return json.loads(self.config_row["weights"]), settings.get("export", {}), settings.get("prepare", {})
+        return (json.loads(self.config_row["weights"]), settings.get("export", {}), settings.get("prepare", {}),
+                settings.get("mode", "reference"))
 
     def __call__(self, archs: list) -> dict[str, float]:
         from epsinas_onnx.bench import run_bench
 
-        weights, export, prepare = self._config()
-        common = dict(weights=weights, export=export, settings=prepare, store_path=self.store_path, **self.bench_kwargs)
+        weights, export, prepare, mode = self._config()
+        common = dict(weights=weights, export=export, settings=prepare, store_path=self.store_path, mode=mode,
+                      **self.bench_kwargs)
         if not self.checked:
             probe = run_bench(self.space, archs[:1], limit=0, progress=False,
                               **{k: v for k, v in common.items() if k != "progress"})

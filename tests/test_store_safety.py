@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.store import ResultStore
