@@ -625,7 +625,7 @@ def _batch_norm(c: Collapser, n: ir.Node) -> bool:
     channels = c.groups[x].width
     for i, what in enumerate(("scale", "B", "input_mean", "input_var"), start=1):
         shape = _declared_shape(c, n.inputs[i])
-        c.require(shape is None or shape == (channels,), n, f"has {what} of shape {list(shape)} for an input of {channels} channels")
+        c.require(shape is None or shape == (channels,), n, f"has {what} of shape {shape and list(shape)} for an input of {channels} channels")
     width = len(c.groups[x].mult)
     n.replace_input_with(1, c.parameter(scale, np.ones(width)))
     n.replace_input_with(2, c.parameter(bias, np.ones(width)))
