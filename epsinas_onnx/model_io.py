@@ -10,6 +10,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.textfile import read_regular_file
 
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
 
@@ -49,33 +50,13 @@ def _check_outputs(proto: onnx.ModelProto, what: str) -> None:
 
 
 def _read_model_file(path: Path) -> bytes:
-    """The bytes of a model file, refusing before any read what is not a
-    regular file (a FIFO would block, /dev/zero never ends) or is larger than
-    protobuf can parse (2 GiB: larger models keep their weights in external
-    data files)."""
-    import stat
-
-    if not path.exists():
-        raise UserError(f"model file not found: {path} (check the path)")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not an ONNX model file")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
-    info = os.fstat(fd)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{path} is not a regular file (a device, FIFO or socket); give the path of an .onnx file")
-        if info.st_size > MAX_MODEL_BYTES:
-            raise UserError(
-                f"{path} is {info.st_size / 2**30:.1f} GiB, over the 2 GiB a protobuf model file can hold; "
-                "save the weights as external data (onnx.save(..., save_as_external_data=True))"
-            )
-        try:
-            return file.read()
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+    """The bytes of a model file: a regular file no larger than protobuf can
+    parse (2 GiB: larger models keep their weights in external data files)."""
+    return read_regular_file(
+        path, "model file", MAX_MODEL_BYTES,
+        "a protobuf model file can hold; save the weights as external data (onnx.save(..., save_as_external_data=True))",
+        kind="; give the path of an .onnx file",
+    )
 
 
 def _parse(payload: bytes, path: Path) -> onnx.ModelProto:
