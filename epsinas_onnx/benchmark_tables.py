@@ -19,9 +19,9 @@ import dataclasses
 import gzip
 import io
 from importlib import resources
-from pathlib import Path
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.textfile import read_text
 
 PACKAGED = "packaged"  # the value of --baselines / --proxies given without a file
 
@@ -52,15 +52,9 @@ def _parse(text: str, name: str) -> Table:
 
 
 def read_csv(path) -> Table:
-    """A csv file as a Table (one clear line if it is missing or not csv)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path} (check the path)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not a readable csv file ({exc})") from None
-    return _parse(text, str(path))
+    """A csv file as a Table (one clear line if it is missing, not a regular
+    file, not UTF-8 text or not csv: textfile.read_text)."""
+    return _parse(read_text(path, "file"), str(path))
 
 
 def packaged_names() -> list[str]:
