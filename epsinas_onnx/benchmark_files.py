@@ -35,7 +35,7 @@ import zipfile
 from pathlib import Path
 
 from epsinas_onnx.benchmark_tables import Table
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.errors import UserError, first_line
 
 NB201_EXTRA = 'pip install "epsinas-onnx[nasbench]"'
 NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "ImageNet16-120"}
@@ -68,8 +68,7 @@ def _load_api(load, path: Path, package: str):
     try:
         return load()
     except Exception as exc:  # the packages raise AssertionError, ValueError, pickle errors...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{package} could not load {path} ({first}): is it the benchmark's own file?") from None
+        raise UserError(f"{package} could not load {path} ({first_line(exc, 200)}): is it the benchmark's own file?") from None
 
 
 def read_nb201(path: Path) -> Table:

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.errors import UserError, first_line
 
 CIFAR_PIXELS = 3 * 32 * 32
 CIFAR_LABEL_BYTES = {"CIFAR-10": 1, "CIFAR-100": 2}
@@ -120,7 +120,7 @@ def _open_npy(path: Path) -> ImageSource:
     except UserError:
         raise
     except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path} is not a readable .npy file ({_first_line(exc)})") from None
+        raise UserError(f"{path} is not a readable .npy file ({first_line(exc, 200)})") from None
     return ImageSource(shape[0], tuple(shape[1:]), dtype, path.name, lambda indices: np.asarray(array[indices]))
 
 
@@ -173,8 +173,8 @@ NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, Not
 
 def _npz_error(path: Path, exc: BaseException) -> UserError:
     if isinstance(exc, zlib.error) or "CRC" in str(exc) or isinstance(exc, EOFError):
-        return UserError(f"{path} is corrupted ({_first_line(exc)}): copy or write the file again")
-    return UserError(f"{path} is not a readable .npz file ({_first_line(exc)})")
+        return UserError(f"{path} is corrupted ({first_line(exc, 200)}): copy or write the file again")
+    return UserError(f"{path} is not a readable .npz file ({first_line(exc, 200)})")
 
 
 def _npz_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo):
@@ -306,11 +306,8 @@ def _read_image(image_module, path: Path) -> np.ndarray:
         with image_module.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
-        raise UserError(f"{path} is not a readable image ({_first_line(exc)})") from None
+        raise UserError(f"{path} is not a readable image ({first_line(exc, 200)})") from None
     if 0 in pixels.shape:
         raise UserError(f"{path} is an empty image ({pixels.shape[1]}x{pixels.shape[0]})")
     return pixels
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

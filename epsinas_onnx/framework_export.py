@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -42,9 +41,3 @@ def quiet():
             yield
     finally:
         logging.disable(disabled)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message as one line for a UserError or a warning."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours some messages
-    return (text.splitlines() or [type(exc).__name__])[0][:300]

@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.errors import UserError, first_line
 from epsinas_onnx.textfile import read_regular_file
 
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
@@ -63,7 +63,7 @@ def _parse(payload: bytes, path: Path) -> onnx.ModelProto:
     try:
         return onnx.load_model_from_string(payload)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
-        raise UserError(f"{path} is not a readable ONNX model ({_first_line(exc)}); is it truncated or another format?") from None
+        raise UserError(f"{path} is not a readable ONNX model ({first_line(exc)}); is it truncated or another format?") from None
 
 
 def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
@@ -72,7 +72,7 @@ def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
     try:
         return ir.from_proto(proto)
     except Exception as exc:  # onnx-ir raises SerdeError wrapping any of several types
-        raise UserError(f"{what} cannot be read as an ONNX graph ({_first_line(exc)}); is the file corrupted?") from None
+        raise UserError(f"{what} cannot be read as an ONNX graph ({first_line(exc)}); is the file corrupted?") from None
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
@@ -123,7 +123,7 @@ def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: 
     try:  # O_NOFOLLOW: a symlink swapped in since the check above fails here; O_NONBLOCK: a FIFO does not block
         fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise UserError(f"{where}: cannot open its external file {location!r} ({exc.strerror or _first_line(exc)})") from None
+        raise UserError(f"{where}: cannot open its external file {location!r} ({exc.strerror or first_line(exc)})") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
         os.close(fd)
@@ -182,12 +182,7 @@ def _check(proto: onnx.ModelProto, what: str) -> None:
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
-        raise UserError(f"{what} fails the ONNX checker: {_first_line(exc)}") from None
+        raise UserError(f"{what} fails the ONNX checker: {first_line(exc)}") from None
     except ValueError as exc:  # models over 2 GB are checked from disk only
         if "2GB" not in str(exc):
-            raise UserError(f"{what} fails the ONNX checker: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+            raise UserError(f"{what} fails the ONNX checker: {first_line(exc)}") from None

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import importlib
 
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.framework_export import first_line, quiet, score_exported
+from epsinas_onnx.errors import UserError, first_line
+from epsinas_onnx.framework_export import quiet, score_exported
 from epsinas_onnx.scorer import DEFAULT_WEIGHTS, ScoreResult
 
 EXTRA_HINT = 'pip install "epsinas-onnx[export]"'
