@@ -4,7 +4,7 @@ paths give the same scores, and how long does each take per architecture?
     python benchmarks/gpu_check.py [--n 1000] [--devices cpu cuda] [--data PATH]
                                    [--cpu-workers N] [--cuda-workers N] [--json OUT]
 
-Each path scores the same architectures (exporters.nb201.sample(n, 0)) on the
+Each path scores the same architectures (epsinas_onnx.spaces.nb201.sample(n, 0)) on the
 same batch (the first 256 CIFAR-10 test images, CIFAR-10 normalisation) the way
 `epsinas-onnx bench` does: bench._Job.score = bench.score_architecture =
 export -> prepare_model(device=..., collapse=...) -> two runs -> metric. CPU
@@ -44,7 +44,7 @@ from epsinas_onnx import bench, prepare_model, runtime  # noqa: E402
 from epsinas_onnx.errors import UserError  # noqa: E402
 from epsinas_onnx.executors import open_executor  # noqa: E402
 from epsinas_onnx.inputs import prepare_batch  # noqa: E402
-from exporters import nb201  # noqa: E402
+from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = bench.REFERENCE_WEIGHTS["nb201"]
 DATA_NAME = Path("inputs") / "cifar10_test_1000.npz"
@@ -147,7 +147,7 @@ def has_subnormal(arch_text: str, batch: np.ndarray) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000, help="architectures (exporters.nb201.sample(n, seed))")
+    parser.add_argument("--n", type=int, default=1000, help="architectures (epsinas_onnx.spaces.nb201.sample(n, seed))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu", "cuda"])
     parser.add_argument("--widths", nargs="+", choices=["full", "collapsed"], default=["full", "collapsed"])

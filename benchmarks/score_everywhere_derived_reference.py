@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 from epsinas_onnx.evaluation import statistics, read_keyed
-from exporters import get_space
+from epsinas_onnx.spaces import get_space
 space, store, acc_path, col = sys.argv[1:5]
 mod = get_space(space)
 arch_col = {"nb101": "cell" , "nlp": "recepie"}[space]

@@ -21,7 +21,7 @@ from epsinas_onnx import calibrate
 from epsinas_onnx.evaluation import read_keyed, statistics
 from epsinas_onnx.metric import epsinas_score
 from epsinas_onnx.modes import ladder, score_ladder
-from exporters import get_space
+from epsinas_onnx.spaces import get_space
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEIGHTS = (1e-7, 1.0)

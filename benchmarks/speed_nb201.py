@@ -34,7 +34,7 @@ from benchmarks.collapse_agreement import cifar10  # noqa: E402
 from epsinas_onnx.bench import (  # noqa: E402
     build_options, computation_classes, freeze_startup_objects, run_bench, score_architecture,
 )
-from exporters import nb201  # noqa: E402
+from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
 SPACE_SIZE = 15_625

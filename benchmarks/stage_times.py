@@ -28,7 +28,7 @@ from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION, build_options, freeze_s
 from epsinas_onnx.passes import WEIGHT_INPUT  # noqa: E402
 from epsinas_onnx.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
 from epsinas_onnx.scorer import session_payload  # noqa: E402
-from exporters import nb201  # noqa: E402
+from epsinas_onnx.spaces import nb201  # noqa: E402
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=40)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
-    from exporters import nb201
+    from epsinas_onnx.spaces import nb201
 
     rng = random.Random(args.seed)
     totals = dict(runs=0, sigkill=0, sigterm=0, after_the_end=0, lost=0, duplicated=0, errors=0, changed=0, bad_exit=0)

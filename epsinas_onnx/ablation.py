@@ -113,7 +113,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
     from epsinas_onnx.bench import REFERENCE_WEIGHTS, run_bench
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:
         raise UserError(f"unknown --vary {kind!r}: choose one of {', '.join(KINDS)}")

@@ -296,8 +296,8 @@ def _packaged_archs(space_module, name: str) -> list:
 def load_arch_file(space_module, path) -> list:
     """Architectures from a file: one per line in the space's own encoding
     (blank lines and lines starting with '#' skipped); for nb101 also the csv
-    files of the benchmark (exporters.nb101.load_archs), for nlp wt2_summary.csv
-    (exporters.nlp.load_recipes); "packaged:NAME" is the architecture column
+    files of the benchmark (epsinas_onnx.spaces.nb101.load_archs), for nlp wt2_summary.csv
+    (epsinas_onnx.spaces.nlp.load_recipes); "packaged:NAME" is the architecture column
     of a table shipped with the package (benchmark_tables), in its order."""
     if str(path).startswith(PACKAGED_PREFIX):
         return _packaged_archs(space_module, str(path)[len(PACKAGED_PREFIX):])
@@ -400,7 +400,7 @@ def run_bench(
     mode: the scoring mode (modes.py); a store key names it only where it is not
     the reference, so stores written before modes existed keep their keys."""
     from epsinas_onnx.executors import check_executor
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     weights = _check_weights(weights if weights is not None else REFERENCE_WEIGHTS[space])
@@ -523,7 +523,7 @@ class _Job:
         return state
 
     def __setstate__(self, state):
-        from exporters import get_space
+        from epsinas_onnx.spaces import get_space
 
         state["space_module"] = get_space(state["space_module"])
         self.__dict__.update(state)

@@ -266,7 +266,7 @@ def read_nb101_tfrecord(path: Path, archs=None) -> Table:
     rows = [row(json.dumps({"matrix": c["matrix"], "ops": c["ops"]}, separators=(",", ":")), h, c)
             for h, c in cells.items()]
     if archs:
-        from exporters import nb101
+        from epsinas_onnx.spaces import nb101
 
         in_file = {r["arch"] for r in rows}
         for text in dict.fromkeys(archs):

@@ -99,7 +99,7 @@ def targets_table(space: str, *, accuracies=None, benchmark_file=None, archs=Non
 
 def _covered(space: str, table: Table, archs) -> set[str]:
     from epsinas_onnx.evaluation import ARCH_COLUMNS, _pick
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     column = _pick(table.columns, ARCH_COLUMNS[space], "architecture", table, "--arch-column")

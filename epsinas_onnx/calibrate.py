@@ -89,7 +89,7 @@ class Item:
     """One model: a name, and what prepare_model takes (a path) or how to build it."""
 
     name: str
-    space: str | None = None  # with `arch`: built by exporters.<space>.to_onnx(arch, **export)
+    space: str | None = None  # with `arch`: built by epsinas_onnx.spaces.<space>.to_onnx(arch, **export)
     arch: object = None
     path: str | None = None
 
@@ -107,7 +107,7 @@ class _Job:
 
         try:
             if item.space is not None:
-                from exporters import get_space
+                from epsinas_onnx.spaces import get_space
 
                 model, check = get_space(item.space).to_onnx(item.arch, **self.export), False
             else:
@@ -171,7 +171,7 @@ def collect_outputs(items: list[Item], weights: list[float], *, data=None, batch
                     device: str = "cpu", workers: int = 1, cache=None, progress: bool = True) -> Outputs:
     """Run every item at every weight; `cache` (.npz) keeps outputs between runs
     (reused when the batch, weights and settings match)."""
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
     from tqdm import tqdm
 
     from epsinas_onnx.inputs import prepare_batch

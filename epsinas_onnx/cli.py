@@ -363,7 +363,7 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
     nb101: JSON {"matrix": [[...]], "ops": [...]} or a file holding it
     nlp:   a recipe JSON file, or the JSON itself
     """
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     options = {"num_classes": num_classes, "resolution": resolution, "vocab_size": vocab_size}
@@ -386,7 +386,7 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
 @click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
 def space(space, n, seed, everything, params):
     """List architectures of a benchmark SPACE, one per line."""
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     if everything == (n is not None):

@@ -62,7 +62,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     default: the space's reference pair (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3).
     """
     from epsinas_onnx.bench import BenchInterrupted, load_arch_file, run_bench
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     chosen = sum([everything, n is not None, arch_file is not None])

@@ -87,7 +87,7 @@ class _Context:
         elif space is None:
             space = _space_of_store(opts["store"])
         self.space_name = space
-        from exporters import get_space
+        from epsinas_onnx.spaces import get_space
 
         self.space = get_space(space)
         from epsinas_onnx import benchmark_tables
@@ -431,7 +431,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     targets, lower = None, bool(lower_is_better)
     if space is not None:
         from epsinas_onnx.bench import load_arch_file
-        from exporters import get_space
+        from epsinas_onnx.spaces import get_space
 
         module = get_space(space)
         if (n is None) == (arch_file is None):
@@ -543,7 +543,7 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     NLP embedding). The weight pair ablation is `calibrate`."""
     from epsinas_onnx import ablation, evaluation
     from epsinas_onnx.bench import load_arch_file
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     from epsinas_onnx.search import check_plot_path
 

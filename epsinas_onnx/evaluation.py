@@ -214,7 +214,7 @@ def evaluate(
     in every side table given. mode: the scoring mode of `rows`; other_modes:
     the rows of the same config in other modes (mode -> rows), each given its
     two rows beside the first, on the architectures that every mode scored."""
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     if space == "nb201":

@@ -96,7 +96,7 @@ def load_targets(space: str, accuracies, *, dataset: str | None = None, arch_col
     (nb201: --dataset's column; nb101: cifar_acc_108 or val_accuracy; nlp:
     final_test_loss, lower is better)."""
     from epsinas_onnx import evaluation
-    from exporters import get_space
+    from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     if space == "nb201":
@@ -535,7 +535,7 @@ class BenchFiller:
         return self._read(archs)
 
     def _read(self, archs: list) -> dict[str, float]:
-        from exporters import get_space
+        from epsinas_onnx.spaces import get_space
 
         module = get_space(self.space)
         texts = [module.format_arch(a) for a in archs]

@@ -3,7 +3,7 @@
     python models/make_sample_models.py          # needs the `export` extra (torch)
 
 - nb201_cifar10_best.onnx: the best NAS-Bench-201 architecture on CIFAR-10
-  (index 6111, 94.37 % test accuracy), built by exporters.nb201 (no torch needed for this one).
+  (index 6111, 94.37 % test accuracy), built by epsinas_onnx.spaces.nb201 (no torch needed for this one).
 - tiny_resnet.onnx: a small ResNet written in PyTorch and exported with
   torch.onnx.export (dynamo, optimize=False so BatchNorm stays a node), as a
   user's own model would be.
@@ -20,7 +20,7 @@ BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|n
 
 
 def main() -> None:
-    from exporters import nb201
+    from epsinas_onnx.spaces import nb201
 
     onnx.save(nb201.to_onnx(nb201.parse(BEST_NB201)), HERE / "nb201_cifar10_best.onnx")
 

@@ -13,7 +13,7 @@ from epsinas_onnx import ablation, bench
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
 from epsinas_onnx.scorer import prepare_model
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.onnx_graphs import init, model, out
 from tests.test_cli_errors import assert_user_error

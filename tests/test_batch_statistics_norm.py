@@ -63,7 +63,7 @@ def test_session_of_the_inlined_function_gives_the_same_bits():
     # inlining at load is slower): the same nodes, so the same numbers
     from epsinas_onnx.passes import WEIGHT_INPUT
     from epsinas_onnx.scorer import open_session, rewrite_model
-    from exporters import nb201
+    from epsinas_onnx.spaces import nb201
     from tests.conftest import cifar10_batch
 
     staged = rewrite_model(nb201.to_onnx(nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")), check=False)

@@ -20,7 +20,7 @@ import pytest
 from epsinas_onnx import bench
 from epsinas_onnx.scorer import score
 from epsinas_onnx.store import ResultStore, fingerprint
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, ROOT, run_cli
 from tests.test_cli_errors import assert_user_error
 

@@ -16,7 +16,7 @@ import pytest
 from epsinas_onnx import benchmark_files
 from epsinas_onnx.benchmark_tables import packaged
 from epsinas_onnx.errors import UserError
-from exporters import get_space
+from epsinas_onnx.spaces import get_space
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_user_error
 from tests.test_packaged_tables import _store, cli_json

@@ -14,7 +14,7 @@ from epsinas_onnx import calibrate as cal
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.metric import epsinas_score
 from epsinas_onnx.scorer import prepare_model, score
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.onnx_graphs import conv_bn_relu
 from tests.test_cli_errors import assert_user_error

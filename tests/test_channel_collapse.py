@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from epsinas_onnx import prepare_model
 from epsinas_onnx.metric import score_with_reason
-from exporters import nb101, nb201
+from epsinas_onnx.spaces import nb101, nb201
 from tests.conftest import cifar10_batch
 from tests.onnx_graphs import model, out
 
@@ -118,7 +118,7 @@ def test_per_channel_constant_falls_back_locally():
 
 
 def test_control_flow_is_left_at_full_width():
-    from exporters import nlp
+    from epsinas_onnx.spaces import nlp
 
     proto = nlp.to_onnx(nlp.load_recipes()[0]["arch"], vocab_size=50, hidden=8, emb=6)
     report = prepare_model(proto, collapse=True).rewritten.collapse

@@ -6,7 +6,7 @@ import json
 import onnx
 import pytest
 
-from exporters import nb101, nb201, nlp
+from epsinas_onnx.spaces import nb101, nb201, nlp
 from tests.conftest import run_cli
 
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from epsinas_onnx.bench import score_architecture
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.scorer import rewrite_model
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import cifar10_batch
 from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
 

@@ -1,4 +1,4 @@
-"""exporters.nb101 against the NAS-Bench-101 definition.
+"""epsinas_onnx.spaces.nb101 against the NAS-Bench-101 definition.
 
 The reference network is nasbench-pytorch (tests/torch_reference/nb101.py),
 an independent PyTorch port of the official TensorFlow model builder.
@@ -18,13 +18,13 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# `exporters` without an install; `torch_reference` whether or not tests/ is a package.
+# `epsinas_onnx` without an install; `torch_reference` whether or not tests/ is a package.
 for path in (str(ROOT), str(ROOT / "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 from epsinas_onnx.errors import UserError  # noqa: E402
-from exporters import nb101  # noqa: E402
+from epsinas_onnx.spaces import nb101  # noqa: E402
 from torch_reference.metric import init_reference, reference_score  # noqa: E402
 from torch_reference.nb101 import UNUSED, make_network, onnx_names  # noqa: E402
 

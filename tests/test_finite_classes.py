@@ -10,7 +10,7 @@ import numpy as np
 from epsinas_onnx import bench
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.scorer import open_session, rewrite_model
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import cifar10_batch
 from tests.test_bench import counting_exports, stored
 

@@ -14,7 +14,7 @@ import pytest
 from epsinas_onnx import runtime
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.scorer import score
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"

@@ -14,7 +14,7 @@ import pytest
 from epsinas_onnx import bench
 from epsinas_onnx.metric import epsinas_score, score_runs
 from epsinas_onnx.modes import ladder, ladder_value, score_in_mode, score_ladder
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.test_cli_errors import assert_user_error
 

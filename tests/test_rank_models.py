@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import run_cli
 
 ARCHS = {

@@ -17,7 +17,7 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from epsinas_onnx import bench, executors
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT, run_cli
 from tests.test_bench import ctrl_c_after_first_row, stored, unique
 from tests.test_cli_errors import assert_user_error

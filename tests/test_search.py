@@ -14,7 +14,7 @@ import pytest
 from epsinas_onnx import search
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.store import ResultStore
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, run_cli
 from tests.test_cli_errors import assert_user_error
 

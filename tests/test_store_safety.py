@@ -273,7 +273,7 @@ def stored_archs(store: Path, **where) -> list[str]:
 
 
 def expected_archs(n: int, seed: int = 0) -> set[str]:
-    from exporters import nb201
+    from epsinas_onnx.spaces import nb201
 
     return {nb201.format_arch(a) for a in nb201.sample(n, seed)}
 

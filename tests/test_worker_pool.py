@@ -10,7 +10,7 @@ import sys
 import time
 
 from epsinas_onnx import bench
-from exporters import nb201
+from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT
 from tests.test_cli_errors import assert_user_error
 

@@ -1,6 +1,6 @@
 """NAS-Bench-201 TinyNetwork in PyTorch, written from reference-semantics §4.
 
-Independent of exporters/nb201.py (it parses the arch string itself). Module
+Independent of epsinas_onnx/spaces/nb201.py (it parses the arch string itself). Module
 names are chosen so that state_dict keys equal the exporter's initialiser
 names, e.g. `cells.3.edge_2_0.conv.weight`, `cells.5.downsample.conv.weight`.
 """

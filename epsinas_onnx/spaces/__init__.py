@@ -29,4 +29,4 @@ def get_space(name: str):
 
     if name not in SPACES:
         raise UserError(f"unknown search space {name!r}: choose one of {', '.join(SPACES)}")
-    return importlib.import_module(f"exporters.{name}")
+    return importlib.import_module(f"epsinas_onnx.spaces.{name}")

@@ -59,7 +59,7 @@ import onnx_ir as ir
 from onnx import TensorProto
 
 from epsinas_onnx.errors import UserError
-from exporters._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces._onnx_builder import GraphBuilder
 
 NAME = "nlp"
 
@@ -87,7 +87,7 @@ _GENERATED_ARITY = {**_ARITY, "linear": (2, 3)}
 
 
 def _default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nlp"
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nlp"
 
 
 # ---------------------------------------------------------------------------

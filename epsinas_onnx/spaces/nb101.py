@@ -40,7 +40,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.textfile import read_text
-from exporters._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces._onnx_builder import GraphBuilder
 
 NAME = "nb101"
 

@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
-from exporters._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces._onnx_builder import GraphBuilder
 
 NAME = "nb201"
 
@@ -92,7 +92,7 @@ def format_arch(arch: Arch) -> str:
 def validate(arch: Arch) -> None:
     """Raise UserError unless `arch` is a tuple of six known op names."""
     if isinstance(arch, str):
-        raise UserError(f"NAS-Bench-201 arch {arch!r} is a string: parse it first (exporters.nb201.parse)")
+        raise UserError(f"NAS-Bench-201 arch {arch!r} is a string: parse it first (epsinas_onnx.spaces.nb201.parse)")
     if not isinstance(arch, tuple) or len(arch) != len(EDGES):
         raise UserError(
             f"NAS-Bench-201 arch must be a tuple of {len(EDGES)} op names (edges "
