@@ -103,10 +103,10 @@ def run_path(job, archs: list, workers: int, label: str) -> dict:
 
     if workers <= 1:
         for arch, _ in todo:
-            take(job.score(arch))
+            take(job.run(arch))
     else:
         with open_executor("local", job, workers) as pool:
-            for row in pool.imap(todo):
+            for row in pool.imap(archs):
                 take(row)
     wall = time.perf_counter() - start
     seconds = [r["seconds"] for r in rows.values()]

@@ -31,9 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx.bench import (  # noqa: E402
-    build_options, computation_classes, freeze_startup_objects, run_bench, score_architecture,
-)
+from epsinas_onnx.bench import build_options, computation_classes, run_bench, score_architecture  # noqa: E402
+from epsinas_onnx.executors import freeze_startup_objects  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)

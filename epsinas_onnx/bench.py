@@ -21,13 +21,9 @@ graph is built travel apart (`build_options`).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import gc
 import inspect
 import math
-import multiprocessing
-import multiprocessing.connection
 import signal
 import sys
 import time
@@ -36,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.executors import check_executor, open_executor
 from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.modes import DEFAULT_MODE, check_mode, score_in_mode
@@ -50,10 +47,6 @@ from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weig
 # reference-semantics §6
 REFERENCE_WEIGHTS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
 DEFAULT_STORE = "epsinas_results.sqlite"
-
-
-class BenchError(UserError):
-    """The bench could not go on (rows finished so far are stored)."""
 
 
 class BenchInterrupted(KeyboardInterrupt):
@@ -399,7 +392,6 @@ def run_bench(
     architecture past it is an error row, retried by the next run.
     mode: the scoring mode (modes.py); a store key names it only where it is not
     the reference, so stores written before modes existed keep their keys."""
-    from epsinas_onnx.executors import check_executor
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -482,7 +474,11 @@ def mode_key(mode: str) -> dict:
 
 @dataclasses.dataclass
 class _Job:
-    """What every worker needs, sent once per worker."""
+    """What every worker needs, sent once per worker: an executors.Job whose
+    items are architectures and whose results are rows."""
+
+    label = "bench"  # executors.Job: for the executor's messages
+    noun = "architecture"
 
     space_module: object
     batch: np.ndarray
@@ -500,7 +496,7 @@ class _Job:
     timeout: float | None = None  # seconds per ONNX Runtime run
     mode: str = DEFAULT_MODE
 
-    def score(self, arch) -> dict:
+    def run(self, arch) -> dict:
         finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
         return score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
@@ -508,7 +504,7 @@ class _Job:
             finite_check=finite_check, build=self.build, timeout=self.timeout, mode=self.mode,
         )
 
-    def died_row(self, arch, error: str) -> dict:
+    def died(self, arch, error: str) -> dict:
         """The error row of an architecture whose worker process died scoring
         it (a local worker, a Ray task): no result; the next run retries it."""
         return {
@@ -556,17 +552,15 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
     def run(to_score: list, first: bool = True) -> None:
         if executor == "local" and summary.workers <= 1:
             for arch, _ in to_score:
-                record(job.score(arch))
+                record(job.run(arch))
         elif to_score:
-            from epsinas_onnx.executors import open_executor
-
             pool_options = dict(options or {})
             if executor == "local":
                 pool_options["workers"] = min(summary.workers, len(to_score))
             with open_executor(executor, job, **pool_options) as pool:
                 if first:
                     summary.workers = pool.size
-                for row in pool.imap(to_score):
+                for row in pool.imap([arch for arch, _ in to_score]):
                     record(row)
 
     def store_row(row: dict) -> None:
@@ -594,187 +588,3 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
         bar.close()
         summary.wall = time.perf_counter() - start
 
-
-# ---------------------------------------------------------------- worker processes
-
-
-class _Pool:
-    """N worker processes, each on its own pipe to the driver, which hands each
-    one architecture at a time. Unlike multiprocessing.Pool it notices a worker
-    that dies (out of memory, a crash in ONNX Runtime): that architecture
-    becomes an error row and a new worker takes over. Nothing is shared between
-    workers: with one shared queue, a worker killed while it held the queue's
-    lock (reading a task, sending a row) left the others waiting for ever."""
-
-    def __init__(self, job: _Job, workers: int):
-        self.job = job
-        self.size = workers
-        self.ctx = multiprocessing.get_context("spawn")
-        self.workers: dict[object, _Worker] = {}  # by the driver's end of the worker's pipe
-        self.restarts = 0
-        self.any_ready = False
-        self.early_deaths = 0  # before they were ready: the same for all (an import failing) or one killed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _start_worker(self) -> None:
-        conn, child_conn = self.ctx.Pipe()
-        # workers ignore Ctrl-C (the driver stops them): block SIGINT across the
-        # start so that the child inherits the block until it has set SIG_IGN
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
-        try:
-            # the job (the batch: megabytes) goes down the pipe once the worker is
-            # up, not with the start: multiprocessing writes the start's arguments
-            # to a pipe whose read end it keeps open until done, so a worker killed
-            # before it had read them all left the driver blocked in that write
-            proc = self.ctx.Process(target=_worker_main, args=(child_conn,), daemon=True, name="epsinas-bench-worker")
-            proc.start()
-        finally:
-            if old is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        child_conn.close()  # the child holds the only other end now: its death reads as end of file here
-        self.workers[conn] = _Worker(proc, conn)
-
-    def imap(self, todo: list):
-        """Rows in the order they finish."""
-        archs = [arch for arch, _ in todo]
-        waiting = collections.deque(range(len(archs)))
-        unfinished = len(archs)
-        for _ in range(min(self.size, len(archs))):
-            self._start_worker()
-        while unfinished:
-            if not self.workers:  # cannot happen: an unfinished architecture is waiting or with a live worker
-                raise BenchError(f"the bench workers stopped with {unfinished} architectures unscored; "
-                                 "rerun the same command to resume")
-            for conn in multiprocessing.connection.wait(list(self.workers)):
-                worker = self.workers[conn]
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    row = self._bury(worker, archs, waiting)
-                    if row is not None:
-                        unfinished -= 1
-                        yield row
-                    continue
-                if message == "started":
-                    _send(worker.conn, self.job)  # (fails where it has died: end of file comes next)
-                    continue
-                if message == "ready":  # it has the job
-                    worker.ready = self.any_ready = True
-                    self._hand_out(worker, archs, waiting)
-                    continue
-                worker.task = None
-                self._hand_out(worker, archs, waiting)  # before the driver stores this row: the worker goes on
-                unfinished -= 1
-                yield message
-
-    def _hand_out(self, worker: "_Worker", archs: list, waiting) -> None:
-        arch = None  # no more work: exit
-        if waiting:
-            worker.task = waiting.popleft()
-            arch = archs[worker.task]
-        if not _send(worker.conn, arch) and worker.task is not None:
-            waiting.appendleft(worker.task)  # it has died before it had it: another will
-            worker.task = None
-
-    def _bury(self, worker: "_Worker", archs: list, waiting) -> dict | None:
-        """A worker's pipe has closed: it exited after its last task, or died.
-        The error row of the architecture it was scoring, if any."""
-        del self.workers[worker.conn]
-        worker.conn.close()
-        worker.process.join(timeout=5)
-        code = worker.process.exitcode
-        how = "no exit code" if code is None else f"signal {-code}" if code < 0 else f"exit code {code}"
-        row = None
-        if worker.task is not None:
-            row = self.job.died_row(
-                archs[worker.task], f"the worker process died ({how}) while scoring this architecture (out of memory?)")
-        elif not worker.ready:
-            self.early_deaths += 1
-            if self.early_deaths >= self.size and not self.any_ready:  # not one got as far as asking for work
-                raise BenchError(f"bench worker processes ended ({how}) before scoring anything; "
-                                 "rerun with --workers 1 to see why")
-        if waiting:
-            self.restarts += 1
-            if self.restarts > 3 * self.size + 10:
-                raise BenchError(f"bench worker processes keep dying ({how}); rerun with --workers 1 to see why")
-            self._start_worker()
-        return row
-
-    def close(self) -> None:
-        for worker in self.workers.values():
-            if worker.process.exitcode is None:
-                worker.process.terminate()
-        for worker in self.workers.values():
-            worker.process.join(timeout=5)
-            if worker.process.exitcode is None:
-                worker.process.kill()
-                worker.process.join(timeout=5)
-            worker.conn.close()
-        self.workers.clear()
-
-
-@dataclasses.dataclass
-class _Worker:
-    process: multiprocessing.Process
-    conn: object  # the driver's end of its pipe
-    task: int | None = None  # index of the architecture it is scoring
-    ready: bool = False  # has started up, loaded the job and asked for work
-
-
-def _send(conn, message) -> bool:
-    """False where the worker at the other end has died."""
-    try:
-        conn.send(message)
-        return True
-    except OSError:
-        return False
-
-
-def _worker_main(conn) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    _die_with_parent()
-    try:
-        conn.send("started")
-        job = conn.recv()
-        freeze_startup_objects()
-        conn.send("ready")
-        while (arch := conn.recv()) is not None:
-            conn.send(job.score(arch))
-    except (EOFError, OSError):  # the driver is gone: nobody will read what we send
-        return
-
-
-_FROZEN = []
-
-
-def freeze_startup_objects() -> None:
-    """Once per worker process, before its first architecture. Each architecture
-    makes and drops thousands of onnx-ir objects (cycles: nodes and values point
-    at each other), so the cyclic collector runs often, and each full pass also
-    walked every object the imports made; frozen, they are skipped
-    (NAS-Bench-201: 63-70 -> 56-57 ms per architecture). Garbage is collected
-    first: what is frozen is never freed."""
-    if not _FROZEN:
-        gc.collect()
-        gc.freeze()
-        _FROZEN.append(True)
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the driver dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import multiprocessing
 import sys
 import time
 import warnings
@@ -37,6 +36,7 @@ import numpy as np
 
 from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.executors import LocalPool
 from epsinas_onnx.metric import epsinas_score
 
 RULE = (
@@ -96,13 +96,19 @@ class Item:
 
 @dataclasses.dataclass
 class _Job:
+    """An executors.Job: an Item's (name, outputs at every weight, error)."""
+
+    label = "calibrate"  # executors.Job: for the executor's messages
+    noun = "model"
+    threads = 1
+
     batch: np.ndarray
     weights: list[float]
     settings: dict
     export: dict
     device: str
 
-    def outputs(self, item: Item) -> tuple[str, np.ndarray | None, str | None]:
+    def run(self, item: Item) -> tuple[str, np.ndarray | None, str | None]:
         from epsinas_onnx.scorer import prepare_model
 
         try:
@@ -120,9 +126,9 @@ class _Job:
             text = (str(exc).strip().splitlines() or [""])[0][:300]
             return item.name, None, text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
 
-
-def _worker(job: _Job, item: Item):
-    return job.outputs(item)
+    def died(self, item: Item, error: str) -> tuple[str, None, str]:
+        """A model whose worker process died running it: an error like any other."""
+        return item.name, None, error
 
 
 @dataclasses.dataclass
@@ -219,11 +225,11 @@ def collect_outputs(items: list[Item], weights: list[float], *, data=None, batch
     try:
         if workers == 1 or len(todo) <= 1:
             for item in todo:
-                take(job.outputs(item))
+                take(job.run(item))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(job,)) as pool:
-                for result in pool.imap_unordered(_pool_outputs, todo):
+            # not multiprocessing.Pool: it waits for ever for the item of a worker that died
+            with LocalPool(job, min(workers, len(todo))) as pool:
+                for result in pool.imap(todo):
                     take(result)
     finally:
         bar.close()
@@ -232,18 +238,6 @@ def collect_outputs(items: list[Item], weights: list[float], *, data=None, batch
     result = _outputs(arrays)
     result.seconds = time.perf_counter() - start
     return result
-
-
-_JOB: _Job | None = None
-
-
-def _init_worker(job: _Job) -> None:
-    global _JOB
-    _JOB = job
-
-
-def _pool_outputs(item: Item):
-    return _JOB.outputs(item)
 
 
 # ---------------------------------------------------------------- the table

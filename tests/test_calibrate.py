@@ -1,9 +1,12 @@
 """calibrate: the weight grid, per-pair statistics on hand-made outputs, the
 label-free rule on hand-made tables, and the outputs of real (tiny) runs."""
 
+import contextlib
 import csv
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import onnx
@@ -137,14 +140,58 @@ def test_the_outputs_file_is_reused(tmp_path, monkeypatch):
     cache = tmp_path / "out.npz"
     first = cal.collect_outputs(items, [1e-3, 1.0], data=CIFAR10, batch_size=8, cache=cache, progress=False)
     calls = []
-    real = cal._Job.outputs
-    monkeypatch.setattr(cal._Job, "outputs", lambda self, item: calls.append(item.name) or real(self, item))
+    real = cal._Job.run
+    monkeypatch.setattr(cal._Job, "run", lambda self, item: calls.append(item.name) or real(self, item))
     again = cal.collect_outputs(items, [1.0, 1e-3], data=CIFAR10, batch_size=8, cache=cache, progress=False)
     assert calls == []  # same batch and weights (in another order): nothing run again
     for name in first.arrays:
         np.testing.assert_array_equal(again.arrays[name], first.arrays[name][::-1])
     other = cal.collect_outputs(items[:1], [1.0, 1e-3], data=CIFAR10, batch_size=16, cache=cache, progress=False)
     assert calls == [items[0].name] and len(other.arrays) == 1  # another batch: recomputed
+
+
+class DyingJob(cal._Job):
+    """calibrate's job, whose worker process dies (os._exit, as a crash in ONNX
+    Runtime would) when it reaches the model named VICTIM. At module level: the
+    spawned workers unpickle it by name."""
+
+    VICTIM = nb201.format_arch(nb201.sample(3, 5)[1])
+
+    def run(self, item):
+        if item.name == self.VICTIM:
+            os._exit(3)
+        return super().run(item)
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int):
+    """A TimeoutError in this (the main) thread if the block takes longer: a hang fails the test."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: hung")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_worker_that_dies_costs_its_model_alone_and_the_run_finishes(monkeypatch):
+    archs = nb201.sample(3, 5)
+    items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
+    weights = [1e-7, 1.0]
+    alone = cal.collect_outputs(items, weights, data=CIFAR10, batch_size=8, progress=False)  # in this process
+    monkeypatch.setattr(cal, "_Job", DyingJob)
+    with fails_after(240):
+        pooled = cal.collect_outputs(items, weights, data=CIFAR10, batch_size=8, workers=2, progress=False)
+    victim = DyingJob.VICTIM
+    assert pooled.errors == {victim: "the worker process died (exit code 3) while scoring this model (out of memory?)"}
+    assert sorted(pooled.arrays) == sorted(i.name for i in items if i.name != victim)
+    for name, out in pooled.arrays.items():  # the other workers' outputs: bit for bit those of one process
+        np.testing.assert_array_equal(out, alone.arrays[name])
 
 
 def test_cli_on_model_files(tmp_path):

@@ -51,12 +51,12 @@ def crashing_job(crash_arch: str, marker=None):
     every time. A class made here is pickled by value, so Ray workers get it."""
 
     class CrashingJob(bench._Job):
-        def score(self, arch):
+        def run(self, arch):
             if self.space_module.format_arch(arch) == crash_arch and (marker is None or not marker.exists()):
                 if marker is not None:
                     marker.touch()
                 os._exit(3)
-            return super().score(arch)
+            return super().run(arch)
 
     return CrashingJob
 

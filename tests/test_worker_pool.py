@@ -1,4 +1,4 @@
-"""bench's worker pool (bench._Pool): every architecture gets exactly one row
+"""The local worker pool (executors.LocalPool) as bench uses it: every architecture gets exactly one row
 whichever worker dies, and when. The workers are real spawned processes; the
 job they run is a stand-in that scores nothing, so the deaths can be placed
 exactly (tests/test_bench.py kills a real bench run's worker from outside)."""
@@ -10,6 +10,7 @@ import sys
 import time
 
 from epsinas_onnx import bench
+from epsinas_onnx.executors import LocalPool
 from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT
 from tests.test_cli_errors import assert_user_error
@@ -23,7 +24,8 @@ class StandInJob:
 
     space_module = nb201
     device = "cpu"
-    died_row = bench._Job.died_row  # the pool makes a dead worker's row with it
+    label, noun = bench._Job.label, bench._Job.noun
+    died = bench._Job.died  # the pool makes a dead worker's row with it
 
     def __init__(self, kill_on_load=None, kill_on=None):
         self.kill_on_load = kill_on_load
@@ -39,7 +41,7 @@ class StandInJob:
                 return
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def score(self, arch) -> dict:
+    def run(self, arch) -> dict:
         text = nb201.format_arch(arch)
         if text == self.kill_on:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -47,10 +49,10 @@ class StandInJob:
         return {"arch": text, "score": 1.0, "error": None}
 
 
-def run_pool(job, n: int, workers: int = 2) -> tuple[list[dict], list[str], bench._Pool]:
+def run_pool(job, n: int, workers: int = 2) -> tuple[list[dict], list[str], LocalPool]:
     texts = sorted({nb201.format_arch(a) for a in nb201.sample(n, 3)})
-    with bench._Pool(job, workers) as pool:
-        rows = list(pool.imap([(nb201.parse(t), t) for t in texts]))
+    with LocalPool(job, workers) as pool:
+        rows = list(pool.imap([nb201.parse(t) for t in texts]))
     return rows, texts, pool
 
 
