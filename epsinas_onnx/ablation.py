@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import DEFAULT_SEQ_LEN
 
 KINDS = ("synthetic", "batch-size", "weight-init", "embedding", "init-pair")
 STATISTICS = ("spearman", "kendall", "spearman_top10", "kendall_top10", "top10_top10", "top64_top5")
@@ -77,7 +78,7 @@ def _bench_options(kind: str, value, repeat: int, repeats: int, base: dict) -> t
 
 def _matches(row_settings: str, wanted: dict) -> bool:
     """The stored settings hold the varied setting's value (absent = the neutral default)."""
-    from epsinas_onnx.scorer import NEUTRAL_SETTINGS
+    from epsinas_onnx.options import NEUTRAL_SETTINGS
 
     prepare = json.loads(row_settings).get("prepare", {})
     for key in ("weight_init", "weight_seed", "embedding"):
@@ -106,13 +107,14 @@ def _rows_of(store_path, space: str, weights, data: str, texts: set[str], wanted
 
 def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies, dataset=None, target_column=None,
                  store="epsinas_results.sqlite", repeats: int = 1, weights=None, data=None, batch_size: int = 256,
-                 norm: str = "auto", shuffle_seed=None, input_seed: int = 0, seq_len: int = 70, workers: int = 1,
+                 norm: str = "auto", shuffle_seed=None, input_seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, workers: int = 1,
                  device: str = "auto", progress: bool = True, settings: dict | None = None) -> list[dict]:
     """One row per value: the evaluate statistics (NaN dropped) and Spearman
     with NaN ranked last; with repeats, `<statistic>` is the mean and
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
-    from epsinas_onnx.bench import REFERENCE_WEIGHTS, run_bench
+    from epsinas_onnx.bench import run_bench
+    from epsinas_onnx.options import REFERENCE_WEIGHTS
     from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:

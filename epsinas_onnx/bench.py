@@ -36,19 +36,18 @@ from pathlib import Path
 import numpy as np
 
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
+from epsinas_onnx.inputs import prepare_batch
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.modes import DEFAULT_MODE, check_mode, score_in_mode
 from epsinas_onnx.scorer import (
-    EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
+    EXECUTION_OPTIONS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
 from epsinas_onnx.limits import BENCH_TIMEOUT, check_workers
+from epsinas_onnx.options import DEFAULT_SEQ_LEN, REFERENCE_WEIGHTS, ScoringSettings
 from epsinas_onnx.textfile import read_text
 from epsinas_onnx.stop_signals import stoppable
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
-# reference-semantics §6
-REFERENCE_WEIGHTS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
 DEFAULT_STORE = "epsinas_results.sqlite"
 
 
@@ -407,9 +406,6 @@ def run_bench(
     check_mode(mode, weights)
     export = {k: v for k, v in (export or {}).items() if v is not None}
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
-    settings = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
-    if "weight_init" not in settings:
-        settings.pop("weight_seed", None)  # the seed of random weights: no random weights, no seed
     _check_kwargs(module.to_onnx, export, f"{space} export")
     _check_kwargs(prepare_model, settings, "scoring")
     for reserved in EXECUTION_OPTIONS:
@@ -417,7 +413,9 @@ def run_bench(
             raise UserError(f"{reserved} is an execution option, not a setting: pass it as {reserved}=")
     # explicit defaults: the key is the same whether an option was given at its default or left out
     export = {**_defaults(module.to_onnx, skip=("arch",)), **export}
-    settings = {**_defaults(prepare_model, skip=("model", *EXECUTION_OPTIONS)), **settings}
+    input_name = settings.pop("input_name", None)
+    store_settings = ScoringSettings(mode=mode, **settings).key(export, input_name)
+    settings = store_settings["prepare"]  # every default explicit, neutral values left out: as the key says
     check_executor(executor, address, chunk)
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
@@ -448,7 +446,7 @@ def run_bench(
         )
         key = {
             "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
-            "settings": settings_key({"export": export, "prepare": settings, **mode_key(mode)}),
+            "settings": settings_key(store_settings),
         }
         if store is None:
             store = ResultStore(store_path)
@@ -472,12 +470,6 @@ def run_bench(
         if store is not None:
             store.close()
     return summary
-
-
-def mode_key(mode: str) -> dict:
-    """The mode's part of a store key's settings: nothing for the reference (the
-    keys of stores written before modes existed), else {"mode": mode}."""
-    return {} if mode == DEFAULT_MODE else {"mode": mode}
 
 
 @dataclasses.dataclass

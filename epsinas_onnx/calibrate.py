@@ -38,6 +38,7 @@ import numpy as np
 from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.metric import epsinas_score
+from epsinas_onnx.options import DEFAULT_SEQ_LEN
 
 RULE = (
     "among the pairs whose NaN rate is at most the grid's lowest NaN rate + 0.5, the pair with the highest "
@@ -166,7 +167,7 @@ def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> 
 
 
 def collect_outputs(items: list[Item], weights: list[float], *, data=None, batch_size: int = 256, norm: str = "auto",
-                    synthetic: str | None = None, shuffle_seed: int | None = None, seed: int = 0, seq_len: int = 70,
+                    synthetic: str | None = None, shuffle_seed: int | None = None, seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN,
                     token_layout: str | None = None, settings: dict | None = None, export: dict | None = None,
                     device: str = "cpu", workers: int = 1, cache=None, progress: bool = True) -> Outputs:
     """Run every item at every weight; `cache` (.npz) keeps outputs between runs
