@@ -83,3 +83,18 @@ def test_choice_lists_mirror_the_library():
     assert MODE_CHOICES == modes.MODES
     assert DEFAULT_SEQ_LEN == inputs.DEFAULT_SEQ_LEN
     assert OPTION_WEIGHTS == REFERENCE_WEIGHTS
+
+
+@pytest.mark.skipif(not BEFORE_STORE.is_file(), reason="the NB201 store made before the change is not on this machine")
+def test_bench_resumes_the_store_made_before(tmp_path):
+    """Default settings, the store's batch (synthetic grey, 256): every architecture is found, none scored again."""
+    import shutil
+
+    from epsinas_onnx import bench
+
+    store = tmp_path / "before.sqlite"
+    shutil.copyfile(BEFORE_STORE, store)
+    with sqlite3.connect(store) as db:
+        archs = [row[0] for row in db.execute("select arch from results order by id limit 3")]
+    summary = bench.run_bench("nb201", archs, store_path=store, progress=False)
+    assert (summary.skipped, summary.todo) == (len(archs), 0)

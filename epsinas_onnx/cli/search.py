@@ -336,7 +336,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     from epsinas_onnx import evaluation
     from epsinas_onnx import search as search_lib
     from epsinas_onnx.experiments import model_targets
-    from epsinas_onnx.options import REFERENCE_WEIGHTS
+    from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
     if plot_path:
@@ -391,9 +391,10 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     # written before calibrate took them keeps its key
     settings = {"bn_gamma": bn_gamma, "collapse": collapse, "bias": bias,
                 **({"embedding": embedding} if embedding != "uniform" else {}), **init_settings(weight_init, weight_seed)}
-    outputs = lib.collect_outputs(items, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
-                                  shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, settings=settings,
-                                  device=device, workers=workers, cache=cache, progress=progress)
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=input_seed, seq_len=seq_len)
+    outputs = lib.collect_outputs(items, weights, batch_options=batch, settings=settings, device=device,
+                                  workers=workers, cache=cache, progress=progress)
     rows = lib.pair_table(outputs, pairs, targets, lower_is_better=lower)
     pick = lib.recommend(rows)
     if plot_path:
