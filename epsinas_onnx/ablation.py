@@ -20,6 +20,7 @@ and the statistics are given as mean and standard deviation over the draws.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -113,8 +114,8 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
     with NaN ranked last; with repeats, `<statistic>` is the mean and
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
-    from epsinas_onnx.bench import run_bench
-    from epsinas_onnx.options import REFERENCE_WEIGHTS
+    from epsinas_onnx.bench import BENCH_EXECUTION, run_bench
+    from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions, ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:
@@ -131,6 +132,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
                                device=device, progress=progress)
     weights = tuple(weights) if weights else REFERENCE_WEIGHTS[space]
     texts = {module.format_arch(a) for a in archs}
+    execution = dataclasses.replace(BENCH_EXECUTION, device=device)
     base = dict(data=data, batch_size=batch_size, norm=norm, synthetic=None, shuffle_seed=shuffle_seed,
                 seed=input_seed, seq_len=seq_len)
     out = []
@@ -138,8 +140,9 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
         draws = []
         for repeat in range(repeats):
             options, varied = _bench_options(kind, value, repeat, repeats, base)
-            summary = run_bench(space, archs, weights, **options, settings={**(settings or {}), **varied},
-                                store_path=store, workers=workers, device=device, progress=progress)
+            summary = run_bench(space, archs, weights, batch_options=BatchOptions(**options),
+                                scoring=ScoringSettings(**{**(settings or {}), **varied}), execution=execution,
+                                store_path=store, workers=workers, progress=progress)
             rows = _rows_of(store, space, weights, summary.data, texts, varied)
             report = evaluation.evaluate(rows, space, accuracies, dataset=dataset, target_column=target_column)
             dropped, last = report["rows"][0], report["rows"][1]

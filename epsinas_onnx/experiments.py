@@ -96,16 +96,18 @@ def space_of_store(store) -> str:
 
 
 def store_scores(opts: dict):
+    """The stored scores of the store's config that `opts` (a search command's
+    options) picks, with a filler that scores missing architectures on demand."""
     from epsinas_onnx import search
+    from epsinas_onnx.options import BatchOptions
 
     store = opts["store"]
     space, rows = config_rows(store, opts["space"], opts["config"], opts["mode"])
     first = rows[0]
-    filler = search.BenchFiller(space, store, first, {
-        "data": opts["data"], "batch_size": opts["batch_size"], "shuffle_seed": opts["shuffle_seed"],
-        "norm": opts["norm"], "synthetic": opts["synthetic"], "seed": opts["input_seed"], "seq_len": opts["seq_len"],
-        "device": opts["device"], "workers": opts["workers"], "progress": opts["progress"],
-    })
+    batch = BatchOptions(data=opts["data"], batch_size=opts["batch_size"], shuffle_seed=opts["shuffle_seed"],
+                         norm=opts["norm"], synthetic=opts["synthetic"], seed=opts["input_seed"], seq_len=opts["seq_len"])
+    filler = search.BenchFiller(space, store, first, batch, device=opts["device"], workers=opts["workers"],
+                                progress=opts["progress"])
     config = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
               "data_description": first["data_description"], "rows": len(rows)}
     return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option, init_settings,
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
                                             input_options, mode_option, policy_options, progress_option,
                                             sample_seed_option, side_table_option, target_source_options,
                                             weights_option)
@@ -57,6 +57,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     default: the space's reference pair (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3).
     """
     from epsinas_onnx.bench import BenchInterrupted, load_arch_file, run_bench
+    from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -75,14 +76,16 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     else:
         archs = load_arch_file(module, arch_file)
     export = {"resolution": resolution, "vocab_size": vocab_size}
-    settings = {"bn_gamma": bn_gamma, "bias": bias, "embedding": embedding, "output": output, "input_name": input_name,
-                "collapse": collapse, **init_settings(weight_init, weight_seed)}
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=input_seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
+    scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
+                                        embedding=embedding, collapse=collapse, mode=mode)
+    execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
     try:
         summary = run_bench(
-            space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
-            shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
-            export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
-            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk, timeout=timeout or None, mode=mode,
+            space, archs, weights, batch_options=batch, scoring=scoring, execution=execution, export=export,
+            store_path=store, workers=workers, limit=limit, progress=progress, executor=executor, address=address,
+            chunk=chunk,
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
