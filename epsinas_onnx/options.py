@@ -107,3 +107,11 @@ class ExecutionOptions:
 
     def prepare(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def score_keywords(batch: BatchOptions, scoring: ScoringSettings, execution: ExecutionOptions) -> dict:
+    """The option objects as epsinas_onnx.score's friendly keywords (less `data`),
+    which epsinas_onnx.torch.score and epsinas_onnx.keras.score pass on."""
+    fields = {**dataclasses.asdict(batch), **dataclasses.asdict(scoring)}
+    del fields["data"]
+    return {**fields, "device": execution.device, "threads": execution.threads, "timeout": execution.timeout}

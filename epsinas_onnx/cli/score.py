@@ -90,16 +90,17 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
     folders of *.onnx) on the same batch, highest first, or with --torch score
     a PyTorch module. Exit 0 whenever a score, NaN included, was computed;
     ranking several, exit 1 if any of them could not be scored (its row says why)."""
-    from epsinas_onnx.scorer import score as score_model
+    from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
+    from epsinas_onnx.scorer import score_with
 
-    options = dict(
-        output=output, input_name=input_name, batch_size=batch_size, norm=norm,
-        synthetic=synthetic, shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, token_layout=token_layout,
-        device=device, threads=threads, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        timeout=timeout or None, **init_settings(weight_init, weight_seed), mode=mode,
-    )
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
+    scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
+                                        embedding=embedding, collapse=collapse, mode=mode)
+    execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
     if torch_factory is not None:
-        result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights, options)
+        result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights,
+                                      score_keywords(batch, scoring, execution))
         model = torch_factory
     elif not models:
         raise UserError("give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE")
@@ -107,9 +108,9 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
         raise UserError("--input-shape and --torch-kwargs go with --torch")
     elif len(models) == 1 and not Path(models[0]).is_dir():
         model = models[0]
-        result = score_model(model, data, weights, **options)
+        result = score_with(model, weights, batch, scoring, execution)
     else:
-        _rank(models, data, weights, options, fmt)
+        _rank(models, weights, (batch, scoring, execution), fmt)
         return
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -117,10 +118,10 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
     click.echo(render([row], fmt, single=True), nl=False)
 
 
-def _rank(models, data, weights, options: dict, fmt: str) -> None:
+def _rank(models, weights, options: tuple, fmt: str) -> None:
     from epsinas_onnx.ranking import model_paths, rank_models
 
-    ranked = rank_models(model_paths(models), data, weights, **options)
+    ranked = rank_models(model_paths(models), weights, *options)
     failed = 0
     rows = []
     for entry in ranked:
