@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.options import DEFAULT_SEQ_LEN
+from epsinas_onnx.options import BatchOptions
 
 KINDS = ("synthetic", "batch-size", "weight-init", "embedding", "init-pair")
 STATISTICS = ("spearman", "kendall", "spearman_top10", "kendall_top10", "top10_top10", "top64_top5")
@@ -107,15 +107,15 @@ def _rows_of(store_path, space: str, weights, data: str, texts: set[str], wanted
 
 
 def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies, dataset=None, target_column=None,
-                 store="epsinas_results.sqlite", repeats: int = 1, weights=None, data=None, batch_size: int = 256,
-                 norm: str = "auto", shuffle_seed=None, input_seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, workers: int = 1,
+                 store="epsinas_results.sqlite", repeats: int = 1, weights=None,
+                 batch_options: BatchOptions = BatchOptions(), workers: int = 1,
                  device: str = "auto", progress: bool = True, settings: dict | None = None) -> list[dict]:
     """One row per value: the evaluate statistics (NaN dropped) and Spearman
     with NaN ranked last; with repeats, `<statistic>` is the mean and
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
     from epsinas_onnx.bench import BENCH_EXECUTION, run_bench
-    from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions, ScoringSettings
+    from epsinas_onnx.options import REFERENCE_WEIGHTS, ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:
@@ -127,14 +127,15 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
     module = get_space(space)
     if kind == "init-pair":
         return _init_pair_rows(module, archs, values, accuracies=accuracies, dataset=dataset,
-                               target_column=target_column, repeats=repeats, data=data, batch_size=batch_size,
-                               norm=norm, shuffle_seed=shuffle_seed, input_seed=input_seed, seq_len=seq_len,
+                               target_column=target_column, repeats=repeats, batch_options=batch_options,
                                device=device, progress=progress)
     weights = tuple(weights) if weights else REFERENCE_WEIGHTS[space]
     texts = {module.format_arch(a) for a in archs}
     execution = dataclasses.replace(BENCH_EXECUTION, device=device)
-    base = dict(data=data, batch_size=batch_size, norm=norm, synthetic=None, shuffle_seed=shuffle_seed,
-                seed=input_seed, seq_len=seq_len)
+    fed = batch_options
+    # the synthetic batch is what --vary synthetic varies; the real batch is the default here
+    base = dict(data=fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=None, shuffle_seed=fed.shuffle_seed,
+                seed=fed.seed, seq_len=fed.seq_len)
     out = []
     for value in values:
         draws = []
@@ -165,8 +166,8 @@ def _summarise(value, draws: list[dict], repeats: int) -> dict:
     return row
 
 
-def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_column, repeats, data, batch_size, norm,
-                    shuffle_seed, input_seed, seq_len, device, progress) -> list[dict]:
+def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_column, repeats,
+                    batch_options: BatchOptions, device, progress) -> list[dict]:
     """The paper's initialisation ablation: score = epsinas of the outputs of
     two independent random initialisations (seeds 2r, 2r + 1), at w = 1, BN gamma 1."""
     import sys
@@ -185,8 +186,10 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
     texts = [t for t in unique if t in targets.values]
     options = dict(device=device, threads=1, check=False, graph_optimization="none", bn_gamma="one")
     probe = prepare_model(module.to_onnx(unique[texts[0]]), **options)
-    batch = prepare_batch(probe.input_spec, data, batch_size=batch_size, norm=norm, shuffle_seed=shuffle_seed,
-                          seed=input_seed, seq_len=seq_len, vocab_size=embedding_rows(probe))
+    fed = batch_options
+    batch = prepare_batch(probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm,
+                          shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len,
+                          vocab_size=embedding_rows(probe))
     target = np.array([targets.values[t] for t in texts], dtype=np.float64)
     out = []
     for scheme in schemes:

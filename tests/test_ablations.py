@@ -144,7 +144,7 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     store = tmp_path / "a.sqlite"
     archs = nb201.sample(5, 5)
     acc = shared_data / "nb201" / "accuracies.csv"
-    kwargs = dict(accuracies=acc, store=store, data=CIFAR10, batch_size=8, progress=False)
+    kwargs = dict(accuracies=acc, store=store, batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     rows = ablation.run_ablation("nb201", archs, "synthetic", ["real", "grey"], **kwargs)
     assert [r["value"] for r in rows] == ["real", "grey"]
     with sqlite3.connect(store) as db:
@@ -204,8 +204,8 @@ def test_init_pair_compares_two_independent_initialisations(shared_data):
 
     archs = nb201.sample(4, 8)
     acc = shared_data / "nb201" / "accuracies.csv"
-    rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc, data=CIFAR10, batch_size=8,
-                                 progress=False)
+    rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc,
+                                 batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     x = cifar10_batch(8)
     from epsinas_onnx.search import load_targets
 

@@ -464,6 +464,7 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     paper's ablations: synthetic inputs, batch size, weight initialisation,
     NLP embedding). The weight pair ablation is `calibrate`."""
     from epsinas_onnx import ablation, evaluation
+    from epsinas_onnx.options import BatchOptions
     from epsinas_onnx.bench import load_arch_file
     from epsinas_onnx.spaces import get_space
 
@@ -486,8 +487,9 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     targets = targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
                             archs=[module.format_arch(a) for a in archs])
     rows = ablation.run_ablation(space, archs, vary, values, accuracies=targets, dataset=dataset,
-                                 target_column=target_column, store=store, repeats=repeats, weights=weights, data=data,
-                                 batch_size=batch_size, norm=norm, input_seed=input_seed, seq_len=seq_len,
+                                 target_column=target_column, store=store, repeats=repeats, weights=weights,
+                                 batch_options=BatchOptions(data=data, batch_size=batch_size, norm=norm, seed=input_seed,
+                                                            seq_len=seq_len),
                                  workers=workers, device=device, progress=progress)
     if plot_path:
         archs_n = len({module.format_arch(a) for a in archs})
