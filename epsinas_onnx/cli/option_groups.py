@@ -148,24 +148,25 @@ def input_options(bench: bool = False):
 # ---------------------------------------------------------------- the init policy
 
 
+# listed as --help has always shown them
 policy_options = stack(
-    click.option("--bn-gamma", type=click.Choice(["w", "one"]), default="w", show_default=True, help=BN_GAMMA_HELP),
+    click.option("--weight-seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Seed of the random weights of --weight-init."),
     click.option(
-        "--bias", type=click.Choice(["zero", "w"]), default=None,
-        help="Biases: 'zero' (the reference for CNNs) or 'w' (NAS-Bench-NLP's cells). Default: zero, "
-        "unless the model's metadata says otherwise."),
+        "--weight-init", type=click.Choice(list(WEIGHT_INIT_CHOICES)), default="constant", show_default=True,
+        help="Weights: 'constant' (every weight is w, the reference) or an ablation: every weight tensor is "
+        "w * R, R a fixed random tensor (normal N(0, 1), uniform U(0, 1), kaiming_normal, kaiming_uniform); "
+        "such models run at full width."),
     click.option(
         "--embedding", type=click.Choice(list(EMBEDDING_CHOICES)), default="uniform", show_default=True,
         help="Embedding tables: U(0, 1) from a fixed seed (the reference), or keep the model's values; "
         "the others are the paper's embedding ablation: uniform-0.1 U(0, 0.1), centered U(-1, 1), "
         "centered-0.1 U(-0.1, 0.1), normal N(0, 1), normal-0.1 N(0, 0.1)."),
     click.option(
-        "--weight-init", type=click.Choice(list(WEIGHT_INIT_CHOICES)), default="constant", show_default=True,
-        help="Weights: 'constant' (every weight is w, the reference) or an ablation: every weight tensor is "
-        "w * R, R a fixed random tensor (normal N(0, 1), uniform U(0, 1), kaiming_normal, kaiming_uniform); "
-        "such models run at full width."),
-    click.option("--weight-seed", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="Seed of the random weights of --weight-init."),
+        "--bias", type=click.Choice(["zero", "w"]), default=None,
+        help="Biases: 'zero' (the reference for CNNs) or 'w' (NAS-Bench-NLP's cells). Default: zero, "
+        "unless the model's metadata says otherwise."),
+    click.option("--bn-gamma", type=click.Choice(["w", "one"]), default="w", show_default=True, help=BN_GAMMA_HELP),
 )
 
 

@@ -131,7 +131,9 @@ def search():
     """NAS search with stored scores: pick one of N, random search, ageing
     evolution, and their curves (reference-semantics §9). "Training" is a
     lookup of the target in the packaged table (or --accuracies /
-    --benchmark-file)."""
+    --benchmark-file). The input options (--data, --batch-size, --norm, ...)
+    are for scoring on demand the architectures the store lacks: give those
+    the store was made with."""
 
 
 @search.command()
