@@ -21,6 +21,7 @@ from epsinas_onnx import calibrate
 from epsinas_onnx.evaluation import read_keyed, statistics
 from epsinas_onnx.metric import epsinas_score
 from epsinas_onnx.modes import ladder, score_ladder
+from epsinas_onnx.options import BatchOptions
 from epsinas_onnx.spaces import get_space
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -63,8 +64,9 @@ def main() -> None:
         archs.setdefault(module.format_arch(arch), arch)
     items = [calibrate.Item(name, space="nb201", arch=a) for name, a in archs.items()]
     weights = ladder(WEIGHTS) + [WEIGHTS[1]]
-    outputs = calibrate.collect_outputs(items, weights, data=DATA / "inputs" / "cifar10_test_1000.npz", norm="cifar10",
-                                        settings={"collapse": True}, workers=args.workers, cache=args.outputs)
+    batch = BatchOptions(data=DATA / "inputs" / "cifar10_test_1000.npz", norm="cifar10")
+    outputs = calibrate.collect_outputs(items, weights, batch_options=batch, settings={"collapse": True},
+                                        workers=args.workers, cache=args.outputs)
     accuracy, _ = read_keyed(DATA / "nb201" / "accuracies.csv", module, arch_column="arch", columns=["cifar10", "params_m"])
     names = [n for n in outputs.names if n in outputs.arrays]
     target = np.array([accuracy[n]["cifar10"] for n in names])

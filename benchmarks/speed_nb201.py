@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
 from epsinas_onnx.bench import build_options, computation_classes, run_bench, score_architecture  # noqa: E402
 from epsinas_onnx.executors import freeze_startup_objects  # noqa: E402
+from epsinas_onnx.options import BatchOptions  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
@@ -115,8 +116,8 @@ def whole_space(x, per_arch: float, workers: int) -> None:
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()]
     runs = len(computation_classes(nb201, todo, {}).to_score)
     with tempfile.TemporaryDirectory() as tmp:
-        summary = run_bench("nb201", nb201.all_archs(), WEIGHTS, data=x, batch_size=len(x), norm="none",
-                            store_path=Path(tmp) / "space.sqlite", workers=workers, progress=False)
+        summary = run_bench("nb201", nb201.all_archs(), WEIGHTS,
+                            batch_options=BatchOptions(data=x, batch_size=len(x), norm="none"), store_path=Path(tmp) / "space.sqlite", workers=workers, progress=False)
     print(f"whole space, {workers} workers: {runs:,} of {SPACE_SIZE:,} run (the others compute the same as one of "
           f"them); projected {runs * per_arch / workers:.0f} s, measured {summary.wall:.1f} s "
           f"({summary.scored:,} scored, {summary.nan:,} NaN, {summary.errors} errors)")

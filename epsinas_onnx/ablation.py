@@ -20,12 +20,14 @@ and the statistics are given as mean and standard deviation over the draws.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import BatchOptions
 
 KINDS = ("synthetic", "batch-size", "weight-init", "embedding", "init-pair")
 STATISTICS = ("spearman", "kendall", "spearman_top10", "kendall_top10", "top10_top10", "top64_top5")
@@ -77,7 +79,7 @@ def _bench_options(kind: str, value, repeat: int, repeats: int, base: dict) -> t
 
 def _matches(row_settings: str, wanted: dict) -> bool:
     """The stored settings hold the varied setting's value (absent = the neutral default)."""
-    from epsinas_onnx.scorer import NEUTRAL_SETTINGS
+    from epsinas_onnx.options import NEUTRAL_SETTINGS
 
     prepare = json.loads(row_settings).get("prepare", {})
     for key in ("weight_init", "weight_seed", "embedding"):
@@ -105,14 +107,15 @@ def _rows_of(store_path, space: str, weights, data: str, texts: set[str], wanted
 
 
 def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies, dataset=None, target_column=None,
-                 store="epsinas_results.sqlite", repeats: int = 1, weights=None, data=None, batch_size: int = 256,
-                 norm: str = "auto", shuffle_seed=None, input_seed: int = 0, seq_len: int = 70, workers: int = 1,
+                 store="epsinas_results.sqlite", repeats: int = 1, weights=None,
+                 batch_options: BatchOptions = BatchOptions(), workers: int = 1,
                  device: str = "auto", progress: bool = True, settings: dict | None = None) -> list[dict]:
     """One row per value: the evaluate statistics (NaN dropped) and Spearman
     with NaN ranked last; with repeats, `<statistic>` is the mean and
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
-    from epsinas_onnx.bench import REFERENCE_WEIGHTS, run_bench
+    from epsinas_onnx.bench import BENCH_EXECUTION, run_bench
+    from epsinas_onnx.options import REFERENCE_WEIGHTS, ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:
@@ -124,20 +127,23 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
     module = get_space(space)
     if kind == "init-pair":
         return _init_pair_rows(module, archs, values, accuracies=accuracies, dataset=dataset,
-                               target_column=target_column, repeats=repeats, data=data, batch_size=batch_size,
-                               norm=norm, shuffle_seed=shuffle_seed, input_seed=input_seed, seq_len=seq_len,
+                               target_column=target_column, repeats=repeats, batch_options=batch_options,
                                device=device, progress=progress)
     weights = tuple(weights) if weights else REFERENCE_WEIGHTS[space]
     texts = {module.format_arch(a) for a in archs}
-    base = dict(data=data, batch_size=batch_size, norm=norm, synthetic=None, shuffle_seed=shuffle_seed,
-                seed=input_seed, seq_len=seq_len)
+    execution = dataclasses.replace(BENCH_EXECUTION, device=device)
+    fed = batch_options
+    # the synthetic batch is what --vary synthetic varies; the real batch is the default here
+    base = dict(data=fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=None, shuffle_seed=fed.shuffle_seed,
+                seed=fed.seed, seq_len=fed.seq_len)
     out = []
     for value in values:
         draws = []
         for repeat in range(repeats):
             options, varied = _bench_options(kind, value, repeat, repeats, base)
-            summary = run_bench(space, archs, weights, **options, settings={**(settings or {}), **varied},
-                                store_path=store, workers=workers, device=device, progress=progress)
+            summary = run_bench(space, archs, weights, batch_options=BatchOptions(**options),
+                                scoring=ScoringSettings(**{**(settings or {}), **varied}), execution=execution,
+                                store_path=store, workers=workers, progress=progress)
             rows = _rows_of(store, space, weights, summary.data, texts, varied)
             report = evaluation.evaluate(rows, space, accuracies, dataset=dataset, target_column=target_column)
             dropped, last = report["rows"][0], report["rows"][1]
@@ -160,8 +166,8 @@ def _summarise(value, draws: list[dict], repeats: int) -> dict:
     return row
 
 
-def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_column, repeats, data, batch_size, norm,
-                    shuffle_seed, input_seed, seq_len, device, progress) -> list[dict]:
+def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_column, repeats,
+                    batch_options: BatchOptions, device, progress) -> list[dict]:
     """The paper's initialisation ablation: score = epsinas of the outputs of
     two independent random initialisations (seeds 2r, 2r + 1), at w = 1, BN gamma 1."""
     import sys
@@ -180,8 +186,10 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
     texts = [t for t in unique if t in targets.values]
     options = dict(device=device, threads=1, check=False, graph_optimization="none", bn_gamma="one")
     probe = prepare_model(module.to_onnx(unique[texts[0]]), **options)
-    batch = prepare_batch(probe.input_spec, data, batch_size=batch_size, norm=norm, shuffle_seed=shuffle_seed,
-                          seed=input_seed, seq_len=seq_len, vocab_size=embedding_rows(probe))
+    fed = batch_options
+    batch = prepare_batch(probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm,
+                          shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len,
+                          vocab_size=embedding_rows(probe))
     target = np.array([targets.values[t] for t in texts], dtype=np.float64)
     out = []
     for scheme in schemes:

@@ -33,20 +33,22 @@ import numpy as np
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.executors import check_executor, open_executor
-from epsinas_onnx.inputs import DEFAULT_SEQ_LEN, prepare_batch
+from epsinas_onnx.inputs import prepare_batch
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.modes import DEFAULT_MODE, check_mode, score_in_mode
 from epsinas_onnx.scorer import (
-    EXECUTION_OPTIONS, NEUTRAL_SETTINGS, _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
+    _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
 from epsinas_onnx.limits import BENCH_TIMEOUT, check_workers
+from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions, ExecutionOptions, ScoringSettings
 from epsinas_onnx.textfile import read_text
 from epsinas_onnx.stop_signals import stoppable
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
 
-# reference-semantics §6
-REFERENCE_WEIGHTS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
 DEFAULT_STORE = "epsinas_results.sqlite"
+# a bench runs many architectures side by side: one thread per worker (two 1-thread
+# processes beat one 2-thread one), and a run that hangs becomes an error row
+BENCH_EXECUTION = ExecutionOptions(threads=1, timeout=BENCH_TIMEOUT)
 
 
 class BenchInterrupted(KeyboardInterrupt):
@@ -354,33 +356,24 @@ def run_bench(
     archs,
     weights=None,
     *,
-    data=None,
-    batch_size: int = 256,
-    norm: str = "auto",
-    synthetic: str | None = None,
-    shuffle_seed: int | None = None,
-    seed: int = 0,
-    seq_len: int = DEFAULT_SEQ_LEN,
-    token_layout: str | None = None,
+    batch_options: BatchOptions = BatchOptions(),
+    scoring: ScoringSettings = ScoringSettings(),
+    execution: ExecutionOptions = BENCH_EXECUTION,
     export: dict | None = None,
-    settings: dict | None = None,
     store_path=DEFAULT_STORE,
     workers: int | None = None,
-    device: str = "auto",
-    threads: int | None = 1,
     limit: int | None = None,
     progress: bool = True,
     executor: str = "local",
     address: str | None = None,
     chunk: int | None = None,
-    timeout: float | None = BENCH_TIMEOUT,
-    mode: str = DEFAULT_MODE,
 ) -> BenchSummary:
     """Score `archs` (architectures or their strings) of `space` into the store.
 
     weights: default the space's reference pair. export: keyword arguments of
-    the space's to_onnx; settings: of scorer.prepare_model (both are part of the
-    store key, with every default made explicit). Architectures already stored under the same key are skipped;
+    the space's to_onnx; scoring: what is computed (both are part of the
+    store key, with every default made explicit: ScoringSettings.key);
+    batch_options: the batch fed; execution: device, threads per worker, timeout. Architectures already stored under the same key are skipped;
     `limit` caps how many are scored in this run. Raises BenchInterrupted on
     Ctrl-C, SIGTERM or SIGHUP (finished rows are stored), UserError on bad input.
 
@@ -388,28 +381,22 @@ def run_bench(
     the one at `address`, else RAY_ADDRESS, else a local instance; `workers`
     caps the tasks at a time, default the cluster's CPUs; `chunk` architectures
     per task); see executors.py. The driver alone writes the store either way.
-    timeout: seconds each ONNX Runtime run may take (None: no limit); an
+    execution.timeout: seconds each ONNX Runtime run may take (None: no limit); an
     architecture past it is an error row, retried by the next run.
-    mode: the scoring mode (modes.py); a store key names it only where it is not
+    scoring.mode: the scoring mode (modes.py); a store key names it only where it is not
     the reference, so stores written before modes existed keep their keys."""
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     weights = _check_weights(weights if weights is not None else REFERENCE_WEIGHTS[space])
+    mode, device, threads, timeout = scoring.mode, execution.device, execution.threads, execution.timeout
     check_mode(mode, weights)
     export = {k: v for k, v in (export or {}).items() if v is not None}
-    settings = {k: v for k, v in (settings or {}).items() if v is not None}
-    settings = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
-    if "weight_init" not in settings:
-        settings.pop("weight_seed", None)  # the seed of random weights: no random weights, no seed
     _check_kwargs(module.to_onnx, export, f"{space} export")
-    _check_kwargs(prepare_model, settings, "scoring")
-    for reserved in EXECUTION_OPTIONS:
-        if reserved in settings:
-            raise UserError(f"{reserved} is an execution option, not a setting: pass it as {reserved}=")
     # explicit defaults: the key is the same whether an option was given at its default or left out
     export = {**_defaults(module.to_onnx, skip=("arch",)), **export}
-    settings = {**_defaults(prepare_model, skip=("model", *EXECUTION_OPTIONS)), **settings}
+    store_settings = scoring.key(export, batch_options.input_name)
+    settings = store_settings["prepare"]  # every default explicit, neutral values left out: as the key says
     check_executor(executor, address, chunk)
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
@@ -434,13 +421,15 @@ def run_bench(
         # driver need not have the workers' GPU: --device cuda probes on the CPU
         probe_device = "cpu" if executor == "ray" and device == "cuda" else device
         probe = prepare_model(module.to_onnx(unique[0], **export), device=probe_device, threads=threads, **settings)
+        fed = batch_options
         batch = prepare_batch(
-            probe.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-            seed=seed, seq_len=seq_len, vocab_size=embedding_rows(probe), token_layout=token_layout,
+            probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=fed.synthetic,
+            shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len, vocab_size=embedding_rows(probe),
+            token_layout=fed.token_layout,
         )
         key = {
             "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
-            "settings": settings_key({"export": export, "prepare": settings, **mode_key(mode)}),
+            "settings": settings_key(store_settings),
         }
         if store is None:
             store = ResultStore(store_path)
@@ -464,12 +453,6 @@ def run_bench(
         if store is not None:
             store.close()
     return summary
-
-
-def mode_key(mode: str) -> dict:
-    """The mode's part of a store key's settings: nothing for the reference (the
-    keys of stores written before modes existed), else {"mode": mode}."""
-    return {} if mode == DEFAULT_MODE else {"mode": mode}
 
 
 @dataclasses.dataclass

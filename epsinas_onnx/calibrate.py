@@ -38,6 +38,7 @@ from epsinas_onnx.atomic import write_atomically
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.executors import LocalPool
 from epsinas_onnx.metric import epsinas_score
+from epsinas_onnx.options import BatchOptions
 
 RULE = (
     "among the pairs whose NaN rate is at most the grid's lowest NaN rate + 0.5, the pair with the highest "
@@ -171,9 +172,8 @@ def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> 
         return {}  # another batch, other weights, or not ours: recompute
 
 
-def collect_outputs(items: list[Item], weights: list[float], *, data=None, batch_size: int = 256, norm: str = "auto",
-                    synthetic: str | None = None, shuffle_seed: int | None = None, seed: int = 0, seq_len: int = 70,
-                    token_layout: str | None = None, settings: dict | None = None, export: dict | None = None,
+def collect_outputs(items: list[Item], weights: list[float], *, batch_options: BatchOptions = BatchOptions(),
+                    settings: dict | None = None, export: dict | None = None,
                     device: str = "cpu", workers: int = 1, cache=None, progress: bool = True) -> Outputs:
     """Run every item at every weight; `cache` (.npz) keeps outputs between runs
     (reused when the batch, weights and settings match)."""
@@ -193,9 +193,10 @@ def collect_outputs(items: list[Item], weights: list[float], *, data=None, batch
     first = items[0]
     model = get_space(first.space).to_onnx(first.arch, **export) if first.space else first.path
     probe = prepare_model(model, device=device, threads=1, **settings)
-    batch = prepare_batch(probe.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic,
-                          shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len, vocab_size=embedding_rows(probe),
-                          token_layout=token_layout)
+    fed = batch_options
+    batch = prepare_batch(probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=fed.synthetic,
+                          shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len,
+                          vocab_size=embedding_rows(probe), token_layout=fed.token_layout)
     key = settings_key({"export": export, "prepare": settings})
     finger = fingerprint(batch.array)
     arrays = _load_cache(cache, finger, weights, key) if cache else {}

@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.datasets import open_source
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import DEFAULT_SEQ_LEN  # NAS-Bench-NLP's BPTT length (inputs.DEFAULT_SEQ_LEN as before)
 
 # reference-semantics §5 (per channel, in 0..255 units)
 NORMS = {
@@ -27,7 +28,6 @@ SYNTHETIC = ("grey", "normal", "uniform", "uniform+")
 # architectures, docs/search-and-ablations.md §3.2): Spearman 0.854 with the
 # grey batch, 0.877 with real CIFAR-10 images, 0.477 with normal noise
 DEFAULT_SYNTHETIC = "grey"
-DEFAULT_SEQ_LEN = 70  # NAS-Bench-NLP's BPTT length
 
 
 @dataclasses.dataclass

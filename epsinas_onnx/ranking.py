@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.scorer import DEFAULT_WEIGHTS, ScoreResult, score
+from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings
+from epsinas_onnx.scorer import DEFAULT_WEIGHTS, ScoreResult, score_with
 
 
 @dataclasses.dataclass
@@ -43,14 +44,16 @@ def model_paths(arguments) -> list[Path]:
     return unique
 
 
-def rank_models(models, data=None, weights=DEFAULT_WEIGHTS, **options) -> list[Ranked]:
-    """Score each model (epsinas_onnx.score's options) and rank them. A model
-    that cannot be scored (a UserError) keeps its error on its row; when none
-    can, the first error is raised, as for one model."""
+def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = BatchOptions(),
+                scoring: ScoringSettings = ScoringSettings(),
+                execution: ExecutionOptions = ExecutionOptions()) -> list[Ranked]:
+    """Score each model on the same batch (scorer.score_with) and rank them. A
+    model that cannot be scored (a UserError) keeps its error on its row; when
+    none can, the first error is raised, as for one model."""
     rows = []
     for model in models:
         try:
-            rows.append(Ranked(str(model), score(model, data, weights, **options)))
+            rows.append(Ranked(str(model), score_with(model, weights, batch_options, scoring, execution)))
         except UserError as exc:
             rows.append(Ranked(str(model), None, str(exc)))
     if all(row.result is None for row in rows):

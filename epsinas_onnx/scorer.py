@@ -20,13 +20,10 @@ from epsinas_onnx.rewrite import Rewritten, policy_for, rewrite_for_scoring
 from epsinas_onnx.roles import Role
 from epsinas_onnx import runtime
 
-DEFAULT_WEIGHTS = (1e-7, 1.0)  # NAS-Bench-201's reference pair
-# prepare_model options that change the speed, never the result (not part of a results-store key)
-EXECUTION_OPTIONS = ("device", "threads", "check", "graph_optimization", "timeout")
-# prepare_model settings added after results stores were first written, with the
-# value that means "as before". bench leaves a setting at that value out of the
-# store key, so a store written before the option existed keeps its key.
-NEUTRAL_SETTINGS = {"weight_init": "constant", "weight_seed": 0}
+# the execution options change the speed, never the result (not part of a results-store key);
+# the neutral settings, at their "as before" values, are left out of store keys (options.py)
+from epsinas_onnx.options import (DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS, EXECUTION_OPTIONS, NEUTRAL_SETTINGS,  # noqa: F401
+                                  BatchOptions, ExecutionOptions, ScoringSettings)
 
 
 @dataclasses.dataclass
@@ -197,20 +194,27 @@ def score(
     mode: "reference" (the published score) or "ladder" (defined wherever
     the output depends on the input; docs/score-everywhere.md).
     """
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=seed, seq_len=seq_len or DEFAULT_SEQ_LEN, token_layout=token_layout,
+                         input_name=input_name)
+    scoring = ScoringSettings(output=output, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
+                              weight_init=weight_init, weight_seed=weight_seed, mode=mode)
+    return score_with(model, weights, batch, scoring, ExecutionOptions(device=device, threads=threads, timeout=timeout))
+
+
+def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
+               execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
+    """score() with its options as the option objects (options.py) a command builds once."""
     weights = _check_weights(weights)
-    check_mode(mode, weights)
+    check_mode(scoring.mode, weights)
     start = time.perf_counter()
-    prepared = prepare_model(
-        model, output=output, input_name=input_name, device=device, threads=threads,
-        bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-        weight_init=weight_init, weight_seed=weight_seed, timeout=timeout,
+    prepared = prepare_model(model, input_name=batch.input_name, **scoring.prepare(), **execution.prepare())
+    fed = prepare_batch(
+        prepared.input_spec, batch.data, batch_size=batch.batch_size, norm=batch.norm, synthetic=batch.synthetic,
+        shuffle_seed=batch.shuffle_seed, seed=batch.seed, seq_len=batch.seq_len,
+        vocab_size=embedding_rows(prepared), token_layout=batch.token_layout,
     )
-    batch = prepare_batch(
-        prepared.input_spec, data, batch_size=batch_size, norm=norm, synthetic=synthetic,
-        shuffle_seed=shuffle_seed, seed=seed, seq_len=seq_len or 70,
-        vocab_size=embedding_rows(prepared), token_layout=token_layout,
-    )
-    return score_prepared(prepared, batch, weights, batch_size, start, mode)
+    return score_prepared(prepared, fed, weights, batch.batch_size, start, scoring.mode)
 
 
 def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,

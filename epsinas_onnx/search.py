@@ -505,7 +505,10 @@ class BenchFiller:
     space: str
     store_path: str
     config_row: dict  # one stored row of the config
-    bench_kwargs: dict  # run_bench's input and execution options (data, batch_size, norm, ..., workers)
+    batch_options: object  # options.BatchOptions: the batch the store was made with
+    device: str = "auto"
+    workers: int = 1
+    progress: bool = True
     checked: bool = False
 
     def _config(self):
@@ -516,14 +519,20 @@ class BenchFiller:
                 settings.get("mode", "reference"))
 
     def __call__(self, archs: list) -> dict[str, float]:
-        from epsinas_onnx.bench import run_bench
+        import dataclasses
+
+        from epsinas_onnx.bench import BENCH_EXECUTION, run_bench
+        from epsinas_onnx.options import ScoringSettings
 
         weights, export, prepare, mode = self._config()
-        common = dict(weights=weights, export=export, settings=prepare, store_path=self.store_path, mode=mode,
-                      **self.bench_kwargs)
+        prepare = dict(prepare)
+        # the model input fed is a batch option, part of the stored key as a prepare setting
+        batch = dataclasses.replace(self.batch_options, input_name=prepare.pop("input_name", None))
+        common = dict(weights=weights, export=export, batch_options=batch, scoring=ScoringSettings(mode=mode, **prepare),
+                      execution=dataclasses.replace(BENCH_EXECUTION, device=self.device), store_path=self.store_path,
+                      workers=self.workers)
         if not self.checked:
-            probe = run_bench(self.space, archs[:1], limit=0, progress=False,
-                              **{k: v for k, v in common.items() if k != "progress"})
+            probe = run_bench(self.space, archs[:1], limit=0, progress=False, **common)
             if probe.data != self.config_row["data"]:
                 raise UserError(
                     f"{len(archs)} architecture(s) are not in the store and must be scored, but the input options "
@@ -531,7 +540,7 @@ class BenchFiller:
                     "pass the --data / --batch-size / --norm / --shuffle-seed / --synthetic the store was made with"
                 )
             self.checked = True
-        run_bench(self.space, archs, **common)
+        run_bench(self.space, archs, progress=self.progress, **common)
         return self._read(archs)
 
     def _read(self, archs: list) -> dict[str, float]:

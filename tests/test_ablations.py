@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 from epsinas_onnx import ablation, bench
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import BatchOptions, ScoringSettings
 from epsinas_onnx.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
 from epsinas_onnx.scorer import prepare_model
 from epsinas_onnx.spaces import nb201
@@ -115,17 +116,17 @@ def test_store_key(tmp_path):
     'constant' keys like the default, so older stores keep their rows."""
     store = tmp_path / "k.sqlite"
     archs = nb201.sample(1, 2)
-    common = dict(data=CIFAR10, batch_size=8, store_path=store, progress=False)
+    common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8), store_path=store, progress=False)
     first = bench.run_bench("nb201", archs, **common)
-    again = bench.run_bench("nb201", archs, settings={"weight_init": "constant", "weight_seed": 0}, **common)
+    again = bench.run_bench("nb201", archs, scoring=ScoringSettings(weight_init="constant", weight_seed=0), **common)
     assert first.scored == 1 and again.skipped == 1 and again.scored == 0
-    random = bench.run_bench("nb201", archs, settings={"weight_init": "normal"}, **common)
+    random = bench.run_bench("nb201", archs, scoring=ScoringSettings(weight_init="normal"), **common)
     assert random.scored == 1
     keys = stored_settings(store)
     assert len(keys) == 2
     inits = sorted(json.loads(k)["prepare"].get("weight_init", "-") for k in keys)
     assert inits == ["-", "normal"]
-    seeded = bench.run_bench("nb201", archs, settings={"weight_init": "normal", "weight_seed": 1}, **common)
+    seeded = bench.run_bench("nb201", archs, scoring=ScoringSettings(weight_init="normal", weight_seed=1), **common)
     assert seeded.scored == 1 and len(stored_settings(store)) == 3
 
 
@@ -143,7 +144,7 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     store = tmp_path / "a.sqlite"
     archs = nb201.sample(5, 5)
     acc = shared_data / "nb201" / "accuracies.csv"
-    kwargs = dict(accuracies=acc, store=store, data=CIFAR10, batch_size=8, progress=False)
+    kwargs = dict(accuracies=acc, store=store, batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     rows = ablation.run_ablation("nb201", archs, "synthetic", ["real", "grey"], **kwargs)
     assert [r["value"] for r in rows] == ["real", "grey"]
     with sqlite3.connect(store) as db:
@@ -158,7 +159,7 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     for value, row in zip(["real", "grey"], rows):
         inputs = dict(data=CIFAR10) if value == "real" else dict(synthetic=value)
         other = tmp_path / f"{value}.sqlite"
-        bench.run_bench("nb201", archs, batch_size=8, store_path=other, progress=False, **inputs)
+        bench.run_bench("nb201", archs, batch_options=BatchOptions(batch_size=8, **inputs), store_path=other, progress=False)
         with ResultStore(other, create=False) as db:
             first = evaluate(db.rows("nb201"), "nb201", acc)["rows"][0]
         assert row["n"] == first["n"]
@@ -203,8 +204,8 @@ def test_init_pair_compares_two_independent_initialisations(shared_data):
 
     archs = nb201.sample(4, 8)
     acc = shared_data / "nb201" / "accuracies.csv"
-    rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc, data=CIFAR10, batch_size=8,
-                                 progress=False)
+    rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc,
+                                 batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     x = cifar10_batch(8)
     from epsinas_onnx.search import load_targets
 

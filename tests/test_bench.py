@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from epsinas_onnx import bench
+from epsinas_onnx.options import BatchOptions, ScoringSettings
 from epsinas_onnx.scorer import score
 from epsinas_onnx.store import ResultStore, fingerprint
 from epsinas_onnx.spaces import nb201
@@ -149,7 +150,7 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
         return real(arch, **kw)
 
     store = tmp_path / "r.sqlite"
-    options = dict(synthetic="normal", batch_size=8, store_path=store, progress=False)
+    options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), store_path=store, progress=False)
     monkeypatch.setattr(nb201, "to_ir", failing)
     first = bench.run_bench("nb201", archs, **options)
     assert (first.scored, first.errors) == (len(archs) - 1, 1)
@@ -173,7 +174,7 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
 
     archs = [nb201.parse(s) for s in (SAME_A, SAME_B, OTHER)]
     exported = counting_exports(monkeypatch)
-    options = dict(synthetic="normal", batch_size=8, progress=False)
+    options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), progress=False)
     summary = bench.run_bench("nb201", archs, store_path=tmp_path / "r.sqlite", **options)
     assert (summary.scored, summary.reused) == (3, 1)
     assert SAME_B not in {text for text, _ in exported}
@@ -197,17 +198,17 @@ def test_computation_classes_only_under_constant_weights():
 def test_settings_and_weights_are_part_of_the_key(tmp_path):
     archs = unique(nb201.sample(2, 2))
     store = tmp_path / "r.sqlite"
-    options = dict(synthetic="normal", batch_size=8, store_path=store, progress=False)
+    options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), store_path=store, progress=False)
     bench.run_bench("nb201", archs, **options)
     assert bench.run_bench("nb201", archs, **options).scored == 0
     assert bench.run_bench("nb201", archs, weights=(1e-7, 1), **options).scored == 0  # same pair, other spelling
-    assert bench.run_bench("nb201", archs, settings={"bn_gamma": "one"}, **options).scored == len(archs)
+    assert bench.run_bench("nb201", archs, scoring=ScoringSettings(bn_gamma="one"), **options).scored == len(archs)
     assert bench.run_bench("nb201", archs, weights=(1e-4, 10), **options).scored == len(archs)
     assert bench.run_bench("nb201", archs, export={"resolution": 16}, **options).scored == len(archs)
     with ResultStore(store) as db:
         assert len({r["config"] for r in db.rows()}) == 4
     with pytest.raises(bench.UserError, match="does not apply"):
-        bench.run_bench("nb201", archs, settings={"no_such_option": 1}, **options)
+        bench.run_bench("nb201", archs, export={"no_such_option": 1}, **options)
 
 
 def _kill_test_args(store, n, workers):

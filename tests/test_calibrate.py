@@ -16,6 +16,7 @@ from scipy import stats
 from epsinas_onnx import calibrate as cal
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.metric import epsinas_score
+from epsinas_onnx.options import BatchOptions
 from epsinas_onnx.scorer import prepare_model, score
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
@@ -122,7 +123,7 @@ def test_outputs_are_the_models_outputs_and_pairs_score_as_score(tmp_path):
     items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
     weights = [1e-7, 1e-2, 1.0]
     cache = tmp_path / "out.npz"
-    outputs = cal.collect_outputs(items, weights, data=CIFAR10, batch_size=8, cache=cache, progress=False)
+    outputs = cal.collect_outputs(items, weights, batch_options=BatchOptions(data=CIFAR10, batch_size=8), cache=cache, progress=False)
     batch = cifar10_batch(8)
     for item, arch in zip(items, archs):
         prepared = prepare_model(nb201.to_onnx(arch))
@@ -138,15 +139,15 @@ def test_the_outputs_file_is_reused(tmp_path, monkeypatch):
     archs = nb201.sample(2, 4)
     items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
     cache = tmp_path / "out.npz"
-    first = cal.collect_outputs(items, [1e-3, 1.0], data=CIFAR10, batch_size=8, cache=cache, progress=False)
+    first = cal.collect_outputs(items, [1e-3, 1.0], batch_options=BatchOptions(data=CIFAR10, batch_size=8), cache=cache, progress=False)
     calls = []
     real = cal._Job.run
     monkeypatch.setattr(cal._Job, "run", lambda self, item: calls.append(item.name) or real(self, item))
-    again = cal.collect_outputs(items, [1.0, 1e-3], data=CIFAR10, batch_size=8, cache=cache, progress=False)
+    again = cal.collect_outputs(items, [1.0, 1e-3], batch_options=BatchOptions(data=CIFAR10, batch_size=8), cache=cache, progress=False)
     assert calls == []  # same batch and weights (in another order): nothing run again
     for name in first.arrays:
         np.testing.assert_array_equal(again.arrays[name], first.arrays[name][::-1])
-    other = cal.collect_outputs(items[:1], [1.0, 1e-3], data=CIFAR10, batch_size=16, cache=cache, progress=False)
+    other = cal.collect_outputs(items[:1], [1.0, 1e-3], batch_options=BatchOptions(data=CIFAR10, batch_size=16), cache=cache, progress=False)
     assert calls == [items[0].name] and len(other.arrays) == 1  # another batch: recomputed
 
 

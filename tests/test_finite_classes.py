@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from epsinas_onnx import bench
+from epsinas_onnx.options import BatchOptions
 from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.scorer import open_session, rewrite_model
 from epsinas_onnx.spaces import nb201
@@ -82,7 +83,7 @@ def test_the_check_output_leaves_the_logits_alone_and_sees_overflow():
 
 def _bench(tmp_path, name, archs):
     return bench.run_bench("nb201", [nb201.parse(s) for s in archs], store_path=tmp_path / name,
-                           data=cifar10_batch(8), batch_size=8, norm="none", progress=False)
+                           batch_options=BatchOptions(data=cifar10_batch(8), batch_size=8, norm="none"), progress=False)
 
 
 def test_bench_shares_a_checked_result(tmp_path, monkeypatch):

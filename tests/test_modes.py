@@ -14,6 +14,7 @@ import pytest
 from epsinas_onnx import bench
 from epsinas_onnx.metric import epsinas_score, score_runs
 from epsinas_onnx.modes import ladder, ladder_value, score_in_mode, score_ladder
+from epsinas_onnx.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.test_cli_errors import assert_user_error
@@ -178,9 +179,9 @@ def test_on_a_small_transformer_the_ladder_is_the_reference_noise():
 def test_bench_keys_the_mode_and_keeps_the_reference_rows(tmp_path, shared_data):
     store = tmp_path / "r.sqlite"
     archs = nb201.sample(12, 5)
-    common = dict(data=CIFAR10, batch_size=8, norm="cifar10", store_path=store, progress=False)
+    common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8, norm="cifar10"), store_path=store, progress=False)
     bench.run_bench("nb201", archs, **common)
-    bench.run_bench("nb201", archs, mode="ladder", **common)
+    bench.run_bench("nb201", archs, scoring=ScoringSettings(mode="ladder"), **common)
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT arch, settings, score, nan_reason FROM results").fetchall()
     by_mode = {}

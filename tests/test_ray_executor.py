@@ -17,13 +17,14 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from epsinas_onnx import bench, executors
+from epsinas_onnx.options import BatchOptions
 from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT, run_cli
 from tests.test_bench import ctrl_c_after_first_row, stored, unique
 from tests.test_cli_errors import assert_user_error
 
 ARCHS = unique(nb201.sample(6, 3))  # seed 3: NaN and finite scores both
-OPTIONS = dict(synthetic="normal", batch_size=8, progress=False)
+OPTIONS = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), progress=False)
 
 
 @pytest.fixture(scope="module")

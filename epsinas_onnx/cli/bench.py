@@ -1,8 +1,4 @@
-"""The bench, results and evaluate commands (registered in cli.py).
-
-Import epsinas_onnx.cli, not this module on its own: it borrows cli.py's
-option helpers and is imported at the end of cli.py.
-"""
+"""The bench, results and evaluate commands: a benchmark space into a results store, and back out."""
 
 from __future__ import annotations
 
@@ -12,21 +8,20 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli import (FORMATS, SPACES, init_settings, input_options, mode_option, policy_options, render,
-                              side_table_option, target_source_options, weights_option)
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
+                                            input_options, mode_option, policy_options, progress_option,
+                                            sample_seed_option, side_table_option, target_source_options,
+                                            weights_option)
+from epsinas_onnx.cli.render import render
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.limits import check_sample
 from epsinas_onnx.stop_signals import stoppable
-from epsinas_onnx.modes import DEFAULT_MODE
-
-DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported: keeps --help fast)
 
 
 @click.command()
 @click.argument("space", type=SPACES)
 @click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --sample.")
+@sample_seed_option
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
               help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
                    "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
@@ -48,7 +43,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE (not imported:
               help="Ray: the cluster to use (HOST:PORT of its head, or auto); default RAY_ADDRESS, else a new local Ray instance.")
 @click.option("--chunk", type=int, default=None,
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@progress_option
 @mode_option
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
@@ -62,6 +57,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     default: the space's reference pair (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3).
     """
     from epsinas_onnx.bench import BenchInterrupted, load_arch_file, run_bench
+    from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -73,19 +69,23 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
         archs = module.all_archs()
     elif n is not None:
+        from epsinas_onnx.limits import check_sample
+
         check_sample(n)
         archs = module.sample(n, seed)
     else:
         archs = load_arch_file(module, arch_file)
     export = {"resolution": resolution, "vocab_size": vocab_size}
-    settings = {"bn_gamma": bn_gamma, "bias": bias, "embedding": embedding, "output": output, "input_name": input_name,
-                "collapse": collapse, **init_settings(weight_init, weight_seed)}
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=input_seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
+    scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
+                                        embedding=embedding, collapse=collapse, mode=mode)
+    execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
     try:
         summary = run_bench(
-            space, archs, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
-            shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, token_layout=token_layout,
-            export=export, settings=settings, store_path=store, workers=workers, device=device, threads=threads,
-            limit=limit, progress=progress, executor=executor, address=address, chunk=chunk, timeout=timeout or None, mode=mode,
+            space, archs, weights, batch_options=batch, scoring=scoring, execution=execution, export=export,
+            store_path=store, workers=workers, limit=limit, progress=progress, executor=executor, address=address,
+            chunk=chunk,
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
@@ -124,78 +124,6 @@ def results(store, space, config, fmt):
     click.echo(render(rows, fmt), nl=False)
 
 
-def config_rows(store, space: str | None, config: str | None, mode: str | None = None) -> tuple[str, list[dict]]:
-    """The stored rows of one space (the given one, or the only one there is)
-    and one config (see select_config); with `mode`, among that mode's rows only."""
-    space, rows = space_rows(store, space)
-    if mode is not None:
-        rows = [r for r in rows if row_mode(r) == mode]
-        if not rows:
-            raise UserError(f"the store {store} holds no {space} rows scored in --mode {mode}")
-    return space, select_config(rows, config)
-
-
-def space_rows(store, space: str | None) -> tuple[str, list[dict]]:
-    """Every stored row of one space (the given one, or the only one there is)."""
-    with _open(store) as db:
-        rows = db.rows(space)
-    if space is None:
-        spaces = sorted({r["space"] for r in rows})
-        if len(spaces) != 1:
-            raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
-        space = spaces[0]
-    if not rows:
-        raise UserError(f"the store {store} holds no {space} rows")
-    return space, rows
-
-
-def row_mode(row: dict) -> str:
-    """The scoring mode of a stored row (the reference where its key names none)."""
-    return json.loads(row["settings"]).get("mode", DEFAULT_MODE)
-
-
-def _without_mode(row: dict) -> tuple:
-    settings = {k: v for k, v in json.loads(row["settings"]).items() if k != "mode"}
-    return row["weights"], row["data"], json.dumps(settings, sort_keys=True)
-
-
-def rows_by_mode(rows: list[dict], config: str | None) -> tuple[list[dict], dict[str, list[dict]]]:
-    """One config's rows (see select_config) and those of the configs that
-    differ from it in the scoring mode only (mode -> rows). Without --config a
-    store whose configs differ only in the mode is one comparison, the
-    reference first."""
-    groups: dict[tuple, dict[str, list[dict]]] = {}
-    for row in rows:
-        groups.setdefault(_without_mode(row), {}).setdefault(row_mode(row), []).append(row)
-    if config is None and len(groups) == 1:
-        (modes,) = groups.values()
-        first = DEFAULT_MODE if DEFAULT_MODE in modes else sorted(modes)[0]
-        return modes[first], {m: r for m, r in sorted(modes.items()) if m != first}
-    chosen = select_config(rows, config)
-    modes = groups[_without_mode(chosen[0])]
-    mode = row_mode(chosen[0])
-    return chosen, {m: r for m, r in sorted(modes.items()) if m != mode}
-
-
-def select_config(rows: list[dict], config: str | None) -> list[dict]:
-    """The rows of one config: the one given, or the only one there is."""
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["config"], []).append(row)
-    if config is not None:
-        if config not in groups:
-            raise UserError(f"no rows with config {config!r}; the store has {', '.join(groups) or 'none'}")
-        return groups[config]
-    if len(groups) > 1:
-        described = "; ".join(
-            f"{cid}: weights {g[0]['weights']}, data {g[0]['data']} ({g[0]['data_description']}), "
-            f"settings {g[0]['settings']}, {len(g)} rows"
-            for cid, g in groups.items()
-        )
-        raise UserError(f"the store holds {len(groups)} configs for this space; pick one with --config ({described})")
-    return rows
-
-
 @click.command()
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
@@ -212,12 +140,14 @@ def select_config(rows: list[dict], config: str | None) -> list[dict]:
                    "(packaged: nb201 the NAS-Bench-Suite-Zero proxies of 725 architectures, nb101 naslib_500's)")
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
              baselines, proxies, config, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies on the same architectures."""
     from epsinas_onnx import benchmark_tables, evaluation
+
+    from epsinas_onnx.experiments import row_mode, rows_by_mode, space_rows
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)

@@ -1,8 +1,4 @@
-"""The search, calibrate and ablate commands (registered in cli.py).
-
-Import epsinas_onnx.cli, not this module on its own: it borrows cli.py's
-option helpers and is imported at the end of cli.py.
-"""
+"""The search, calibrate and ablate commands: experiments over stored or freshly computed scores."""
 
 from __future__ import annotations
 
@@ -11,12 +7,13 @@ import math
 
 import click
 
-from epsinas_onnx.cli import SPACES, mode_option, render, target_source_options
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON, arch_column_option,
+                                            batch_options, batch_size_option, collapse_option, data_option, dataset_option, device_option,
+                                            direction_option, format_option, init_settings, input_seed_option, norm_option, seq_len_option, mode_option,
+                                            plot_option, policy_options, progress_option, target_column_option,
+                                            target_source_options, weights_option)
+from epsinas_onnx.cli.render import render
 from epsinas_onnx.errors import UserError
-from epsinas_onnx.inputs import NORMS, SYNTHETIC
-
-DEFAULT_STORE = "epsinas_results.sqlite"  # = bench.DEFAULT_STORE
-TABLE_OR_JSON = click.Choice(["table", "json"])
 VARIANTS = ("random", "random+warmup", "evolution", "evolution+warmup", "evolution+move", "evolution+warmup+move")
 
 
@@ -29,12 +26,7 @@ def _options(fn, options):
 def target_options(fn):
     """Where the targets ("trained accuracies") come from, as for `evaluate`."""
     return _options(target_source_options(fn), [
-        click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
-                     help="nb201: the target column (default cifar10)."),
-        click.option("--arch-column", default=None, help="Architecture column (default per space, as `evaluate`)."),
-        click.option("--target-column", default=None, help="Target column (default per space, as `evaluate`)."),
-        click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
-                     help="The target's direction (default: lower for nlp's loss, else higher)."),
+        dataset_option, arch_column_option, target_column_option, direction_option,
     ])
 
 
@@ -46,19 +38,10 @@ def store_options(fn):
                      help="The results store the scores come from; architectures it lacks are scored into it."),
         click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
         click.option("--config", default=None, help="The config id, when the store holds several for the space."),
-        click.option("--data", type=click.Path(), default=None,
-                     help="On-demand scoring: the --data the store was made with (as `bench`)."),
-        click.option("--batch-size", type=int, default=256, show_default=True, help="On-demand scoring: as `bench`."),
-        click.option("--shuffle-seed", type=int, default=None, help="On-demand scoring: as `bench`."),
-        click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True,
-                     help="On-demand scoring: as `bench`."),
-        click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None, help="On-demand scoring: as `bench`."),
-        click.option("--input-seed", type=int, default=0, show_default=True, help="On-demand scoring: as `bench`."),
-        click.option("--seq-len", type=int, default=70, show_default=True, help="On-demand scoring: as `bench`."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        # on-demand scoring: the batch the store was made with (as `bench`)
+        batch_options, device_option,
         click.option("--workers", type=int, default=1, show_default=True, help="On-demand scoring: worker processes."),
-        click.option("--progress/--no-progress", default=True, show_default=True,
-                     help="On-demand scoring: a progress bar on stderr."),
+        progress_option,
     ])
 
 
@@ -77,15 +60,16 @@ class _Context:
 
     def __init__(self, opts: dict, needs_scores: bool, select_column: str | None = None):
         from epsinas_onnx import search
+        from epsinas_onnx.experiments import space_of_store, store_scores
 
         self.opts = opts
         space = opts["space"]
         self.scores = None
         self.config = None
         if needs_scores:
-            space, self.scores, self.config = _store_scores(opts)
+            space, self.scores, self.config = store_scores(opts)
         elif space is None:
-            space = _space_of_store(opts["store"])
+            space = space_of_store(opts["store"])
         self.space_name = space
         from epsinas_onnx.spaces import get_space
 
@@ -110,38 +94,6 @@ class _Context:
             out["config"] = self.config
             out["scored_on_demand"] = self.scores.filled
         return out
-
-
-def _space_of_store(store) -> str:
-    """The only space of an existing store (a search without scores needs no store, only its space)."""
-    from pathlib import Path
-
-    from epsinas_onnx.store import ResultStore
-
-    if not Path(store).is_file():
-        raise UserError("give --space (a search without scores reads no store to take it from)")
-    with ResultStore(store, create=False) as db:
-        spaces = db.spaces()
-    if len(spaces) != 1:
-        raise UserError(f"the store holds spaces {', '.join(spaces) or '(none)'}: pick one with --space")
-    return spaces[0]
-
-
-def _store_scores(opts: dict):
-    from epsinas_onnx import search
-    from epsinas_onnx.cli_bench import config_rows
-
-    store = opts["store"]
-    space, rows = config_rows(store, opts["space"], opts["config"], opts["mode"])
-    first = rows[0]
-    filler = search.BenchFiller(space, store, first, {
-        "data": opts["data"], "batch_size": opts["batch_size"], "shuffle_seed": opts["shuffle_seed"],
-        "norm": opts["norm"], "synthetic": opts["synthetic"], "seed": opts["input_seed"], "seq_len": opts["seq_len"],
-        "device": opts["device"], "workers": opts["workers"], "progress": opts["progress"],
-    })
-    config = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
-              "data_description": first["data_description"], "rows": len(rows)}
-    return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
 
 
 def _fmt(stats: dict, digits: int = 2) -> str:
@@ -179,7 +131,9 @@ def search():
     """NAS search with stored scores: pick one of N, random search, ageing
     evolution, and their curves (reference-semantics §9). "Training" is a
     lookup of the target in the packaged table (or --accuracies /
-    --benchmark-file)."""
+    --benchmark-file). The input options (--data, --batch-size, --norm, ...)
+    are for scoring on demand the architectures the store lacks: give those
+    the store was made with."""
 
 
 @search.command()
@@ -341,35 +295,6 @@ def curves(warmup, population, tournament, budget, variants, select_column, runs
 # ---------------------------------------------------------------- calibrate
 
 
-PAPER_PAIRS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
-
-
-def _model_targets(path, names: list[str], target_column: str | None) -> tuple[dict[str, float], str]:
-    """Targets of model files: a csv with a `model` column (the file's path or name)."""
-    from pathlib import Path
-
-    from epsinas_onnx.evaluation import _number, _read_csv
-
-    columns, rows = _read_csv(path)
-    if "model" not in columns:
-        raise UserError(f"{path} has no 'model' column (the model files' paths or names); its columns are {', '.join(columns)}")
-    if target_column is None:
-        others = [c for c in columns if c != "model"]
-        if len(others) != 1:
-            raise UserError(f"{path} has several columns besides 'model' ({', '.join(others)}): name one with --target-column")
-        target_column = others[0]
-    elif target_column not in columns:
-        raise UserError(f"{path} has no column {target_column!r}; its columns are {', '.join(columns)}")
-    by_key = {r["model"]: _number(r[target_column]) for r in rows}
-    out = {}
-    for name in names:
-        for key in (name, Path(name).name, Path(name).stem):
-            if key in by_key:
-                out[name] = by_key[key]
-                break
-    return out, target_column
-
-
 @click.command()
 @click.argument("what", nargs=-1, required=True)
 @click.option("--sample", "n", type=int, default=None, help="SPACE: N architectures drawn uniformly (repeats used once).")
@@ -383,29 +308,23 @@ def _model_targets(path, names: list[str], target_column: str | None) -> tuple[d
 @click.option("--accuracies", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
               help="Targets: for a SPACE a csv as `evaluate`, or given alone the table packaged for the space; "
                    "for model files a csv with a 'model' column.")
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
-@click.option("--arch-column", default=None)
-@click.option("--target-column", default=None)
-@click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None)
-@click.option("--data", type=click.Path(), default=None, help="As `score`.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--shuffle-seed", type=int, default=None)
-@click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True)
-@click.option("--synthetic", type=click.Choice(SYNTHETIC), default=None)
-@click.option("--input-seed", type=int, default=0, show_default=True)
-@click.option("--seq-len", type=int, default=70, show_default=True)
-@click.option("--collapse/--no-collapse", default=True, show_default=True)
-@click.option("--bn-gamma", type=click.Choice(["w", "one"]), default="w", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@dataset_option
+@arch_column_option
+@target_column_option
+@direction_option
+@batch_options
+@collapse_option
+@policy_options
+@device_option
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one model each at a time.")
 @click.option("--outputs", "cache", type=click.Path(dir_okay=False), default=None,
               help="An .npz that keeps every output: a rerun with the same batch and settings reuses it.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Heat maps over the grid (.png/.pdf/.svg).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@plot_option("Heat maps over the grid (.png/.pdf/.svg).")
+@progress_option
+@format_option
 def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuracies, dataset, arch_column, target_column,
               lower_is_better, data, batch_size, shuffle_seed, norm, synthetic, input_seed, seq_len, collapse, bn_gamma,
-              device, workers, cache, plot_path, progress, fmt):
+              bias, embedding, weight_init, weight_seed, device, workers, cache, plot_path, progress, fmt):
     """Sweep weight pairs over a grid and recommend one without accuracies.
 
     WHAT is a benchmark space (with --sample N or --archs FILE) or a list of
@@ -418,6 +337,8 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     from epsinas_onnx import calibrate as lib
     from epsinas_onnx import evaluation
     from epsinas_onnx import search as search_lib
+    from epsinas_onnx.experiments import model_targets
+    from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
     if plot_path:
@@ -450,7 +371,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
             t = search_lib.load_targets(space, table, dataset=dataset, arch_column=arch_column,
                                         target_column=target_column, lower_is_better=lower_is_better)
             targets, lower = t.values, t.lower_is_better
-        compare = list(compare) or [PAPER_PAIRS[space]]
+        compare = list(compare) or [REFERENCE_WEIGHTS[space]]
     else:
         missing = [p for p in what if not Path(p).is_file()]
         if missing:
@@ -462,16 +383,20 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
             raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
                             "a 'model' column")
         if accuracies:
-            targets, target_column = _model_targets(accuracies, [i.name for i in items], target_column)
+            targets, target_column = model_targets(accuracies, [i.name for i in items], target_column)
         compare = list(compare)
     for pair in compare:
         if lib.find_pair([{"w_low": a, "w_high": b} for a, b in pairs], pair) is None:
             raise UserError(f"--compare {pair[0]:g} {pair[1]:g} is not a pair of the grid (w_low in {low[0]:g}..{low[1]:g}, "
                             f"w_high in {high[0]:g}..{high[1]:g}, {per_decade} per decade)")
-    settings = {"bn_gamma": bn_gamma, "collapse": collapse}
-    outputs = lib.collect_outputs(items, weights, data=data, batch_size=batch_size, norm=norm, synthetic=synthetic,
-                                  shuffle_seed=shuffle_seed, seed=input_seed, seq_len=seq_len, settings=settings,
-                                  device=device, workers=workers, cache=cache, progress=progress)
+    # the policy options at their defaults stay out of the settings, so that an --outputs cache
+    # written before calibrate took them keeps its key
+    settings = {"bn_gamma": bn_gamma, "collapse": collapse, "bias": bias,
+                **({"embedding": embedding} if embedding != "uniform" else {}), **init_settings(weight_init, weight_seed)}
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=input_seed, seq_len=seq_len)
+    outputs = lib.collect_outputs(items, weights, batch_options=batch, settings=settings, device=device,
+                                  workers=workers, cache=cache, progress=progress)
     rows = lib.pair_table(outputs, pairs, targets, lower_is_better=lower)
     pick = lib.recommend(rows)
     if plot_path:
@@ -519,29 +444,29 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
-@click.option("--weights", nargs=2, type=float, default=None, metavar="W1 W2", help="Default: the space's reference pair.")
+@weights_option(default=None)
 @target_source_options
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None)
-@click.option("--target-column", default=None)
-@click.option("--data", type=click.Path(), default=None, help="The real batch, as `bench`.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--norm", type=click.Choice(["auto", *NORMS, "none"]), default="auto", show_default=True)
-@click.option("--input-seed", type=int, default=0, show_default=True)
-@click.option("--seq-len", type=int, default=70, show_default=True)
+@dataset_option
+@target_column_option
+@data_option
+@batch_size_option
+@norm_option
+@input_seed_option
+@seq_len_option
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
               help="The results store every value is benched into (values already there are not scored again).")
 @click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Rank correlations per value (.png/.pdf/.svg); batch sizes on a log axis.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@device_option
+@progress_option
+@plot_option("Rank correlations per value (.png/.pdf/.svg); batch sizes on a log axis.")
+@format_option
 def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accuracies, benchmark_file, dataset, target_column, data,
            batch_size, norm, input_seed, seq_len, store, workers, device, progress, plot_path, fmt):
     """Vary one bench option over a sample and evaluate each value (the
     paper's ablations: synthetic inputs, batch size, weight initialisation,
     NLP embedding). The weight pair ablation is `calibrate`."""
     from epsinas_onnx import ablation, evaluation
+    from epsinas_onnx.options import BatchOptions
     from epsinas_onnx.bench import load_arch_file
     from epsinas_onnx.spaces import get_space
 
@@ -564,8 +489,9 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     targets = targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
                             archs=[module.format_arch(a) for a in archs])
     rows = ablation.run_ablation(space, archs, vary, values, accuracies=targets, dataset=dataset,
-                                 target_column=target_column, store=store, repeats=repeats, weights=weights, data=data,
-                                 batch_size=batch_size, norm=norm, input_seed=input_seed, seq_len=seq_len,
+                                 target_column=target_column, store=store, repeats=repeats, weights=weights,
+                                 batch_options=BatchOptions(data=data, batch_size=batch_size, norm=norm, seed=input_seed,
+                                                            seq_len=seq_len),
                                  workers=workers, device=device, progress=progress)
     if plot_path:
         archs_n = len({module.format_arch(a) for a in archs})

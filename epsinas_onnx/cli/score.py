@@ -1,0 +1,257 @@
+"""The score, rewrite, export and space commands: one model (or several) at a time."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, format_option, init_settings, input_options, mode_option,
+                                            policy_options, weights_option)
+from epsinas_onnx.cli.render import render, write_atomically
+from epsinas_onnx.errors import UserError
+
+
+def torch_options(fn):
+    """score --torch: a PyTorch module from a factory, exported and scored in place of MODEL."""
+    fn = click.option(
+        "--input-shape", metavar="NxCxHxW", default=None, callback=_shape,
+        help="The shape of the example input the --torch module is exported with (zeros, float32; the batch "
+        "dim is exported as dynamic, so --batch-size still decides the batch scored).",
+    )(fn)
+    fn = click.option(
+        "--torch-kwargs", metavar="JSON", default=None, callback=_json_object,
+        help="Keyword arguments for the --torch factory, a JSON object, e.g. '{\"num_classes\": 10}'.",
+    )(fn)
+    fn = click.option(
+        "--torch", "torch_factory", metavar="MODULE:CALLABLE", default=None,
+        help="Score the nn.Module this class or function returns (e.g. torchvision.models:resnet18; MODULE is "
+        "imported from the current directory or the installed packages), exported to ONNX as the README "
+        'documents; needs torch (pip install "epsinas-onnx[export]").',
+    )(fn)
+    return fn
+
+
+def _json_object(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg}): {value}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"must be a JSON object ({{...}}), not {value}")
+    return parsed
+
+
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"dims joined by x, like 1x3x224x224, not {value}") from None
+    if min(dims) < 1:
+        raise click.BadParameter(f"dims must be positive, not {value}")
+    return dims
+
+
+def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, weights, settings):
+    """score --torch: build the module and score it (epsinas_onnx/torch.py)."""
+    if models:
+        raise UserError(f"give MODEL or --torch, not both (got {' '.join(models)} and --torch {factory})")
+    if input_shape is None:
+        raise UserError("--torch needs --input-shape, the example input's shape (e.g. 1x3x224x224)")
+    from epsinas_onnx import torch as torch_scoring
+
+    if os.getcwd() not in sys.path:  # the user's own factory module, as `python -m` would find it
+        sys.path.insert(0, os.getcwd())
+    module = torch_scoring.module_from_factory(factory, factory_kwargs)
+    return torch_scoring.score(module, input_shape, data, weights, **settings)
+
+
+@click.command()
+@click.argument("models", nargs=-1, type=click.Path(), metavar="[MODEL...]")
+@weights_option()
+@input_options()
+@policy_options
+@torch_options
+@mode_option
+@format_option
+def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
+          input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
+          torch_factory, torch_kwargs, input_shape, fmt):
+    """Score MODEL (an .onnx file), rank several (files, a shell glob, or
+    folders of *.onnx) on the same batch, highest first, or with --torch score
+    a PyTorch module. Exit 0 whenever a score, NaN included, was computed;
+    ranking several, exit 1 if any of them could not be scored (its row says why)."""
+    from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
+    from epsinas_onnx.scorer import score_with
+
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
+    scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
+                                        embedding=embedding, collapse=collapse, mode=mode)
+    execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
+    if torch_factory is not None:
+        result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights,
+                                      score_keywords(batch, scoring, execution))
+        model = torch_factory
+    elif not models:
+        raise UserError("give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE")
+    elif input_shape is not None or torch_kwargs is not None:
+        raise UserError("--input-shape and --torch-kwargs go with --torch")
+    elif len(models) == 1 and not Path(models[0]).is_dir():
+        model = models[0]
+        result = score_with(model, weights, batch, scoring, execution)
+    else:
+        _rank(models, weights, (batch, scoring, execution), fmt)
+        return
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    row = {"model": model, **result.to_dict()}
+    click.echo(render([row], fmt, single=True), nl=False)
+
+
+def _rank(models, weights, options: tuple, fmt: str) -> None:
+    from epsinas_onnx.ranking import model_paths, rank_models
+
+    ranked = rank_models(model_paths(models), weights, *options)
+    failed = 0
+    rows = []
+    for entry in ranked:
+        if entry.result is None:
+            failed += 1
+            details = {"score": None, "nan_reason": None}
+        else:
+            for warning in entry.result.warnings:
+                click.echo(f"warning: {entry.model}: {warning}", err=True)
+            details = entry.result.to_dict()
+        if fmt == "table":
+            note = f"error: {entry.error}" if entry.error else details["nan_reason"]
+            score_value = entry.result.score if entry.result is not None else None  # nan stays nan, an error is blank
+            rows.append({"rank": entry.rank, "score": score_value, "model": entry.model, "note": note})
+        else:
+            rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
+                         "error": entry.error, "seconds": details.get("seconds"), "input": details.get("input"),
+                         "weights": details.get("weights"), "warnings": details.get("warnings", [])})
+    click.echo(render(rows, fmt), nl=False)
+    if failed:
+        raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
+@click.option("--explain", is_flag=True, help="List every constant tensor with its role, and what channel collapse did.")
+@click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
+@policy_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
+    """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
+    from epsinas_onnx.model_io import load_model
+    from epsinas_onnx.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
+
+    if out is None and not explain:
+        raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
+    if weight is not None and not math.isfinite(weight):
+        raise UserError(f"--weight must be a finite number, not {weight}")
+    if weight is not None:
+        from epsinas_onnx.scorer import check_float32
+
+        check_float32(weight, "--weight")
+    ir_model = load_model(model)
+    policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
+    rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
+    for warning in rewritten.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if explain:
+        # what collapse would do, also when the written model stays full width
+        report = rewritten.collapse or rewrite_for_scoring(load_model(model), policy, collapse=True).collapse
+        click.echo(report.summary(), err=True)
+        for where in report.expanded:
+            click.echo(f"  expanded to full width at {where}", err=True)
+        rows = [
+            {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
+             "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}
+            for r in rewritten.roles
+        ]
+        click.echo(render(rows, fmt), nl=False)
+    if out is not None:
+        if weight is not None:
+            fix_weight(rewritten.model, weight)
+        write_atomically(Path(out), to_onnx(rewritten.model).SerializeToString())
+        click.echo(f"wrote {out}", err=True)
+
+
+@click.command()
+@click.argument("space", type=SPACES)
+@click.argument("arch")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Where to write the model.")
+@click.option("--num-classes", type=int, default=None, help="Classifier outputs (nb201, nb101; default 1, as scored).")
+@click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120).")
+@click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp).")
+def export(space, arch, out, num_classes, resolution, vocab_size):
+    """Export ARCH of a benchmark SPACE to ONNX.
+
+    \b
+    nb201: the arch string, e.g. '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
+    nb101: JSON {"matrix": [[...]], "ops": [...]} or a file holding it
+    nlp:   a recipe JSON file, or the JSON itself
+    """
+    from epsinas_onnx.spaces import get_space
+
+    module = get_space(space)
+    options = {"num_classes": num_classes, "resolution": resolution, "vocab_size": vocab_size}
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(module.to_onnx).parameters
+    for key in given:
+        if key not in accepted:
+            raise UserError(f"--{key.replace('_', '-')} does not apply to {space}")
+    parsed = module.parse(_text_or_file(arch))
+    model = module.to_onnx(parsed, **given)
+    write_atomically(Path(out), model.SerializeToString())
+    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)})", err=True)
+
+
+@click.command()
+@click.argument("space", type=SPACES)
+@click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201 only).")
+@click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
+def space(space, n, seed, everything, params):
+    """List architectures of a benchmark SPACE, one per line."""
+    from epsinas_onnx.spaces import get_space
+
+    module = get_space(space)
+    if everything == (n is not None):
+        raise UserError("give exactly one of --sample N or --all")
+    if everything:
+        if not hasattr(module, "all_archs"):
+            raise UserError(f"{space} cannot be enumerated here; use --sample N")
+        archs = module.all_archs()
+    else:
+        from epsinas_onnx.limits import check_sample
+
+        check_sample(n)
+        archs = module.sample(n, seed)
+    for arch in archs:
+        text = module.format_arch(arch)
+        click.echo(f"{text}\t{module.num_params(arch)}" if params else text)
+
+
+def _text_or_file(arg: str) -> str:
+    """An argument that is either the text itself or the path of a file holding it."""
+    path = Path(arg)
+    if len(arg) < 4096 and path.suffix in (".json", ".txt"):
+        from epsinas_onnx.textfile import read_text
+
+        return read_text(path)
+    return arg

@@ -1,0 +1,98 @@
+"""The shared options of score, bench, calibrate, ablate and search read the
+same everywhere (one declaration in cli/option_groups.py), and --help /
+--version start without the ONNX libraries."""
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+from epsinas_onnx import bench as bench_lib
+from epsinas_onnx import limits
+from epsinas_onnx.cli import cli
+from epsinas_onnx.cli import option_groups
+
+COMMANDS = {
+    "score": cli.commands["score"],
+    "bench": cli.commands["bench"],
+    "calibrate": cli.commands["calibrate"],
+    "ablate": cli.commands["ablate"],
+    "search curves": cli.commands["search"].commands["curves"],  # the search commands share their option groups
+}
+# bench scores many architectures in worker processes: its --threads counts per
+# worker (default 1) and each run has a timeout (test_documented_bench_differences);
+# score's --weights default is NAS-Bench-201's pair, bench and ablate's the space's;
+# search prints no csv
+DOCUMENTED_DIFFERENCES = {("bench", "--threads"), ("bench", "--timeout"), ("score", "--weights"),
+                          ("search curves", "--format")}
+# a different option under the same name: the sample's seed, the worker count
+# (bench: a Ray cap too), the store's role, what is plotted, calibrate's model-file targets
+SAME_NAME_OTHER_OPTION = {"--seed", "--workers", "--store", "--plot", "--sample", "--archs", "--accuracies"}
+
+
+def _params(command: click.Command) -> dict[str, click.Parameter]:
+    return {p.opts[0]: p for p in command.params if isinstance(p, click.Option)}
+
+
+def _describe(param: click.Parameter) -> str:
+    """Everything click knows of the option (name, type with its choices or range, default, help, ...)."""
+    return repr(sorted({**param.to_info_dict(), "show_default": param.show_default}.items()))
+
+
+def test_shared_options_are_declared_once():
+    options = {name: _params(command) for name, command in COMMANDS.items()}
+    shared = {}
+    for name, params in options.items():
+        for opt, param in params.items():
+            shared.setdefault(opt, {})[name] = param
+    compared = 0
+    for opt, by_command in shared.items():
+        if len(by_command) < 2:
+            continue
+        if opt in SAME_NAME_OTHER_OPTION:
+            continue
+        described = {name: _describe(p) for name, p in by_command.items() if (name, opt) not in DOCUMENTED_DIFFERENCES}
+        assert len(set(described.values())) <= 1, f"{opt} differs: {described}"
+        compared += 1
+    # the batch, the device, the policy and the output options at least
+    assert compared >= 12
+    for opt in ("--data", "--batch-size", "--norm", "--seq-len", "--device"):
+        assert len(shared[opt]) == len(COMMANDS), opt
+    for opt in ("--bn-gamma", "--bias", "--embedding", "--weight-init", "--collapse"):
+        assert {"score", "bench", "calibrate"} <= set(shared[opt]), opt
+
+
+def test_the_drift_is_fixed():
+    for name, command in COMMANDS.items():
+        params = _params(command)
+        assert params["--seq-len"].type.min == 1, name
+        if "--device" in params:
+            assert params["--device"].default == "auto", name
+    for opt in ("--bias", "--embedding", "--weight-init", "--weight-seed"):
+        assert opt in _params(COMMANDS["calibrate"])
+
+
+def test_documented_bench_differences():
+    score, bench = _params(COMMANDS["score"]), _params(COMMANDS["bench"])
+    assert (score["--threads"].default, bench["--threads"].default) == (None, 1)
+    assert (score["--timeout"].default, bench["--timeout"].default) == (0, limits.BENCH_TIMEOUT)
+    assert "--seed" in score and "--input-seed" in bench
+    assert score["--seed"].type.to_info_dict() == bench["--input-seed"].type.to_info_dict()
+    assert score["--seed"].default == bench["--input-seed"].default
+
+
+def test_mirrored_constants_agree():
+    assert option_groups.PER_CPU == limits.PER_CPU
+    assert option_groups.BENCH_TIMEOUT == limits.BENCH_TIMEOUT
+    assert option_groups.DEFAULT_STORE == bench_lib.DEFAULT_STORE
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["bench", "--help"], ["score", "--help"]])
+def test_start_imports_no_onnx_library(argv):
+    code = ("import sys\nfrom epsinas_onnx.__main__ import main\n"
+            "try:\n    main_code = main()\nexcept SystemExit as e:\n    main_code = e.code\n"
+            "heavy = sorted(m for m in ('onnx', 'onnx_ir', 'onnxruntime', 'numpy') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in done.stdout, done.stdout[-500:] + done.stderr[-500:]

@@ -1,0 +1,100 @@
+"""options.ScoringSettings.key(): the store key bench writes, byte for byte
+the key of the code before the option objects (old stores must resume)."""
+
+import inspect
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from epsinas_onnx import inputs, modes
+from epsinas_onnx.bench import REFERENCE_WEIGHTS
+from epsinas_onnx.options import (DEFAULT_SEQ_LEN, EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES,
+                                  SYNTHETIC_CHOICES, WEIGHT_INIT_CHOICES, ScoringSettings)
+from epsinas_onnx.options import REFERENCE_WEIGHTS as OPTION_WEIGHTS
+from epsinas_onnx.passes import constant_weight
+from epsinas_onnx.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, prepare_model
+from epsinas_onnx.store import settings_key
+
+BEFORE_STORE = Path("/work/stores/before_nb201.sqlite")
+NB201_EXPORT = {"num_classes": 1, "resolution": 32, "seed": 0}
+
+
+def old_key(export: dict, settings: dict, mode: str) -> str:
+    """bench.run_bench's key as it was written before the option objects."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    settings = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
+    if "weight_init" not in settings:
+        settings.pop("weight_seed", None)
+    defaults = {
+        name: p.default for name, p in inspect.signature(prepare_model).parameters.items()
+        if name not in ("model", *EXECUTION_OPTIONS) and p.default is not inspect.Parameter.empty
+        and p.default is not None
+    }
+    settings = {**defaults, **settings}
+    return settings_key({"export": export, "prepare": settings, **({} if mode == "reference" else {"mode": mode})})
+
+
+CASES = [
+    dict(zip(("bn_gamma", "bias", "embedding", "collapse", "init", "output", "input_name", "mode"), values))
+    for values in itertools.product(
+        ("w", "one"), (None, "zero", "w"), ("uniform", "keep"), (True, False),
+        (("constant", 0), ("constant", 3), ("normal", 0), ("kaiming_uniform", 7)),
+        (None, "logits"), (None, "x"), MODE_CHOICES,
+    )
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c.values())))
+def test_key_equals_the_old_key(case):
+    weight_init, weight_seed = case["init"]
+    # as the CLI's bench command gave them: --weight-init constant meant None / None
+    cli_init = ({"weight_init": None, "weight_seed": None} if weight_init == "constant"
+                else {"weight_init": weight_init, "weight_seed": weight_seed})
+    settings = {"bn_gamma": case["bn_gamma"], "bias": case["bias"], "embedding": case["embedding"],
+                "output": case["output"], "input_name": case["input_name"], "collapse": case["collapse"], **cli_init}
+    new = ScoringSettings.from_init(weight_init, weight_seed, output=case["output"], bn_gamma=case["bn_gamma"],
+                                    bias=case["bias"], embedding=case["embedding"], collapse=case["collapse"],
+                                    mode=case["mode"])
+    assert settings_key(new.key(NB201_EXPORT, case["input_name"])) == old_key(NB201_EXPORT, settings, case["mode"])
+
+
+def test_library_callers_neutral_values_give_the_old_key():
+    """A library caller may pass weight_init="constant" / weight_seed=0 (the neutral values) directly."""
+    new = ScoringSettings(weight_init="constant", weight_seed=0)
+    assert settings_key(new.key(NB201_EXPORT)) == old_key(NB201_EXPORT, {"weight_init": "constant", "weight_seed": 0},
+                                                          "reference")
+
+
+@pytest.mark.skipif(not BEFORE_STORE.is_file(), reason="the NB201 store made before the change is not on this machine")
+def test_default_key_is_the_key_of_the_store_made_before():
+    with sqlite3.connect(f"file:{BEFORE_STORE}?mode=ro&immutable=1", uri=True) as db:
+        stored = {row[0] for row in db.execute("select distinct settings from results")}
+    assert stored == {settings_key(ScoringSettings().key(NB201_EXPORT))}
+
+
+def test_choice_lists_mirror_the_library():
+    """options.py repeats the library's tables so that it imports nothing heavy: they must agree."""
+    assert NORM_CHOICES == ("auto", *inputs.NORMS, "none")
+    assert SYNTHETIC_CHOICES == inputs.SYNTHETIC
+    assert WEIGHT_INIT_CHOICES == constant_weight.WEIGHT_INITS
+    assert EMBEDDING_CHOICES == tuple(constant_weight.EMBEDDINGS)
+    assert MODE_CHOICES == modes.MODES
+    assert DEFAULT_SEQ_LEN == inputs.DEFAULT_SEQ_LEN
+    assert OPTION_WEIGHTS == REFERENCE_WEIGHTS
+
+
+@pytest.mark.skipif(not BEFORE_STORE.is_file(), reason="the NB201 store made before the change is not on this machine")
+def test_bench_resumes_the_store_made_before(tmp_path):
+    """Default settings, the store's batch (synthetic grey, 256): every architecture is found, none scored again."""
+    import shutil
+
+    from epsinas_onnx import bench
+
+    store = tmp_path / "before.sqlite"
+    shutil.copyfile(BEFORE_STORE, store)
+    with sqlite3.connect(store) as db:
+        archs = [row[0] for row in db.execute("select arch from results order by id limit 3")]
+    summary = bench.run_bench("nb201", archs, store_path=store, progress=False)
+    assert (summary.skipped, summary.todo) == (len(archs), 0)
