@@ -184,10 +184,10 @@ def test_a_worker_that_dies_costs_its_model_alone_and_the_run_finishes(monkeypat
     archs = nb201.sample(3, 5)
     items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
     weights = [1e-7, 1.0]
-    alone = cal.collect_outputs(items, weights, data=CIFAR10, batch_size=8, progress=False)  # in this process
+    alone = cal.collect_outputs(items, weights, batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)  # in this process
     monkeypatch.setattr(cal, "_Job", DyingJob)
     with fails_after(240):
-        pooled = cal.collect_outputs(items, weights, data=CIFAR10, batch_size=8, workers=2, progress=False)
+        pooled = cal.collect_outputs(items, weights, batch_options=BatchOptions(data=CIFAR10, batch_size=8), workers=2, progress=False)
     victim = DyingJob.VICTIM
     assert pooled.errors == {victim: "the worker process died (exit code 3) while scoring this model (out of memory?)"}
     assert sorted(pooled.arrays) == sorted(i.name for i in items if i.name != victim)
