@@ -274,7 +274,7 @@ PACKAGED_PREFIX = "packaged:"
 
 
 def _packaged_archs(space_module, name: str) -> list:
-    from epsinas_onnx.benchmark_tables import packaged
+    from epsinas_onnx.tables import packaged
     from epsinas_onnx.evaluation import ARCH_COLUMNS, _pick
 
     table = packaged(name)

@@ -34,7 +34,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from epsinas_onnx.benchmark_tables import Table
+from epsinas_onnx.tables import Table
 from epsinas_onnx.errors import UserError, first_line
 
 NB201_EXTRA = 'pip install "epsinas-onnx[nasbench]"'

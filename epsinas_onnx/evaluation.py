@@ -14,7 +14,7 @@ loss), "top" means the lowest values, and the correlations are negative when
 the score works.
 
 `evaluate` joins a results store with a table of targets (accuracies) and
-optional side tables of other proxies (each a benchmark_tables.Table or a csv
+optional side tables of other proxies (each a tables.Table or a csv
 path), and computes every row on the same
 architectures. scipy and matplotlib are the `eval` extra, imported on use.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from epsinas_onnx.atomic import write_atomically
-from epsinas_onnx.benchmark_tables import as_table
+from epsinas_onnx.tables import as_table
 from epsinas_onnx.errors import UserError
 
 EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'

@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from epsinas_onnx.atomic import write_atomically
-from epsinas_onnx.benchmark_tables import as_table
+from epsinas_onnx.tables import as_table
 from epsinas_onnx.errors import UserError
 
 SEED_SPACE = 2**31  # seeds handed to space.sample

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from epsinas_onnx import benchmark_files
-from epsinas_onnx.benchmark_tables import packaged
+from epsinas_onnx.tables import packaged
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.spaces import get_space
 from tests.conftest import run_cli

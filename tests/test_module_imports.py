@@ -107,8 +107,7 @@ HEAVY = {"onnx", "onnx_ir", "onnxruntime", "numpy"}
 
 @pytest.mark.parametrize("args", [
     pytest.param(("-c", "import epsinas_onnx"), id="import epsinas_onnx"),
-    pytest.param(("-m", "epsinas_onnx", "--help"), id="epsinas-onnx --help",
-                 marks=pytest.mark.xfail(strict=False, reason="until the cli package lands")),
+    pytest.param(("-m", "epsinas_onnx", "--help"), id="epsinas-onnx --help"),
 ])
 def test_start_up_imports_no_onnx_library(args):
     assert _imported_top_level_names(*args) & HEAVY == set()

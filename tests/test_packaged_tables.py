@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from epsinas_onnx import benchmark_tables
+from epsinas_onnx import tables
 from epsinas_onnx.store import ResultStore, settings_key, weights_key
 from epsinas_onnx.spaces import get_space
 from tests.conftest import ROOT, run_cli
@@ -44,9 +44,9 @@ def test_the_build_script_rebuilds_the_committed_tables_byte_for_byte(shared_dat
 
 
 def test_every_packaged_value_is_the_source_text(shared_data):
-    assert benchmark_tables.packaged_names() == sorted(SOURCES)
+    assert tables.packaged_names() == sorted(SOURCES)
     for name, source in SOURCES.items():
-        table = benchmark_tables.packaged(name)
+        table = tables.packaged(name)
         rows = _read(shared_data / source)
         assert len(table.rows) == len(rows), name
         for mine, theirs in zip(table.rows, rows):
@@ -67,7 +67,7 @@ def test_the_tables_are_small_and_their_provenance_names_each_source_and_licence
 
 
 def test_the_loader_imports_only_the_standard_library():
-    tree = ast.parse((ROOT / "epsinas_onnx" / "benchmark_tables.py").read_text())
+    tree = ast.parse((ROOT / "epsinas_onnx" / "tables.py").read_text())
     top = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

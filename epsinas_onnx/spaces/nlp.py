@@ -236,7 +236,7 @@ def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
     id, status, num_params, epochs_logged, final_val_loss, min_val_loss,
     final_test_loss (NaN where absent) and arch (canonical recipe). Without
     data_dir, the copy packaged with epsinas-onnx."""
-    from epsinas_onnx.benchmark_tables import packaged, read_csv
+    from epsinas_onnx.tables import packaged, read_csv
 
     if data_dir is None:
         table = packaged("nlp_wt2_summary")
