@@ -11,7 +11,8 @@ Standard library only: importing it costs nothing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Generic, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 Rule = TypeVar("Rule")
 
