@@ -15,10 +15,11 @@ the 3 and run), so each rule checks the parameter shapes it collapses against
 the full widths it knows, and an invalid model is a UserError, as it is
 without collapse (`Collapser.require`).
 
-The pass proves uniformity op by op from a table of rules (`collapse_rule`).
-An op without a rule, or whose rule cannot prove it, gets its inputs expanded
-back to full width (a Gather along the channel axis), so the result is always
-the function of the full-width graph; the report says where and why. It runs
+The pass proves uniformity op by op from a table of rules (`collapse_rule`,
+keyed by domain, op type and opset range). An op without a rule, or whose rule
+cannot prove it (the rule returns a `Decline` saying why), gets its inputs
+expanded back to full width (a Gather along the channel axis), so the result
+is always the function of the full-width graph; the report says where and why. It runs
 after ConstantWeightPass (weights are Expand(w, shape)) and before
 BatchStatisticsNormPass (it reads BatchNormalization nodes; their running
 statistics are ignored by the batch-statistics rewrite that follows).
