@@ -1,8 +1,9 @@
 """What each constant tensor of a model is for, judged by the ops that read it.
 
-One small rule per op type, registered in a table (`input_roles`), in the
-style of onnx2torch's converters: the classifier walks every use of a
-constant and asks the rule of the consuming op what that input slot is.
+One small rule per op type, registered in a table (`input_roles`, keyed by
+domain, op type and opset range), in the style of onnx2torch's converters:
+the classifier walks every use of a constant and asks the rule of the
+consuming op what that input slot is.
 Ops that only move data around (Identity, Transpose, Reshape, Cast, ...)
 are looked through, and explicit Scan / Loop inputs are followed into the
 body, so a weight is found however the exporter wired it.
@@ -15,6 +16,8 @@ import enum
 from typing import Callable, Iterable
 
 import onnx_ir as ir
+
+from epsinas_onnx.op_registry import OpRegistry, model_opset
 
 
 class Role(str, enum.Enum):
@@ -58,18 +61,14 @@ SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 RoleRule = Callable[[ir.Node, int], Role]
-_RULES: dict[str, RoleRule] = {}
+# keyed by (domain, op type, opset range): a second rule for an op is refused at import
+RULES: OpRegistry[RoleRule] = OpRegistry("role rules")
 
 
-def input_roles(*op_types: str) -> Callable[[RoleRule], RoleRule]:
-    """Register the rule that says what role input slot `i` of these ops plays."""
-
-    def register(rule: RoleRule) -> RoleRule:
-        for op in op_types:
-            _RULES[op] = rule
-        return rule
-
-    return register
+def input_roles(*op_types: str, since: int = 1, until: int | None = None) -> Callable[[RoleRule], RoleRule]:
+    """Register the rule that says what role input slot `i` of these default-domain
+    ops plays, for opsets since..until (default: every opset)."""
+    return RULES.register(*op_types, since=since, until=until)
 
 
 @input_roles("Conv", "ConvTranspose")
@@ -228,7 +227,7 @@ def _is_carried_state(node: ir.Node, i: int) -> bool:
     return node.op_type == "Loop" and i >= 2
 
 
-def _reader_roles(value: ir.Value, seen: set[int]) -> Iterable[tuple[Role, str]]:
+def _reader_roles(value: ir.Value, seen: set[int], opset: int) -> Iterable[tuple[Role, str]]:
     if id(value) in seen:
         return
     seen.add(id(value))
@@ -241,20 +240,21 @@ def _reader_roles(value: ir.Value, seen: set[int]) -> Iterable[tuple[Role, str]]
             node.op_type in JOIN_OPS and all(is_constant_data(v) for v in node.inputs)
         ):
             for out in node.outputs:
-                yield from _reader_roles(out, seen)
+                yield from _reader_roles(out, seen, opset)
         elif _is_carried_state(node, i):
             # the initial value of a Scan / Loop state: a recurrent initial state,
             # whatever the body then does with it
             yield Role.INITIAL_STATE, f"{node.op_type}:{i}"
         elif (body_input := _subgraph_input(node, i)) is not None:
-            yield from _reader_roles(body_input, seen)
+            yield from _reader_roles(body_input, seen, opset)
         else:
-            rule = _RULES.get(node.op_type)
+            rule = RULES.lookup("", node.op_type, opset)
             yield (rule(node, i) if rule else Role.OTHER), f"{node.op_type}:{i}"
 
 
-def classify_value(value: ir.Value) -> TensorRole:
-    found = list(_reader_roles(value, set()))
+def classify_value(value: ir.Value, opset: int) -> TensorRole:
+    """`opset`: the model's default-domain opset, which picks the rules."""
+    found = list(_reader_roles(value, set(), opset))
     roles = {role for role, _ in found}
     if not is_float(value):
         roles = {Role.OTHER}  # integer tensors are shapes, axes, indices
@@ -288,7 +288,8 @@ def is_float(value: ir.Value) -> bool:
 def classify_model(model: ir.Model) -> list[TensorRole]:
     """The role of every initializer of every graph (main graph first)."""
     table = []
+    opset = model_opset(model.opset_imports, "")
     for graph in model.graphs():
         for value in graph.initializers.values():
-            table.append(classify_value(value))
+            table.append(classify_value(value, opset))
     return table

@@ -133,3 +133,45 @@ def test_explain_reports_collapse(tmp_path):
     result = run_cli("rewrite", path, "--explain")
     assert result.returncode == 0, result.stderr
     assert "channel collapse:" in result.stderr and "ops run at reduced width" in result.stderr
+
+
+def grouped_conv_model(opset=17) -> onnx.ModelProto:
+    """A conv (collapsed to one channel) feeding a group-2 conv, which mixes
+    channels within groups, then a Softmax, which has no collapse rule."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="stem"),
+        helper.make_node("Conv", ["c", "w2"], ["g"], pads=[1, 1, 1, 1], group=2, name="grouped"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Softmax", ["r"], ["s"], axis=1, name="soft"),
+        helper.make_node("Add", ["g", "s"], ["y"], name="join"),
+    ]
+    return model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])], [out("y")],
+        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w2")],
+        opset=opset,
+    )
+
+
+def test_declined_rules_say_why_in_the_report():
+    proto = grouped_conv_model()
+    x = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    full, collapsed, report = both_scores(proto, x, (0.5, 2.0))
+    assert_agree(full, collapsed)
+    assert report.expanded == [
+        "Conv 'grouped': Conv with group=2 mixes channels in groups (only group 1 and depthwise collapse)",
+        "Softmax 'soft': no collapse rule for Softmax (ai.onnx, opset 17)",
+    ]
+    assert "Conv with group=2 mixes channels in groups" in report.summary()
+
+
+def test_explain_prints_why_collapse_stopped(tmp_path):
+    from tests.conftest import run_cli
+
+    path = tmp_path / "grouped.onnx"
+    onnx.save(grouped_conv_model(opset=13), path)
+    result = run_cli("rewrite", path, "--explain")
+    assert result.returncode == 0, result.stderr
+    assert "expanded to full width at Conv 'grouped': Conv with group=2 mixes channels in groups" in result.stderr
+    assert "expanded to full width at Softmax 'soft': no collapse rule for Softmax (ai.onnx, opset 13)" in result.stderr

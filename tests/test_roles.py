@@ -216,3 +216,13 @@ def test_zero_state_of_a_stateless_lstm_is_an_initial_state():
     roles = roles_of(proto)
     assert roles["zero"] == Role.INITIAL_STATE
     assert roles["W"] == roles["R"] == Role.WEIGHT
+
+
+def test_a_second_role_rule_for_an_op_is_refused_and_the_first_stays():
+    import pytest
+
+    from epsinas_onnx.roles import input_roles
+
+    with pytest.raises(ValueError, match="Conv"):
+        input_roles("Conv")(lambda node, i: Role.OTHER)
+    assert roles_of(conv_bn_relu())["conv.w"] == Role.WEIGHT

@@ -15,10 +15,11 @@ the 3 and run), so each rule checks the parameter shapes it collapses against
 the full widths it knows, and an invalid model is a UserError, as it is
 without collapse (`Collapser.require`).
 
-The pass proves uniformity op by op from a table of rules (`collapse_rule`).
-An op without a rule, or whose rule cannot prove it, gets its inputs expanded
-back to full width (a Gather along the channel axis), so the result is always
-the function of the full-width graph; the report says where and why. It runs
+The pass proves uniformity op by op from a table of rules (`collapse_rule`,
+keyed by domain, op type and opset range). An op without a rule, or whose rule
+cannot prove it (the rule returns a `Decline` saying why), gets its inputs
+expanded back to full width (a Gather along the channel axis), so the result
+is always the function of the full-width graph; the report says where and why. It runs
 after ConstantWeightPass (weights are Expand(w, shape)) and before
 BatchStatisticsNormPass (it reads BatchNormalization nodes; their running
 statistics are ignored by the batch-statistics rewrite that follows).
@@ -33,6 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.op_registry import OpRegistry, model_opset
 from epsinas_onnx.passes._build import constant, default_opset, node, subgraphs
 
 
@@ -84,20 +86,29 @@ class CollapseReport:
         return text
 
 
-Rule = Callable[["Collapser", ir.Node], bool]
-_RULES: dict[str, Rule] = {}
+@dataclasses.dataclass(frozen=True)
+class Decline:
+    """A rule's answer when it cannot prove its node channel-uniform: why not.
+    The node's inputs are then expanded to full width and the report says why."""
+
+    reason: str
 
 
-def collapse_rule(*op_types: str) -> Callable[[Rule], Rule]:
-    """Register the rule for these ops. A rule rewrites the node for collapsed
-    inputs and records its outputs' groups, or returns False to fall back."""
+Rule = Callable[["Collapser", ir.Node], "Decline | None"]
+# keyed by (domain, op type, opset range): a second rule for an op is refused at import
+RULES: OpRegistry[Rule] = OpRegistry("channel-collapse rules")
 
-    def register(rule: Rule) -> Rule:
-        for op in op_types:
-            _RULES[op] = rule
-        return rule
 
-    return register
+def collapse_rule(*op_types: str, since: int = 1, until: int | None = None) -> Callable[[Rule], Rule]:
+    """Register the rule for these default-domain ops at opsets since..until
+    (default: every opset). A rule rewrites the node for collapsed inputs and
+    records its outputs' groups (returning None), or returns a Decline to fall back."""
+    return RULES.register(*op_types, since=since, until=until)
+
+
+def _unless_collapsed(c: "Collapser", x: ir.Value, reason: str) -> Decline | None:
+    """Nothing to do for a full-width input; a collapsed one is declined for `reason`."""
+    return Decline(reason) if x in c.groups else None
 
 
 class ChannelCollapsePass(ir.passes.InPlacePass):
@@ -135,6 +146,7 @@ class Collapser:
         self._shared: dict[tuple, ir.Value] = {}
         self._uniform: dict[ir.Value, Uniform | None] = {}  # uniform()'s answers: parameters do not change
         self.opset = default_opset(graph)
+        self.opsets = dict(graph.opset_imports)  # picks each domain's rules
 
     # ------------------------------------------------------------ walk
 
@@ -143,15 +155,19 @@ class Collapser:
             if n.op_type == "Constant":
                 continue
             self.report.total_ops += 1
-            rule = _RULES.get(n.op_type) if n.domain in ("", "ai.onnx") else None
+            domain_opset = model_opset(self.opsets, n.domain)
+            rule = RULES.lookup(n.domain, n.op_type, domain_opset)
             reads_collapsed = any(v in self.groups for v in n.inputs if v is not None)
-            handled = rule is not None and rule(self, n)
-            if handled:
+            if rule is None:
+                domain = n.domain or "ai.onnx"
+                declined = Decline(f"no collapse rule for {n.op_type} ({domain}, opset {domain_opset})")
+            else:
+                declined = rule(self, n)
+            if declined is None:
                 if any(v in self.groups for v in n.outputs):
                     self.report.collapsed_ops += 1
             elif reads_collapsed:
-                why = "no collapse rule" if rule is None else "not provably channel-uniform"
-                self.report.expanded.append(f"{n.op_type} {n.name!r}: {why}")
+                self.report.expanded.append(f"{n.op_type} {n.name!r}: {declined.reason}")
                 for i, v in enumerate(n.inputs):
                     if v in self.groups:
                         n.replace_input_with(i, self.full(v))
@@ -356,51 +372,51 @@ def int_attr(n: ir.Node, name: str, default: int) -> int:
     "Softsign", "Gelu", "Erf", "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Sin", "Cos",
     "AveragePool", "MaxPool", "LpPool", "Clip", "Dropout", "Cast",
 )
-def _channelwise(c: Collapser, n: ir.Node) -> bool:
+def _channelwise(c: Collapser, n: ir.Node) -> Decline | None:
     """Ops that act on each channel alone (input 0), other inputs scalars."""
     x = n.inputs[0]
     if x not in c.groups:
-        return True  # nothing to do
+        return None  # nothing to do
     if any(v in c.groups for v in n.inputs[1:] if v is not None):
-        return False
+        return Decline(f"{n.op_type} reads a collapsed tensor in an input after the first")
     if any(out.uses() or out.is_graph_output() for out in n.outputs[1:]):
-        return False  # MaxPool indices, Dropout mask: channel positions matter
+        return Decline(f"{n.op_type} has a second output (MaxPool indices, Dropout mask) in use: channel positions matter")
     c.set_groups(n.outputs[0], c.groups[x], c.rank(x))
-    return True
+    return None
 
 
 @collapse_rule("CastLike")
-def _cast_like(c: Collapser, n: ir.Node) -> bool:
+def _cast_like(c: Collapser, n: ir.Node) -> Decline | None:
     """Input 1 gives only its type, so its width does not matter."""
     x = n.inputs[0]
     if x in c.groups:
         c.set_groups(n.outputs[0], c.groups[x], c.rank(x))
-    return True
+    return None
 
 
 @collapse_rule("GlobalAveragePool", "GlobalMaxPool")
-def _global_pool(c: Collapser, n: ir.Node) -> bool:
+def _global_pool(c: Collapser, n: ir.Node) -> Decline | None:
     x = n.inputs[0]
     if x in c.groups:
         c.set_groups(n.outputs[0], dataclasses.replace(c.groups[x], spatial_one=True), c.rank(x))
-    return True
+    return None
 
 
 @collapse_rule("ReduceMean", "ReduceMax")
-def _spatial_reduce(c: Collapser, n: ir.Node) -> bool:
+def _spatial_reduce(c: Collapser, n: ir.Node) -> Decline | None:
     x = n.inputs[0]
     if x not in c.groups:
-        return True
+        return None
     rank = c.rank(x)
     axes = _axes(n)
     keepdims = int_attr(n, "keepdims", 1)
     if rank is None or axes is None or not keepdims:
-        return False
+        return Decline(f"{n.op_type} with its rank or axes unknown here, or keepdims=0")
     axes = {a % rank for a in axes}
     if 0 in axes or 1 in axes or axes != set(range(2, rank)):
-        return False
+        return Decline(f"{n.op_type} over axes {sorted(axes)}: only a reduction over every spatial axis keeps the channels")
     c.set_groups(n.outputs[0], dataclasses.replace(c.groups[x], spatial_one=True), rank)
-    return True
+    return None
 
 
 def _axes(n: ir.Node) -> list[int] | None:
@@ -413,24 +429,24 @@ def _axes(n: ir.Node) -> list[int] | None:
 
 
 @collapse_rule("Flatten")
-def _flatten(c: Collapser, n: ir.Node) -> bool:
+def _flatten(c: Collapser, n: ir.Node) -> Decline | None:
     x = n.inputs[0]
     if x not in c.groups:
-        return True
+        return None
     axis = int_attr(n, "axis", 1)
     if axis != 1 or not c.groups[x].spatial_one:
-        return False
+        return Decline(f"Flatten at axis {axis} of a tensor whose spatial axes are not all 1")
     c.set_groups(n.outputs[0], dataclasses.replace(c.groups[x], spatial_one=False), 2)
-    return True
+    return None
 
 
 @collapse_rule("Reshape")
-def _reshape(c: Collapser, n: ir.Node) -> bool:
+def _reshape(c: Collapser, n: ir.Node) -> Decline | None:
     """(N, C, 1, 1) -> (N, C), the flatten before a classifier, however the
     target shape was computed: only its rank-2, channels-last form matters."""
     x = n.inputs[0]
     if x not in c.groups:
-        return True
+        return None
     groups = c.groups[x]
     target = n.inputs[1]
     shape = constant_array(target)
@@ -443,29 +459,30 @@ def _reshape(c: Collapser, n: ir.Node) -> bool:
         last = constant_array(target.producer().inputs[-1])
         rank_two = len(target.producer().inputs) == 2 and last is not None and last.shape == (1,) and int(last[0]) == groups.width
     if not (groups.spatial_one and rank_two):
-        return False
+        return Decline("Reshape to a shape other than (N, C) of an (N, C, 1, ..., 1) tensor")
     n.replace_input_with(1, c.emit(constant(np.array([0, -1], dtype=np.int64))))
     n.attributes["allowzero"] = ir.AttrInt64("allowzero", 0)
     c.set_groups(n.outputs[0], dataclasses.replace(groups, spatial_one=False), 2)
-    return True
+    return None
 
 
 @collapse_rule("Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean")
-def _elementwise(c: Collapser, n: ir.Node) -> bool:
+def _elementwise(c: Collapser, n: ir.Node) -> Decline | None:
     collapsed = [v for v in n.inputs if v in c.groups]
     if not collapsed:
-        return True
+        return None
     others = [v for v in n.inputs if v not in c.groups]
     scalars = {}
     rank = c.rank(collapsed[0])
     for v in others:
         param = c.uniform(v)
         if param is None or param.shape is None or not _broadcasts_per_channel(param.shape, rank, c.groups[collapsed[0]].width):
-            return False  # a full-width tensor, a per-channel constant, or a broadcast that grows the output
+            return Decline(f"{n.op_type} with an operand that is neither collapsed nor one value broadcast per channel "
+                           "(a full-width tensor, a per-channel constant, or a broadcast that grows the output)")
         scalars[v] = param
     target = _common_refinement([c.groups[v] for v in collapsed])
     if target is None:
-        return False
+        return Decline(f"{n.op_type} of collapsed tensors of different widths (broadcasting over channels)")
     for i, v in enumerate(n.inputs):
         if v in c.groups:
             n.replace_input_with(i, c.regroup(v, target))
@@ -474,7 +491,7 @@ def _elementwise(c: Collapser, n: ir.Node) -> bool:
             param = scalars[v]
             n.replace_input_with(i, c.parameter(dataclasses.replace(param, shape=()), np.array(1.0)))
     c.set_groups(n.outputs[0], target, rank)
-    return True
+    return None
 
 
 def _broadcasts_per_channel(shape: tuple[int, ...], rank: int | None, width: int) -> bool:
@@ -499,57 +516,60 @@ def _common_refinement(groups: list[Groups]) -> Groups | None:
 
 
 @collapse_rule("Concat")
-def _concat(c: Collapser, n: ir.Node) -> bool:
+def _concat(c: Collapser, n: ir.Node) -> Decline | None:
     if not any(v in c.groups for v in n.inputs):
-        return True
-    if not all(v in c.groups for v in n.inputs) or n.attributes["axis"].as_int() != 1:
-        return False
+        return None
+    if not all(v in c.groups for v in n.inputs):
+        return Decline("Concat of collapsed and full-width inputs")
+    if n.attributes["axis"].as_int() != 1:
+        return Decline(f"Concat along axis {n.attributes['axis'].as_int()}, not the channels")
     parts = [c.groups[v] for v in n.inputs]
     c.set_groups(n.outputs[0], Groups(sum((g.mult for g in parts), ()), all(g.spatial_one for g in parts)), c.rank(n.inputs[0]))
-    return True
+    return None
 
 
 @collapse_rule("Slice")
-def _slice(c: Collapser, n: ir.Node) -> bool:
+def _slice(c: Collapser, n: ir.Node) -> Decline | None:
     """Contiguous channel slices, as NAS-Bench-101 cuts a projection's extra channels."""
     x = n.inputs[0]
     if x not in c.groups:
-        return True
+        return None
     starts, ends, axes, steps = (constant_array(v) if v is not None else None for v in (list(n.inputs[1:]) + [None] * 3)[:4])
     if starts is None or ends is None:
-        return False
+        return Decline("Slice with starts or ends computed at run time")
     axes = np.arange(len(starts)) if axes is None else axes
     if steps is not None and np.any(steps != 1):
-        return False
+        return Decline("Slice with a step other than 1")
     rank = c.rank(x)
     if len(axes) != 1 or not (axes[0] == 1 or (rank is not None and axes[0] % rank == 1)):
-        return False  # slicing other axes: not worth a rule
+        return Decline("Slice along an axis other than the channels (not worth a rule)")
     groups = c.groups[x]
     start, end = (int(np.clip(v[0] if v[0] >= 0 else v[0] + groups.width, 0, groups.width)) for v in (starts, ends))
     bounds = np.concatenate([[0], np.cumsum(groups.mult)])
     kept = [(g, min(end, bounds[g + 1]) - max(start, bounds[g])) for g in range(len(groups.mult))]
     kept = [(g, m) for g, m in kept if m > 0]
     if not kept:
-        return False
+        return Decline("Slice that keeps no channel")
     first, last = kept[0][0], kept[-1][0]
     n.replace_input_with(1, c.emit(constant(np.array([first], dtype=np.int64))))
     n.replace_input_with(2, c.emit(constant(np.array([last + 1], dtype=np.int64))))
     c.set_groups(n.outputs[0], Groups(tuple(int(m) for _, m in kept), groups.spatial_one), rank)
-    return True
+    return None
 
 
 @collapse_rule("Conv")
-def _conv(c: Collapser, n: ir.Node) -> bool:
+def _conv(c: Collapser, n: ir.Node) -> Decline | None:
     x, w = n.inputs[0], n.inputs[1]
     bias = n.inputs[2] if len(n.inputs) > 2 else None
     weight = c.uniform(w)
     if weight is None or weight.shape is None or len(weight.shape) < 3:
-        return x not in c.groups  # an ordinary conv on full-width input stays as it is
+        # an ordinary conv on full-width input stays as it is
+        return _unless_collapsed(c, x, "Conv whose weight is not one value throughout, with a known shape")
     group = int_attr(n, "group", 1)
     c_out, per_group, kernel = weight.shape[0], weight.shape[1], weight.shape[2:]
     bias_param = c.uniform(bias) if bias is not None else None
     if bias is not None and bias_param is None:
-        return x not in c.groups
+        return _unless_collapsed(c, x, "Conv whose bias is not one value throughout")
     in_width = c.width(x)
     c.require(in_width is None or in_width == per_group * group, n,
               f"has a weight for {per_group * group} input channels ({per_group} x group {group}) on an input of {in_width}")
@@ -572,16 +592,16 @@ def _conv(c: Collapser, n: ir.Node) -> bool:
         n.attributes["group"] = ir.AttrInt64("group", len(in_groups.mult))
         out = Groups(in_groups.mult)
     else:
-        return x not in c.groups
+        return _unless_collapsed(c, x, f"Conv with group={group} mixes channels in groups (only group 1 and depthwise collapse)")
     if group == 1 and len(in_mult) == 1 and _pool_instead(c, n, weight, in_mult[0], bias_param, kernel):
-        return True
+        return None
     n.replace_input_with(1, c.parameter(weight, factors))
     if bias_param is not None:
         n.replace_input_with(2, c.parameter(bias_param, np.ones(factors.shape[0])))
     if "kernel_shape" not in n.attributes:
         n.attributes["kernel_shape"] = ir.AttrInt64s("kernel_shape", list(kernel))
     c.set_groups(n.outputs[0], out, 2 + len(kernel))
-    return True
+    return None
 
 
 def _pool_instead(c: Collapser, n: ir.Node, weight: Uniform, mult: int, bias: Uniform | None, kernel) -> bool:
@@ -615,13 +635,13 @@ def _pool_instead(c: Collapser, n: ir.Node, weight: Uniform, mult: int, bias: Un
 
 
 @collapse_rule("BatchNormalization")
-def _batch_norm(c: Collapser, n: ir.Node) -> bool:
+def _batch_norm(c: Collapser, n: ir.Node) -> Decline | None:
     x = n.inputs[0]
     if x not in c.groups:
-        return True
+        return None
     scale, bias = c.uniform(n.inputs[1]), c.uniform(n.inputs[2])
     if scale is None or bias is None or any(o.uses() or o.is_graph_output() for o in n.outputs[1:]):
-        return False
+        return Decline("BatchNormalization whose scale or bias is not one value throughout, or whose running-statistics outputs are read")
     channels = c.groups[x].width
     for i, what in enumerate(("scale", "B", "input_mean", "input_var"), start=1):
         shape = _declared_shape(c, n.inputs[i])
@@ -633,18 +653,22 @@ def _batch_norm(c: Collapser, n: ir.Node) -> bool:
     n.replace_input_with(3, c.shared_constant(np.zeros(width, dtype=scale.dtype.numpy())))
     n.replace_input_with(4, c.shared_constant(np.ones(width, dtype=scale.dtype.numpy())))
     c.set_groups(n.outputs[0], c.groups[x], c.rank(x))
-    return True
+    return None
 
 
 @collapse_rule("Gemm")
-def _gemm(c: Collapser, n: ir.Node) -> bool:
+def _gemm(c: Collapser, n: ir.Node) -> Decline | None:
     a, b = n.inputs[0], n.inputs[1]
     bias = n.inputs[2] if len(n.inputs) > 2 else None
     trans_a, trans_b = int_attr(n, "transA", 0), int_attr(n, "transB", 0)
     weight = c.uniform(b)
     bias_param = c.uniform(bias) if bias is not None else None
-    if trans_a or weight is None or weight.shape is None or len(weight.shape) != 2 or (bias is not None and bias_param is None):
-        return a not in c.groups
+    if trans_a:
+        return _unless_collapsed(c, a, "Gemm with transA=1 (its input's channels are not its columns)")
+    if weight is None or weight.shape is None or len(weight.shape) != 2:
+        return _unless_collapsed(c, a, f"Gemm (transB={trans_b}) whose weight B is not one value throughout, with a known 2-d shape")
+    if bias is not None and bias_param is None:
+        return _unless_collapsed(c, a, "Gemm whose bias C is not one value throughout")
     c_out = weight.shape[0] if trans_b else weight.shape[1]
     c_in = weight.shape[1] if trans_b else weight.shape[0]
     in_width = c.width(a)
@@ -658,22 +682,23 @@ def _gemm(c: Collapser, n: ir.Node) -> bool:
     if bias_param is not None:
         n.replace_input_with(2, c.parameter(bias_param, np.ones(1)))
     c.set_groups(n.outputs[0], Groups((c_out,)), 2)
-    return True
+    return None
 
 
 @collapse_rule("MatMul")
-def _matmul(c: Collapser, n: ir.Node) -> bool:
+def _matmul(c: Collapser, n: ir.Node) -> Decline | None:
     a, b = n.inputs
     weight = c.uniform(b)
     if weight is None or weight.shape is None or len(weight.shape) != 2 or c.rank(a) != 2:
-        return a not in c.groups and b not in c.groups
+        return Decline("MatMul whose second input is not one value throughout with a known 2-d shape, or whose first input is not of rank 2") if (
+            a in c.groups or b in c.groups) else None
     c_in, c_out = weight.shape
     in_width = c.width(a, axis=-1) if a not in c.groups else c.width(a)
     c.require(in_width is None or in_width == c_in, n, f"has a weight for {c_in} inputs on an input of {in_width}")
     in_mult = c.groups[a].mult if a in c.groups else (1,) * c_in
     n.replace_input_with(1, c.parameter(weight, np.array(in_mult, dtype=np.float64).reshape(-1, 1)))
     c.set_groups(n.outputs[0], Groups((c_out,)), 2)
-    return True
+    return None
 
 
 def _declared_shape(c: Collapser, value: ir.Value | None) -> tuple[int, ...] | None:
