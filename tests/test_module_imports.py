@@ -111,3 +111,20 @@ HEAVY = {"onnx", "onnx_ir", "onnxruntime", "numpy"}
 ])
 def test_start_up_imports_no_onnx_library(args):
     assert _imported_top_level_names(*args) & HEAVY == set()
+
+
+def test_every_module_is_in_one_layer_of_the_import_contracts():
+    """The layers are lists in pyproject.toml's [tool.importlinter]: a module in
+    none of them would go unchecked, so a new module must be placed in one."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    by_name = {c["name"]: c for c in contracts}
+    core = set(by_name["core imports no experiment, space or cli module"]["source_modules"])
+    experiments = set(by_name["experiments import no cli module"]["source_modules"])
+    above = {"epsinas_onnx.spaces", "epsinas_onnx.cli", "epsinas_onnx.__main__"}
+    assert not core & experiments
+    layers = core | experiments | above
+    top_level = {".".join(m.split(".")[:2]) for m in MODULES if m != "epsinas_onnx"}
+    assert top_level - layers == set(), "add these modules to a layer in pyproject.toml"
+    assert layers - top_level == set(), "these layer entries name no module"
