@@ -1,8 +1,9 @@
 """`python -m epsinas_onnx` and the `epsinas-onnx` command.
 
-Importing the CLI takes a second (onnx, ONNX Runtime, numpy); a Ctrl-C then
-is an exit 130 like one later, not a traceback. So this module imports
-nothing heavy itself, and neither does the package's __init__."""
+A command imports onnx, onnx-ir and ONNX Runtime when it starts (a second on
+a small machine); a Ctrl-C then is an exit 130 like one later, not a
+traceback. This module, the package's __init__ and the cli package import
+nothing heavy themselves, so `--help` answers at once."""
 
 import os
 import sys
@@ -13,7 +14,13 @@ from epsinas_onnx.stop_signals import stop_signals_as_interrupt
 STOPPED = {128 + signum for signum in (1, 2, 15)}
 
 
-def main() -> int:
+def main() -> None:
+    """The `epsinas-onnx` command: run it, then leave at once (exit_now)."""
+    exit_now(run())
+
+
+def run() -> int:
+    """The command's exit status, for callers that go on afterwards."""
     # SIGTERM / SIGHUP are Ctrl-C from the first line on, the slow imports included
     with stop_signals_as_interrupt():
         return _run()
@@ -31,15 +38,23 @@ def _run() -> int:
         if stop.code not in STOPPED:
             raise
         code = stop.code
-    if code in STOPPED:
-        # every finally block has run (the store is closed, workers stopped);
-        # the interpreter's own teardown of the imported modules takes a
-        # second or more (sympy, through onnx-ir): a Ctrl-C should not wait
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
     return code
 
 
+def exit_now(code: int) -> None:
+    """Leave with `code`, skipping the interpreter's teardown."""
+    # Every finally block has run (the store is closed, workers stopped, a
+    # Ray instance shut down): what is left is the interpreter's teardown of
+    # the imported modules, 0.1 s after a score and a second or more after a
+    # Ctrl-C (sympy, through onnx-ir), which a script looping over the command
+    # or a user who pressed Ctrl-C should not wait for.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a closed pipe (`| head`): nothing more can be said
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -90,7 +90,7 @@ def test_mirrored_constants_agree():
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["bench", "--help"], ["score", "--help"]])
 def test_start_imports_no_onnx_library(argv):
-    code = ("import sys\nfrom epsinas_onnx.__main__ import main\n"
+    code = ("import sys\nfrom epsinas_onnx.__main__ import run as main\n"
             "try:\n    main_code = main()\nexcept SystemExit as e:\n    main_code = e.code\n"
             "heavy = sorted(m for m in ('onnx', 'onnx_ir', 'onnxruntime', 'numpy') if m in sys.modules)\n"
             "print('HEAVY', heavy)\n")
