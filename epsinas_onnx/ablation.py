@@ -112,7 +112,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
     with NaN ranked last; with repeats, `<statistic>` is the mean and
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
-    from epsinas_onnx.bench import REFERENCE_WEIGHTS, run_bench
+    from epsinas_onnx.bench import run_bench
     from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:
@@ -127,7 +127,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
                                target_column=target_column, repeats=repeats, data=data, batch_size=batch_size,
                                norm=norm, shuffle_seed=shuffle_seed, input_seed=input_seed, seq_len=seq_len,
                                device=device, progress=progress)
-    weights = tuple(weights) if weights else REFERENCE_WEIGHTS[space]
+    weights = tuple(weights) if weights else module.reference_weights
     texts = {module.format_arch(a) for a in archs}
     base = dict(data=data, batch_size=batch_size, norm=norm, synthetic=None, shuffle_seed=shuffle_seed,
                 seed=input_seed, seq_len=seq_len)
@@ -174,7 +174,7 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
     from epsinas_onnx.scorer import embedding_rows, prepare_model
     from epsinas_onnx.search import load_targets
 
-    space = module.NAME
+    space = module.name
     targets = load_targets(space, accuracies, dataset=dataset, target_column=target_column)
     unique = {module.format_arch(a): a for a in archs}
     texts = [t for t in unique if t in targets.values]

@@ -188,10 +188,10 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
 
 def test_computation_classes_only_under_constant_weights():
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:200]]
-    plan = bench.computation_classes(nb201, todo, {})
+    plan = bench.computation_classes(nb201.SPACE, todo, {})
     scored_later = sum(map(len, plan.same.values())) + sum(map(len, plan.if_finite.values()))
     assert len(plan.to_score) + scored_later == len(todo) and plan.same
-    assert bench.computation_classes(nb201, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
+    assert bench.computation_classes(nb201.SPACE, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
 
 
 def test_settings_and_weights_are_part_of_the_key(tmp_path):

@@ -1,7 +1,8 @@
 """Benchmark search spaces as ONNX models.
 
-Each module here is one search space and offers the same functions, so that
-`bench`, `search` and `calibrate` can treat spaces alike:
+Each module here is one search space and declares what it offers as
+`SPACE`, a protocol.Space (get_space returns it), so that `bench`, `search`
+and `calibrate` treat spaces alike without probing modules. Its members:
 
     NAME                          the space's short name ("nb201", ...)
     parse(text) -> Arch           the benchmark's own encoding -> architecture
@@ -18,15 +19,20 @@ milliseconds, torch.onnx.export a second or two, which matters for a
 15,625-architecture space.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from epsinas_onnx.spaces.protocol import Space
+
 SPACES = ("nb201", "nb101", "nlp")
 
 
-def get_space(name: str):
-    """The module of search space `name`, imported on demand."""
+def get_space(name: str) -> "Space":
+    """The declared protocol.Space of search space `name`, its module imported on demand."""
     import importlib
 
     from epsinas_onnx.errors import UserError
 
     if name not in SPACES:
         raise UserError(f"unknown search space {name!r}: choose one of {', '.join(SPACES)}")
-    return importlib.import_module(f"epsinas_onnx.spaces.{name}")
+    return importlib.import_module(f"epsinas_onnx.spaces.{name}").SPACE

@@ -60,6 +60,7 @@ from onnx import TensorProto
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nlp"
 
@@ -436,3 +437,20 @@ def to_ir(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 600,
     # the reference sets every cell parameter, biases included, to w (§2)
     g.metadata.update({"epsinas.bias": "weight", "epsinas.space": NAME})
     return g.ir_model("nas_bench_nlp", doc=f"NAS-Bench-NLP recipe {_canonical(recipe)}")
+
+
+def _read_csv_archs(path) -> list[str]:
+    """The recipes of a wt2_summary.csv, the one csv form of this benchmark."""
+    path = Path(path)
+    if path.name != "wt2_summary.csv":
+        raise UserError(f"{path}: for nlp a .csv must be wt2_summary.csv; give other recipes one JSON per line")
+    return [row["arch"] for row in load_recipes(path.parent)]
+
+
+SPACE = Space(
+    name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
+    num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
+    export_defaults={"vocab_size": PTB_VOCAB, "emb": 400, "hidden": 600, "n_layers": 3, "seed": 0},
+    num_params_options=("vocab_size", "emb", "hidden", "n_layers"),
+    reference_weights=(1e-5, 1e-3), all_archs=all_archs, read_csv_archs=_read_csv_archs,
+)
