@@ -87,10 +87,6 @@ OPS = tuple(_ARITY)
 _GENERATED_ARITY = {**_ARITY, "linear": (2, 3)}
 
 
-def _default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nlp"
-
-
 # ---------------------------------------------------------------------------
 # recipes: parsing, validation
 
@@ -265,9 +261,10 @@ def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
     ]
 
 
-def example_recipes(data_dir: str | Path | None = None) -> list[str]:
-    """The recipes of recipes_example.json (upstream data/recepies_example.json)."""
-    path = Path(data_dir or _default_data_dir()) / "recipes_example.json"
+def example_recipes(data_dir: str | Path) -> list[str]:
+    """The recipes of recipes_example.json (upstream data/recepies_example.json)
+    in `data_dir`: the package does not ship that file, so the folder is given."""
+    path = Path(data_dir) / "recipes_example.json"
     if not path.exists():
         raise UserError(f"{path} not found: pass data_dir, the folder holding recipes_example.json")
     return [parse(json.dumps(r)) for r in json.loads(path.read_text())]
