@@ -2,17 +2,12 @@
 
 Each module here is one search space and declares what it offers as
 `SPACE`, a protocol.Space (get_space returns it), so that `bench`, `search`
-and `calibrate` treat spaces alike without probing modules. Its members:
-
-    NAME                          the space's short name ("nb201", ...)
-    parse(text) -> Arch           the benchmark's own encoding -> architecture
-    format_arch(arch) -> str      architecture -> the benchmark's own encoding
-    validate(arch) -> None        raises UserError naming what is wrong
-    sample(n, seed) -> list[Arch] uniform sample, repeatable
-    mutate(arch, rng) -> Arch     one single-edit neighbour (ageing evolution)
-    num_params(arch, num_classes=10) -> int
-    to_onnx(arch, ...) -> onnx.ModelProto
-    to_ir(arch, ...) -> onnx_ir.Model   the same model, not serialised (bench rewrites it directly)
+and `calibrate` treat spaces alike without probing modules. Its members
+(protocol.py says each): name, parse, format_arch, validate, sample, mutate,
+num_params, to_onnx, to_ir, export_defaults, reference_weights, and where a
+space has them all_archs, computation classes with their finite check, and a
+reader of the benchmark's csv files. A new space is a module here ending with
+`SPACE = Space(...)`, named in SPACES; tests/test_spaces_conformance.py checks it.
 
 Models are built directly as onnx-ir graphs (no torch): building a graph takes
 milliseconds, torch.onnx.export a second or two, which matters for a
