@@ -46,7 +46,7 @@ from epsinas_onnx.executors import open_executor  # noqa: E402
 from epsinas_onnx.inputs import prepare_batch  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
-WEIGHTS = bench.REFERENCE_WEIGHTS["nb201"]
+WEIGHTS = nb201.SPACE.reference_weights
 DATA_NAME = Path("inputs") / "cifar10_test_1000.npz"
 TINY = np.finfo(np.float32).tiny
 
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     for device in args.devices:
         for width in args.widths:
             label = f"{device} {width}"
-            job = bench._Job(nb201, batch.array, WEIGHTS, export, {"collapse": width == "collapsed"}, device, 1, {})
+            job = bench._Job(nb201.SPACE, batch.array, WEIGHTS, export, {"collapse": width == "collapsed"}, device, 1, {})
             workers = args.cpu_workers if device == "cpu" else args.cuda_workers
             print(f"{label}: scoring {len(archs)} archs with {workers} worker(s)", flush=True)
             result = run_path(job, archs, workers, label)

@@ -64,8 +64,8 @@ def torch_eager(arch_strings, x):
 def onnx_path(archs, x, collapse):
     """What one bench worker does per architecture (no reuse of repeated computations)."""
     settings = {"collapse": collapse}
-    build = build_options(nb201, settings)  # as bench builds (tied parameters)
-    rows = [score_architecture(nb201, arch, x, WEIGHTS, export={}, settings=settings, build=build) for arch in archs]
+    build = build_options(nb201.SPACE, settings)  # as bench builds (tied parameters)
+    rows = [score_architecture(nb201.SPACE, arch, x, WEIGHTS, export={}, settings=settings, build=build) for arch in archs]
     return [row["score"] for row in rows]
 
 
@@ -114,7 +114,7 @@ def main() -> None:
 def whole_space(x, per_arch: float, workers: int) -> None:
     """All 15,625 as `bench nb201 --all` scores them, beside the projection."""
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()]
-    runs = len(computation_classes(nb201, todo, {}).to_score)
+    runs = len(computation_classes(nb201.SPACE, todo, {}).to_score)
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_bench("nb201", nb201.all_archs(), WEIGHTS,
                             batch_options=BatchOptions(data=x, batch_size=len(x), norm="none"), store_path=Path(tmp) / "space.sqlite", workers=workers, progress=False)

@@ -41,7 +41,7 @@ def main() -> None:
     x = cifar10(args.batch_size)
     freeze_startup_objects()  # as a bench worker does
     times: collections.Counter = collections.Counter()
-    build = build_options(nb201, {})  # as bench builds (tied parameters)
+    build = build_options(nb201.SPACE, {})  # as bench builds (tied parameters)
 
     def stage(name, fn, *a):
         start = time.perf_counter()

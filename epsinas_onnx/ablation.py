@@ -115,7 +115,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
     `<statistic>_std` the standard deviation over the draws."""
     from epsinas_onnx import evaluation
     from epsinas_onnx.bench import BENCH_EXECUTION, run_bench
-    from epsinas_onnx.options import REFERENCE_WEIGHTS, ScoringSettings
+    from epsinas_onnx.options import ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     if kind not in KINDS:
@@ -129,7 +129,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
         return _init_pair_rows(module, archs, values, accuracies=accuracies, dataset=dataset,
                                target_column=target_column, repeats=repeats, batch_options=batch_options,
                                device=device, progress=progress)
-    weights = tuple(weights) if weights else REFERENCE_WEIGHTS[space]
+    weights = tuple(weights) if weights else module.reference_weights
     texts = {module.format_arch(a) for a in archs}
     execution = dataclasses.replace(BENCH_EXECUTION, device=device)
     fed = batch_options
@@ -180,7 +180,7 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
     from epsinas_onnx.scorer import embedding_rows, prepare_model
     from epsinas_onnx.search import load_targets
 
-    space = module.NAME
+    space = module.name
     targets = load_targets(space, accuracies, dataset=dataset, target_column=target_column)
     unique = {module.format_arch(a): a for a in archs}
     texts = [t for t in unique if t in targets.values]

@@ -40,7 +40,7 @@ from epsinas_onnx.scorer import (
     _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
 )
 from epsinas_onnx.limits import BENCH_TIMEOUT, check_workers
-from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions, ExecutionOptions, ScoringSettings
+from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings
 from epsinas_onnx.textfile import read_text
 from epsinas_onnx.stop_signals import stoppable
 from epsinas_onnx.store import ResultStore, fingerprint, now, settings_key, weights_key
@@ -144,7 +144,7 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
             prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION,
                                     timeout=timeout)
             used_device = prepared.device
-            names = [prepared.output] + ([space_module.FINITE_CHECK_OUTPUT] if finite_check else [])
+            names = [prepared.output] + ([space_module.finite_check_output] if finite_check else [])
             checks = []
 
             def run(w):
@@ -229,7 +229,7 @@ def class_function(space_module, settings: dict):
     """The space's computation_class where it holds for these settings, else None."""
     if settings.get("weight_init") not in (None, "constant"):
         return None
-    return getattr(space_module, "computation_class", None)
+    return space_module.computation_class
 
 
 def build_options(space_module, settings: dict) -> dict:
@@ -241,15 +241,14 @@ def build_options(space_module, settings: dict) -> dict:
     Python per architecture; the same rewritten graph: tests/test_computation_key.py)."""
     if class_function(space_module, settings) is None:
         return {}
-    to_ir = getattr(space_module, "to_ir", None)
-    return {"tied": True} if to_ir is not None and "tied" in inspect.signature(to_ir).parameters else {}
+    return {"tied": True} if space_module.ir_takes_tied else {}
 
 
 def finite_class_function(space_module, settings: dict):
     """The space's computation_class_if_finite where it holds for these settings, else None."""
     if class_function(space_module, settings) is None or settings.get("bias") == "w":
         return None
-    return getattr(space_module, "computation_class_if_finite", None)
+    return space_module.computation_class_if_finite
 
 
 def _follower_row(job: "_Job", row: dict, arch, text: str) -> dict:
@@ -278,34 +277,29 @@ def _packaged_archs(space_module, name: str) -> list:
     from epsinas_onnx.evaluation import ARCH_COLUMNS, _pick
 
     table = packaged(name)
-    column = _pick(table.columns, (*ARCH_COLUMNS[space_module.NAME], "arch_str"), "architecture", table, "--archs")
+    column = _pick(table.columns, (*ARCH_COLUMNS[space_module.name], "arch_str"), "architecture", table, "--archs")
     archs = []
     for line, row in enumerate(table.rows, start=2):
         try:
             archs.append(space_module.parse(" ".join(row[c] for c in column.split(","))))
         except UserError as exc:
-            raise UserError(f"{table}, line {line}: {exc} (is it a table of {space_module.NAME}?)") from None
+            raise UserError(f"{table}, line {line}: {exc} (is it a table of {space_module.name}?)") from None
     return archs
 
 
 def load_arch_file(space_module, path) -> list:
     """Architectures from a file: one per line in the space's own encoding
     (blank lines and lines starting with '#' skipped); for nb101 also the csv
-    files of the benchmark (epsinas_onnx.spaces.nb101.load_archs), for nlp wt2_summary.csv
-    (epsinas_onnx.spaces.nlp.load_recipes); "packaged:NAME" is the architecture column
+    files of the benchmark, for nlp wt2_summary.csv (the space's read_csv_archs);
+    "packaged:NAME" is the architecture column
     of a table shipped with the package (benchmark_tables), in its order."""
     if str(path).startswith(PACKAGED_PREFIX):
         return _packaged_archs(space_module, str(path)[len(PACKAGED_PREFIX):])
     path = Path(path)
     if not path.exists():
         raise UserError(f"architecture file not found: {path} (check the path)")
-    if path.suffix == ".csv":
-        if space_module.NAME == "nb101":
-            return space_module.load_archs(path)
-        if space_module.NAME == "nlp":
-            if path.name != "wt2_summary.csv":
-                raise UserError(f"{path}: for nlp a .csv must be wt2_summary.csv; give other recipes one JSON per line")
-            return [row["arch"] for row in space_module.load_recipes(path.parent)]
+    if path.suffix == ".csv" and space_module.read_csv_archs is not None:
+        return space_module.read_csv_archs(path)
     archs = []
     for number, line in enumerate(read_text(path, "architecture file").splitlines(), start=1):
         line = line.strip()
@@ -332,7 +326,7 @@ def _unique(space_module, archs) -> tuple[list, list[str]]:
     return list(seen.values()), list(seen)
 
 
-def _defaults(function, skip: tuple) -> dict:
+def _defaults(function, skip: tuple) -> dict:  # prepare_model's; a space declares its own (Space.export_defaults)
     """The keyword defaults of `function` that are not None."""
     return {
         name: p.default for name, p in inspect.signature(function).parameters.items()
@@ -388,13 +382,13 @@ def run_bench(
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
-    weights = _check_weights(weights if weights is not None else REFERENCE_WEIGHTS[space])
+    weights = _check_weights(weights if weights is not None else module.reference_weights)
     mode, device, threads, timeout = scoring.mode, execution.device, execution.threads, execution.timeout
     check_mode(mode, weights)
     export = {k: v for k, v in (export or {}).items() if v is not None}
-    _check_kwargs(module.to_onnx, export, f"{space} export")
+    module.check_export_options(export)
     # explicit defaults: the key is the same whether an option was given at its default or left out
-    export = {**_defaults(module.to_onnx, skip=("arch",)), **export}
+    export = {**module.export_defaults, **export}
     store_settings = scoring.key(export, batch_options.input_name)
     settings = store_settings["prepare"]  # every default explicit, neutral values left out: as the key says
     check_executor(executor, address, chunk)
@@ -410,8 +404,7 @@ def run_bench(
     unique, texts = _unique(module, listed)
     if not unique:
         raise UserError("no architectures to score")
-    param_kwargs = {k: v for k, v in export.items() if k in inspect.signature(module.num_params).parameters
-                    and k != "num_classes"}
+    param_kwargs = module.num_params_kwargs(export)
 
     # an existing store is checked before any work (a bad one fails at once);
     # a new one is created only once the input has proved good
@@ -497,7 +490,7 @@ class _Job:
 
     def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
         state = dict(self.__dict__)
-        state["space_module"] = self.space_module.NAME
+        state["space_module"] = self.space_module.name
         state["computed"] = None if self.computed is None else {}
         return state
 

@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring_pipeline
-from epsinas_onnx.passes._build import all_nodes
+from epsinas_onnx.passes.build import all_nodes
 from epsinas_onnx.passes.channel_collapse import ChannelCollapsePass, CollapseReport
 from epsinas_onnx.passes.pipeline import normalising_passes
 from epsinas_onnx.roles import (

@@ -3,6 +3,7 @@ listing. Small NAS-Bench-201 samples at batch 8, so the whole file runs in
 about half a minute on 2 cores."""
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -42,7 +43,9 @@ def counting_exports(monkeypatch) -> list:
         exported.append((nb201.format_arch(arch), kw.get("finite_check", False)))
         return real(arch, **kw)
 
-    monkeypatch.setattr(nb201, "to_ir", counting)
+    monkeypatch.setattr(nb201, "to_ir", counting)  # to_onnx's calls too
+    # bench exports through the declaration (get_space reads the module's SPACE at each call)
+    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, to_ir=counting))
     return exported
 
 
@@ -151,14 +154,15 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
 
     store = tmp_path / "r.sqlite"
     options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), store_path=store, progress=False)
-    monkeypatch.setattr(nb201, "to_ir", failing)
+    declared = nb201.SPACE  # bench exports through it (get_space reads the module's SPACE at each call)
+    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(declared, to_ir=failing))
     first = bench.run_bench("nb201", archs, **options)
     assert (first.scored, first.errors) == (len(archs) - 1, 1)
     assert "1 errors (rerun to retry them)" in first.line()
     row = [r for r in stored(store) if r[0] == broken][0]
     assert row[1] is None and row[2] is None and row[3] == "RuntimeError: simulated ONNX Runtime failure"
 
-    monkeypatch.setattr(nb201, "to_ir", real)
+    monkeypatch.setattr(nb201, "SPACE", declared)
     second = bench.run_bench("nb201", archs, **options)
     assert (second.scored, second.errors, second.skipped) == (1, 0, len(archs) - 1)
     rows = stored(store)
@@ -189,10 +193,10 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
 
 def test_computation_classes_only_under_constant_weights():
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:200]]
-    plan = bench.computation_classes(nb201, todo, {})
+    plan = bench.computation_classes(nb201.SPACE, todo, {})
     scored_later = sum(map(len, plan.same.values())) + sum(map(len, plan.if_finite.values()))
     assert len(plan.to_score) + scored_later == len(todo) and plan.same
-    assert bench.computation_classes(nb201, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
+    assert bench.computation_classes(nb201.SPACE, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
 
 
 def test_settings_and_weights_are_part_of_the_key(tmp_path):

@@ -76,11 +76,11 @@ def test_control_flow_has_no_key():
 def test_bench_reuses_a_result_only_for_an_equal_key():
     x = cifar10_batch(16)
     computed = {}
-    rows = [score_architecture(nb201, nb201.parse(s), x, (1e-7, 1.0), export={}, settings={}, computed=computed)
+    rows = [score_architecture(nb201.SPACE, nb201.parse(s), x, (1e-7, 1.0), export={}, settings={}, computed=computed)
             for s in (SAME_A, SAME_B, OTHER)]
     assert len(computed) == 2  # A ran, B reused it, OTHER ran
     assert [row["reused"] for row in rows] == [False, True, False]
-    fresh = score_architecture(nb201, nb201.parse(SAME_B), x, (1e-7, 1.0), export={}, settings={})
+    fresh = score_architecture(nb201.SPACE, nb201.parse(SAME_B), x, (1e-7, 1.0), export={}, settings={})
     for row in rows:
         assert row["error"] is None
     assert rows[1]["score"] == rows[0]["score"] or (math.isnan(rows[1]["score"]) and math.isnan(rows[0]["score"]))
@@ -141,5 +141,5 @@ def test_nb201_tied_parameters_rewrite_to_the_same_graph():
 def test_bench_ties_parameters_only_under_constant_weights():
     from epsinas_onnx.bench import build_options
 
-    assert build_options(nb201, {}) == {"tied": True}
-    assert build_options(nb201, {"weight_init": "normal"}) == {}
+    assert build_options(nb201.SPACE, {}) == {"tied": True}
+    assert build_options(nb201.SPACE, {"weight_init": "normal"}) == {}

@@ -321,14 +321,21 @@ def test_score_equals_torch_reference(index):
         assert np.isnan(full.score), full
         assert np.isnan(collapsed.score), collapsed
     else:
-        # 5e-5, not 1e-5: through ~30 conv-BN layers up to 512 wide, float32
-        # rounding alone moves the logits by ~5e-6 relative (torch and ONNX
-        # Runtime each differ that much from a float64 run of the same
-        # network) and the score by up to ~1.5e-5.
-        assert full.score == pytest.approx(expected, rel=5e-5)
-        # The collapsed graph multiplies where the full-width ones sum 512
-        # equal terms; it is compared with the float64 score (seen: torch
-        # float32 2.2e-4 off it on cell 1, collapsed 4e-7).
+        # Both float32 runs are compared with the exact (float64) score, not
+        # with each other: through ~30 conv-BN layers up to 512 wide the score
+        # of cell 1 (naslib[1], 5 vertices) cancels, and float32 rounding alone
+        # moves it, differently in each runtime (their summation orders
+        # differ). Measured against float64 (0.626912412): torch float32
+        # 1.3e-4 off, ONNX Runtime's full-width graph 2.2e-4 off (9.4e-5 from
+        # torch's, past the 5e-5 once used), the collapsed graph 3.8e-7 off;
+        # the other cells stay within 1.5e-5. 5e-4 bounds that float32
+        # rounding with about twice the largest seen; the tight check of the
+        # export is the collapsed graph's below.
         from tests.torch_reference.nb101 import float64_score
 
-        assert collapsed.score == pytest.approx(float64_score(arch, x, weights), rel=5e-5)
+        exact = float64_score(arch, x, weights)
+        assert expected == pytest.approx(exact, rel=5e-4)  # the torch reference is the float64 network's
+        assert full.score == pytest.approx(exact, rel=5e-4)
+        # The collapsed graph multiplies where the full-width ones sum 512
+        # equal terms: far less rounding, so a tight tolerance.
+        assert collapsed.score == pytest.approx(exact, rel=5e-5)

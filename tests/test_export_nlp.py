@@ -81,7 +81,7 @@ def test_every_logged_recipe_parses_and_round_trips():
     assert sum(np.isnan(r["final_test_loss"]) for r in rows) == 4
     for r in rows:
         assert nlp.parse(nlp.format_arch(r["arch"])) == r["arch"]
-    assert len(nlp.example_recipes()) == 10
+    assert len(nlp.example_recipes(DATA / "nlp")) == 10
 
 
 def test_parse_is_canonical_and_keeps_input_order():

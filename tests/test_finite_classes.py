@@ -3,6 +3,7 @@ computed from an all-`none` node are exact zeros when the cell input is
 finite, so architectures differing only there share one run, but only after
 that run's finite check has passed."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_the_pair_differs_only_given_finite_inputs():
 
 
 def _score(arch, batch, weights=WEIGHTS, **kw):
-    return bench.score_architecture(nb201, arch, batch, weights, export={}, settings={}, **kw)
+    return bench.score_architecture(nb201.SPACE, arch, batch, weights, export={}, settings={}, **kw)
 
 
 def _same_score(x, y) -> bool:
@@ -98,7 +99,8 @@ def test_bench_shares_a_checked_result(tmp_path, monkeypatch):
 
 
 def test_bench_runs_each_exact_class_when_the_check_fails(tmp_path, monkeypatch):
-    monkeypatch.setattr(nb201, "finite_check_passed", lambda values: False)
+    # get_space reads the module's SPACE at each call, so the replaced declaration is the one bench uses
+    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, finite_check_passed=lambda values: False))
     exported = counting_exports(monkeypatch)
     summary = _bench(tmp_path, "r.sqlite", [CHECKED, FOLLOWER])
     assert (summary.scored, summary.reused, summary.errors) == (2, 0, 0)
@@ -110,9 +112,9 @@ def test_bench_runs_each_exact_class_when_the_check_fails(tmp_path, monkeypatch)
 
 def test_finite_classes_need_zero_biases_and_constant_weights():
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:400]]
-    plan = bench.computation_classes(nb201, todo, {})
+    plan = bench.computation_classes(nb201.SPACE, todo, {})
     assert plan.if_finite
     scored_later = sum(map(len, plan.same.values())) + sum(map(len, plan.if_finite.values()))
     assert len(plan.to_score) + scored_later == len(todo)
-    assert not bench.computation_classes(nb201, todo, {"bias": "w"}).if_finite
-    assert bench.computation_classes(nb201, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
+    assert not bench.computation_classes(nb201.SPACE, todo, {"bias": "w"}).if_finite
+    assert bench.computation_classes(nb201.SPACE, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})

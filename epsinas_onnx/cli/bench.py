@@ -65,7 +65,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     if chosen != 1:
         raise UserError("give exactly one of --all, --sample N or --archs FILE")
     if everything:
-        if not hasattr(module, "all_archs"):
+        if not module.enumerable:
             raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
         archs = module.all_archs()
     elif n is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -210,9 +209,8 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
     module = get_space(space)
     options = {"num_classes": num_classes, "resolution": resolution, "vocab_size": vocab_size}
     given = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(module.to_onnx).parameters
     for key in given:
-        if key not in accepted:
+        if key not in module.export_defaults:
             raise UserError(f"--{key.replace('_', '-')} does not apply to {space}")
     parsed = module.parse(_text_or_file(arch))
     model = module.to_onnx(parsed, **given)
@@ -234,7 +232,7 @@ def space(space, n, seed, everything, params):
     if everything == (n is not None):
         raise UserError("give exactly one of --sample N or --all")
     if everything:
-        if not hasattr(module, "all_archs"):
+        if not module.enumerable:
             raise UserError(f"{space} cannot be enumerated here; use --sample N")
         archs = module.all_archs()
     else:

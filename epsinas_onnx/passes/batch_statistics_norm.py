@@ -33,7 +33,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from epsinas_onnx.passes._build import all_nodes, constant, default_opset, insert_at_start, node
+from epsinas_onnx.passes.build import all_nodes, constant, default_opset, insert_at_start, node
 from epsinas_onnx.passes.channel_collapse import RANK_META
 
 

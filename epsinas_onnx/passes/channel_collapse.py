@@ -35,7 +35,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.op_registry import OpRegistry, model_opset
-from epsinas_onnx.passes._build import constant, default_opset, node, subgraphs
+from epsinas_onnx.passes.build import constant, default_opset, node, subgraphs
 
 
 # value.meta key (onnx-ir's pass-to-pass metadata, never serialised): the rank

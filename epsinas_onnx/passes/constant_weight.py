@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import onnx_ir as ir
 
-from epsinas_onnx.passes._build import constant, insert_at_start, node
+from epsinas_onnx.passes.build import constant, insert_at_start, node
 from epsinas_onnx.roles import Role, TensorRole, classify_model
 
 EMBEDDING_SEED = 21  # the reference draws its embedding after seeding 21

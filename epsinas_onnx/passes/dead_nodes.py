@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from epsinas_onnx.passes._build import subgraphs
+from epsinas_onnx.passes.build import subgraphs
 
 
 class RemoveDeadNodesPass(ir.passes.InPlacePass):

@@ -29,7 +29,7 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto
 
-from epsinas_onnx.passes._build import attribute
+from epsinas_onnx.passes.build import attribute
 
 OPSET = 17
 BN_EPSILON = 1e-5

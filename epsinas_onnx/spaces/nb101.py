@@ -39,8 +39,10 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import REFERENCE_WEIGHTS
 from epsinas_onnx.textfile import read_text
 from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nb101"
 
@@ -429,3 +431,11 @@ def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0)
     y = g.linear(y, "classifier", c_last, num_classes)
     g.output(y, "logits", ["batch", num_classes])
     return g.ir_model("nb101", doc=f"NAS-Bench-101 cell {format_arch(arch)}")
+
+
+SPACE = Space(
+    name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
+    num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
+    export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
+    reference_weights=REFERENCE_WEIGHTS["nb101"], read_csv_archs=load_archs,
+)

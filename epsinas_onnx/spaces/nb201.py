@@ -19,7 +19,9 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import REFERENCE_WEIGHTS
 from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nb201"
 
@@ -349,3 +351,14 @@ def _reduction_block(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int
     shortcut = g.op("AveragePool", x, name=f"{prefix}.downsample.pool", kernel_shape=[2, 2], strides=[2, 2])
     shortcut = g.conv(shortcut, f"{prefix}.downsample.conv", c_in, c_out, 1)
     return g.op("Add", [shortcut, b], name=f"{prefix}.add")
+
+
+SPACE = Space(
+    name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
+    num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
+    export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
+    reference_weights=REFERENCE_WEIGHTS["nb201"], all_archs=all_archs,
+    computation_class=computation_class, computation_class_if_finite=computation_class_if_finite,
+    finite_check_output=FINITE_CHECK_OUTPUT, finite_check_passed=finite_check_passed,
+    ir_takes_tied=True, ir_takes_finite_check=True,
+)

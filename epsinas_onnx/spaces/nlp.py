@@ -59,7 +59,9 @@ import onnx_ir as ir
 from onnx import TensorProto
 
 from epsinas_onnx.errors import UserError
+from epsinas_onnx.options import REFERENCE_WEIGHTS
 from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nlp"
 
@@ -84,10 +86,6 @@ _ARITY = {
 OPS = tuple(_ARITY)
 # The benchmark's generator (search_space.py upstream) gives linear nodes 2 or 3 inputs.
 _GENERATED_ARITY = {**_ARITY, "linear": (2, 3)}
-
-
-def _default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nlp"
 
 
 # ---------------------------------------------------------------------------
@@ -264,9 +262,10 @@ def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
     ]
 
 
-def example_recipes(data_dir: str | Path | None = None) -> list[str]:
-    """The recipes of recipes_example.json (upstream data/recepies_example.json)."""
-    path = Path(data_dir or _default_data_dir()) / "recipes_example.json"
+def example_recipes(data_dir: str | Path) -> list[str]:
+    """The recipes of recipes_example.json (upstream data/recepies_example.json)
+    in `data_dir`: the package does not ship that file, so the folder is given."""
+    path = Path(data_dir) / "recipes_example.json"
     if not path.exists():
         raise UserError(f"{path} not found: pass data_dir, the folder holding recipes_example.json")
     return [parse(json.dumps(r)) for r in json.loads(path.read_text())]
@@ -436,3 +435,20 @@ def to_ir(arch, vocab_size: int = PTB_VOCAB, emb: int = 400, hidden: int = 600,
     # the reference sets every cell parameter, biases included, to w (§2)
     g.metadata.update({"epsinas.bias": "weight", "epsinas.space": NAME})
     return g.ir_model("nas_bench_nlp", doc=f"NAS-Bench-NLP recipe {_canonical(recipe)}")
+
+
+def _read_csv_archs(path) -> list[str]:
+    """The recipes of a wt2_summary.csv, the one csv form of this benchmark."""
+    path = Path(path)
+    if path.name != "wt2_summary.csv":
+        raise UserError(f"{path}: for nlp a .csv must be wt2_summary.csv; give other recipes one JSON per line")
+    return [row["arch"] for row in load_recipes(path.parent)]
+
+
+SPACE = Space(
+    name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
+    num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
+    export_defaults={"vocab_size": PTB_VOCAB, "emb": 400, "hidden": 600, "n_layers": 3, "seed": 0},
+    num_params_options=("vocab_size", "emb", "hidden", "n_layers"),
+    reference_weights=REFERENCE_WEIGHTS["nlp"], all_archs=all_archs, read_csv_archs=_read_csv_archs,
+)

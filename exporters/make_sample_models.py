@@ -1,6 +1,6 @@
 """Make the sample models in this folder.
 
-    python models/make_sample_models.py          # needs the `export` extra (torch)
+    python exporters/make_sample_models.py          # needs the `export` extra (torch)
 
 - nb201_cifar10_best.onnx: the best NAS-Bench-201 architecture on CIFAR-10
   (index 6111, 94.37 % test accuracy), built by epsinas_onnx.spaces.nb201 (no torch needed for this one).
@@ -14,15 +14,16 @@ from pathlib import Path
 
 import onnx
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the exporters and the test networks live in the project
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the spaces and the test networks live in the project
+MODELS = ROOT / "models"  # where the sample models live
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 
 
 def main() -> None:
     from epsinas_onnx.spaces import nb201
 
-    onnx.save(nb201.to_onnx(nb201.parse(BEST_NB201)), HERE / "nb201_cifar10_best.onnx")
+    onnx.save(nb201.to_onnx(nb201.parse(BEST_NB201)), MODELS / "nb201_cifar10_best.onnx")
 
     import torch
 
@@ -30,7 +31,7 @@ def main() -> None:
     from tests.torch_reference.cnns import TinyResNet
 
     torch.manual_seed(0)
-    export_onnx(TinyResNet(track=True), torch.randn(2, 3, 32, 32), HERE / "tiny_resnet.onnx")
+    export_onnx(TinyResNet(track=True), torch.randn(2, 3, 32, 32), MODELS / "tiny_resnet.onnx")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 Needs TensorFlow, tf-keras and tf2onnx, kept out of the project's environment:
 
-    python3 -m venv /work/tfvenv
-    /work/tfvenv/bin/pip install tensorflow-cpu tf-keras tf2onnx
-    /work/tfvenv/bin/python models/make_keras_models.py
+    python3 -m venv tfvenv
+    tfvenv/bin/pip install tensorflow-cpu tf-keras tf2onnx
+    tfvenv/bin/python exporters/make_keras_models.py
 
 (made with tensorflow 2.21.0, keras 3.15.1, tf-keras 2.21.0, tf2onnx 1.17.0,
 Python 3.11; tf-keras pulls in the `tensorflow` package beside tensorflow-cpu.)
@@ -52,6 +52,7 @@ import tf2onnx.optimizer  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
+MODELS = HERE.parent / "models"  # where the exported models and expected_scores.json live
 
 from _common import cifar10_nchw, default_tokens, expected_roles, reference_score, update_expected  # noqa: E402
 
@@ -205,7 +206,7 @@ def main() -> None:
         scores = keras_scores(make, K, batch)
         model = make()
         params = randomise(model)
-        proto = convert(model, spec, HERE / name, keep_bn)
+        proto = convert(model, spec, MODELS / name, keep_bn)
         bn_nodes = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
         entries[name] = {
             "framework": f"tensorflow {tf.__version__}, keras {K.__version__}",
@@ -220,8 +221,8 @@ def main() -> None:
                 "Keras 3 BatchNormalization is folded into the convs by TensorFlow's graph freezing; the "
                 "expected scores are Keras's with batch-statistics BN, which this file cannot reproduce"
             )
-        print(f"{name}: {(HERE / name).stat().st_size} bytes, {bn_nodes} BN nodes, scores {[s['score'] for s in scores]}")
-    update_expected(entries, f"/work/tfvenv/bin/python models/make_keras_models.py  (tensorflow {tf.__version__}, "
+        print(f"{name}: {(MODELS / name).stat().st_size} bytes, {bn_nodes} BN nodes, scores {[s['score'] for s in scores]}")
+    update_expected(entries, f"python exporters/make_keras_models.py  (tensorflow {tf.__version__}, "
                     f"keras {keras.__version__}, tf-keras {tf_keras.__version__}, tf2onnx {tf2onnx.__version__})")
 
 

@@ -1,6 +1,6 @@
 """Export PyTorch models the ways users do, and record what each should score.
 
-    python models/make_framework_models.py      # needs the `export` extra (torch 2.13)
+    python exporters/make_framework_models.py      # needs the `export` extra (torch 2.13)
 
 For each network (tests/torch_reference: a ResNet-style CNN, a MobileNetV2-
 style CNN with depthwise convs, an nn.LSTM and an nn.GRU language model with
@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # the test networks live in the project
 sys.path.insert(0, str(HERE))
 SHARED_DATA = ROOT.parent / "shared" / "data"
+MODELS = ROOT / "models"  # where the exported models and expected_scores.json live
 
 import onnx  # noqa: E402
 import torch  # noqa: E402
@@ -164,7 +165,7 @@ def main() -> None:
             module = factory(True)
             params = randomise(module)
             example, axes = example_and_axes(kind, layout)
-            path = HERE / f"torch_{exporter}_{net}.onnx"
+            path = MODELS / f"torch_{exporter}_{net}.onnx"
             export(module, example, axes, path, exporter)
             model = onnx.load(path)
             entries[path.name] = {
@@ -181,7 +182,7 @@ def main() -> None:
             if net in NOT_COMPARABLE:
                 entries[path.name]["not_comparable"] = NOT_COMPARABLE[net]
             print(f"{path.name}: {path.stat().st_size} bytes, scores {[s['score'] for s in scores]}")
-    update_expected(entries, f"python models/make_framework_models.py  (torch {torch.__version__})")
+    update_expected(entries, f"python exporters/make_framework_models.py  (torch {torch.__version__})")
 
 
 if __name__ == "__main__":

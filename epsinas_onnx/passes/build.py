@@ -1,4 +1,5 @@
-"""Small helpers for making nodes and constants with onnx-ir.
+"""Small helpers for making nodes and constants with onnx-ir (public: the passes and the
+spaces build graphs with them).
 
 They build ir.Node and ir.Tensor directly: onnx-ir's convenience
 constructors check types through typing protocols, which dominated the

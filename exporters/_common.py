@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-HERE = Path(__file__).resolve().parent
-EXPECTED = HERE / "expected_scores.json"
+MODELS = Path(__file__).resolve().parent.parent / "models"  # the scripts live in exporters/, their output in models/
+EXPECTED = MODELS / "expected_scores.json"
 
 
 def onnx_tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -1,0 +1,62 @@
+"""The one declared shape of a benchmark search space.
+
+Each space module ends with `SPACE = Space(...)`; `get_space(name)` returns
+that object, so bench, search, calibrate and the CLI read what a space offers
+from its declaration instead of probing the module (hasattr / inspect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    parse: Callable[[str], Any]  # the benchmark's own encoding -> architecture; UserError when it is not one
+    format_arch: Callable[[Any], str]  # architecture -> the benchmark's own encoding
+    validate: Callable[[Any], None]  # raises UserError naming what is wrong
+    sample: Callable[[int, int], list]  # (n, seed) -> n architectures drawn uniformly, repeatable
+    mutate: Callable[[Any, Any], Any]  # (arch, numpy Generator) -> one single-edit neighbour
+    num_params: Callable[..., int]  # (arch, **num_params_options) -> the parameter count
+    to_onnx: Callable[..., Any]  # (arch, **export_defaults' keys) -> onnx.ModelProto
+    to_ir: Callable[..., Any]  # to_onnx's model as onnx_ir.Model (bench rewrites it directly)
+    # the keyword options to_onnx / to_ir accept and their defaults, in order; the
+    # store key holds them explicitly (bench), so a default changed here changes keys
+    export_defaults: Mapping[str, Any]
+    num_params_options: tuple[str, ...]  # export options num_params also takes
+    reference_weights: tuple[float, float]  # the (w1, w2) pair of the paper's setting
+    all_archs: Callable[[], list] | None = None  # the whole space, where it can be enumerated
+    # the computation class of an architecture under constant weights (bench
+    # scores one member per class), and the finer one that holds where the
+    # FINITE_CHECK_OUTPUT output passes finite_check_passed
+    computation_class: Callable[[Any], str] | None = None
+    computation_class_if_finite: Callable[[Any], str] | None = None
+    finite_check_output: str | None = None
+    finite_check_passed: Callable[[Any], bool] | None = None
+    ir_takes_tied: bool = False  # to_ir(tied=True): one initialiser per kind and shape (constant weights)
+    ir_takes_finite_check: bool = False  # to_ir(finite_check=True) adds finite_check_output
+    read_csv_archs: Callable[[Any], list] | None = None  # architectures of a .csv file of the benchmark
+
+    @property
+    def enumerable(self) -> bool:
+        return self.all_archs is not None
+
+    def export_options(self) -> tuple[str, ...]:
+        return tuple(self.export_defaults)
+
+    def check_export_options(self, given: Mapping[str, Any], what: str | None = None) -> None:
+        """UserError for an option to_onnx does not take (message as bench's before the protocol)."""
+        from epsinas_onnx.errors import UserError
+
+        accepted = ("arch", *self.export_defaults)
+        for key in given:
+            if key not in accepted:
+                raise UserError(f"{what or self.name + ' export'} option {key!r} does not apply here "
+                                f"(accepted: {', '.join(accepted)})")
+
+    def num_params_kwargs(self, export: Mapping[str, Any]) -> dict:
+        """The export options that also size num_params, but the head: params are counted with the 10-class head."""
+        return {k: v for k, v in export.items() if k in self.num_params_options and k != "num_classes"}
