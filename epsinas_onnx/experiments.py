@@ -4,6 +4,7 @@ space, which targets. Library code: the CLI calls it, it never calls the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -135,3 +136,60 @@ def model_targets(path, names: list[str], target_column: str | None) -> tuple[di
                 out[name] = by_key[key]
                 break
     return out, target_column
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationTargets:
+    """What `calibrate` runs and compares: the models (calibrate.Item), the
+    space they come from (None for model files), their targets where
+    accuracies were given, and the weight pair compared by default."""
+
+    items: list
+    space: str | None
+    targets: dict[str, float] | None
+    lower_is_better: bool
+    reference_pair: tuple[float, float] | None
+
+
+def calibration_targets(what: list[str], *, sample: int | None = None, seed: int = 0, arch_file=None,
+                        accuracies=None, dataset=None, arch_column=None, target_column=None,
+                        lower_is_better: bool | None = None) -> CalibrationTargets:
+    """calibrate's WHAT: one benchmark space (with `sample` N or `arch_file`)
+    or ONNX model files; with `accuracies` ("packaged" for the space's packaged
+    table, else a csv; for model files, one with a `model` column) the targets."""
+    from epsinas_onnx import calibrate, search
+    from epsinas_onnx.spaces import SPACES, get_space
+
+    lower = bool(lower_is_better)
+    if len(what) == 1 and what[0] in SPACES:
+        from epsinas_onnx.bench import load_arch_file
+        from epsinas_onnx.benchmark_tables import PACKAGED, targets_table
+
+        space = get_space(what[0])
+        if (sample is None) == (arch_file is None):
+            raise UserError(f"give exactly one of --sample N or --archs FILE for {space.name}")
+        if sample is not None and sample < 1:
+            raise UserError(f"--sample must be at least 1, not {sample}")
+        archs = space.sample(sample, seed) if sample is not None else load_arch_file(space, arch_file)
+        unique = {}
+        for arch in archs:
+            unique.setdefault(space.format_arch(arch), arch)
+        items = [calibrate.Item(name, space=space.name, arch=a) for name, a in unique.items()]
+        targets = None
+        if accuracies:
+            table = targets_table(space.name, accuracies=None if accuracies == PACKAGED else accuracies, archs=list(unique))
+            loaded = search.load_targets(space.name, table, dataset=dataset, arch_column=arch_column,
+                                         target_column=target_column, lower_is_better=lower_is_better)
+            targets, lower = loaded.values, loaded.lower_is_better
+        return CalibrationTargets(items, space.name, targets, lower, space.reference_weights)
+    missing = [p for p in what if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"not a search space ({', '.join(SPACES)}) and no such model file: {missing[0]}")
+    if sample is not None or arch_file is not None:
+        raise UserError(f"--sample / --archs are for a search space ({', '.join(SPACES)}), not model files")
+    items = [calibrate.Item(p, path=p) for p in dict.fromkeys(what)]
+    if accuracies == "packaged":
+        raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
+                        "a 'model' column")
+    targets = model_targets(accuracies, [i.name for i in items], target_column)[0] if accuracies else None
+    return CalibrationTargets(items, None, targets, lower, None)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from epsinas_onnx import inputs, modes
-from epsinas_onnx.bench import REFERENCE_WEIGHTS
 from epsinas_onnx.options import (DEFAULT_SEQ_LEN, EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES,
                                   SYNTHETIC_CHOICES, WEIGHT_INIT_CHOICES, ScoringSettings)
 from epsinas_onnx.options import REFERENCE_WEIGHTS as OPTION_WEIGHTS
+from epsinas_onnx.spaces import SPACES, get_space
 from epsinas_onnx.passes import constant_weight
 from epsinas_onnx.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, prepare_model
 from epsinas_onnx.store import settings_key
@@ -82,7 +82,9 @@ def test_choice_lists_mirror_the_library():
     assert EMBEDDING_CHOICES == tuple(constant_weight.EMBEDDINGS)
     assert MODE_CHOICES == modes.MODES
     assert DEFAULT_SEQ_LEN == inputs.DEFAULT_SEQ_LEN
-    assert OPTION_WEIGHTS == REFERENCE_WEIGHTS
+    # reference-semantics §6; every space declares its pair from this one table
+    assert OPTION_WEIGHTS == {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
+    assert {name: get_space(name).reference_weights for name in SPACES} == OPTION_WEIGHTS
 
 
 @pytest.mark.skipif(not BEFORE_STORE.is_file(), reason="the NB201 store made before the change is not on this machine")

@@ -337,8 +337,8 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     from epsinas_onnx import calibrate as lib
     from epsinas_onnx import evaluation
     from epsinas_onnx import search as search_lib
-    from epsinas_onnx.experiments import model_targets
-    from epsinas_onnx.options import REFERENCE_WEIGHTS, BatchOptions
+    from epsinas_onnx.experiments import calibration_targets
+    from epsinas_onnx.options import BatchOptions
 
     evaluation._scipy_stats()  # a missing extra: one line, before any work
     if plot_path:
@@ -348,43 +348,11 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     if cache and not Path(cache).resolve().parent.is_dir():
         raise UserError(f"cannot write {cache}: folder {Path(cache).parent} does not exist")
     weights, pairs = lib.weight_grid(low, high, per_decade)
-    space = what[0] if len(what) == 1 and what[0] in SPACES.choices else None
-    targets, lower = None, bool(lower_is_better)
-    if space is not None:
-        from epsinas_onnx.bench import load_arch_file
-        from epsinas_onnx.spaces import get_space
-
-        module = get_space(space)
-        if (n is None) == (arch_file is None):
-            raise UserError(f"give exactly one of --sample N or --archs FILE for {space}")
-        if n is not None and n < 1:
-            raise UserError(f"--sample must be at least 1, not {n}")
-        archs = module.sample(n, seed) if n is not None else load_arch_file(module, arch_file)
-        seen = {}
-        for a in archs:
-            seen.setdefault(module.format_arch(a), a)
-        items = [lib.Item(name, space=space, arch=a) for name, a in seen.items()]
-        if accuracies:
-            from epsinas_onnx.benchmark_tables import PACKAGED, targets_table
-
-            table = targets_table(space, accuracies=None if accuracies == PACKAGED else accuracies, archs=list(seen))
-            t = search_lib.load_targets(space, table, dataset=dataset, arch_column=arch_column,
-                                        target_column=target_column, lower_is_better=lower_is_better)
-            targets, lower = t.values, t.lower_is_better
-        compare = list(compare) or [REFERENCE_WEIGHTS[space]]
-    else:
-        missing = [p for p in what if not Path(p).is_file()]
-        if missing:
-            raise UserError(f"not a search space ({', '.join(SPACES.choices)}) and no such model file: {missing[0]}")
-        if n is not None or arch_file is not None:
-            raise UserError(f"--sample / --archs are for a search space ({', '.join(SPACES.choices)}), not model files")
-        items = [lib.Item(p, path=p) for p in dict.fromkeys(what)]
-        if accuracies == "packaged":
-            raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
-                            "a 'model' column")
-        if accuracies:
-            targets, target_column = model_targets(accuracies, [i.name for i in items], target_column)
-        compare = list(compare)
+    chosen = calibration_targets(list(what), sample=n, seed=seed, arch_file=arch_file, accuracies=accuracies,
+                                 dataset=dataset, arch_column=arch_column, target_column=target_column,
+                                 lower_is_better=lower_is_better)
+    items, space, targets, lower = chosen.items, chosen.space, chosen.targets, chosen.lower_is_better
+    compare = list(compare) or ([chosen.reference_pair] if chosen.reference_pair else [])
     for pair in compare:
         if lib.find_pair([{"w_low": a, "w_high": b} for a, b in pairs], pair) is None:
             raise UserError(f"--compare {pair[0]:g} {pair[1]:g} is not a pair of the grid (w_low in {low[0]:g}..{low[1]:g}, "
