@@ -2,7 +2,7 @@
 them. A command stacks the groups it takes; tests/test_cli_options.py checks
 that a shared option reads the same in every command.
 
-Imports click and epsinas_onnx.options only: --help must not wait for onnx.
+Imports click, epsinas_onnx.options and the spaces' names only: --help must not wait for onnx.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import click
 from epsinas_onnx.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS,
                                   EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES, SYNTHETIC_CHOICES,
                                   WEIGHT_INIT_CHOICES)
+from epsinas_onnx.spaces import SPACES as SPACE_NAMES  # the names only: no space module is imported
 
 # = limits.PER_CPU, limits.BENCH_TIMEOUT, bench.DEFAULT_STORE (tests/test_cli_options.py checks they agree)
 PER_CPU = 4
@@ -20,7 +21,7 @@ DEFAULT_STORE = "epsinas_results.sqlite"
 
 FORMATS = click.Choice(["table", "json", "csv"])
 TABLE_OR_JSON = click.Choice(["table", "json"])
-SPACES = click.Choice(["nb201", "nb101", "nlp"])
+SPACES = click.Choice(list(SPACE_NAMES))
 DATASETS = click.Choice(["cifar10", "cifar100", "imagenet16_120"])
 
 
