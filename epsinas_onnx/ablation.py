@@ -175,9 +175,8 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
     from tqdm import tqdm
 
     from epsinas_onnx.evaluation import statistics
-    from epsinas_onnx.inputs import prepare_batch
     from epsinas_onnx.metric import score_with_reason
-    from epsinas_onnx.scorer import embedding_rows, prepare_model
+    from epsinas_onnx.scorer import batch_for, prepare_model
     from epsinas_onnx.search import load_targets
 
     space = module.name
@@ -186,10 +185,8 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
     texts = [t for t in unique if t in targets.values]
     options = dict(device=device, threads=1, check=False, graph_optimization="none", bn_gamma="one")
     probe = prepare_model(module.to_onnx(unique[texts[0]]), **options)
-    fed = batch_options
-    batch = prepare_batch(probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm,
-                          shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len,
-                          vocab_size=embedding_rows(probe))
+    # --data (or the default batch): this ablation takes no synthetic batch or token layout
+    batch = batch_for(probe, dataclasses.replace(batch_options, synthetic=None, token_layout=None))
     target = np.array([targets.values[t] for t in texts], dtype=np.float64)
     out = []
     for scheme in schemes:

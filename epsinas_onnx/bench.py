@@ -33,11 +33,10 @@ import numpy as np
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.executors import check_executor, open_executor
-from epsinas_onnx.inputs import prepare_batch
 from epsinas_onnx.computation_key import computation_key
 from epsinas_onnx.modes import DEFAULT_MODE, check_mode, score_in_mode
 from epsinas_onnx.scorer import (
-    _check_weights, embedding_rows, open_session, prepare_model, rewrite_model,
+    _check_weights, batch_for, open_session, prepare_model, rewrite_model,
 )
 from epsinas_onnx.limits import BENCH_TIMEOUT, check_workers
 from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings
@@ -414,12 +413,7 @@ def run_bench(
         # driver need not have the workers' GPU: --device cuda probes on the CPU
         probe_device = "cpu" if executor == "ray" and device == "cuda" else device
         probe = prepare_model(module.to_onnx(unique[0], **export), device=probe_device, threads=threads, **settings)
-        fed = batch_options
-        batch = prepare_batch(
-            probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=fed.synthetic,
-            shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len, vocab_size=embedding_rows(probe),
-            token_layout=fed.token_layout,
-        )
+        batch = batch_for(probe, batch_options)
         key = {
             "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
             "settings": settings_key(store_settings),

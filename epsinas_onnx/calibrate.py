@@ -180,8 +180,7 @@ def collect_outputs(items: list[Item], weights: list[float], *, batch_options: B
     from epsinas_onnx.spaces import get_space
     from tqdm import tqdm
 
-    from epsinas_onnx.inputs import prepare_batch
-    from epsinas_onnx.scorer import embedding_rows, prepare_model
+    from epsinas_onnx.scorer import batch_for, prepare_model
     from epsinas_onnx.store import fingerprint, settings_key
 
     if not items:
@@ -193,10 +192,7 @@ def collect_outputs(items: list[Item], weights: list[float], *, batch_options: B
     first = items[0]
     model = get_space(first.space).to_onnx(first.arch, **export) if first.space else first.path
     probe = prepare_model(model, device=device, threads=1, **settings)
-    fed = batch_options
-    batch = prepare_batch(probe.input_spec, fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=fed.synthetic,
-                          shuffle_seed=fed.shuffle_seed, seed=fed.seed, seq_len=fed.seq_len,
-                          vocab_size=embedding_rows(probe), token_layout=fed.token_layout)
+    batch = batch_for(probe, batch_options)
     key = settings_key({"export": export, "prepare": settings})
     finger = fingerprint(batch.array)
     arrays = _load_cache(cache, finger, weights, key) if cache else {}

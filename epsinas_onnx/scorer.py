@@ -209,12 +209,17 @@ def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
     check_mode(scoring.mode, weights)
     start = time.perf_counter()
     prepared = prepare_model(model, input_name=batch.input_name, **scoring.prepare(), **execution.prepare())
-    fed = prepare_batch(
-        prepared.input_spec, batch.data, batch_size=batch.batch_size, norm=batch.norm, synthetic=batch.synthetic,
-        shuffle_seed=batch.shuffle_seed, seed=batch.seed, seq_len=batch.seq_len,
-        vocab_size=embedding_rows(prepared), token_layout=batch.token_layout,
+    return score_prepared(prepared, batch_for(prepared, batch), weights, batch.batch_size, start, scoring.mode)
+
+
+def batch_for(prepared: PreparedModel, options: BatchOptions) -> Batch:
+    """The batch `options` describe, shaped for `prepared`'s input (token ids
+    below its embedding's size)."""
+    return prepare_batch(
+        prepared.input_spec, options.data, batch_size=options.batch_size, norm=options.norm,
+        synthetic=options.synthetic, shuffle_seed=options.shuffle_seed, seed=options.seed, seq_len=options.seq_len,
+        vocab_size=embedding_rows(prepared), token_layout=options.token_layout,
     )
-    return score_prepared(prepared, fed, weights, batch.batch_size, start, scoring.mode)
 
 
 def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,
