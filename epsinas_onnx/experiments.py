@@ -114,7 +114,7 @@ def store_scores(opts: dict):
     return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
 
 
-def model_targets(path, names: list[str], target_column: str | None) -> tuple[dict[str, float], str]:
+def model_targets(path, names: list[str], target_column: str | None) -> dict[str, float]:
     """Targets of model files: a csv with a `model` column (the file's path or name)."""
     from epsinas_onnx.evaluation import _number, _read_csv
 
@@ -135,7 +135,7 @@ def model_targets(path, names: list[str], target_column: str | None) -> tuple[di
             if key in by_key:
                 out[name] = by_key[key]
                 break
-    return out, target_column
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,5 +191,5 @@ def calibration_targets(what: list[str], *, sample: int | None = None, seed: int
     if accuracies == "packaged":
         raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
                         "a 'model' column")
-    targets = model_targets(accuracies, [i.name for i in items], target_column)[0] if accuracies else None
+    targets = model_targets(accuracies, [i.name for i in items], target_column) if accuracies else None
     return CalibrationTargets(items, None, targets, lower, None)
