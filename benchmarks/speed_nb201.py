@@ -1,18 +1,23 @@
 """Per-architecture scoring time on NAS-Bench-201: PyTorch eager vs ONNX
-full width vs ONNX channel-collapsed, on the same sample, in one run.
+full width vs ONNX channel-collapsed vs the collapsed network run piece by
+piece, on the same sample, in one run.
 
     python benchmarks/speed_nb201.py [--n 20] [--batch-size 256] [--workers 2] [--whole-space]
 
 Each path does what scoring one architecture needs: build the network,
 set the constant weights, run the batch at both weights (1e-7, 1), compute
-the score; the ONNX paths as a `bench` worker does (bench.score_architecture,
-one ONNX Runtime thread), one architecture after the other, each run (no
-reuse of repeated computations).
+the score, one ONNX Runtime thread per path, one architecture after the
+other, each run (no reuse of repeated computations). The generic ONNX paths
+(full width, collapsed) export, rewrite and open a session per architecture
+(bench.score_architecture without pieces); "onnx pieces" is what a `bench`
+worker does for NAS-Bench-201 (nb201.Pieces: the sessions made once, their
+set-up time printed apart).
 The projection is per-architecture time x 15,625 / workers (every
 architecture run); with --whole-space the script then scores all 15,625 the
 way `epsinas-onnx bench nb201 --all` does (computation classes, `--workers`
-processes, a temporary store) and prints the measured wall time beside the
-projection for the architectures bench actually runs.
+processes, a temporary store), prints the measured wall time beside the
+projection for the architectures bench actually runs, and the ratio of
+PyTorch eager's time for the whole space on `--workers` processes to that wall.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx.bench import build_options, computation_classes, run_bench, score_architecture  # noqa: E402
+from epsinas_onnx.bench import (  # noqa: E402
+    BENCH_GRAPH_OPTIMIZATION, build_options, computation_classes, run_bench, score_architecture,
+)
 from epsinas_onnx.executors import freeze_startup_objects  # noqa: E402
 from epsinas_onnx.options import BatchOptions  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
@@ -61,12 +68,18 @@ def torch_eager(arch_strings, x):
     return scores
 
 
-def onnx_path(archs, x, collapse):
-    """What one bench worker does per architecture (no reuse of repeated computations)."""
+def onnx_path(archs, x, collapse, pieces=None):
+    """What one bench worker does per architecture (no reuse of repeated
+    computations): the generic path, or with `pieces` the piecewise one."""
     settings = {"collapse": collapse}
     build = build_options(nb201.SPACE, settings)  # as bench builds (tied parameters)
-    rows = [score_architecture(nb201.SPACE, arch, x, WEIGHTS, export={}, settings=settings, build=build) for arch in archs]
+    rows = [score_architecture(nb201.SPACE, arch, x, WEIGHTS, export={}, settings=settings, build=build, pieces=pieces)
+            for arch in archs]
     return [row["score"] for row in rows]
+
+
+def make_pieces(x):
+    return nb201.pieces_for({}, {"collapse": True}, x, device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
 
 
 def timed(fn, *args):
@@ -94,6 +107,8 @@ def main() -> None:
     results["pytorch eager"] = timed(torch_eager, [nb201.format_arch(a) for a in archs], x)
     results["onnx full width"] = timed(onnx_path, archs, x, False)
     results["onnx collapsed"] = timed(onnx_path, archs, x, True)
+    pieces, setup = timed(make_pieces, x)
+    results["onnx pieces"] = timed(onnx_path, archs, x, True, pieces)
     base = results["pytorch eager"][1] / args.n
     print(f"{'path':<18} {'s/arch':>8} {'vs torch':>9} {'space, ' + str(args.workers) + ' workers':>18}")
     for name, (scores, seconds) in results.items():
@@ -101,17 +116,18 @@ def main() -> None:
         projected = per_arch * SPACE_SIZE / args.workers
         print(f"{name:<18} {per_arch:8.3f} {base / per_arch:8.1f}x {projected / 60:15.1f} min")
     ref = np.array(results["pytorch eager"][0], dtype=np.float64)
-    for name in ("onnx full width", "onnx collapsed"):
+    print(f"onnx pieces: set-up once per worker (template export, rewrite, cut, {pieces.sessions} sessions) {setup:.3f} s")
+    for name in ("onnx full width", "onnx collapsed", "onnx pieces"):
         got = np.array(results[name][0], dtype=np.float64)
         same_nan = np.array_equal(np.isnan(ref), np.isnan(got))
         finite = ~np.isnan(ref)
         worst = float(np.max(np.abs(got[finite] - ref[finite]) / np.abs(ref[finite]))) if finite.any() else 0.0
         print(f"{name}: same NaN set as torch: {same_nan}; worst relative score gap {worst:.1e}")
     if args.whole_space:
-        whole_space(x, results["onnx collapsed"][1] / args.n, args.workers)
+        whole_space(x, results["onnx pieces"][1] / args.n, args.workers, base)
 
 
-def whole_space(x, per_arch: float, workers: int) -> None:
+def whole_space(x, per_arch: float, workers: int, torch_per_arch: float) -> None:
     """All 15,625 as `bench nb201 --all` scores them, beside the projection."""
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()]
     runs = len(computation_classes(nb201.SPACE, todo, {}).to_score)
@@ -121,6 +137,9 @@ def whole_space(x, per_arch: float, workers: int) -> None:
     print(f"whole space, {workers} workers: {runs:,} of {SPACE_SIZE:,} run (the others compute the same as one of "
           f"them); projected {runs * per_arch / workers:.0f} s, measured {summary.wall:.1f} s "
           f"({summary.scored:,} scored, {summary.nan:,} NaN, {summary.errors} errors)")
+    torch_space = torch_per_arch * SPACE_SIZE / workers
+    print(f"ratio: PyTorch eager for the whole space on {workers} workers ({torch_per_arch:.3f} s x {SPACE_SIZE:,} / "
+          f"{workers} = {torch_space:,.0f} s) / measured wall {summary.wall:.1f} s = {torch_space / summary.wall:.0f}x")
 
 
 if __name__ == "__main__":

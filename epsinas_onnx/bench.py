@@ -108,7 +108,7 @@ BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
 def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
                        device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
                        computed: dict | None = None, finite_check: bool = False, build: dict | None = None,
-                       timeout: float | None = None, mode: str = DEFAULT_MODE) -> dict:
+                       timeout: float | None = None, mode: str = DEFAULT_MODE, pieces=None) -> dict:
     """Score one architecture: export -> rewrite -> session -> both weights -> metric.
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
@@ -126,36 +126,21 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     what it computes under `settings` (`build_options`); not part of the key.
     timeout: seconds each ONNX Runtime run may take; past it the row is an
     error saying so.
-    mode: the scoring mode (modes.py), part of the key where it is not the reference."""
+    mode: the scoring mode (modes.py), part of the key where it is not the reference.
+    pieces: the space's piecewise runner for these options (Space.pieces_for),
+    which computes what export -> rewrite -> session would, bit for bit, with
+    sessions made once per worker; None: the generic path."""
     start = time.perf_counter()
     arch_text = space_module.format_arch(arch)
     value, reason, error, used_device, reused, finite = math.nan, None, None, device, False, None
     try:
-        extra = {"finite_check": True} if finite_check else {}
-        # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
-        staged = rewrite_model(space_module.to_ir(arch, **export, **(build or {}), **extra), in_place=True, **settings)
-        key = computation_key(staged.rewritten.model, staged.output) if computed is not None and not extra else None
-        if key is not None and key in computed:
-            value, reason, used_device = computed[key]
-            reused = True
+        if pieces is not None:
+            value, reason, finite = _score_in_pieces(space_module, pieces, arch, weights, mode, finite_check, timeout)
+            used_device = "cpu"
         else:
-            # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
-            prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION,
-                                    timeout=timeout)
-            used_device = prepared.device
-            names = [prepared.output] + ([space_module.finite_check_output] if finite_check else [])
-            checks = []
-
-            def run(w):
-                scored, *check = prepared.run_outputs(batch, w, names)
-                checks.extend(space_module.finite_check_passed(c) for c in check)
-                return scored
-
-            # a run skipped by score_runs is skipped for every member of the class too
-            value, reason, _, _ = score_in_mode(mode, weights, run)
-            finite = all(checks) if finite_check else None
-            if key is not None:
-                computed[key] = (value, reason, used_device)
+            value, reason, used_device, reused, finite = _score_generic(
+                space_module, arch, batch, weights, export, settings, device, threads, computed, finite_check,
+                build, timeout, mode)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN
         error = _error_text(exc)
     return {
@@ -163,6 +148,53 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
         "params": _num_params(space_module, arch, param_kwargs), "seconds": time.perf_counter() - start,
         "device": used_device, "reused": reused, "finite": finite,
     }
+
+
+def _score_generic(space_module, arch, batch, weights, export, settings, device, threads, computed, finite_check,
+                   build, timeout, mode):
+    """score_architecture's export -> rewrite -> session -> runs: (score,
+    nan_reason, device, reused, finite)."""
+    value, reason, used_device, reused, finite = math.nan, None, device, False, None
+    extra = {"finite_check": True} if finite_check else {}
+    # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
+    staged = rewrite_model(space_module.to_ir(arch, **export, **(build or {}), **extra), in_place=True, **settings)
+    key = computation_key(staged.rewritten.model, staged.output) if computed is not None and not extra else None
+    if key is not None and key in computed:
+        value, reason, used_device = computed[key]
+        reused = True
+    else:
+        # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
+        prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION,
+                                timeout=timeout)
+        used_device = prepared.device
+        names = [prepared.output] + ([space_module.finite_check_output] if finite_check else [])
+        checks = []
+
+        def run(w):
+            scored, *check = prepared.run_outputs(batch, w, names)
+            checks.extend(space_module.finite_check_passed(c) for c in check)
+            return scored
+
+        # a run skipped by score_runs is skipped for every member of the class too
+        value, reason, _, _ = score_in_mode(mode, weights, run)
+        finite = all(checks) if finite_check else None
+        if key is not None:
+            computed[key] = (value, reason, used_device)
+    return value, reason, used_device, reused, finite
+
+
+def _score_in_pieces(space_module, pieces, arch, weights, mode: str, finite_check: bool, timeout: float | None):
+    """score_architecture's runs through the space's pieces: (score, nan_reason, finite)."""
+    checks = []
+
+    def run(w):
+        logits, check = pieces.output(arch, w, finite_check=finite_check, timeout=timeout)
+        if check is not None:
+            checks.append(space_module.finite_check_passed(check))
+        return logits
+
+    value, reason, _, _ = score_in_mode(mode, weights, run)
+    return value, reason, (all(checks) if finite_check else None)
 
 
 def _num_params(space_module, arch, param_kwargs: dict | None) -> int | None:
@@ -472,7 +504,24 @@ class _Job:
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
             device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
             finite_check=finite_check, build=self.build, timeout=self.timeout, mode=self.mode,
+            pieces=self.pieces(),
         )
+
+    def pieces(self):
+        """The space's network run piece by piece for this job (Space.pieces_for),
+        made on first use in each worker and kept for every architecture after;
+        None where the space has none or they do not apply (then each
+        architecture takes the generic path)."""
+        if "_pieces" not in self.__dict__:
+            self._pieces = None
+            if self.space_module.pieces_for is not None:
+                try:
+                    self._pieces = self.space_module.pieces_for(
+                        self.export, self.settings, self.batch, device=self.device, threads=self.threads,
+                        graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+                except Exception:  # the generic path then reports, per architecture, what fails
+                    self._pieces = None
+        return self._pieces
 
     def died(self, arch, error: str) -> dict:
         """The error row of an architecture whose worker process died scoring
@@ -486,6 +535,7 @@ class _Job:
         state = dict(self.__dict__)
         state["space_module"] = self.space_module.name
         state["computed"] = None if self.computed is None else {}
+        state.pop("_pieces", None)  # sessions do not pickle: each worker makes its own
         return state
 
     def __setstate__(self, state):

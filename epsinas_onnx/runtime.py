@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import _pybind_state as _ort_c
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.limits import check_threads
@@ -212,12 +213,68 @@ def run_outputs(session: ort.InferenceSession, outputs: list[str], feeds: dict,
         try:
             return session.run(outputs, feeds, options)
         except Exception as exc:
-            if run.interrupted:
-                raise KeyboardInterrupt from None
-            if run.timed_out:
-                raise RunTimeout(f"the model ran for more than {timeout:g} s and was stopped (--timeout {timeout:g}); "
-                                 "a Loop that never ends? If it is only slow, raise --timeout") from None
-            raise UserError(f"ONNX Runtime failed to run the model: {_ort_message(exc)}") from None
+            raise _run_error(exc, run, timeout) from None
+
+
+class WatchedRuns:
+    """Many runs under one deadline and one Ctrl-C watch, for a network run
+    piece by piece (one session per piece): `timeout` bounds the whole span,
+    as run_outputs bounds one run. The values stay ONNX Runtime's own (raw
+    OrtValues: `cpu_value`, and what `first_output` returns), so one piece's
+    output feeds the next without a copy.
+
+        with WatchedRuns(timeout) as runs:
+            y = runs.first_output(session, ("x",), (x_value,), "y")
+
+    Runs go through run_with_ortvaluevector, the binding without per-call
+    conversions: for a small piece run_with_ort_values spends 5x the run
+    itself wrapping its output list (benchmarks/stage_times.py)."""
+
+    def __init__(self, timeout: float | None = None):
+        self.timeout = timeout
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = SILENT
+        self._watching = _WATCHDOG.watching(self.options, timeout)
+
+    def __enter__(self) -> WatchedRuns:
+        self._run = self._watching.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._watching.__exit__(*exc)
+
+    def first_output(self, session: ort.InferenceSession, input_names: tuple[str, ...], values: tuple,
+                     output_name: str):
+        feeds = _ort_c.OrtValueVector()
+        for value in values:
+            feeds.push_back(value)
+        fetches = _ort_c.OrtValueVector()
+        try:
+            session.run_with_ortvaluevector(self.options, input_names, feeds, [output_name], fetches, _CPU_DEVICES)
+        except Exception as exc:
+            raise _run_error(exc, self._run, self.timeout) from None
+        return fetches[0]
+
+
+# run_with_ortvaluevector's argument types live in the binding module itself
+_CPU_DEVICES = [_ort_c.OrtDevice(_ort_c.OrtDevice.cpu(), _ort_c.OrtDevice.default_memory(), 0)]
+
+
+def cpu_value(array: np.ndarray):
+    """A raw ONNX Runtime value over `array`'s memory, not a copy: the caller
+    keeps `array` alive as long as the value (WatchedRuns feeds)."""
+    return _ort_c.OrtValue.ortvalue_from_numpy(array, _CPU_DEVICES[0])
+
+
+def _run_error(exc: Exception, run: "_Run", timeout: float | None) -> BaseException:
+    """What a failed run raises: KeyboardInterrupt for a stop signal,
+    RunTimeout past the deadline, else a UserError with ORT's first line."""
+    if run.interrupted:
+        return KeyboardInterrupt()
+    if run.timed_out:
+        return RunTimeout(f"the model ran for more than {timeout:g} s and was stopped (--timeout {timeout:g}); "
+                          "a Loop that never ends? If it is only slow, raise --timeout")
+    return UserError(f"ONNX Runtime failed to run the model: {_ort_message(exc)}")
 
 
 class _Run:

@@ -44,8 +44,10 @@ def counting_exports(monkeypatch) -> list:
         return real(arch, **kw)
 
     monkeypatch.setattr(nb201, "to_ir", counting)  # to_onnx's calls too
-    # bench exports through the declaration (get_space reads the module's SPACE at each call)
-    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, to_ir=counting))
+    # bench exports through the declaration (get_space reads the module's SPACE at each call),
+    # an architecture at a time on the generic path (the pieces export one template per worker:
+    # tests/test_nb201_pieces.py)
+    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, to_ir=counting, pieces_for=None))
     return exported
 
 
@@ -155,7 +157,7 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
     store = tmp_path / "r.sqlite"
     options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), store_path=store, progress=False)
     declared = nb201.SPACE  # bench exports through it (get_space reads the module's SPACE at each call)
-    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(declared, to_ir=failing))
+    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(declared, to_ir=failing, pieces_for=None))  # generic path
     first = bench.run_bench("nb201", archs, **options)
     assert (first.scored, first.errors) == (len(archs) - 1, 1)
     assert "1 errors (rerun to retry them)" in first.line()

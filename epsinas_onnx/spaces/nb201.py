@@ -12,16 +12,24 @@ BN + ReLU; global average pool; Linear(4C -> num_classes).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
+import onnx.utils
 import onnx_ir as ir
+from onnx import TensorProto, helper
 
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.options import REFERENCE_WEIGHTS
+from epsinas_onnx.passes import WEIGHT_INPUT
 from epsinas_onnx.spaces._onnx_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
+
+if TYPE_CHECKING:  # the pieces import ONNX Runtime when they are made, not with the space
+    from epsinas_onnx import runtime
 
 NAME = "nb201"
 
@@ -353,6 +361,248 @@ def _reduction_block(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int
     return g.op("Add", [shortcut, b], name=f"{prefix}.add")
 
 
+# ---------------------------------------------------------------------------
+# the network run piece by piece
+#
+# NAS-Bench-201 run piece by piece: one set of ONNX Runtime sessions per
+# worker, for every architecture.
+#
+# The generic path (export, rewrite, serialise, session, then the two runs)
+# spends about three quarters of an architecture's time around its runs. Yet
+# under constant weights the networks of the space are made of a handful of
+# pieces that are the same computation wherever they occur: the stem, each
+# edge op at each stage's width, the two reduction blocks and the head. So the
+# generic path rewrites one template architecture, once, and the pieces are
+# cut out of its rewritten graph (onnx.utils.Extractor, by the tensor names
+# `to_ir` gives); an architecture is then evaluated by calling the
+# pieces in the order of its cell plan (`_cell_plan`), each piece's
+# OrtValue feeding the next without a copy.
+#
+# Why the numbers are the generic path's, bit for bit: every node run is a
+# node of the rewrite itself, with the same attributes and constants, fed the
+# same inputs; a piece boundary only moves where a tensor lives between two
+# nodes, and ONNX Runtime's CPU kernels on one thread compute the same output
+# for the same inputs whichever session runs them. What the cell plan adds is
+# what the exporter writes: `Sum` of the terms in the plan's order, `x * 0`
+# for a node without terms. tests/test_nb201_pieces.py compares the logits
+# with the generic path's bit for bit over a sample and every setting this
+# applies to; docs/performance.md compares the whole space's store.
+#
+# It applies only where every layer of one kind holds the same values:
+# constant weights (the random-weight ablations draw R per tensor name), the
+# space's own output and input, the CPU (a GPU would copy every piece's
+# output back). `pieces_for` says why it declines otherwise.
+
+# one architecture with every piece in it: node 1 = conv3x3(x); node 2 =
+# conv1x1(x) + node 1; node 3 = avgpool(x) + node 1 + node 2 (a sum of three,
+# so that each cell's output is the tensor named "cells.<i>.node3")
+TEMPLATE = ("nor_conv_3x3", "nor_conv_1x1", "skip_connect", "avg_pool_3x3", "skip_connect", "skip_connect")
+# the template's tensor that each edge op's piece ends in, by its edge in the cell
+EDGE_OUTPUT = {"nor_conv_3x3": "edge_1_0.bn", "nor_conv_1x1": "edge_2_0.bn", "avg_pool_3x3": "edge_3_0.pool"}
+CELLS_PER_STAGE = N
+STAGES = len(STAGE_CHANNELS)
+# module index (to_ir's "cells.<i>") of each stage's first cell: cells, then a reduction block
+FIRST_CELL = tuple(stage * (CELLS_PER_STAGE + 1) for stage in range(STAGES))
+STEM_OUTPUT = "stem.bn"
+HEAD_OUTPUT = "logits"
+
+
+def _cell_input(stage: int) -> str:
+    """The tensor the template's first cell of `stage` reads."""
+    return STEM_OUTPUT if stage == 0 else f"cells.{FIRST_CELL[stage] - 1}.add"
+
+
+def _cell_output(index: int) -> str:
+    return f"cells.{index}.node3"
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """One session, the names of its inputs in the order they are fed, its output."""
+
+    session: object
+    inputs: tuple[str, ...]
+    output: str
+
+    def __call__(self, runs: runtime.WatchedRuns, *values):
+        return runs.first_output(self.session, self.inputs, values, self.output)
+
+
+class Pieces:
+    """The sessions of every piece, made once, and the batch they run on.
+
+    output(arch, weight) is the logits the generic path's session gives for
+    `arch` at `weight`, bit for bit."""
+
+    def __init__(self, template: onnx.ModelProto, batch: np.ndarray, threads: int | None, graph_optimization: str):
+        from epsinas_onnx import runtime
+
+        # the Extractor needs every tensor's type: infer them once
+        full = onnx.shape_inference.infer_shapes(template)
+        extractor = onnx.utils.Extractor(full)
+
+        def cut(inputs: list[str], output: str) -> Piece:
+            return self._piece(extractor.extract_model(inputs + [WEIGHT_INPUT], [output]), threads,
+                               graph_optimization)
+
+        self.stem = cut(["input"], STEM_OUTPUT)
+        self.edges = {
+            (stage, op): cut([_cell_input(stage)], f"cells.{FIRST_CELL[stage]}.{name}")
+            for stage in range(STAGES) for op, name in EDGE_OUTPUT.items()
+        }
+        # reduction block before stage s reads the last cell of stage s - 1
+        self.reductions = {
+            stage: cut([_cell_output(FIRST_CELL[stage] - 2)], _cell_input(stage)) for stage in range(1, STAGES)
+        }
+        self.head = cut([_cell_output(FIRST_CELL[-1] + CELLS_PER_STAGE - 1)], HEAD_OUTPUT)
+        self.sums = {k: self._piece(_sum_model(k), threads, graph_optimization) for k in (2, 3)}
+        self.zeros = self._piece(_zeros_model(), threads, graph_optimization)
+        self.nonfinite = self._piece(_nonfinite_model(), threads, graph_optimization)
+        self._arrays = [np.ascontiguousarray(batch, dtype=np.float32)]  # the memory of the values below
+        self.batch = runtime.cpu_value(self._arrays[0])
+        self._weights: dict[float, tuple] = {}  # see _at_weight
+
+    @property
+    def sessions(self) -> int:
+        return 2 + len(self.edges) + len(self.reductions) + len(self.sums) + 2  # + stem, head; zeros, nonfinite
+
+    @staticmethod
+    def _piece(model: onnx.ModelProto, threads: int | None, graph_optimization: str) -> Piece:
+        from epsinas_onnx import runtime
+
+        session = runtime.make_session(model.SerializeToString(), ["CPUExecutionProvider"], threads,
+                                       graph_optimization)
+        return Piece(session, tuple(i.name for i in session.get_inputs()), session.get_outputs()[0].name)
+
+    def output(self, arch, weight: float, finite_check: bool = False,
+               timeout: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The logits of `arch` at `weight` and, with finite_check, the check
+        of every cell input, sum(x * 0): 0 where every element is finite, NaN
+        otherwise, never an overflow (finite_check_passed reads it, as it reads
+        FINITE_CHECK_OUTPUT; None without). timeout bounds all the
+        architecture's pieces together."""
+        from epsinas_onnx import runtime
+
+        exprs, plan = _cell_plan(_as_arch(arch))
+        checks = []
+        with runtime.WatchedRuns(timeout) as runs:
+            w, x, shared, _ = self._at_weight(runs, weight)
+            for stage in range(STAGES):
+                if stage:
+                    x = self.reductions[stage](runs, x, w)
+                for cell in range(CELLS_PER_STAGE):
+                    if finite_check:
+                        checks.append(self.nonfinite(runs, x).numpy())
+                    x = self._cell(runs, stage, exprs, plan, x, w, shared if stage == cell == 0 else None)
+            logits = self.head(runs, x, w).numpy()
+        return logits, (np.stack(checks) if finite_check else None)
+
+    def _at_weight(self, runs: runtime.WatchedRuns, weight: float) -> tuple:
+        """The weight as a value, the stem's output and the first cell's
+        shared edge outputs at `weight`: the same for every architecture, so
+        made once. Kept for the last two weights (a pair; a ladder's rungs)."""
+        key = float(weight)
+        if key not in self._weights:
+            from epsinas_onnx import runtime
+
+            while len(self._weights) >= 2:
+                self._weights.pop(next(iter(self._weights)))
+            array = np.array(weight, dtype=np.float32)
+            w = runtime.cpu_value(array)
+            self._weights[key] = (w, self.stem(runs, self.batch, w), {}, array)
+        return self._weights[key]
+
+    def _cell(self, runs: runtime.WatchedRuns, stage: int, exprs: list[str], plan, x, w, shared: dict | None):
+        """One cell as _cell builds it: each node the Sum of its terms in
+        the plan's order, one term itself, no term x * 0. An edge op applied to
+        nodes of the same expression (`_cell_plan`) is the same computation on
+        the same input: it runs once. shared: for the network's first cell,
+        whose input is the stem's output, the edge outputs of nodes 0 and 1,
+        kept across architectures (at most 3 ops x 6 expressions)."""
+        nodes = [x]
+        done: dict[tuple[str, str], object] = {}
+        for terms in plan:
+            values = []
+            for _, source, op in terms:
+                if op == "skip_connect":
+                    values.append(nodes[source])
+                    continue
+                table = shared if shared is not None and source <= 1 else done
+                key = (op, exprs[source])
+                if key not in table:
+                    table[key] = self.edges[stage, op](runs, nodes[source], w)
+                values.append(table[key])
+            if not values:
+                nodes.append(self.zeros(runs, x))
+            elif len(values) == 1:
+                nodes.append(values[0])
+            else:
+                nodes.append(self.sums[len(values)](runs, *values))
+        return nodes[-1]
+
+
+def _one_node_model(node: onnx.NodeProto, inputs: list[str], extra: list | None = None) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [*(extra or []), node], node.op_type,
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs],
+        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _sum_model(terms: int) -> onnx.ModelProto:
+    """The exporter's node sum (GraphBuilder.add_all): one Sum of the terms."""
+    names = [f"term{i}" for i in range(terms)]
+    return _one_node_model(helper.make_node("Sum", names, ["sum"]), names)
+
+
+def _zero_constant(name: str) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [0.0]))
+
+
+def _zeros_model() -> onnx.ModelProto:
+    """The exporter's node without terms (_cell): x * 0, a scalar Constant 0."""
+    return _one_node_model(helper.make_node("Mul", ["x", "zero"], ["zeros"]), ["x"], [_zero_constant("zero")])
+
+
+def _nonfinite_model() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [_zero_constant("zero"), helper.make_node("Mul", ["x", "zero"], ["zeros"]),
+         helper.make_node("ReduceSum", ["zeros"], ["total"], keepdims=0)],
+        "nonfinite", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def pieces_declines(settings: dict, device: str) -> str | None:
+    """Why the pieces would not compute what the generic path does for
+    these prepare_model settings on `device`; None where they do."""
+    if device != "cpu":
+        return f"the pieces run on the CPU only, not {device} (each piece's output would be copied back)"
+    if settings.get("weight_init") not in (None, "constant"):
+        return "random weights (--weight-init) differ from layer to layer: each architecture is rewritten itself"
+    if settings.get("output") not in (None, HEAD_OUTPUT):
+        return f"the pieces end in the network's output {HEAD_OUTPUT!r}, not {settings['output']!r}"
+    if settings.get("input_name") not in (None, "input"):
+        return f"the network's input is 'input', not {settings['input_name']!r}"
+    return None
+
+
+def pieces_for(export: dict, settings: dict, batch: np.ndarray, *, device: str, threads: int | None,
+               graph_optimization: str) -> Pieces | None:
+    """The pieces for networks exported with `export` (to_ir's
+    options) and rewritten with `settings` (prepare_model's), on `batch`;
+    None where they do not apply (`pieces_declines`)."""
+    from epsinas_onnx.scorer import rewrite_model, session_payload
+
+    if pieces_declines(settings, device) is not None:
+        return None
+    staged = rewrite_model(to_ir(TEMPLATE, **export), in_place=True, **settings)
+    template = onnx.load_from_string(session_payload(staged.rewritten.model))
+    return Pieces(template, batch, threads, graph_optimization)
+
+
 SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
@@ -360,5 +610,5 @@ SPACE = Space(
     reference_weights=REFERENCE_WEIGHTS["nb201"], all_archs=all_archs,
     computation_class=computation_class, computation_class_if_finite=computation_class_if_finite,
     finite_check_output=FINITE_CHECK_OUTPUT, finite_check_passed=finite_check_passed,
-    ir_takes_tied=True, ir_takes_finite_check=True,
+    ir_takes_tied=True, ir_takes_finite_check=True, pieces_for=pieces_for,
 )
