@@ -1,12 +1,21 @@
-"""Where the time of scoring one NAS-Bench-201 architecture goes, stage by stage.
+"""Where the time of scoring one NAS-Bench-201 architecture goes, stage by stage,
+on the generic path and on the pieces bench runs, in one run.
 
     python benchmarks/stage_times.py [--n 30] [--batch-size 256] [--no-collapse]
 
-The stages of bench's per-architecture work (one thread): build the model
+Generic path (every architecture its own graph, one thread): build the model
 (the exporter builds onnx-ir objects directly, parameters tied as bench
-does), rewrite it (roles, constant weights, channel
-collapse, batch-statistics BN), serialise it, create the ONNX Runtime
-session, and run it at both weights.
+does), rewrite it (roles, constant weights, channel collapse,
+batch-statistics BN), serialise it, create the ONNX Runtime session, run it
+at both weights.
+
+Pieces (nb201.Pieces, what a bench worker runs): the set-up once per worker
+(export, rewrite and serialise one template, cut the pieces, one session
+each), shown whole and as its share of each architecture when a worker runs
+its half of the whole space's 5,773 runs; then per architecture the time
+inside the ONNX Runtime calls ("runs", feeds included) and the Python
+between them (the cell plan, the values handed on). Overhead is everything
+but the runs; the last line is its ratio to the runs.
 """
 
 from __future__ import annotations
@@ -31,15 +40,12 @@ from epsinas_onnx.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
 from epsinas_onnx.scorer import session_payload  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
+WEIGHTS = (1e-7, 1.0)
+WHOLE_SPACE_RUNS = 5_773  # computation classes bench runs (bench.computation_classes)
+WORKERS = 2
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--no-collapse", dest="collapse", action="store_false")
-    args = parser.parse_args()
-    x = cifar10(args.batch_size)
-    freeze_startup_objects()  # as a bench worker does
+
+def generic(archs, x, collapse: bool) -> collections.Counter:
     times: collections.Counter = collections.Counter()
     build = build_options(nb201.SPACE, {})  # as bench builds (tied parameters)
 
@@ -49,18 +55,76 @@ def main() -> None:
         times[name] += time.perf_counter() - start
         return result
 
-    for arch in nb201.sample(args.n, 1):
+    for arch in archs:
         model = stage("build (exporter, onnx-ir)", lambda a: nb201.to_ir(a, **build), arch)
-        rewritten = stage("rewrite", lambda m: rewrite_for_scoring(m, policy_for(m), args.collapse), model)
+        rewritten = stage("rewrite", lambda m: rewrite_for_scoring(m, policy_for(m), collapse), model)
         payload = stage("serialise (BN inlined)", session_payload, rewritten.model)
-        session = stage("ORT session", runtime.make_session, payload, ["CPUExecutionProvider"], 1, BENCH_GRAPH_OPTIMIZATION)
-        for w in (1e-7, 1.0):
-            stage("ORT run, both weights", session.run, None, {"input": x, WEIGHT_INPUT: np.array(w, np.float32)})
+        session = stage("ORT session", runtime.make_session, payload, ["CPUExecutionProvider"], 1,
+                        BENCH_GRAPH_OPTIMIZATION)
+        for w in WEIGHTS:
+            stage("runs, both weights", session.run, None, {"input": x, WEIGHT_INPUT: np.array(w, np.float32)})
+    return times
+
+
+def pieces(archs, x, collapse: bool) -> tuple[float, float, float]:
+    """(set-up s, inside the ORT calls s, total s over archs)."""
+    start = time.perf_counter()
+    made = nb201.pieces_for({}, {"collapse": collapse}, x, device="cpu", threads=1,
+                            graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+    setup = time.perf_counter() - start
+    inside = [0.0]
+    real = runtime.WatchedRuns.first_output
+
+    def timed(self, *args):
+        begin = time.perf_counter()
+        result = real(self, *args)
+        inside[0] += time.perf_counter() - begin
+        return result
+
+    runtime.WatchedRuns.first_output = timed
+    try:
+        start = time.perf_counter()
+        for arch in archs:
+            for w in WEIGHTS:
+                made.output(arch, w)
+        total = time.perf_counter() - start
+    finally:
+        runtime.WatchedRuns.first_output = real
+    return setup, inside[0], total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--no-collapse", dest="collapse", action="store_false")
+    args = parser.parse_args()
+    x = cifar10(args.batch_size)
+    freeze_startup_objects()  # as a bench worker does
+    archs = nb201.sample(args.n, 1)
+    n = args.n
+    print(f"NAS-Bench-201, {n} archs, batch {args.batch_size}, collapse {args.collapse}, 1 thread, both weights run")
+
+    times = generic(archs, x, args.collapse)
     total = sum(times.values())
-    print(f"NAS-Bench-201, {args.n} archs, batch {args.batch_size}, collapse {args.collapse}, 1 thread")
+    print("generic path, ms per architecture:")
     for name, seconds in times.items():
-        print(f"  {name:<24} {seconds / args.n * 1000:7.1f} ms  {100 * seconds / total:4.0f} %")
-    print(f"  {'total':<24} {total / args.n * 1000:7.1f} ms")
+        print(f"  {name:<34} {seconds / n * 1000:7.1f}  {100 * seconds / total:4.0f} %")
+    runs = times["runs, both weights"]
+    print(f"  {'total':<34} {total / n * 1000:7.1f}   overhead / runs {(total - runs) / runs:.2f}")
+
+    setup, inside, total = pieces(archs, x, args.collapse)
+    per_worker = WHOLE_SPACE_RUNS / WORKERS
+    setup_share = setup / per_worker
+    glue = total - inside
+    print(f"pieces, ms per architecture (set-up once per worker: {setup * 1000:.0f} ms, over the "
+          f"{per_worker:,.0f} runs of a worker's half of the whole space):")
+    print(f"  {'set-up, per architecture':<34} {setup_share * 1000:7.2f}")
+    print(f"  {'Python between the ORT calls':<34} {glue / n * 1000:7.2f}")
+    print(f"  {'runs, both weights (ORT calls)':<34} {inside / n * 1000:7.2f}")
+    print(f"  {'total':<34} {(total / n + setup_share) * 1000:7.2f}   "
+          f"overhead / runs {(glue / n + setup_share) / (inside / n):.2f}")
+    print(f"pieces' runs vs the generic runs: {inside / runs:.2f}x the time")
 
 
 if __name__ == "__main__":

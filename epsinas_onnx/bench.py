@@ -513,14 +513,7 @@ class _Job:
         None where the space has none or they do not apply (then each
         architecture takes the generic path)."""
         if "_pieces" not in self.__dict__:
-            self._pieces = None
-            if self.space_module.pieces_for is not None:
-                try:
-                    self._pieces = self.space_module.pieces_for(
-                        self.export, self.settings, self.batch, device=self.device, threads=self.threads,
-                        graph_optimization=BENCH_GRAPH_OPTIMIZATION)
-                except Exception:  # the generic path then reports, per architecture, what fails
-                    self._pieces = None
+            self._pieces = _process_pieces(self)
         return self._pieces
 
     def died(self, arch, error: str) -> dict:
@@ -543,6 +536,27 @@ class _Job:
 
         state["space_module"] = get_space(state["space_module"])
         self.__dict__.update(state)
+
+
+# the pieces this process made last and what they were made for: a search scores a
+# few architectures per run_bench call, in one process, and should not make them each time
+_PIECES_MADE: dict[tuple, object] = {}
+
+
+def _process_pieces(job: _Job):
+    if job.space_module.pieces_for is None:
+        return None
+    key = (job.space_module.name, repr(sorted(job.export.items())), repr(sorted(job.settings.items())),
+           fingerprint(job.batch), job.device, job.threads)
+    if key not in _PIECES_MADE:
+        _PIECES_MADE.clear()  # one set at a time: their sessions hold memory
+        try:
+            _PIECES_MADE[key] = job.space_module.pieces_for(
+                job.export, job.settings, job.batch, device=job.device, threads=job.threads,
+                graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+        except Exception:  # the generic path then reports, per architecture, what fails
+            _PIECES_MADE[key] = None
+    return _PIECES_MADE[key]
 
 
 def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: BenchSummary, progress: bool,

@@ -115,8 +115,16 @@ def test_bench_uses_the_pieces_in_each_worker(tmp_path, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, pieces_for=counting))
-    summary = _bench(tmp_path, "r.sqlite", nb201.sample(12, 4))
+    monkeypatch.setattr(bench, "_PIECES_MADE", {})  # none made earlier in this process
+    archs = nb201.sample(24, 4)
+    summary = _bench(tmp_path, "r.sqlite", archs[:12])
     assert summary.errors == 0 and made == ["cpu"]  # once, for all of them (one worker: this process)
+    # a search's next call in the same process: the same pieces; another batch: new ones
+    _bench(tmp_path, "r.sqlite", archs[12:])
+    assert made == ["cpu"]
+    bench.run_bench("nb201", archs[:4], store_path=tmp_path / "other.sqlite", progress=False,
+                    batch_options=BatchOptions(data=cifar10_batch(4), batch_size=4, norm="none"))
+    assert made == ["cpu", "cpu"] and len(bench._PIECES_MADE) == 1
 
 
 def test_bench_runs_each_exact_class_when_the_pieces_check_fails(tmp_path, monkeypatch):

@@ -3,8 +3,6 @@ the key of the code before the option objects (old stores must resume)."""
 
 import inspect
 import itertools
-import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,6 @@ from epsinas_onnx.passes import constant_weight
 from epsinas_onnx.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, prepare_model
 from epsinas_onnx.store import settings_key
 
-BEFORE_STORE = Path("/work/stores/before_nb201.sqlite")
 NB201_EXPORT = {"num_classes": 1, "resolution": 32, "seed": 0}
 
 
@@ -67,13 +64,6 @@ def test_library_callers_neutral_values_give_the_old_key():
                                                           "reference")
 
 
-@pytest.mark.skipif(not BEFORE_STORE.is_file(), reason="the NB201 store made before the change is not on this machine")
-def test_default_key_is_the_key_of_the_store_made_before():
-    with sqlite3.connect(f"file:{BEFORE_STORE}?mode=ro&immutable=1", uri=True) as db:
-        stored = {row[0] for row in db.execute("select distinct settings from results")}
-    assert stored == {settings_key(ScoringSettings().key(NB201_EXPORT))}
-
-
 def test_choice_lists_mirror_the_library():
     """options.py repeats the library's tables so that it imports nothing heavy: they must agree."""
     assert NORM_CHOICES == ("auto", *inputs.NORMS, "none")
@@ -85,18 +75,3 @@ def test_choice_lists_mirror_the_library():
     # reference-semantics §6; every space declares its pair from this one table
     assert OPTION_WEIGHTS == {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
     assert {name: get_space(name).reference_weights for name in SPACES} == OPTION_WEIGHTS
-
-
-@pytest.mark.skipif(not BEFORE_STORE.is_file(), reason="the NB201 store made before the change is not on this machine")
-def test_bench_resumes_the_store_made_before(tmp_path):
-    """Default settings, the store's batch (synthetic grey, 256): every architecture is found, none scored again."""
-    import shutil
-
-    from epsinas_onnx import bench
-
-    store = tmp_path / "before.sqlite"
-    shutil.copyfile(BEFORE_STORE, store)
-    with sqlite3.connect(store) as db:
-        archs = [row[0] for row in db.execute("select arch from results order by id limit 3")]
-    summary = bench.run_bench("nb201", archs, store_path=store, progress=False)
-    assert (summary.skipped, summary.todo) == (len(archs), 0)
