@@ -7,7 +7,9 @@ the only writer, commits each row as it arrives. A rerun skips what the store
 already holds, so a killed or interrupted run resumes where it stopped.
 
 Everything done per architecture is in `score_architecture`: export, rewrite,
-two runs, the metric. Architectures that are the same network (an exporter's
+two runs, the metric; or, for a space that runs its networks piece by piece
+(Space.pieces_for: NAS-Bench-201), the two runs through pieces each worker
+made once, with the same numbers bit for bit. Architectures that are the same network (an exporter's
 `computation_class`; NAS-Bench-201) are sent to the workers once, and the
 driver stores the others' rows from that result; so are those that are the
 same network once every cell input is finite (`computation_class_if_finite`),
@@ -109,7 +111,8 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
                        device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
                        computed: dict | None = None, finite_check: bool = False, build: dict | None = None,
                        timeout: float | None = None, mode: str = DEFAULT_MODE, pieces=None) -> dict:
-    """Score one architecture: export -> rewrite -> session -> both weights -> metric.
+    """Score one architecture: export -> rewrite -> session -> both weights -> metric
+    (with `pieces`: both weights through them -> metric).
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
     error (None, or why the architecture could not be scored at all), params,

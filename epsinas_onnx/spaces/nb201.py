@@ -364,8 +364,7 @@ def _reduction_block(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int
 # ---------------------------------------------------------------------------
 # the network run piece by piece
 #
-# NAS-Bench-201 run piece by piece: one set of ONNX Runtime sessions per
-# worker, for every architecture.
+# One set of ONNX Runtime sessions per worker, for every architecture.
 #
 # The generic path (export, rewrite, serialise, session, then the two runs)
 # spends about three quarters of an architecture's time around its runs. Yet
@@ -391,7 +390,7 @@ def _reduction_block(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int
 # It applies only where every layer of one kind holds the same values:
 # constant weights (the random-weight ablations draw R per tensor name), the
 # space's own output and input, the CPU (a GPU would copy every piece's
-# output back). `pieces_for` says why it declines otherwise.
+# output back). `pieces_declines` says why they do not apply otherwise.
 
 # one architecture with every piece in it: node 1 = conv3x3(x); node 2 =
 # conv1x1(x) + node 1; node 3 = avgpool(x) + node 1 + node 2 (a sum of three,
@@ -518,7 +517,7 @@ class Pieces:
         nodes of the same expression (`_cell_plan`) is the same computation on
         the same input: it runs once. shared: for the network's first cell,
         whose input is the stem's output, the edge outputs of nodes 0 and 1,
-        kept across architectures (at most 3 ops x 6 expressions)."""
+        kept across architectures (at most 3 ops x 5 expressions)."""
         nodes = [x]
         done: dict[tuple[str, str], object] = {}
         for terms in plan:
