@@ -137,3 +137,15 @@ def test_bench_runs_each_exact_class_when_the_pieces_check_fails(tmp_path, monke
     unproven = _bench(tmp_path, "unproven.sqlite", archs)
     assert (unproven.scored, unproven.reused, unproven.errors) == (2, 0, 0)
     assert stored(tmp_path / "unproven.sqlite") == stored(tmp_path / "shared.sqlite")
+
+
+def test_bench_rows_are_the_generic_paths_in_the_ladder_mode(tmp_path, monkeypatch):
+    from epsinas_onnx.options import ScoringSettings
+
+    archs = nb201.sample(12, 6) + EDGE_CASES[:2]
+    ladder = ScoringSettings(mode="ladder")  # more weights than the pieces keep at once
+    pieces = _bench(tmp_path, "pieces.sqlite", archs, scoring=ladder)
+    monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, pieces_for=None))
+    generic = _bench(tmp_path, "generic.sqlite", archs, scoring=ladder)
+    assert pieces.errors == generic.errors == 0 and pieces.nan == generic.nan
+    assert stored(tmp_path / "pieces.sqlite") == stored(tmp_path / "generic.sqlite")
