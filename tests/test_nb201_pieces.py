@@ -84,7 +84,8 @@ def test_pieces_decline_where_they_would_compute_something_else(settings, device
 
 
 def test_a_timeout_bounds_the_pieces_of_an_architecture():
-    batch = cifar10_batch(256)
+    # a large batch: each weight's pieces take far longer than the watchdog needs to wake
+    batch = np.random.default_rng(0).standard_normal((2048, 3, 32, 32), dtype=np.float32)
     pieces = _pieces(batch, {})
     row = bench.score_architecture(nb201.SPACE, ("nor_conv_3x3",) * 6, batch, WEIGHTS, export={}, settings={},
                                    timeout=1e-4, pieces=pieces)
