@@ -217,8 +217,14 @@ def test_settings_and_weights_are_part_of_the_key(tmp_path):
         bench.run_bench("nb201", archs, export={"no_such_option": 1}, **options)
 
 
+# the kill and Ctrl-C tests stop a run midway: enough architectures, and a batch large enough
+# (bench scores one of 8 images in a few ms), that the run is still going when the signal lands
+KILL_TEST_N = 120
+
+
 def _kill_test_args(store, n, workers):
-    return bench_args(store, "--sample", n, "--seed", 7, "--synthetic", "normal", "--workers", workers)
+    return ("bench", "nb201", "--batch-size", 256, "--store", store, "--no-progress",
+            "--sample", n, "--seed", 7, "--synthetic", "normal", "--workers", workers)
 
 
 def _bench_process(store, n, workers):
@@ -262,7 +268,7 @@ def _wait_for_rows(store, proc, at_least, timeout=60):
 
 
 def test_sigkill_midway_then_resume_stores_every_arch_once(tmp_path):
-    n = 40
+    n = KILL_TEST_N
     archs = unique(nb201.sample(n, 7))
     store = tmp_path / "r.sqlite"
     proc = _bench_process(store, n, workers=2)
@@ -286,10 +292,10 @@ def test_sigkill_midway_then_resume_stores_every_arch_once(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_keeps_rows(tmp_path):
     store = tmp_path / "r.sqlite"
-    proc, err = ctrl_c_after_first_row(_kill_test_args(store, 40, workers=2), store, timeout=30)
+    proc, err = ctrl_c_after_first_row(_kill_test_args(store, KILL_TEST_N, workers=2), store, timeout=30)
     assert proc.returncode == 130, err
     done = len(stored(store))
-    total = len(unique(nb201.sample(40, 7)))
+    total = len(unique(nb201.sample(KILL_TEST_N, 7)))
     assert err.strip().splitlines()[-1] == f"interrupted: {done} of {total} done; rerun the same command to resume"
     assert "Traceback" not in err
     survivors = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -332,7 +338,7 @@ def _workers_of(pid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_dead_worker_costs_one_error_row_and_the_run_goes_on(tmp_path):
     store = tmp_path / "r.sqlite"
-    proc = _bench_process(store, 40, workers=2)
+    proc = _bench_process(store, KILL_TEST_N, workers=2)
     try:
         _wait_for_rows(store, proc, at_least=1)
         workers = _workers_of(proc.pid)
@@ -343,7 +349,7 @@ def test_a_dead_worker_costs_one_error_row_and_the_run_goes_on(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
-    total = len(unique(nb201.sample(40, 7)))
+    total = len(unique(nb201.sample(KILL_TEST_N, 7)))
     rows = stored(store)
     assert len(rows) == total
     errors = [r for r in rows if r[3] is not None]
@@ -352,6 +358,6 @@ def test_a_dead_worker_costs_one_error_row_and_the_run_goes_on(tmp_path):
     assert all("worker process died (signal 9)" in r[3] for r in errors)
     assert f"{len(errors)} errors" in out
 
-    retried = run_cli(*_kill_test_args(store, 40, workers=1))
+    retried = run_cli(*_kill_test_args(store, KILL_TEST_N, workers=1))
     assert f"nb201: {len(errors)} scored" in retried.stdout, retried.stderr
     assert all(r[3] is None for r in stored(store)) and len(stored(store)) == total

@@ -145,7 +145,8 @@ def test_ctrl_c_stops_a_ray_run_and_the_rerun_resumes(ray_cluster, tmp_path):
     """Ctrl-C: the tasks in flight are cancelled, every finished row is kept,
     and the same command resumes (on the module's cluster, via --address)."""
     store = tmp_path / "r.sqlite"
-    args = ["bench", "nb201", "--sample", 100, "--seed", 7, "--synthetic", "normal", "--batch-size", 8, "--store", store,
+    # a batch of 256: with 8 images the 100 architectures may all be scored before the signal lands
+    args = ["bench", "nb201", "--sample", 100, "--seed", 7, "--synthetic", "normal", "--batch-size", 256, "--store", store,
             "--no-progress", "--executor", "ray", "--address", ray_cluster, "--chunk", 1]
     proc, err = ctrl_c_after_first_row(args, store, timeout=60)
     assert proc.returncode == 130, err
