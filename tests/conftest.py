@@ -1,3 +1,4 @@
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,14 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "epsinas_onnx", *map(str, args)],
         capture_output=True, text=True, cwd=cwd or ROOT, timeout=300,
     )
+
+
+def default_sigint() -> None:
+    """Popen's preexec_fn for a child the test will Ctrl-C: a shell runs its
+    background jobs with SIGINT ignored, the child would inherit that, and
+    Python then installs no KeyboardInterrupt handler (a suite started with
+    `&` would see the command ignore the signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

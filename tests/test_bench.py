@@ -23,7 +23,7 @@ from epsinas_onnx.options import BatchOptions, ScoringSettings
 from epsinas_onnx.scorer import score
 from epsinas_onnx.store import ResultStore, fingerprint
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, ROOT, run_cli
+from tests.conftest import CIFAR10, ROOT, default_sigint, run_cli
 from tests.test_cli_errors import assert_user_error
 
 
@@ -235,7 +235,7 @@ def cli_process(args) -> subprocess.Popen:
     """An epsinas-onnx run in its own process group, as a user's shell would start it."""
     cmd = [sys.executable, "-m", "epsinas_onnx", *map(str, args)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
 
 
 def ctrl_c_after_first_row(args, store, timeout) -> tuple[subprocess.Popen, str]:

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_sigint
 from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
 
 CASE_TIMEOUT = 60  # seconds: generous for a loaded 2-core machine; a case takes 1-3 s
@@ -393,7 +393,7 @@ def test_ctrl_c_during_a_run_exits_130_within_a_second(tmp_path):
               "print('imported', flush=True); sys.exit(main())")
     process = subprocess.Popen(
         [sys.executable, "-c", script, "score", str(tmp_path / "loop.onnx"), "--batch-size", "2", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=default_sigint)
     try:
         assert process.stdout.readline() == "imported\n"
         time.sleep(1.5)  # well into the run: the load and rewrite take milliseconds

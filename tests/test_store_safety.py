@@ -340,7 +340,9 @@ def _wait_for_rows(store: Path, proc: subprocess.Popen, timeout: float = 120) ->
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_stop_signal_is_like_ctrl_c(tmp_path, signum):
     store = tmp_path / "r.sqlite"
-    args = ("bench", "nb201", "--sample", "40", "--store", store, "--workers", "2", *FAST)
+    # a batch of 256, not FAST's 8: the run must still be going when the signal lands
+    args = ("bench", "nb201", "--sample", "120", "--store", store, "--workers", "2", "--batch-size", "256",
+            "--no-progress")
     proc = subprocess.Popen([sys.executable, "-m", "epsinas_onnx", *map(str, args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_rows(store, proc)
@@ -354,7 +356,7 @@ def test_stop_signal_is_like_ctrl_c(tmp_path, signum):
     if signum == signal.SIGTERM:
         resumed = cli(*args, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
-        assert sorted(stored_archs(store)) == sorted(expected_archs(40))
+        assert sorted(stored_archs(store)) == sorted(expected_archs(120))
 
 
 # ---------------------------------------------------------------- output files
