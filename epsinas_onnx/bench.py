@@ -138,7 +138,9 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     value, reason, error, used_device, reused, finite = math.nan, None, None, device, False, None
     try:
         if pieces is not None:
-            value, reason, finite = _score_in_pieces(space_module, pieces, arch, weights, mode, finite_check, timeout)
+            value, reason, finite = _score_runs(
+                space_module, lambda w: pieces.output(arch, w, finite_check=finite_check, timeout=timeout),
+                weights, mode, finite_check)
             used_device = "cpu"
         else:
             value, reason, used_device, reused, finite = _score_generic(
@@ -171,30 +173,29 @@ def _score_generic(space_module, arch, batch, weights, export, settings, device,
                                 timeout=timeout)
         used_device = prepared.device
         names = [prepared.output] + ([space_module.finite_check_output] if finite_check else [])
-        checks = []
 
-        def run(w):
+        def outputs(w):
             scored, *check = prepared.run_outputs(batch, w, names)
-            checks.extend(space_module.finite_check_passed(c) for c in check)
-            return scored
+            return scored, (check[0] if check else None)
 
         # a run skipped by score_runs is skipped for every member of the class too
-        value, reason, _, _ = score_in_mode(mode, weights, run)
-        finite = all(checks) if finite_check else None
+        value, reason, finite = _score_runs(space_module, outputs, weights, mode, finite_check)
         if key is not None:
             computed[key] = (value, reason, used_device)
     return value, reason, used_device, reused, finite
 
 
-def _score_in_pieces(space_module, pieces, arch, weights, mode: str, finite_check: bool, timeout: float | None):
-    """score_architecture's runs through the space's pieces: (score, nan_reason, finite)."""
+def _score_runs(space_module, outputs, weights, mode: str, finite_check: bool):
+    """The score in `mode` from outputs(w) -> (scored output, the space's
+    finite check or None): (score, nan_reason, finite: whether every check
+    run passed, None without finite_check)."""
     checks = []
 
     def run(w):
-        logits, check = pieces.output(arch, w, finite_check=finite_check, timeout=timeout)
+        scored, check = outputs(w)
         if check is not None:
             checks.append(space_module.finite_check_passed(check))
-        return logits
+        return scored
 
     value, reason, _, _ = score_in_mode(mode, weights, run)
     return value, reason, (all(checks) if finite_check else None)
@@ -469,7 +470,7 @@ def run_bench(
         # computation keys would find (NAS-Bench-201: 7,871 of each): no key needed
         computed = None if class_function(module, settings) else {}
         job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed,
-                   build=build_options(module, settings), timeout=timeout, mode=mode)
+                   build=build_options(module, settings), timeout=timeout, mode=mode, data=key["data"])
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
     finally:
         if store is not None:
@@ -500,6 +501,7 @@ class _Job:
     build: dict = dataclasses.field(default_factory=dict)  # build_options
     timeout: float | None = None  # seconds per ONNX Runtime run
     mode: str = DEFAULT_MODE
+    data: str = ""  # the batch's fingerprint (store.fingerprint), as the store key has it; "": not known yet
 
     def run(self, arch) -> dict:
         finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
@@ -549,8 +551,9 @@ _PIECES_MADE: dict[tuple, object] = {}
 def _process_pieces(job: _Job):
     if job.space_module.pieces_for is None:
         return None
+    # a Ray task unpickles the job anew: the fingerprint run_bench computed saves hashing the batch again
     key = (job.space_module.name, repr(sorted(job.export.items())), repr(sorted(job.settings.items())),
-           fingerprint(job.batch), job.device, job.threads)
+           job.data or fingerprint(job.batch), job.device, job.threads)
     if key not in _PIECES_MADE:
         _PIECES_MADE.clear()  # one set at a time: their sessions hold memory
         try:

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper
 from epsinas_onnx.errors import UserError
 from epsinas_onnx.options import REFERENCE_WEIGHTS
 from epsinas_onnx.passes import WEIGHT_INPUT
-from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.spaces._onnx_builder import OPSET, GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
 if TYPE_CHECKING:  # the pieces import ONNX Runtime when they are made, not with the space
@@ -463,7 +463,9 @@ class Pieces:
 
     @property
     def sessions(self) -> int:
-        return 2 + len(self.edges) + len(self.reductions) + len(self.sums) + 2  # + stem, head; zeros, nonfinite
+        pieces = [self.stem, self.head, self.zeros, self.nonfinite, *self.edges.values(), *self.reductions.values(),
+                  *self.sums.values()]
+        return len(pieces)
 
     @staticmethod
     def _piece(model: onnx.ModelProto, threads: int | None, graph_optimization: str) -> Piece:
@@ -540,19 +542,20 @@ class Pieces:
         return nodes[-1]
 
 
-def _one_node_model(node: onnx.NodeProto, inputs: list[str], extra: list | None = None) -> onnx.ModelProto:
+def _small_model(node: onnx.NodeProto, inputs: list[str], before: list | None = None) -> onnx.ModelProto:
+    """A graph of `before` then `node`, whose output is the model's, at the exporter's opset."""
     graph = helper.make_graph(
-        [*(extra or []), node], node.op_type,
+        [*(before or []), node], node.op_type,
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs],
         [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
 
 
 def _sum_model(terms: int) -> onnx.ModelProto:
     """The exporter's node sum (GraphBuilder.add_all): one Sum of the terms."""
     names = [f"term{i}" for i in range(terms)]
-    return _one_node_model(helper.make_node("Sum", names, ["sum"]), names)
+    return _small_model(helper.make_node("Sum", names, ["sum"]), names)
 
 
 def _zero_constant(name: str) -> onnx.NodeProto:
@@ -561,17 +564,13 @@ def _zero_constant(name: str) -> onnx.NodeProto:
 
 def _zeros_model() -> onnx.ModelProto:
     """The exporter's node without terms (_cell): x * 0, a scalar Constant 0."""
-    return _one_node_model(helper.make_node("Mul", ["x", "zero"], ["zeros"]), ["x"], [_zero_constant("zero")])
+    return _small_model(helper.make_node("Mul", ["x", "zero"], ["zeros"]), ["x"], [_zero_constant("zero")])
 
 
 def _nonfinite_model() -> onnx.ModelProto:
-    graph = helper.make_graph(
-        [_zero_constant("zero"), helper.make_node("Mul", ["x", "zero"], ["zeros"]),
-         helper.make_node("ReduceSum", ["zeros"], ["total"], keepdims=0)],
-        "nonfinite", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("total", TensorProto.FLOAT, None)],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    """sum(x * 0): 0 when every element of x is finite, NaN otherwise."""
+    return _small_model(helper.make_node("ReduceSum", ["zeros"], ["total"], keepdims=0), ["x"],
+                        [_zero_constant("zero"), helper.make_node("Mul", ["x", "zero"], ["zeros"])])
 
 
 def pieces_declines(settings: dict, device: str) -> str | None:
