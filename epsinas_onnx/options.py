@@ -21,7 +21,7 @@ NORM_CHOICES = ("auto", "cifar10", "cifar100", "imagenet16", "none")  # auto and
 SYNTHETIC_CHOICES = ("grey", "normal", "uniform", "uniform+")  # inputs.SYNTHETIC
 WEIGHT_INIT_CHOICES = ("constant", "normal", "uniform", "kaiming_normal", "kaiming_uniform")
 EMBEDDING_CHOICES = ("uniform", "uniform-0.1", "centered", "centered-0.1", "normal", "normal-0.1", "keep")
-MODE_CHOICES = ("reference", "ladder")  # modes.MODES
+MODE_CHOICES = ("reference", "ladder", "upper")  # modes.MODES
 DEFAULT_MODE = "reference"
 
 # prepare_model options that change the speed, never the result (not part of a results-store key)

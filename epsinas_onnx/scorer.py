@@ -38,12 +38,13 @@ class ScoreResult:
     input: str
     warnings: list[str]
     mode: str = DEFAULT_MODE
-    low_weight: float | None = None  # the w1 the score was computed at (ladder: the rung where the output survived)
+    scored_weights: tuple[float, float] | None = None  # the two weights the score is of (ladder: the rung used, w2)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["score"] = None if np.isnan(self.score) else self.score
         data["weights"] = list(self.weights)
+        data["scored_weights"] = None if self.scored_weights is None else list(self.scored_weights)
         return data
 
 
@@ -191,8 +192,8 @@ def score(
     array; None uses a synthetic batch (see README). Raises UserError on bad
     input; a NaN score is a result, with its reason in `nan_reason`. timeout:
     seconds each ONNX Runtime run may take (None: no limit).
-    mode: "reference" (the published score) or "ladder" (defined wherever
-    the output depends on the input; docs/score-everywhere.md).
+    mode: "reference" (the published score), "ladder" or "upper" (defined
+    wherever the output depends on the input; docs/score-everywhere.md).
     """
     batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
                          seed=seed, seq_len=seq_len or DEFAULT_SEQ_LEN, token_layout=token_layout,
@@ -224,8 +225,8 @@ def batch_for(prepared: PreparedModel, options: BatchOptions) -> Batch:
 
 def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,
                    mode: str = DEFAULT_MODE) -> ScoreResult:
-    value, reason, outputs, low_weight = score_in_mode(mode, weights, lambda w: prepared.run(batch.array, w))
-    scored = {w: y for w, y in outputs.items() if w in (low_weight, weights[1])}  # the two the score is of
+    value, reason, outputs, pair = score_in_mode(mode, weights, lambda w: prepared.run(batch.array, w))
+    scored = {w: outputs[w] for w in pair or ()}
     return ScoreResult(
         score=value,
         nan_reason=reason,
@@ -238,7 +239,7 @@ def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: i
         warnings=list(prepared.rewritten.warnings) + output_type_warnings(outputs)
         + ([] if np.isnan(value) else output_warnings(scored)),
         mode=mode,
-        low_weight=low_weight,
+        scored_weights=pair,
     )
 
 

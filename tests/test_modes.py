@@ -1,8 +1,9 @@
 """Scoring modes (epsinas_onnx/modes.py, docs/score-everywhere.md): the ladder
-mode is finite where the reference is NaN, its score there is the reference
-formula on the first rung where the output survives (checked against the
-same ladder climbed in PyTorch), and the reference mode, its store keys and
-its scores are what they were."""
+and upper modes are finite where the reference is NaN; the ladder's score
+there is the reference formula on the first rung where the output survives,
+the upper mode's the reference formula of (w2, 10 * w2), reversed (each
+checked against the same computation in PyTorch); and the reference mode, its
+store keys and its scores are what they were."""
 
 import json
 import math
@@ -13,7 +14,7 @@ import pytest
 
 from epsinas_onnx import bench
 from epsinas_onnx.metric import epsinas_score, score_runs
-from epsinas_onnx.modes import ladder, ladder_value, score_in_mode, score_ladder
+from epsinas_onnx.modes import ladder, ladder_value, score_in_mode, score_ladder, score_upper, upper_value
 from epsinas_onnx.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
@@ -50,8 +51,8 @@ def stand_in(survives_from: float):
 
 def test_the_score_is_the_reference_formula_on_the_first_surviving_rung():
     run, ran = stand_in(1e-3)
-    value, reason, outputs, low = score_ladder((1e-7, 1.0), run)
-    assert reason is None and low == 1e-3
+    value, reason, outputs, pair = score_ladder((1e-7, 1.0), run)
+    assert reason is None and pair == (1e-3, 1.0)
     s = epsinas_score(outputs[1e-3], outputs[1.0])
     assert value == 1.0 + s / (1.0 + s)  # above rung 0: 1 + s / (1 + s)
     assert ran == [1e-7, 1.0] + ladder((1e-7, 1.0))[1:9]  # w1, w2, then the rungs up to the first that survives
@@ -65,19 +66,51 @@ def test_on_rung_0_the_order_is_the_reference_scores():
         y_high = (y_low + np.float32(shift) * rng.normal(size=64)).astype(np.float32)
         outputs = {1e-7: y_low, 1.0: y_high}
         reference, _, _ = score_runs((1e-7, 1.0), outputs.__getitem__)
-        value, _, _, low = score_ladder((1e-7, 1.0), outputs.__getitem__)
-        assert low == 1e-7 and value == ladder_value(0, reference) < 1.0
+        value, _, _, pair = score_ladder((1e-7, 1.0), outputs.__getitem__)
+        assert pair == (1e-7, 1.0) and value == ladder_value(0, reference) < 1.0
+        upper, _, _, pair = score_upper((1e-7, 1.0), outputs.__getitem__)
+        assert pair == (1e-7, 1.0) and upper == value  # the same squashed reference score
         scores.append((reference, value))
     assert sorted(scores) == sorted(scores, key=lambda pair: pair[1])
 
 
 def test_nan_on_every_rung_or_at_w2_keeps_its_reason():
-    value, reason, _, low = score_ladder((1e-7, 1.0), lambda w: np.zeros(8, np.float32))
-    assert math.isnan(value) and low is None
+    value, reason, _, pair = score_ladder((1e-7, 1.0), lambda w: np.zeros(8, np.float32))
+    assert math.isnan(value) and pair is None
     assert reason.startswith("constant output at w = 1")  # w2 decides: no rung can help
     run, ran = stand_in(1.0)  # survives at w2 only: no input-output path below it
     value, reason, _, _ = score_ladder((1e-7, 1.0), run)
     assert math.isnan(value) and "every rung of the ladder (1e-07 ... 0.1)" in reason and "constant output" in reason
+
+
+def test_the_upper_mode_scores_w2_against_a_decade_above_it_reversed():
+    rng = np.random.default_rng(3)
+    base, bend = rng.normal(size=64).astype(np.float32), rng.normal(size=64).astype(np.float32)
+    ran = []
+
+    def run(w):  # constant at w1 (underflow), a function that still bends between w2 and 10 * w2
+        ran.append(w)
+        return np.zeros(64, np.float32) if w < 1e-3 else (base + np.float32(np.log10(w)) * bend).astype(np.float32)
+
+    value, reason, outputs, pair = score_upper((1e-7, 1.0), run)
+    assert reason is None and pair == (1.0, 10.0)
+    assert ran == [1e-7, 1.0, 10.0]  # one run more than the reference, only where it is NaN
+    u = epsinas_score(outputs[1.0], outputs[10.0])
+    assert 0 < u and value == 2.0 - u / (1.0 + u) == upper_value(u, True)
+    # a smaller difference between w2 and 10 * w2 ranks higher, every upper score above every reference score
+    assert upper_value(0.01, True) > upper_value(0.1, True) > 1.0 > upper_value(1e6, False)
+
+
+def test_the_upper_mode_keeps_the_reasons_of_its_nan():
+    value, reason, _, pair = score_upper((1e-7, 1.0), lambda w: np.zeros(8, np.float32))
+    assert math.isnan(value) and pair is None and reason.startswith("constant output at w = 1")  # w2 decides
+    base = np.linspace(1, 2, 8, dtype=np.float32)
+    outputs = {1e-7: np.zeros(8, np.float32), 1.0: base, 10.0: np.full(8, np.inf, np.float32)}
+    value, reason, _, _ = score_upper((1e-7, 1.0), outputs.__getitem__)
+    assert math.isnan(value) and reason.startswith("constant output at w = 1e-07")
+    assert "at the upper pair (1, 10): non-finite output at w = 10" in reason
+    with pytest.raises(Exception, match="W1 must be the smaller weight"):
+        score_upper((1.0, 1e-7), outputs.__getitem__)
 
 
 def test_the_reference_mode_is_score_runs():
@@ -101,6 +134,15 @@ def torch_ladder(make_module, x, weights) -> tuple[float, float]:
         if math.isfinite(s):
             return (s / (1 + s) if j == 0 else 1 + s / (1 + s)), rung
     return math.nan, math.nan
+
+
+def torch_upper(make_module, x, weights) -> float:
+    """The upper mode computed independently in PyTorch, where the reference is NaN."""
+    from tests.torch_reference.metric import torch_score
+
+    assert math.isnan(torch_score(make_module, x, weights))
+    u = torch_score(make_module, x, (weights[1], 10 * weights[1]))
+    return 2 - u / (1 + u)
 
 
 def plain_cnn():
@@ -151,10 +193,32 @@ def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tm
     expected, rung = torch_ladder(make, torch.from_numpy(cifar10_batch(BATCH)), (1e-7, 1.0))
     full = epsinas_onnx.score(path, mode="ladder", collapse=False, **kwargs)
     assert full.nan_reason is None and full.mode == "ladder"
-    assert full.low_weight == rung > 1e-7
+    assert full.scored_weights == (rung, 1.0) and rung > 1e-7
     assert full.score == pytest.approx(expected, rel=1e-5, abs=1e-6), (full.score, expected)
     collapsed = epsinas_onnx.score(path, mode="ladder", **kwargs)
-    assert collapsed.low_weight == rung and 1.0 <= collapsed.score < 2.0
+    assert collapsed.scored_weights == (rung, 1.0) and 1.0 <= collapsed.score < 2.0
+
+
+@pytest.mark.parametrize("make", [plain_cnn, mobilenet_stack], ids=["plain_cnn", "mobilenet_stack"])
+def test_upper_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path, shared_data):
+    """Both outputs of the upper pair are normal float32 numbers, so the
+    collapsed graph agrees with PyTorch as closely as the full-width one."""
+    import torch
+
+    import epsinas_onnx
+    from tests.torch_export import export_onnx
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    path = tmp_path / "model.onnx"
+    export_onnx(make(), torch.randn(2, 3, 32, 32), path)
+    kwargs = dict(data=CIFAR10, batch_size=BATCH, norm="cifar10", device="cpu", weights=(1e-7, 1.0), threads=1)
+    expected = torch_upper(make, torch.from_numpy(cifar10_batch(BATCH)), (1e-7, 1.0))
+    for collapse in (False, True):
+        result = epsinas_onnx.score(path, mode="upper", collapse=collapse, **kwargs)
+        assert result.nan_reason is None and result.mode == "upper" and result.scored_weights == (1.0, 10.0)
+        assert 1.0 < result.score <= 2.0
+        assert result.score == pytest.approx(expected, rel=1e-5, abs=1e-6), (collapse, result.score, expected)
 
 
 def test_on_a_small_transformer_the_ladder_is_the_reference_noise():
@@ -168,27 +232,29 @@ def test_on_a_small_transformer_the_ladder_is_the_reference_noise():
     name = "torch_dynamo_transformer.onnx"
     kwargs = dict(score_kwargs(EXPECTED[name]), device="cpu", weights=(1e-7, 1.0))
     reference = epsinas_onnx.score(MODELS / name, **kwargs)
-    result = epsinas_onnx.score(MODELS / name, mode="ladder", **kwargs)
-    assert result.low_weight == 1e-7 and result.score == ladder_value(0, reference.score)
-    assert result.score < 1e-3  # noise, as the reference (its float64 score is ~1e-13)
+    for mode in ("ladder", "upper"):
+        result = epsinas_onnx.score(MODELS / name, mode=mode, **kwargs)
+        assert result.scored_weights == (1e-7, 1.0) and result.score == ladder_value(0, reference.score)
+        assert result.score < 1e-3  # noise, as the reference (its float64 score is ~1e-13)
 
 
 # ---------------------------------------------------------------- bench, store keys, evaluate
 
 
-def test_bench_keys_the_mode_and_keeps_the_reference_rows(tmp_path, shared_data):
+@pytest.mark.parametrize("mode", ["ladder", "upper"])
+def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path, shared_data):
     store = tmp_path / "r.sqlite"
     archs = nb201.sample(12, 5)
     common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8, norm="cifar10"), store_path=store, progress=False)
     bench.run_bench("nb201", archs, **common)
-    bench.run_bench("nb201", archs, scoring=ScoringSettings(mode="ladder"), **common)
+    bench.run_bench("nb201", archs, scoring=ScoringSettings(mode=mode), **common)
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT arch, settings, score, nan_reason FROM results").fetchall()
     by_mode = {}
     for arch, settings, value, reason in rows:
         mode = json.loads(settings).get("mode", "reference")
         by_mode.setdefault(mode, {})[arch] = (value, reason, settings)
-    reference, ladder_rows = by_mode["reference"], by_mode["ladder"]
+    reference, ladder_rows = by_mode["reference"], by_mode[mode]
     assert set(reference) == set(ladder_rows) and len(reference) == len({nb201.format_arch(a) for a in archs})
     # a reference key names no mode: stores written before modes existed keep their keys
     assert all('"mode"' not in settings for _, _, settings in reference.values())
@@ -200,7 +266,7 @@ def test_bench_keys_the_mode_and_keeps_the_reference_rows(tmp_path, shared_data)
         elif nb201.computation_class(nb201.parse(arch)) != nb201.computation_class(nb201.parse(
                 "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")):
             nan += 1
-            assert ladder_value_ is not None and 1.0 <= ladder_value_ < 2.0 and ladder_reason is None
+            assert ladder_value_ is not None and 1.0 <= ladder_value_ <= 2.0 and ladder_reason is None
     assert nan > 0  # the sample holds architectures the reference cannot score
 
 
@@ -208,14 +274,15 @@ def test_cli_mode_option_and_evaluate_side_by_side(tmp_path, shared_data):
     store = tmp_path / "r.sqlite"
     base = ("bench", "nb201", "--sample", 10, "--seed", 1, "--batch-size", 8, "--data", CIFAR10, "--store", store,
             "--no-progress")
-    for mode in ("reference", "ladder"):
+    for mode in ("reference", "ladder", "upper"):
         result = run_cli(*base, "--mode", mode)
         assert result.returncode == 0, result.stderr
     accuracies = shared_data / "nb201" / "accuracies.csv"
     result = run_cli("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
     assert result.returncode == 0, result.stderr
     rows = {r["proxy"]: r for r in json.loads(result.stdout)["rows"]}
-    assert {"epsinas", "epsinas (NaN last)", "epsinas [ladder]", "epsinas [ladder] (NaN last)"} <= set(rows)
+    assert {"epsinas", "epsinas (NaN last)", "epsinas [ladder]", "epsinas [ladder] (NaN last)",
+            "epsinas [upper]", "epsinas [upper] (NaN last)"} <= set(rows)
     assert rows["epsinas [ladder]"]["n"] >= rows["epsinas"]["n"]
     assert rows["epsinas [ladder] (NaN last)"]["n"] == rows["epsinas (NaN last)"]["n"]
     # search reads one mode's rows, and scores the architectures the store lacks in that mode
@@ -225,7 +292,7 @@ def test_cli_mode_option_and_evaluate_side_by_side(tmp_path, shared_data):
                          "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
         assert result.returncode == 0, result.stderr
     after = stored_by_mode(store)
-    assert set(after) == {"reference", "ladder"} and len(after["ladder"]) > before["ladder"]
+    assert set(after) == {"reference", "ladder", "upper"} and len(after["ladder"]) > before["ladder"]
     assert set(after["ladder"]) == set(after["reference"])  # each mode scored the same draws
 
 

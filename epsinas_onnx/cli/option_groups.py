@@ -76,8 +76,9 @@ def weights_option(default=DEFAULT_WEIGHTS):
 mode_option = click.option(
     "--mode", type=click.Choice(MODE_CHOICES), default=DEFAULT_MODE, show_default=True,
     help="reference: the published score (NaN where the output at W1 is constant); ladder: where it is, "
-    "W1 climbs half-decade rungs until the output survives, so every model whose output depends on its "
-    "input gets a score (docs/score-everywhere.md).",
+    "W1 climbs half-decade rungs until the output survives; upper: where it is, W2 is scored against "
+    "10 x W2, ranked above the rest. Both give a score to every model whose output depends on its input "
+    "(docs/score-everywhere.md).",
 )
 
 format_option = click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
