@@ -1,10 +1,13 @@
 """The candidate definitions of docs/score-everywhere.md on a NAS-Bench-201 sample.
 
-Runs each sampled architecture once at every rung of the [1e-7, 1] ladder and
-at w2 = 1 (calibrate.collect_outputs, kept in --outputs so a rerun only
-evaluates), then prints every candidate's statistics against CIFAR-10 test
-accuracy over all sampled architectures, NaN ranked last. Candidate F is the
-ladder mode itself (epsinas_onnx.modes.score_ladder on the stored outputs).
+Runs each sampled architecture once at every rung of the [1e-7, 1] ladder, at
+w2 = 1 and at five weights above it (NAS-Bench-201's pieces, bit for bit the
+generic path's outputs; kept in --outputs so a rerun only evaluates), then
+prints every candidate's statistics against CIFAR-10 test accuracy over all
+sampled architectures, NaN ranked last, and its Spearman within each group:
+the architectures the reference scores ("g1") and those it cannot although
+they have an input-output path ("g2"). Candidates F and U are the ladder and
+upper modes themselves (epsinas_onnx.modes on the stored outputs).
 
     python -m benchmarks.score_everywhere_sample --sample 2000 --seed 0 --outputs dev_outputs.npz
 """
@@ -13,24 +16,32 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from epsinas_onnx import calibrate
 from epsinas_onnx.evaluation import read_keyed, statistics
 from epsinas_onnx.metric import epsinas_score
-from epsinas_onnx.modes import ladder, score_ladder
+from epsinas_onnx.modes import ladder, score_ladder, score_upper
 from epsinas_onnx.options import BatchOptions
-from epsinas_onnx.spaces import get_space
+from epsinas_onnx.scorer import batch_for, prepare_model
+from epsinas_onnx.spaces import nb201
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEIGHTS = (1e-7, 1.0)
+ABOVE = (2.0, 3.16, 10.0, 31.6, 100.0)  # weights above w2, for the round-2 candidates
 
 
 def distinct_half(y: np.ndarray) -> bool:
     """Candidate C's guard: at least half of the output's values distinct."""
     return len(np.unique(y)) >= y.size / 2
+
+
+def log_std(y: np.ndarray) -> float:
+    with np.errstate(divide="ignore"):
+        return float(np.log10(np.std(y.astype(np.float64))))
 
 
 def candidates(rows: dict[float, np.ndarray]) -> dict[str, float]:
@@ -40,6 +51,8 @@ def candidates(rows: dict[float, np.ndarray]) -> dict[str, float]:
     first = next((j for j, v in enumerate(s) if math.isfinite(v)), None)
     guarded = next((j for j, v in enumerate(s) if math.isfinite(v) and distinct_half(rows[rungs[j]])), None)
     squash = lambda v: v / (1 + v)  # noqa: E731
+    upper = epsinas_score(high, rows[10.0])
+    low_star = math.nan if first is None else epsinas_score(rows[rungs[first]], rows[10.0])
     return {
         "reference [1e-7, 1]": s[0],
         "A. first finite rung": math.nan if first is None else s[first],
@@ -47,41 +60,66 @@ def candidates(rows: dict[float, np.ndarray]) -> dict[str, float]:
         "C. tiered with the precision guard": math.nan if guarded is None else guarded + squash(s[guarded]),
         "F. the ladder mode": score_ladder(WEIGHTS, lambda w: rows[w])[0],
         "a common w1 = 1e-3": s[rungs.index(1e-3)],
+        "G. s(w2, 10 w2)": upper,
+        "G. -s(w2, 10 w2)": -upper,
+        "G. -s(w2, 2 w2)": -epsinas_score(high, rows[2.0]),
+        "H. s(w1*, 10 w2)": low_star,
+        "I. top slope of log std(y)": (log_std(rows[100.0]) - log_std(rows[31.6])) / math.log10(100.0 / 31.6),
+        "U. the upper mode": score_upper(WEIGHTS, lambda w: rows[w])[0],
     }
+
+
+def collect(names: list[str], weights: list[float], cache: Path) -> np.ndarray:
+    """The scored output of every architecture at every weight, (archs, weights, batch), cached."""
+    if cache.exists():
+        kept = np.load(cache)
+        if kept["names"].tolist() == names and kept["weights"].tolist() == weights:
+            return kept["outputs"]
+    export, settings = dict(nb201.SPACE.export_defaults), {"collapse": True}
+    probe = prepare_model(nb201.to_onnx(nb201.TEMPLATE, **export), threads=1, **settings)
+    batch = batch_for(probe, BatchOptions(data=DATA / "inputs" / "cifar10_test_1000.npz", norm="cifar10")).array
+    pieces = nb201.pieces_for(export, settings, batch, device="cpu", threads=1, graph_optimization="none")
+    outputs = np.zeros((len(names), len(weights), batch.shape[0]), np.float32)
+    start = time.perf_counter()
+    for i, name in enumerate(names):
+        for j, w in enumerate(weights):
+            outputs[i, j] = pieces.output(name, w)[0].ravel()
+        if i % 200 == 199:
+            print(f"{i + 1} of {len(names)}, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    np.savez(cache, names=np.array(names), weights=np.array(weights), outputs=outputs)
+    return outputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--outputs", required=True, help="an .npz that keeps the outputs between runs")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--outputs", required=True, type=Path, help="an .npz that keeps the outputs between runs")
     args = parser.parse_args()
 
-    module = get_space("nb201")
-    archs = {}
-    for arch in module.sample(args.sample, args.seed):
-        archs.setdefault(module.format_arch(arch), arch)
-    items = [calibrate.Item(name, space="nb201", arch=a) for name, a in archs.items()]
-    weights = ladder(WEIGHTS) + [WEIGHTS[1]]
-    batch = BatchOptions(data=DATA / "inputs" / "cifar10_test_1000.npz", norm="cifar10")
-    outputs = calibrate.collect_outputs(items, weights, batch_options=batch, settings={"collapse": True},
-                                        workers=args.workers, cache=args.outputs)
-    accuracy, _ = read_keyed(DATA / "nb201" / "accuracies.csv", module, arch_column="arch", columns=["cifar10", "params_m"])
-    names = [n for n in outputs.names if n in outputs.arrays]
+    names = list(dict.fromkeys(nb201.format_arch(a) for a in nb201.sample(args.sample, args.seed)))
+    weights = [*ladder(WEIGHTS), WEIGHTS[1], *ABOVE]
+    outputs = collect(names, weights, args.outputs)
+    accuracy, _ = read_keyed(DATA / "nb201" / "accuracies.csv", nb201, arch_column="arch", columns=["cifar10", "params_m"])
     target = np.array([accuracy[n]["cifar10"] for n in names])
     table = {}
-    for name in names:
-        rows = dict(zip(outputs.weights, outputs.arrays[name]))
-        for label, value in candidates(rows).items():
+    for name, runs in zip(names, outputs):
+        for label, value in candidates(dict(zip(weights, runs))).items():
             table.setdefault(label, []).append(value)
     table["params"] = [accuracy[n]["params_m"] for n in names]
-    print(f"{len(names)} architectures ({args.sample} draws, seed {args.seed}); CIFAR-10 test accuracy; NaN ranked last")
-    print(f"{'definition':36s} {'NaN':>5s} {'rho':>7s} {'tau':>7s} {'rho_top10':>9s} {'top10/top10':>11s} {'top64/top5':>10s}")
+    reference = np.array(table["reference [1e-7, 1]"])
+    has_path = np.array([np.ptp(runs[weights.index(WEIGHTS[1])]) > 0 for runs in outputs])
+    groups = {"g1": np.isfinite(reference), "g2": ~np.isfinite(reference) & has_path}
+    print(f"{len(names)} architectures ({args.sample} draws, seed {args.seed}); CIFAR-10 test accuracy; NaN ranked last; "
+          f"g1 {groups['g1'].sum()}, g2 {groups['g2'].sum()}, no input-output path {(~has_path).sum()}")
+    print(f"{'definition':36s} {'NaN':>5s} {'rho':>7s} {'tau':>7s} {'rho_top10':>9s} {'top10/top10':>11s} "
+          f"{'top64/top5':>10s} {'rho g1':>7s} {'rho g2':>7s}")
     for label, values in table.items():
-        st = statistics(np.array(values, dtype=np.float64), target, nan="last")
+        values = np.array(values, dtype=np.float64)
+        st = statistics(values, target, nan="last")
+        within = [statistics(values[m], target[m], nan="drop")["spearman"] for m in groups.values()]
         print(f"{label:36s} {st['nan_last']:5d} {st['spearman']:7.3f} {st['kendall']:7.3f} {st['spearman_top10']:9.3f} "
-              f"{st['top10_top10']:11.2f} {st['top64_top5']:7d}/64")
+              f"{st['top10_top10']:11.2f} {st['top64_top5']:7d}/64 {within[0]:7.3f} {within[1]:7.3f}")
 
 
 if __name__ == "__main__":

@@ -144,8 +144,8 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
             used_device = "cpu"
         else:
             value, reason, used_device, reused, finite = _score_generic(
-                space_module, arch, batch, weights, export, settings, device, threads, computed, finite_check,
-                build, timeout, mode)
+                space_module, arch, batch, weights, export=export, settings=settings, device=device, threads=threads,
+                computed=computed, finite_check=finite_check, build=build, timeout=timeout, mode=mode)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN
         error = _error_text(exc)
     return {
@@ -155,10 +155,10 @@ def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export
     }
 
 
-def _score_generic(space_module, arch, batch, weights, export, settings, device, threads, computed, finite_check,
+def _score_generic(space_module, arch, batch, weights, *, export, settings, device, threads, computed, finite_check,
                    build, timeout, mode):
-    """score_architecture's export -> rewrite -> session -> runs: (score,
-    nan_reason, device, reused, finite)."""
+    """score_architecture's export -> rewrite -> session -> runs, with its
+    keyword arguments: (score, nan_reason, device, reused, finite)."""
     value, reason, used_device, reused, finite = math.nan, None, device, False, None
     extra = {"finite_check": True} if finite_check else {}
     # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
