@@ -21,9 +21,11 @@ ranked last), the Spearman and Kendall of:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
 from epsinas_onnx.evaluation import read_keyed, statistics
 from epsinas_onnx.spaces import nb201
@@ -34,9 +36,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def within_group_quantiles(values: np.ndarray) -> np.ndarray:
     """(rank - 0.5) / n of each value in its group, ties by order of appearance."""
-    ranks = np.empty(len(values))
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
-    return (ranks + 0.5) / len(values)
+    return (rankdata(values, method="ordinal") - 0.5) / len(values)
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
 
     with ResultStore(args.store, create=False) as store:
         rows = [r for r in store.rows(space="nb201") if r["config"] == args.config]
-    if not rows or '"mode":"upper"' not in rows[0]["settings"]:
+    if not rows or json.loads(rows[0]["settings"]).get("mode") != "upper":
         raise SystemExit(f"error: {args.store} holds no upper-mode rows of config {args.config}")
     accuracy, _ = read_keyed(DATA / "nb201" / "accuracies.csv", nb201, arch_column="arch",
                              columns=[args.dataset, "params_m"])

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION
 from epsinas_onnx.evaluation import read_keyed, statistics
 from epsinas_onnx.metric import epsinas_score
 from epsinas_onnx.modes import ladder, score_ladder, score_upper
@@ -78,7 +79,8 @@ def collect(names: list[str], weights: list[float], cache: Path) -> np.ndarray:
     export, settings = dict(nb201.SPACE.export_defaults), {"collapse": True}
     probe = prepare_model(nb201.to_onnx(nb201.TEMPLATE, **export), threads=1, **settings)
     batch = batch_for(probe, BatchOptions(data=DATA / "inputs" / "cifar10_test_1000.npz", norm="cifar10")).array
-    pieces = nb201.pieces_for(export, settings, batch, device="cpu", threads=1, graph_optimization="none")
+    pieces = nb201.pieces_for(export, settings, batch, device="cpu", threads=1,
+                              graph_optimization=BENCH_GRAPH_OPTIMIZATION)
     outputs = np.zeros((len(names), len(weights), batch.shape[0]), np.float32)
     start = time.perf_counter()
     for i, name in enumerate(names):
@@ -120,6 +122,8 @@ def main() -> None:
         within = [statistics(values[m], target[m], nan="drop")["spearman"] for m in groups.values()]
         print(f"{label:36s} {st['nan_last']:5d} {st['spearman']:7.3f} {st['kendall']:7.3f} {st['spearman_top10']:9.3f} "
               f"{st['top10_top10']:11.2f} {st['top64_top5']:7d}/64 {within[0]:7.3f} {within[1]:7.3f}")
+    upper = np.array(table["G. s(w2, 10 w2)"])
+    print("median s(w2, 10 w2): " + ", ".join(f"{name} {np.median(upper[m]):.4f}" for name, m in groups.items()))
 
 
 if __name__ == "__main__":

@@ -66,10 +66,14 @@ def ladder(weights) -> list[float]:
         j += 1
 
 
+def squash(value: float) -> float:
+    """s / (1 + s): a reference-formula value mapped into [0, 1), its order kept."""
+    return value / (1.0 + value)
+
+
 def ladder_value(rung: int, value: float) -> float:
     """The ladder score of reference score `value` found on rung `rung` (LADDER_RULE)."""
-    squashed = value / (1.0 + value)
-    return squashed if rung == 0 else 1.0 + squashed
+    return squash(value) if rung == 0 else 1.0 + squash(value)
 
 
 def score_ladder(weights, run):
@@ -101,8 +105,7 @@ def upper_value(value: float, upper: bool) -> float:
     """The upper mode's score of reference-formula value `value` (UPPER_RULE):
     s / (1 + s) in [0, 1) for the reference pair, 2 - u / (1 + u) in (1, 2] for
     the upper pair, where a smaller u ranks higher."""
-    squashed = value / (1.0 + value)
-    return 2.0 - squashed if upper else squashed
+    return 2.0 - squash(value) if upper else squash(value)
 
 
 def score_upper(weights, run):

@@ -172,6 +172,19 @@ def mobilenet_stack():
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))
 
 
+def exported(make, tmp_path):
+    """`make`'s network exported to ONNX (seed 0), and the score() options both modes' tests use."""
+    import torch
+
+    from tests.torch_export import export_onnx
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    path = tmp_path / "model.onnx"
+    export_onnx(make(), torch.randn(2, 3, 32, 32), path)
+    return path, dict(data=CIFAR10, batch_size=BATCH, norm="cifar10", device="cpu", weights=(1e-7, 1.0), threads=1)
+
+
 @pytest.mark.parametrize("make", [plain_cnn, mobilenet_stack], ids=["plain_cnn", "mobilenet_stack"])
 def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path, shared_data):
     """Full width, the ladder's score is PyTorch's. Collapsed, the rung is the
@@ -181,13 +194,8 @@ def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tm
     import torch
 
     import epsinas_onnx
-    from tests.torch_export import export_onnx
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    path = tmp_path / "model.onnx"
-    export_onnx(make(), torch.randn(2, 3, 32, 32), path)
-    kwargs = dict(data=CIFAR10, batch_size=BATCH, norm="cifar10", device="cpu", weights=(1e-7, 1.0), threads=1)
+    path, kwargs = exported(make, tmp_path)
     reference = epsinas_onnx.score(path, **kwargs)
     assert math.isnan(reference.score) and reference.nan_reason.startswith("constant output at w = 1e-07")
     expected, rung = torch_ladder(make, torch.from_numpy(cifar10_batch(BATCH)), (1e-7, 1.0))
@@ -206,13 +214,8 @@ def test_upper_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp
     import torch
 
     import epsinas_onnx
-    from tests.torch_export import export_onnx
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    path = tmp_path / "model.onnx"
-    export_onnx(make(), torch.randn(2, 3, 32, 32), path)
-    kwargs = dict(data=CIFAR10, batch_size=BATCH, norm="cifar10", device="cpu", weights=(1e-7, 1.0), threads=1)
+    path, kwargs = exported(make, tmp_path)
     expected = torch_upper(make, torch.from_numpy(cifar10_batch(BATCH)), (1e-7, 1.0))
     for collapse in (False, True):
         result = epsinas_onnx.score(path, mode="upper", collapse=collapse, **kwargs)
