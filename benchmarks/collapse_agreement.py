@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from epsinas_onnx import prepare_model  # noqa: E402
-from epsinas_onnx.inputs import NORMS  # noqa: E402
-from epsinas_onnx.metric import score_with_reason  # noqa: E402
+from epsinas_onnx.core.scoring.inputs import NORMS  # noqa: E402
+from epsinas_onnx.core.scoring.metric import score_with_reason  # noqa: E402
 from epsinas_onnx.spaces import nb101, nb201  # noqa: E402
 
 TINY = np.finfo(np.float32).tiny  # 1.18e-38

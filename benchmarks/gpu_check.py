@@ -40,10 +40,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from epsinas_onnx import bench, prepare_model, runtime  # noqa: E402
-from epsinas_onnx.errors import UserError  # noqa: E402
-from epsinas_onnx.executors import open_executor  # noqa: E402
-from epsinas_onnx.inputs import prepare_batch  # noqa: E402
+from epsinas_onnx.experiments import bench
+
+from epsinas_onnx import prepare_model
+
+from epsinas_onnx.core.scoring import runtime  # noqa: E402
+from epsinas_onnx.core.errors import UserError  # noqa: E402
+from epsinas_onnx.experiments.executors import open_executor  # noqa: E402
+from epsinas_onnx.core.scoring.inputs import prepare_batch  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = nb201.SPACE.reference_weights

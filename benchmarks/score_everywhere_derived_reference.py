@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from epsinas_onnx.evaluation import read_keyed, statistics  # noqa: E402
+from epsinas_onnx.experiments.evaluation import read_keyed, statistics  # noqa: E402
 from epsinas_onnx.spaces import get_space  # noqa: E402
 
 # the architecture column of each benchmark's csv ("recepie": NAS-Bench-NLP's own spelling)

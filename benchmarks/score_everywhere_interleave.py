@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from epsinas_onnx.evaluation import read_keyed, statistics
+from epsinas_onnx.experiments.evaluation import read_keyed, statistics
 from epsinas_onnx.spaces import nb201
-from epsinas_onnx.store import ResultStore
+from epsinas_onnx.experiments.store import ResultStore
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -7,7 +7,7 @@ prints every candidate's statistics against CIFAR-10 test accuracy over all
 sampled architectures, NaN ranked last, and its Spearman within each group:
 the architectures the reference scores ("g1") and those it cannot although
 they have an input-output path ("g2"). Candidates F and U are the ladder and
-upper modes themselves (epsinas_onnx.modes on the stored outputs).
+upper modes themselves (epsinas_onnx.core.scoring.modes on the stored outputs).
 
     python -m benchmarks.score_everywhere_sample --sample 2000 --seed 0 --outputs dev_outputs.npz
 """
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION
-from epsinas_onnx.evaluation import read_keyed, statistics
-from epsinas_onnx.metric import epsinas_score
-from epsinas_onnx.modes import ladder, score_ladder, score_upper
-from epsinas_onnx.options import BatchOptions
-from epsinas_onnx.scorer import batch_for, prepare_model
+from epsinas_onnx.experiments.bench import BENCH_GRAPH_OPTIMIZATION
+from epsinas_onnx.experiments.evaluation import read_keyed, statistics
+from epsinas_onnx.core.scoring.metric import epsinas_score
+from epsinas_onnx.core.scoring.modes import ladder, score_ladder, score_upper
+from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model
 from epsinas_onnx.spaces import nb201
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx.bench import (  # noqa: E402
+from epsinas_onnx.experiments.bench import (  # noqa: E402
     BENCH_GRAPH_OPTIMIZATION, build_options, computation_classes, run_bench, score_architecture,
 )
-from epsinas_onnx.executors import freeze_startup_objects  # noqa: E402
-from epsinas_onnx.options import BatchOptions  # noqa: E402
+from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E402
+from epsinas_onnx.core.options import BatchOptions  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)

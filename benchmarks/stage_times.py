@@ -34,12 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
-from epsinas_onnx import runtime  # noqa: E402
-from epsinas_onnx.bench import BENCH_GRAPH_OPTIMIZATION, build_options  # noqa: E402
-from epsinas_onnx.executors import freeze_startup_objects  # noqa: E402
-from epsinas_onnx.passes import WEIGHT_INPUT  # noqa: E402
-from epsinas_onnx.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
-from epsinas_onnx.scorer import session_payload  # noqa: E402
+from epsinas_onnx.core.scoring import runtime  # noqa: E402
+from epsinas_onnx.experiments.bench import BENCH_GRAPH_OPTIMIZATION, build_options  # noqa: E402
+from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E402
+from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT  # noqa: E402
+from epsinas_onnx.core.rewriting.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
+from epsinas_onnx.core.scoring.scorer import session_payload  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)

@@ -8,7 +8,7 @@ nothing heavy themselves, so `--help` answers at once."""
 import os
 import sys
 
-from epsinas_onnx.stop_signals import stop_signals_as_interrupt
+from epsinas_onnx.core.stop_signals import stop_signals_as_interrupt
 
 # 128 + the signal: Ctrl-C 130, SIGTERM 143, SIGHUP 129
 STOPPED = {128 + signum for signum in (1, 2, 15)}

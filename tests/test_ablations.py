@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from epsinas_onnx import ablation, bench
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.options import BatchOptions, ScoringSettings
-from epsinas_onnx.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
-from epsinas_onnx.scorer import prepare_model
+from epsinas_onnx.experiments import ablation, bench
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import BatchOptions, ScoringSettings
+from epsinas_onnx.core.rewriting.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
+from epsinas_onnx.core.scoring.scorer import prepare_model
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.onnx_graphs import init, model, out
@@ -153,8 +153,8 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     distinct = len({nb201.format_arch(a) for a in archs})
     assert count == 2 * distinct and configs == 2
     # each row is what `evaluate` says about a store holding only that value's bench
-    from epsinas_onnx.evaluation import evaluate
-    from epsinas_onnx.store import ResultStore
+    from epsinas_onnx.experiments.evaluation import evaluate
+    from epsinas_onnx.experiments.store import ResultStore
 
     for value, row in zip(["real", "grey"], rows):
         inputs = dict(data=CIFAR10) if value == "real" else dict(synthetic=value)
@@ -199,15 +199,15 @@ def test_cli_bad_input(args, fragments, shared_data, tmp_path):
 def test_init_pair_compares_two_independent_initialisations(shared_data):
     """The paper's protocol: seeds 0 and 1 at w = 1, BN gamma 1; the rows are
     the statistics of exactly those scores."""
-    from epsinas_onnx.evaluation import statistics
-    from epsinas_onnx.metric import epsinas_score
+    from epsinas_onnx.experiments.evaluation import statistics
+    from epsinas_onnx.core.scoring.metric import epsinas_score
 
     archs = nb201.sample(4, 8)
     acc = shared_data / "nb201" / "accuracies.csv"
     rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc,
                                  batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     x = cifar10_batch(8)
-    from epsinas_onnx.search import load_targets
+    from epsinas_onnx.experiments.search import load_targets
 
     targets = load_targets("nb201", acc)
     texts = list(dict.fromkeys(nb201.format_arch(a) for a in archs))
@@ -226,7 +226,7 @@ def test_weight_init_on_the_command_line(tmp_path):
     """score --weight-init gives the library's score; bench --weight-init puts it in the store key."""
     import onnx
 
-    from epsinas_onnx.scorer import score
+    from epsinas_onnx.core.scoring.scorer import score
     from tests.onnx_graphs import conv_bn_relu
 
     path = tmp_path / "m.onnx"

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from epsinas_onnx.passes import BatchStatisticsNormPass
+from epsinas_onnx.core.rewriting.passes import BatchStatisticsNormPass
 from tests.onnx_graphs import model, out
 
 
@@ -61,8 +61,8 @@ def test_training_mode_node_is_rewritten_too():
 def test_session_of_the_inlined_function_gives_the_same_bits():
     # open_session inlines the BN function with onnx's inliner (ONNX Runtime's own
     # inlining at load is slower): the same nodes, so the same numbers
-    from epsinas_onnx.passes import WEIGHT_INPUT
-    from epsinas_onnx.scorer import open_session, rewrite_model
+    from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
+    from epsinas_onnx.core.scoring.scorer import open_session, rewrite_model
     from epsinas_onnx.spaces import nb201
     from tests.conftest import cifar10_batch
 
@@ -103,7 +103,7 @@ def test_a_scalar_factor_before_the_bn_is_folded_into_gamma_and_epsilon(s):
 @pytest.mark.parametrize("shape", [(8, 3, 5, 5), (6, 2, 9), (4, 3, 2, 3, 3)])
 def test_reducing_over_the_spatial_axes_gives_the_bits_of_the_reshape(shape, monkeypatch):
     # with X's rank known the body reduces over axes 2.. directly, one Reshape fewer
-    import epsinas_onnx.passes.batch_statistics_norm as bsn
+    import epsinas_onnx.core.rewriting.passes.batch_statistics_norm as bsn
 
     rng = np.random.default_rng(3)
     x = (rng.normal(size=shape) * 5 + 2).astype(np.float32)

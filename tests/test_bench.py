@@ -18,10 +18,10 @@ import time
 import numpy as np
 import pytest
 
-from epsinas_onnx import bench
-from epsinas_onnx.options import BatchOptions, ScoringSettings
-from epsinas_onnx.scorer import score
-from epsinas_onnx.store import ResultStore, fingerprint
+from epsinas_onnx.experiments import bench
+from epsinas_onnx.core.options import BatchOptions, ScoringSettings
+from epsinas_onnx.core.scoring.scorer import score
+from epsinas_onnx.experiments.store import ResultStore, fingerprint
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, ROOT, default_sigint, run_cli
 from tests.test_cli_errors import assert_user_error
@@ -121,7 +121,7 @@ def _fingerprint_of_cifar8():
 
 
 def _fingerprint_grey8():
-    from epsinas_onnx.inputs import synthetic_images
+    from epsinas_onnx.core.scoring.inputs import synthetic_images
 
     return fingerprint(synthetic_images("grey", [8, 3, 32, 32]))
 

@@ -1,4 +1,4 @@
-"""Readers of the official benchmark files (epsinas_onnx.benchmark_files), on
+"""Readers of the official benchmark files (epsinas_onnx.experiments.benchmark_files), on
 small files the tests write in the official formats: each gives the same
 table as the packaged one for the architectures the file holds, and evaluate
 takes it with --benchmark-file."""
@@ -13,9 +13,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from epsinas_onnx import benchmark_files
-from epsinas_onnx.tables import packaged
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.experiments import benchmark_files
+from epsinas_onnx.core.tables import packaged
+from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces import get_space
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_user_error

@@ -13,11 +13,11 @@ import onnx
 import pytest
 from scipy import stats
 
-from epsinas_onnx import calibrate as cal
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.metric import epsinas_score
-from epsinas_onnx.options import BatchOptions
-from epsinas_onnx.scorer import prepare_model, score
+from epsinas_onnx.experiments import calibrate as cal
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.scoring.metric import epsinas_score
+from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.scoring.scorer import prepare_model, score
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.onnx_graphs import conv_bn_relu

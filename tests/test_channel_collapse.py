@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from epsinas_onnx import prepare_model
-from epsinas_onnx.metric import score_with_reason
+from epsinas_onnx.core.scoring.metric import score_with_reason
 from epsinas_onnx.spaces import nb101, nb201
 from tests.conftest import cifar10_batch
 from tests.onnx_graphs import model, out

@@ -224,7 +224,7 @@ def test_batch_too_large_to_allocate(capsys, good_model):
 def test_batch_that_fits_but_leaves_no_room_to_score_is_refused_before_it_is_made(capsys, good_model, monkeypatch):
     # 10^7 images of 3x8x8 drawn in float64: 14.3 GiB, which the allocator would
     # grant on this machine; scoring it would then end in the out-of-memory killer
-    from epsinas_onnx import inputs
+    from epsinas_onnx.core.scoring import inputs
 
     monkeypatch.setattr(inputs, "available_memory", lambda: 20 * 2**30)
     code, err = main_result(capsys, "score", good_model, "--batch-size", 10**7)[::2]

@@ -8,8 +8,8 @@ import sys
 import click
 import pytest
 
-from epsinas_onnx import bench as bench_lib
-from epsinas_onnx import limits
+from epsinas_onnx.experiments import bench as bench_lib
+from epsinas_onnx.core import limits
 from epsinas_onnx.cli import cli
 from epsinas_onnx.cli import option_groups
 

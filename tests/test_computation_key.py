@@ -8,9 +8,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx import TensorProto, helper
 
-from epsinas_onnx.bench import score_architecture
-from epsinas_onnx.computation_key import computation_key
-from epsinas_onnx.scorer import rewrite_model
+from epsinas_onnx.experiments.bench import score_architecture
+from epsinas_onnx.core.rewriting.computation_key import computation_key
+from epsinas_onnx.core.scoring.scorer import rewrite_model
 from epsinas_onnx.spaces import nb201
 from tests.conftest import cifar10_batch
 from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
@@ -139,7 +139,7 @@ def test_nb201_tied_parameters_rewrite_to_the_same_graph():
 
 
 def test_bench_ties_parameters_only_under_constant_weights():
-    from epsinas_onnx.bench import build_options
+    from epsinas_onnx.experiments.bench import build_options
 
     assert build_options(nb201.SPACE, {}) == {"tied": True}
     assert build_options(nb201.SPACE, {"weight_init": "normal"}) == {}

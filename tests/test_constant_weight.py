@@ -6,8 +6,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from epsinas_onnx import prepare_model
-from epsinas_onnx.passes import InitPolicy, scoring_pipeline
-from epsinas_onnx.rewrite import POLICY_METADATA_KEY
+from epsinas_onnx.core.rewriting.passes import InitPolicy, scoring_pipeline
+from epsinas_onnx.core.rewriting.rewrite import POLICY_METADATA_KEY
 from tests.onnx_graphs import conv_bn_relu, init, model, out
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-from epsinas_onnx.datasets import STREAM_CHUNK_BYTES
-from epsinas_onnx.inputs import InputSpec, prepare_batch
+from epsinas_onnx.core.scoring.datasets import STREAM_CHUNK_BYTES
+from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
 from tests.conftest import CIFAR10, ROOT, run_cli
 from tests.onnx_graphs import conv_bn_relu
 
@@ -159,7 +159,7 @@ def bounded_run(code: str, extra_bytes: int) -> subprocess.CompletedProcess:
     script = textwrap.dedent("""
         import resource, sys
         import numpy as np
-        from epsinas_onnx.inputs import InputSpec, prepare_batch
+        from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
         with open("/proc/self/status") as f:
             vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
         resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[1]), resource.RLIM_INFINITY))

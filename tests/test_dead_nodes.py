@@ -6,7 +6,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from epsinas_onnx.passes.dead_nodes import RemoveDeadNodesPass
+from epsinas_onnx.core.rewriting.passes.dead_nodes import RemoveDeadNodesPass
 from tests.onnx_graphs import init, model
 
 

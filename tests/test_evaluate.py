@@ -11,8 +11,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from epsinas_onnx.cli import main
-from epsinas_onnx.evaluation import plot, statistics
-from epsinas_onnx.store import ResultStore, settings_key, weights_key
+from epsinas_onnx.experiments.evaluation import statistics
+from epsinas_onnx.experiments.plots import score_vs_target
+from epsinas_onnx.experiments.store import ResultStore, settings_key, weights_key
 from tests.conftest import ROOT, SHARED_DATA, run_cli
 from tests.test_cli_errors import assert_user_error
 
@@ -224,15 +225,15 @@ def test_plot_is_never_half_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
     with pytest.raises(RuntimeError):
-        plot(report, target)
+        score_vs_target(report, target)
     assert target.read_bytes() == b"the previous figure"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]  # no temporary left
 
     monkeypatch.undo()
-    plot(report, tmp_path / "ok.svg")
+    score_vs_target(report, tmp_path / "ok.svg")
     assert b"<svg" in (tmp_path / "ok.svg").read_bytes()[:500]
     with pytest.raises(Exception, match="name it .png"):
-        plot(report, tmp_path / "fig.xyz")
+        score_vs_target(report, tmp_path / "fig.xyz")
     assert not (tmp_path / "fig.xyz").exists()
 
 

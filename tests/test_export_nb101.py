@@ -23,7 +23,7 @@ for path in (str(ROOT), str(ROOT / "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from epsinas_onnx.errors import UserError  # noqa: E402
+from epsinas_onnx.core.errors import UserError  # noqa: E402
 from epsinas_onnx.spaces import nb101  # noqa: E402
 from torch_reference.metric import init_reference, reference_score  # noqa: E402
 from torch_reference.nb101 import UNUSED, make_network, onnx_names  # noqa: E402

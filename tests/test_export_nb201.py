@@ -20,7 +20,7 @@ DATA = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:  # so that `epsinas_onnx` imports without an install
     sys.path.insert(0, str(ROOT))
 
-from epsinas_onnx.errors import UserError  # noqa: E402
+from epsinas_onnx.core.errors import UserError  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 from torch_reference.metric import torch_score  # noqa: E402
 from torch_reference.nb201 import TinyNetwork  # noqa: E402

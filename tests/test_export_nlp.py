@@ -19,7 +19,7 @@ DATA = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:  # so that `epsinas_onnx` imports without an install
     sys.path.insert(0, str(ROOT))
 
-from epsinas_onnx.errors import UserError  # noqa: E402
+from epsinas_onnx.core.errors import UserError  # noqa: E402
 from epsinas_onnx.spaces import nlp  # noqa: E402
 from torch_reference.metric import reference_score  # noqa: E402
 from torch_reference.nlp import NLPNetwork, init_nlp_reference  # noqa: E402
@@ -282,7 +282,7 @@ def scorer_embedding(prepared):
 def test_scored_outputs_match_torch_reference(recipe_id):
     """What the scorer runs at each weight (the rewritten model: weights,
     biases and initial states = w, its embedding) is the reference network."""
-    from epsinas_onnx import scorer
+    from epsinas_onnx.core.scoring import scorer
 
     arch = recipe(recipe_id)
     prepared = scorer.prepare_model(nlp.to_onnx(arch, **SCORE_SIZES))
@@ -306,7 +306,7 @@ def test_score_matches_torch_reference(recipe_id):
     outputs spread over only ~1e-3 of their value, so float32 rounding moves
     even these scores by ~1e-4 (plain RNN 1000000: float64 reference 0.581664,
     torch float32 0.581585, ONNX Runtime 0.581754)."""
-    from epsinas_onnx import scorer
+    from epsinas_onnx.core.scoring import scorer
 
     arch = recipe(recipe_id)
     model = nlp.to_onnx(arch, **SCORE_SIZES)
@@ -323,7 +323,7 @@ def test_score_matches_torch_reference(recipe_id):
 def test_score_with_the_reference_torch_embedding_kept():
     """embedding="keep": the ONNX model carries the reference's own draw
     (torch.manual_seed(21), uniform_(0, 1)), and the scores agree."""
-    from epsinas_onnx import scorer
+    from epsinas_onnx.core.scoring import scorer
 
     arch = recipe(GRU)
     model = nlp.to_onnx(arch, **SCORE_SIZES)
@@ -345,8 +345,8 @@ def test_scorer_sees_every_cell_parameter_and_initial_state_as_w():
     """Roles the scorer gives the NLP initialisers: weights, biases (set to w
     by the model's metadata) and every initial state, whichever op reads it
     in the cell (the LSTM's h_prev_1 is read only by a Mul)."""
-    from epsinas_onnx.model_io import load_model
-    from epsinas_onnx.rewrite import explain_roles, policy_for
+    from epsinas_onnx.core.scoring.model_io import load_model
+    from epsinas_onnx.core.rewriting.rewrite import explain_roles, policy_for
 
     model = load_model(nlp.to_onnx(recipe(LSTM), **SMALL))
     assert policy_for(model).bias == "w"

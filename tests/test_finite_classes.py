@@ -8,10 +8,10 @@ import math
 
 import numpy as np
 
-from epsinas_onnx import bench
-from epsinas_onnx.options import BatchOptions
-from epsinas_onnx.passes import WEIGHT_INPUT
-from epsinas_onnx.scorer import open_session, rewrite_model
+from epsinas_onnx.experiments import bench
+from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
+from epsinas_onnx.core.scoring.scorer import open_session, rewrite_model
 from epsinas_onnx.spaces import nb201
 from tests.conftest import cifar10_batch
 from tests.test_bench import counting_exports, stored

@@ -11,8 +11,8 @@ import pytest
 
 import epsinas_onnx
 from epsinas_onnx.cli import main
-from epsinas_onnx.model_io import load_model
-from epsinas_onnx.rewrite import explain_roles
+from epsinas_onnx.core.scoring.model_io import load_model
+from epsinas_onnx.core.rewriting.rewrite import explain_roles
 from tests.conftest import ROOT, SHARED_DATA
 
 MODELS = ROOT / "models"

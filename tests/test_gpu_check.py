@@ -11,9 +11,9 @@ import sys
 import onnxruntime as ort
 import pytest
 
-from epsinas_onnx import runtime
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.scorer import score
+from epsinas_onnx.core.scoring import runtime
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.scoring.scorer import score
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, ROOT
 

@@ -414,7 +414,7 @@ def test_a_run_past_its_timeout_stops_in_process():
     """runtime.run_outputs: the watchdog stops an endless Loop at its deadline."""
     import onnxruntime as ort
 
-    from epsinas_onnx import runtime
+    from epsinas_onnx.core.scoring import runtime
 
     session = ort.InferenceSession(loop_model().SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"x": np.zeros((2, 4), np.float32)}
@@ -449,7 +449,7 @@ class _LoopSpace:
 
 
 def test_bench_architecture_past_its_timeout_is_an_error_row():
-    from epsinas_onnx.bench import score_architecture
+    from epsinas_onnx.experiments.bench import score_architecture
 
     row = score_architecture(_LoopSpace, "endless", np.zeros((2, 4), np.float32), (1e-7, 1.0), export={},
                              settings={}, timeout=0.3)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.inputs import InputSpec, NORMS, prepare_batch, read_token_stream, resize
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.scoring.inputs import InputSpec, NORMS, prepare_batch, read_token_stream, resize
 
 
 def image_spec(shape=("batch", 3, 32, 32)):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from epsinas_onnx.metric import epsinas_score, score_with_reason
+from epsinas_onnx.core.scoring.metric import epsinas_score, score_with_reason
 from tests.torch_reference.metric import reference_score
 
 
@@ -51,7 +51,7 @@ def test_nan_output_values_are_ignored_like_the_reference():
 
 
 def test_output_warnings_name_partly_non_finite_outputs():
-    from epsinas_onnx.metric import output_warnings
+    from epsinas_onnx.core.scoring.metric import output_warnings
 
     y = np.linspace(0, 1, 8, dtype=np.float32)
     partial = y.copy()
@@ -74,7 +74,7 @@ DECISIVE_FIRST_OUTPUTS = {
 
 @pytest.mark.parametrize("kind", DECISIVE_FIRST_OUTPUTS)
 def test_score_runs_skips_the_second_run_only_where_the_first_decides(kind):
-    from epsinas_onnx.metric import score_runs
+    from epsinas_onnx.core.scoring.metric import score_runs
 
     rng = np.random.default_rng(1)
     second_outputs = [rng.normal(size=8), np.full(8, 3.0), np.r_[np.arange(7.0), np.nan]]

@@ -1,4 +1,4 @@
-"""Scoring modes (epsinas_onnx/modes.py, docs/score-everywhere.md): the ladder
+"""Scoring modes (epsinas_onnx/core/scoring/modes.py, docs/score-everywhere.md): the ladder
 and upper modes are finite where the reference is NaN; the ladder's score
 there is the reference formula on the first rung where the output survives,
 the upper mode's the reference formula of (w2, 10 * w2), reversed (each
@@ -12,10 +12,10 @@ import sqlite3
 import numpy as np
 import pytest
 
-from epsinas_onnx import bench
-from epsinas_onnx.metric import epsinas_score, score_runs
-from epsinas_onnx.modes import ladder, ladder_value, score_in_mode, score_ladder, score_upper, upper_value
-from epsinas_onnx.options import BatchOptions, ScoringSettings
+from epsinas_onnx.experiments import bench
+from epsinas_onnx.core.scoring.metric import epsinas_score, score_runs
+from epsinas_onnx.core.scoring.modes import ladder, ladder_value, score_in_mode, score_ladder, score_upper, upper_value
+from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.test_cli_errors import assert_user_error

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from epsinas_onnx import bench
-from epsinas_onnx.options import BatchOptions
-from epsinas_onnx.scorer import open_session, rewrite_model
+from epsinas_onnx.experiments import bench
+from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.scoring.scorer import open_session, rewrite_model
 from epsinas_onnx.spaces import nb201
 from tests.conftest import cifar10_batch
 from tests.test_bench import stored
@@ -141,7 +141,7 @@ def test_bench_runs_each_exact_class_when_the_pieces_check_fails(tmp_path, monke
 
 
 def test_bench_rows_are_the_generic_paths_in_the_ladder_mode(tmp_path, monkeypatch):
-    from epsinas_onnx.options import ScoringSettings
+    from epsinas_onnx.core.options import ScoringSettings
 
     archs = nb201.sample(12, 6) + EDGE_CASES[:2]
     ladder = ScoringSettings(mode="ladder")  # more weights than the pieces keep at once

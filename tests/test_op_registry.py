@@ -2,9 +2,9 @@
 
 import pytest
 
-from epsinas_onnx import roles
-from epsinas_onnx.op_registry import OpRegistry, model_opset
-from epsinas_onnx.passes import channel_collapse
+from epsinas_onnx.core.rewriting import roles
+from epsinas_onnx.core.rewriting.op_registry import OpRegistry, model_opset
+from epsinas_onnx.core.rewriting.passes import channel_collapse
 
 
 def rule_a(*args):

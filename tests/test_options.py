@@ -6,14 +6,14 @@ import itertools
 
 import pytest
 
-from epsinas_onnx import inputs, modes
-from epsinas_onnx.options import (DEFAULT_SEQ_LEN, EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES,
+from epsinas_onnx.core.scoring import inputs, modes
+from epsinas_onnx.core.options import (DEFAULT_SEQ_LEN, EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES,
                                   SYNTHETIC_CHOICES, WEIGHT_INIT_CHOICES, ScoringSettings)
-from epsinas_onnx.options import REFERENCE_WEIGHTS as OPTION_WEIGHTS
+from epsinas_onnx.core.options import REFERENCE_WEIGHTS as OPTION_WEIGHTS
 from epsinas_onnx.spaces import SPACES, get_space
-from epsinas_onnx.passes import constant_weight
-from epsinas_onnx.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, prepare_model
-from epsinas_onnx.store import settings_key
+from epsinas_onnx.core.rewriting.passes import constant_weight
+from epsinas_onnx.core.scoring.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, prepare_model
+from epsinas_onnx.experiments.store import settings_key
 
 NB201_EXPORT = {"num_classes": 1, "resolution": 32, "seed": 0}
 

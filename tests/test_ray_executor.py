@@ -16,8 +16,8 @@ import pytest
 # inherited by the CLI subprocesses and Ray's own workers.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-from epsinas_onnx import bench, executors
-from epsinas_onnx.options import BatchOptions
+from epsinas_onnx.experiments import bench, executors
+from epsinas_onnx.core.options import BatchOptions
 from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT, run_cli
 from tests.test_bench import ctrl_c_after_first_row, stored, unique

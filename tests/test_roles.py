@@ -4,8 +4,8 @@ import numpy as np
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from epsinas_onnx.rewrite import explain_roles
-from epsinas_onnx.roles import Role
+from epsinas_onnx.core.rewriting.rewrite import explain_roles
+from epsinas_onnx.core.rewriting.roles import Role
 from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
 
 
@@ -221,7 +221,7 @@ def test_zero_state_of_a_stateless_lstm_is_an_initial_state():
 def test_a_second_role_rule_for_an_op_is_refused_and_the_first_stays():
     import pytest
 
-    from epsinas_onnx.roles import input_roles
+    from epsinas_onnx.core.rewriting.roles import input_roles
 
     with pytest.raises(ValueError, match="Conv"):
         input_roles("Conv")(lambda node, i: Role.OTHER)

@@ -11,9 +11,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from epsinas_onnx import search
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.store import ResultStore
+from epsinas_onnx.experiments import search
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.experiments.store import ResultStore
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, run_cli
 from tests.test_cli_errors import assert_user_error

@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces import SPACES, get_space
 from epsinas_onnx.spaces.protocol import Space
 

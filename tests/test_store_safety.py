@@ -35,9 +35,9 @@ import onnx
 import pytest
 
 from conftest import ROOT
-from epsinas_onnx.atomic import write_atomically
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.store import ResultStore
+from epsinas_onnx.core.atomic import write_atomically
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.experiments.store import ResultStore
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 ROOT_USER = os.geteuid() == 0
@@ -245,7 +245,7 @@ def test_bad_input_creates_no_store(tmp_path):
 # every commit fails with SQLITE_FULL, exactly as on a full disk
 CAPPED_BENCH = """
 import sys
-from epsinas_onnx import store
+from epsinas_onnx.experiments import store
 from epsinas_onnx.cli import main
 
 extra = int(sys.argv.pop(1))
@@ -509,7 +509,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, failure):
 
 
 def test_calibrate_cache_through_a_symlink(tmp_path):
-    from epsinas_onnx.calibrate import Outputs
+    from epsinas_onnx.experiments.calibrate import Outputs
 
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache.npz").symlink_to(tmp_path / "cache" / "outputs.npz")
@@ -523,7 +523,7 @@ def test_calibrate_cache_through_a_symlink(tmp_path):
 
 
 def test_stop_signals_raise_once_and_restore_the_handlers():
-    from epsinas_onnx.stop_signals import StopSignal, stop_signals_as_interrupt
+    from epsinas_onnx.core.stop_signals import StopSignal, stop_signals_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(StopSignal) as caught:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from epsinas_onnx import bench
-from epsinas_onnx.executors import LocalPool
+from epsinas_onnx.experiments import bench
+from epsinas_onnx.experiments.executors import LocalPool
 from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT
 from tests.test_cli_errors import assert_user_error

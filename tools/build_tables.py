@@ -77,7 +77,7 @@ def build(data: Path, out: Path) -> list[str]:
         "",
         "Built by `python tools/build_tables.py` from the project's development data folder; every value",
         "is the text of the source file, unchanged (only the columns listed are kept). Read them with",
-        "`epsinas_onnx.benchmark_tables.packaged(name)`; `evaluate` and `search` use them by default.",
+        "`epsinas_onnx.experiments.benchmark_tables.packaged(name)`; `evaluate` and `search` use them by default.",
         "",
     ]
     for name, (source, keep, what, provenance) in TABLES.items():

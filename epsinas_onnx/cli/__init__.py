@@ -14,7 +14,7 @@ import sys
 import click
 
 from epsinas_onnx.cli import bench, score, search
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.core.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

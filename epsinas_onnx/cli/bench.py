@@ -13,8 +13,8 @@ from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, form
                                             sample_seed_option, side_table_option, target_source_options,
                                             weights_option)
 from epsinas_onnx.cli.render import render
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.stop_signals import stoppable
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.stop_signals import stoppable
 
 
 @click.command()
@@ -56,8 +56,8 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     so a rerun of an interrupted (or killed) command resumes it. --weights
     default: the space's reference pair (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3).
     """
-    from epsinas_onnx.bench import BenchInterrupted, load_arch_file, run_bench
-    from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings
+    from epsinas_onnx.experiments.bench import BenchInterrupted, load_arch_file, run_bench
+    from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -69,7 +69,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
         archs = module.all_archs()
     elif n is not None:
-        from epsinas_onnx.limits import check_sample
+        from epsinas_onnx.core.limits import check_sample
 
         check_sample(n)
         archs = module.sample(n, seed)
@@ -96,7 +96,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
 
 
 def _open(store):
-    from epsinas_onnx.store import ResultStore
+    from epsinas_onnx.experiments.store import ResultStore
 
     return ResultStore(store, create=False)
 
@@ -145,11 +145,11 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
              baselines, proxies, config, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies on the same architectures."""
-    from epsinas_onnx import benchmark_tables, evaluation
+    from epsinas_onnx.experiments import benchmark_tables, evaluation
 
-    from epsinas_onnx.experiments import row_mode, rows_by_mode, space_rows
+    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows
 
-    evaluation._scipy_stats()  # a missing extra: one line, before any work
+    evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
     rows, other_modes = rows_by_mode(rows, config)
     targets = benchmark_tables.targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
@@ -165,7 +165,9 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
                         "data_description": first["data_description"], "settings": json.loads(first["settings"])}
     if plot_path is not None:
-        evaluation.plot(report, Path(plot_path))
+        from epsinas_onnx.experiments import plots
+
+        plots.score_vs_target(report, Path(plot_path))
     if fmt == "json":
         out = {k: v for k, v in report.items() if k != "points"}
         out["rows"] = [{k: _clean(v) for k, v in r.items()} for r in out["rows"]]

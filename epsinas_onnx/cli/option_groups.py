@@ -2,14 +2,14 @@
 them. A command stacks the groups it takes; tests/test_cli_options.py checks
 that a shared option reads the same in every command.
 
-Imports click, epsinas_onnx.options and the spaces' names only: --help must not wait for onnx.
+Imports click, epsinas_onnx.core.options and the spaces' names only: --help must not wait for onnx.
 """
 
 from __future__ import annotations
 
 import click
 
-from epsinas_onnx.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS,
+from epsinas_onnx.core.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS,
                                   EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES, SYNTHETIC_CHOICES,
                                   WEIGHT_INIT_CHOICES)
 from epsinas_onnx.spaces import SPACES as SPACE_NAMES  # the names only: no space module is imported

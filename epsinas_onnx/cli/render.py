@@ -57,6 +57,6 @@ def _text(v) -> str:
 
 def write_atomically(path: Path, payload: bytes) -> None:
     """Write `payload` to `path` whole or not at all."""
-    from epsinas_onnx import atomic
+    from epsinas_onnx.core import atomic
 
     atomic.write_atomically(path, lambda f: f.write(payload))

@@ -13,7 +13,7 @@ import click
 from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, format_option, init_settings, input_options, mode_option,
                                             policy_options, weights_option)
 from epsinas_onnx.cli.render import render, write_atomically
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.core.errors import UserError
 
 
 def torch_options(fn):
@@ -61,12 +61,12 @@ def _shape(ctx, param, value):
 
 
 def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, weights, settings):
-    """score --torch: build the module and score it (epsinas_onnx/torch.py)."""
+    """score --torch: build the module and score it (epsinas_onnx/bridges/torch.py)."""
     if models:
         raise UserError(f"give MODEL or --torch, not both (got {' '.join(models)} and --torch {factory})")
     if input_shape is None:
         raise UserError("--torch needs --input-shape, the example input's shape (e.g. 1x3x224x224)")
-    from epsinas_onnx import torch as torch_scoring
+    from epsinas_onnx.bridges import torch as torch_scoring
 
     if os.getcwd() not in sys.path:  # the user's own factory module, as `python -m` would find it
         sys.path.insert(0, os.getcwd())
@@ -89,8 +89,8 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
     folders of *.onnx) on the same batch, highest first, or with --torch score
     a PyTorch module. Exit 0 whenever a score, NaN included, was computed;
     ranking several, exit 1 if any of them could not be scored (its row says why)."""
-    from epsinas_onnx.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
-    from epsinas_onnx.scorer import score_with
+    from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
+    from epsinas_onnx.core.scoring.scorer import score_with
 
     batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
                          seed=seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
@@ -118,7 +118,7 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
 
 
 def _rank(models, weights, options: tuple, fmt: str) -> None:
-    from epsinas_onnx.ranking import model_paths, rank_models
+    from epsinas_onnx.core.scoring.ranking import model_paths, rank_models
 
     ranked = rank_models(model_paths(models), weights, *options)
     failed = 0
@@ -154,15 +154,15 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
     """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
-    from epsinas_onnx.model_io import load_model
-    from epsinas_onnx.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
+    from epsinas_onnx.core.scoring.model_io import load_model
+    from epsinas_onnx.core.rewriting.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
 
     if out is None and not explain:
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
     if weight is not None and not math.isfinite(weight):
         raise UserError(f"--weight must be a finite number, not {weight}")
     if weight is not None:
-        from epsinas_onnx.scorer import check_float32
+        from epsinas_onnx.core.scoring.scorer import check_float32
 
         check_float32(weight, "--weight")
     ir_model = load_model(model)
@@ -236,7 +236,7 @@ def space(space, n, seed, everything, params):
             raise UserError(f"{space} cannot be enumerated here; use --sample N")
         archs = module.all_archs()
     else:
-        from epsinas_onnx.limits import check_sample
+        from epsinas_onnx.core.limits import check_sample
 
         check_sample(n)
         archs = module.sample(n, seed)
@@ -249,7 +249,7 @@ def _text_or_file(arg: str) -> str:
     """An argument that is either the text itself or the path of a file holding it."""
     path = Path(arg)
     if len(arg) < 4096 and path.suffix in (".json", ".txt"):
-        from epsinas_onnx.textfile import read_text
+        from epsinas_onnx.core.textfile import read_text
 
         return read_text(path)
     return arg

@@ -13,7 +13,7 @@ from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON
                                             plot_option, policy_options, progress_option, target_column_option,
                                             target_source_options, weights_option)
 from epsinas_onnx.cli.render import render
-from epsinas_onnx.errors import UserError
+from epsinas_onnx.core.errors import UserError
 VARIANTS = ("random", "random+warmup", "evolution", "evolution+warmup", "evolution+move", "evolution+warmup+move")
 
 
@@ -59,8 +59,8 @@ class _Context:
     """Targets and scores of one search command."""
 
     def __init__(self, opts: dict, needs_scores: bool, select_column: str | None = None):
-        from epsinas_onnx import search
-        from epsinas_onnx.experiments import space_of_store, store_scores
+        from epsinas_onnx.experiments import search
+        from epsinas_onnx.experiments.selection import space_of_store, store_scores
 
         self.opts = opts
         space = opts["space"]
@@ -74,7 +74,7 @@ class _Context:
         from epsinas_onnx.spaces import get_space
 
         self.space = get_space(space)
-        from epsinas_onnx import benchmark_tables
+        from epsinas_onnx.experiments import benchmark_tables
 
         table = benchmark_tables.targets_table(
             space, accuracies=opts["accuracies"], benchmark_file=opts["benchmark_file"],
@@ -145,15 +145,16 @@ def search():
 def pick(n, runs, seed, fmt, plot_path, **opts):
     """Draw N random architectures (with replacement, run r with seed + r),
     keep the best-scored (NaN never), report its target: the paper's Table 3."""
-    from epsinas_onnx import search as lib
+    from epsinas_onnx.experiments import plots
+    from epsinas_onnx.experiments import search as lib
 
     if plot_path:
-        lib.check_plot_path(plot_path)
+        plots.check_plot_path(plot_path)
     ctx = _Context(opts, needs_scores=True)
     result = lib.pick_one_of_n(ctx.space, ctx.targets, ctx.scores, n, runs, seed)
     stats = lib.summary(result.targets)
     if plot_path:
-        lib.plot_picks(result, ctx.targets, plot_path, title=f"{ctx.space_name}: pick 1 of {n}, {runs} runs")
+        plots.pick_histogram(result, ctx.targets, plot_path, title=f"{ctx.space_name}: pick 1 of {n}, {runs} runs")
     out = {**ctx.header(), "n": n, "runs": runs, "seed": seed, **stats, "all_nan_runs": result.all_nan_runs,
            "distinct_picks": len({p for p in result.picked if p is not None})}
     if fmt == "json":
@@ -168,11 +169,12 @@ def pick(n, runs, seed, fmt, plot_path, **opts):
 
 
 def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, extra: dict) -> None:
-    from epsinas_onnx import search as lib
+    from epsinas_onnx.experiments import plots
+    from epsinas_onnx.experiments import search as lib
 
     summaries = {name: lib.curve_summary(ctx.targets, c) for name, c in curves.items()}
     if plot_path:
-        lib.plot_curves(curves, ctx.targets, plot_path, title=title)
+        plots.search_curves(curves, ctx.targets, plot_path, title=title)
     if fmt == "json":
         if len(summaries) == 1:
             (name, s), = summaries.items()
@@ -203,10 +205,11 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
 def random_(warmup, budget, runs, seed, fmt, plot_path, **opts):
     """Random search, plain or with a zero-cost warm-up; the best target found
     after each trained architecture."""
-    from epsinas_onnx import search as lib
+    from epsinas_onnx.experiments import plots
+    from epsinas_onnx.experiments import search as lib
 
     if plot_path:
-        lib.check_plot_path(plot_path)
+        plots.check_plot_path(plot_path)
     if warmup and warmup < budget:
         raise UserError(f"--warmup ({warmup}) must be at least --budget ({budget}): the warm-up pool is what is "
                         "trained (or 0 for plain random search)")
@@ -234,10 +237,11 @@ def random_(warmup, budget, runs, seed, fmt, plot_path, **opts):
 def evolution_(warmup, move, population, tournament, budget, select_column, runs, seed, fmt, plot_path, **opts):
     """Ageing evolution (Real et al.), plain, with a zero-cost warm-up, and/or
     with zero-cost parent selection (--move)."""
-    from epsinas_onnx import search as lib
+    from epsinas_onnx.experiments import plots
+    from epsinas_onnx.experiments import search as lib
 
     if plot_path:
-        lib.check_plot_path(plot_path)
+        plots.check_plot_path(plot_path)
     ctx = _Context(opts, needs_scores=bool(warmup or move), select_column=select_column)
     curves = lib.evolution(ctx.space, ctx.targets, ctx.scores, budget=budget, population=population,
                            tournament=tournament, warmup=warmup, move=move, runs=runs, seed=seed)
@@ -263,10 +267,11 @@ def evolution_(warmup, move, population, tournament, budget, select_column, runs
 def curves(warmup, population, tournament, budget, variants, select_column, runs, seed, fmt, plot_path, **opts):
     """Best target found against trained architectures for random search and
     ageing evolution, with and without the zero-cost warm-up and move."""
-    from epsinas_onnx import search as lib
+    from epsinas_onnx.experiments import plots
+    from epsinas_onnx.experiments import search as lib
 
     if plot_path:
-        lib.check_plot_path(plot_path)
+        plots.check_plot_path(plot_path)
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown or not chosen:
@@ -332,17 +337,17 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     w_low < w_high is scored from those outputs. Reported per pair: NaN rate,
     share of distinct scores, spread (IQR / median), agreement with the
     neighbouring pairs, and with --accuracies the rank correlations."""
+    from epsinas_onnx.experiments import plots
     from pathlib import Path
 
-    from epsinas_onnx import calibrate as lib
-    from epsinas_onnx import evaluation
-    from epsinas_onnx import search as search_lib
-    from epsinas_onnx.experiments import calibration_targets
-    from epsinas_onnx.options import BatchOptions
+    from epsinas_onnx.experiments import calibrate as lib
+    from epsinas_onnx.experiments import evaluation
+    from epsinas_onnx.experiments.selection import calibration_targets
+    from epsinas_onnx.core.options import BatchOptions
 
-    evaluation._scipy_stats()  # a missing extra: one line, before any work
+    evaluation.scipy_stats()  # a missing extra: one line, before any work
     if plot_path:
-        search_lib.check_plot_path(plot_path)
+        plots.check_plot_path(plot_path)
     if cache and Path(cache).suffix != ".npz":
         raise UserError(f"--outputs must name an .npz file, not {cache}")
     if cache and not Path(cache).resolve().parent.is_dir():
@@ -368,7 +373,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     rows = lib.pair_table(outputs, pairs, targets, lower_is_better=lower)
     pick = lib.recommend(rows)
     if plot_path:
-        lib.plot_grid(rows, plot_path, title=f"{space or 'models'}: {len(outputs.arrays)} models, {outputs.batch_description}")
+        plots.calibration_grid(rows, plot_path, title=f"{space or 'models'}: {len(outputs.arrays)} models, {outputs.batch_description}")
     compared = [dict(lib.find_pair(rows, p), compared="yes") for p in compare]
     if fmt == "json":
         out = {"what": space or "models", "models": len(items), "failed": outputs.errors, "weights": weights,
@@ -433,16 +438,16 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     """Vary one bench option over a sample and evaluate each value (the
     paper's ablations: synthetic inputs, batch size, weight initialisation,
     NLP embedding). The weight pair ablation is `calibrate`."""
-    from epsinas_onnx import ablation, evaluation
-    from epsinas_onnx.options import BatchOptions
-    from epsinas_onnx.bench import load_arch_file
+    from epsinas_onnx.experiments import plots
+    from epsinas_onnx.experiments import ablation, evaluation
+    from epsinas_onnx.core.options import BatchOptions
+    from epsinas_onnx.experiments.bench import load_arch_file
     from epsinas_onnx.spaces import get_space
 
-    from epsinas_onnx.search import check_plot_path
 
-    evaluation._scipy_stats()
+    evaluation.scipy_stats()
     if plot_path:
-        check_plot_path(plot_path)
+        plots.check_plot_path(plot_path)
     values = ablation.parse_values(vary, values_text)
     module = get_space(space)
     if (n is None) == (arch_file is None):
@@ -452,7 +457,7 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     archs = module.sample(n, seed) if n is not None else load_arch_file(module, arch_file)
     if vary == "synthetic" and "real" in values and data is None:
         raise UserError("--values real needs the real batch: give --data")
-    from epsinas_onnx.benchmark_tables import targets_table
+    from epsinas_onnx.experiments.benchmark_tables import targets_table
 
     targets = targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
                             archs=[module.format_arch(a) for a in archs])
@@ -463,7 +468,7 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
                                  workers=workers, device=device, progress=progress)
     if plot_path:
         archs_n = len({module.format_arch(a) for a in archs})
-        ablation.plot(rows, vary, plot_path, title=f"{space}: --vary {vary}, {archs_n} architectures, "
+        plots.ablation_series(rows, vary, plot_path, title=f"{space}: --vary {vary}, {archs_n} architectures, "
                       f"{repeats} draw(s) per value (error bars: std over draws)")
     if fmt == "json":
         click.echo(json.dumps(_clean({"space": space, "vary": vary, "repeats": repeats, "rows": rows}), indent=2))

@@ -26,7 +26,7 @@ def get_space(name: str) -> "Space":
     """The declared protocol.Space of search space `name`, its module imported on demand."""
     import importlib
 
-    from epsinas_onnx.errors import UserError
+    from epsinas_onnx.core.errors import UserError
 
     if name not in SPACES:
         raise UserError(f"unknown search space {name!r}: choose one of {', '.join(SPACES)}")

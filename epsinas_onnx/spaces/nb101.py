@@ -38,10 +38,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.options import REFERENCE_WEIGHTS
-from epsinas_onnx.textfile import read_text
-from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import REFERENCE_WEIGHTS
+from epsinas_onnx.core.textfile import read_text
+from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nb101"

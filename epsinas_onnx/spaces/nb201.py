@@ -22,14 +22,14 @@ import onnx.utils
 import onnx_ir as ir
 from onnx import TensorProto, helper
 
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.options import REFERENCE_WEIGHTS
-from epsinas_onnx.passes import WEIGHT_INPUT
-from epsinas_onnx.spaces._onnx_builder import OPSET, GraphBuilder
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import REFERENCE_WEIGHTS
+from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
+from epsinas_onnx.spaces.graph_builder import OPSET, GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
 if TYPE_CHECKING:  # the pieces import ONNX Runtime when they are made, not with the space
-    from epsinas_onnx import runtime
+    from epsinas_onnx.core.scoring import runtime
 
 NAME = "nb201"
 
@@ -434,7 +434,7 @@ class Pieces:
     `arch` at `weight`, bit for bit."""
 
     def __init__(self, template: onnx.ModelProto, batch: np.ndarray, threads: int | None, graph_optimization: str):
-        from epsinas_onnx import runtime
+        from epsinas_onnx.core.scoring import runtime
 
         # the Extractor needs every tensor's type: infer them once
         full = onnx.shape_inference.infer_shapes(template)
@@ -469,7 +469,7 @@ class Pieces:
 
     @staticmethod
     def _piece(model: onnx.ModelProto, threads: int | None, graph_optimization: str) -> Piece:
-        from epsinas_onnx import runtime
+        from epsinas_onnx.core.scoring import runtime
 
         session = runtime.make_session(model.SerializeToString(), ["CPUExecutionProvider"], threads,
                                        graph_optimization)
@@ -482,7 +482,7 @@ class Pieces:
         otherwise, never an overflow (finite_check_passed reads it, as it reads
         FINITE_CHECK_OUTPUT; None without). timeout bounds all the
         architecture's pieces together."""
-        from epsinas_onnx import runtime
+        from epsinas_onnx.core.scoring import runtime
 
         exprs, plan = _cell_plan(_as_arch(arch))
         checks = []
@@ -504,7 +504,7 @@ class Pieces:
         made once. Kept for the last two weights (a pair; a ladder's rungs)."""
         key = float(weight)
         if key not in self._weights:
-            from epsinas_onnx import runtime
+            from epsinas_onnx.core.scoring import runtime
 
             while len(self._weights) >= 2:
                 self._weights.pop(next(iter(self._weights)))
@@ -592,7 +592,7 @@ def pieces_for(export: dict, settings: dict, batch: np.ndarray, *, device: str, 
     """The pieces for networks exported with `export` (to_ir's
     options) and rewritten with `settings` (prepare_model's), on `batch`;
     None where they do not apply (`pieces_declines`)."""
-    from epsinas_onnx.scorer import rewrite_model, session_payload
+    from epsinas_onnx.core.scoring.scorer import rewrite_model, session_payload
 
     if pieces_declines(settings, device) is not None:
         return None

@@ -58,9 +58,9 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto
 
-from epsinas_onnx.errors import UserError
-from epsinas_onnx.options import REFERENCE_WEIGHTS
-from epsinas_onnx.spaces._onnx_builder import GraphBuilder
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import REFERENCE_WEIGHTS
+from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nlp"
@@ -234,7 +234,7 @@ def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
     id, status, num_params, epochs_logged, final_val_loss, min_val_loss,
     final_test_loss (NaN where absent) and arch (canonical recipe). Without
     data_dir, the copy packaged with epsinas-onnx."""
-    from epsinas_onnx.tables import packaged, read_csv
+    from epsinas_onnx.core.tables import packaged, read_csv
 
     if data_dir is None:
         table = packaged("nlp_wt2_summary")

@@ -53,7 +53,7 @@ class Space:
 
     def check_export_options(self, given: Mapping[str, Any], what: str | None = None) -> None:
         """UserError for an option to_onnx does not take (message as bench's before the protocol)."""
-        from epsinas_onnx.errors import UserError
+        from epsinas_onnx.core.errors import UserError
 
         accepted = ("arch", *self.export_defaults)
         for key in given:

@@ -1,6 +1,6 @@
 """The epsinas score as the reference code computes it, in torch float32.
 
-Written independently of epsinas_onnx.metric so the two can be compared.
+Written independently of epsinas_onnx.core.scoring.metric so the two can be compared.
 """
 
 import torch

@@ -1,0 +1,453 @@
+"""The one batch the score is computed on: images, tokens or synthetic data,
+shaped for the model's input."""
+
+from __future__ import annotations
+
+import array as py_array
+import contextlib
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from epsinas_onnx.core.scoring.datasets import open_source
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import DEFAULT_SEQ_LEN  # NAS-Bench-NLP's BPTT length (inputs.DEFAULT_SEQ_LEN as before)
+
+# reference-semantics §5 (per channel, in 0..255 units)
+NORMS = {
+    "cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
+    "cifar100": ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
+    "imagenet16": ((122.68, 116.66, 104.01), (63.22, 61.26, 65.09)),
+}
+SYNTHETIC = ("grey", "normal", "uniform", "uniform+")
+# The batch of an image model given no data. Measured on NAS-Bench-201 (500
+# architectures, docs/search-and-ablations.md §3.2): Spearman 0.854 with the
+# grey batch, 0.877 with real CIFAR-10 images, 0.477 with normal noise
+DEFAULT_SYNTHETIC = "grey"
+
+
+@dataclasses.dataclass
+class InputSpec:
+    """A model input as the model declares it."""
+
+    name: str
+    dtype: np.dtype
+    shape: list  # ints for fixed dims, strings or None for symbolic ones
+
+    @property
+    def is_tokens(self) -> bool:
+        return np.issubdtype(self.dtype, np.integer)
+
+    def describe(self) -> str:
+        dims = ", ".join(str(d) if d is not None else "?" for d in self.shape)
+        return f"{self.name!r} [{dims}] {self.dtype.name}"
+
+
+@dataclasses.dataclass
+class Batch:
+    array: np.ndarray
+    description: str
+
+
+def model_input(model: ir.Model, name: str | None, exclude: set[str]) -> InputSpec:
+    """The input the batch goes to: the only one, or the one named."""
+    candidates = [v for v in model.graph.inputs if v.name not in exclude and not v.is_initializer()]
+    if name is not None:
+        found = [v for v in candidates if v.name == name]
+        if not found:
+            raise UserError(f"the model has no input {name!r}; its inputs are: {', '.join(v.name for v in candidates)}")
+        value = found[0]
+        others = [v.name for v in candidates if v is not value]
+        if others:
+            raise UserError(f"the model's other inputs ({', '.join(others)}) would need values too; only one fed input is supported")
+    elif len(candidates) == 1:
+        value = candidates[0]
+    elif not candidates:
+        raise UserError("the model has no input to feed a batch to")
+    else:
+        raise UserError(
+            f"the model has {len(candidates)} inputs ({', '.join(v.name for v in candidates)}); "
+            "name the one to feed with --input"
+        )
+    if value.dtype is None or value.shape is None:
+        raise UserError(f"the model does not declare the type and shape of input {value.name!r}")
+    shape = [d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None) for d in value.shape]
+    return InputSpec(value.name, np.dtype(value.dtype.numpy()), shape)
+
+
+def prepare_batch(
+    spec: InputSpec,
+    data=None,
+    *,
+    batch_size: int = 256,
+    norm: str = "auto",
+    synthetic: str | None = None,
+    shuffle_seed: int | None = None,
+    seed: int = 0,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    vocab_size: int | None = None,
+    token_layout: str | None = None,
+) -> Batch:
+    """The batch for `spec`, from `data` (a path or an array), synthetic data, or the default."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {batch_size}")
+    if seq_len < 1:
+        raise UserError(f"--seq-len must be at least 1, not {seq_len}")
+    if synthetic is not None and data is not None:
+        raise UserError("give either --data or --synthetic, not both")
+    if spec.is_tokens:
+        if synthetic is not None:
+            raise UserError(f"--synthetic makes images, but input {spec.describe()} takes integer token ids; pass a text file with --data")
+        return _token_batch(spec, data, batch_size, seq_len, vocab_size, token_layout, seed)
+    _check_fixed_batch(spec, 0, batch_size)
+    if data is None:
+        return _synthetic_batch(spec, synthetic or DEFAULT_SYNTHETIC, batch_size, seed, default=synthetic is None)
+    return _image_batch(spec, data, batch_size, norm, shuffle_seed)
+
+
+def _check_fixed_batch(spec: InputSpec, axis: int, batch_size: int) -> None:
+    fixed = spec.shape[axis] if len(spec.shape) > axis else None
+    if isinstance(fixed, int) and fixed != batch_size:
+        raise UserError(
+            f"input {spec.describe()} has a fixed batch of {fixed}, but the batch size is {batch_size}: "
+            f"pass --batch-size {fixed}"
+        )
+
+
+# ---------------------------------------------------------------- images
+
+
+def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed: int | None) -> Batch:
+    """The batch first, then only its items read, converted and normalised:
+    memory follows the batch, not the data file (datasets.py)."""
+    source = open_source(data)
+    shape = source.shape
+    if len(shape) < 2:
+        raise UserError(f"{source.description} holds an array of shape {shape}, not a batch of images")
+    if 0 in shape[1:]:
+        raise UserError(f"{source.description} holds images of shape {shape[1:]}, which are empty: there are no pixels to feed")
+    if source.dtype == np.uint8:
+        if len(shape) != 4:
+            raise UserError(f"uint8 image data must be NHWC (4 dims), got shape {shape}")
+        norm = "cifar10" if norm == "auto" else norm
+        nchw = [shape[0], shape[3], shape[1], shape[2]]
+    elif np.issubdtype(source.dtype, np.floating):
+        norm = "none" if norm == "auto" else norm
+        nchw = shape
+    elif np.issubdtype(source.dtype, np.integer):
+        raise UserError(f"{source.description} holds integers of type {source.dtype}, but input {spec.describe()} takes floats: pass images")
+    else:
+        raise UserError(f"{source.description} holds {source.dtype} values; pass uint8 NHWC images or float32 NCHW arrays")
+    n = shape[0]
+    if n < batch_size:
+        raise UserError(f"{source.description} has {n} items, too few for a batch of {batch_size}: pass --batch-size {n} or a larger file")
+    _check_image_memory(spec, source, [batch_size, *nchw[1:]], batch_size)
+    if shuffle_seed is None:
+        items = source.take(np.arange(batch_size))
+    else:
+        items = source.take(np.random.default_rng(shuffle_seed).permutation(n)[:batch_size])
+    if source.dtype == np.uint8:
+        images = items.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    else:
+        images = items.astype(np.float32)
+    del items
+    images = _normalise(images, norm)
+    chosen = f"first {batch_size}" if shuffle_seed is None else f"{batch_size} shuffled with seed {shuffle_seed}"
+    return Batch(_fit_to_input(spec, images), f"{source.description}, {chosen}, norm {norm}")
+
+
+# Converting, normalising and laying out the batch holds a few float32 copies of it at once
+CONVERSION_COPIES = 3
+
+
+def _check_image_memory(spec: InputSpec, source, nchw: list[int], batch_size: int) -> None:
+    """Refuse, before anything is read, a batch (as converted, and as resized
+    to the model's input) that this machine cannot hold, saying what to change."""
+    available = available_memory()
+    if available is None:
+        return
+    batch_bytes = math.prod(nchw) * 4
+    resized = _planned_shape(spec, nchw)
+    resized_bytes = math.prod(resized) * 4
+    need = CONVERSION_COPIES * max(batch_bytes, resized_bytes)
+    if source.working_bytes > available / 4:  # a Fortran-order .npz member is read whole
+        raise UserError(
+            f"{source.description} must be read whole ({source.working_bytes / 2**30:.1f} GiB; it is stored in "
+            f"Fortran order) and this machine has {available / 2**30:.1f} GiB available: save it in C order "
+            "(numpy.savez of numpy.ascontiguousarray)"
+        )
+    if need <= available * BATCH_MEMORY_SHARE:
+        return
+    what = f"a batch of {batch_size} image(s) of shape {nchw[1:]}"
+    if resized[1:] != nchw[1:]:
+        what += f" ({resized[1:]} as the model takes them)"
+    if batch_size > 1:
+        fix = "pass a smaller --batch-size"
+    elif resized_bytes > batch_bytes:
+        fix = "the model's input is too large to score on this machine"
+    else:
+        fix = f"use smaller images (the model takes {resized[1:]})"
+    raise UserError(
+        f"{what} takes {need / 2**30:.1f} GiB to prepare and several times that to score; this machine has "
+        f"{available / 2**30:.1f} GiB available: {fix}"
+    )
+
+
+def _planned_shape(spec: InputSpec, nchw: list[int]) -> list[int]:
+    """The batch's shape once _fit_to_input has laid it out for the model."""
+    if len(spec.shape) != len(nchw) or len(nchw) != 4:
+        return nchw
+    channels_last, spatial = _layout(spec, nchw[1])
+    shape = [nchw[0], nchw[2], nchw[3], nchw[1]] if channels_last else list(nchw)
+    for axis in spatial:
+        if isinstance(spec.shape[axis], int):
+            shape[axis] = spec.shape[axis]
+    return shape
+
+
+def _layout(spec: InputSpec, channels: int) -> tuple[bool, tuple[int, int]]:
+    """Whether the model takes its images channels-last, and its spatial axes."""
+    shape = spec.shape
+    channels_last = shape[1] != channels and shape[3] == channels
+    return channels_last, ((1, 2) if channels_last else (2, 3))
+
+
+def _normalise(images: np.ndarray, norm: str) -> np.ndarray:
+    if norm == "none":
+        return images
+    if norm not in NORMS:
+        raise UserError(f"unknown --norm {norm!r}: choose one of {', '.join(NORMS)}, none")
+    mean, std = (np.array(v, dtype=np.float32) / 255.0 for v in NORMS[norm])
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise UserError(f"--norm {norm} is for 3-channel images, but the data has shape {list(images.shape)}: use --norm none")
+    return (images - mean[:, None, None]) / std[:, None, None]
+
+
+def _fit_to_input(spec: InputSpec, images: np.ndarray) -> np.ndarray:
+    """NCHW images -> the model's layout and spatial size."""
+    shape = spec.shape
+    if len(shape) != images.ndim:
+        raise UserError(f"input {spec.describe()} does not take images of shape {list(images.shape)}")
+    if images.ndim != 4:
+        _check_dims(spec, images)
+        return images
+    channels_last, spatial = _layout(spec, images.shape[1])
+    if channels_last:
+        images = images.transpose(0, 2, 3, 1)
+    target = [shape[a] if isinstance(shape[a], int) else images.shape[a] for a in spatial]
+    if [images.shape[a] for a in spatial] != target:
+        images = resize(images, target, spatial)
+    _check_dims(spec, images)
+    return np.ascontiguousarray(images.astype(spec.dtype))
+
+
+def _check_dims(spec: InputSpec, array: np.ndarray) -> None:
+    for declared, actual in zip(spec.shape[1:], array.shape[1:]):
+        if isinstance(declared, int) and declared != actual:
+            raise UserError(f"input {spec.describe()} does not match the data's shape {list(array.shape)}")
+
+
+def resize(images: np.ndarray, size: list[int], axes: tuple[int, int]) -> np.ndarray:
+    """Resize two axes: block averaging for integer shrink factors, bilinear otherwise."""
+    out = images
+    for axis, target in zip(axes, size):
+        source = out.shape[axis]
+        if source == target:
+            continue
+        if source > target and source % target == 0:
+            factor = source // target
+            new_shape = out.shape[:axis] + (target, factor) + out.shape[axis + 1 :]
+            out = out.reshape(new_shape).mean(axis=axis + 1)
+            continue
+        # bilinear, pixel centres aligned (half-pixel), as image libraries do
+        coords = (np.arange(target) + 0.5) * source / target - 0.5
+        coords = np.clip(coords, 0, source - 1)
+        lo = np.floor(coords).astype(int)
+        hi = np.minimum(lo + 1, source - 1)
+        frac = (coords - lo).astype(np.float32)
+        shape = [1] * out.ndim
+        shape[axis] = target
+        frac = frac.reshape(shape)
+        out = np.take(out, lo, axis=axis) * (1 - frac) + np.take(out, hi, axis=axis) * frac
+    return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+def _concrete_shape(spec: InputSpec, batch_size: int) -> list[int]:
+    shape = [batch_size]
+    for i, d in enumerate(spec.shape[1:], start=1):
+        if not isinstance(d, int):
+            raise UserError(f"input {spec.describe()} has a symbolic dimension {i} ({d}); give data with --data")
+        shape.append(d)
+    return shape
+
+
+def synthetic_images(kind: str, shape: list[int], seed: int = 0) -> np.ndarray:
+    """reference-semantics §5: grey (one value per image, black to white across
+    the batch), normal(0, 1), uniform(-1, 1), uniform+ = uniform(0, 1)."""
+    rng = np.random.default_rng(seed)
+    if kind == "grey":
+        levels = np.linspace(0.0, 1.0, shape[0], dtype=np.float32)
+        return np.broadcast_to(levels.reshape([-1] + [1] * (len(shape) - 1)), shape).copy()
+    if kind == "normal":
+        return rng.standard_normal(shape, dtype=np.float32)
+    if kind == "uniform":
+        return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+    if kind == "uniform+":
+        return rng.uniform(0.0, 1.0, shape).astype(np.float32)
+    raise UserError(f"unknown --synthetic {kind!r}: choose one of {', '.join(SYNTHETIC)}")
+
+
+# Scoring holds the batch, its activations and two outputs, several times the
+# batch itself (an embedding multiplies token ids by its width): a batch made
+# here may take at most this share of the memory available
+BATCH_MEMORY_SHARE = 1 / 16
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def _allocation(shape: list[int], sizes: dict[str, int], itemsize: int = 8):
+    """A batch too large for this machine (or for numpy) is a user error, said
+    before it is made: one that fits but leaves no room to score it would
+    otherwise end in the out-of-memory killer, not in a message.
+    sizes: the options behind the shape and their values ({"--batch-size": 8});
+    itemsize: bytes per element while it is made (numpy draws in 64 bits)."""
+    need = math.prod(int(d) for d in shape) * itemsize
+    available = available_memory()
+    if available is not None and need > available * BATCH_MEMORY_SHARE:
+        raise UserError(
+            f"a batch of shape {list(shape)} takes {need / 2**30:.1f} GiB to make and several times that to score; "
+            f"this machine has {available / 2**30:.1f} GiB available: {_smaller(shape, sizes)}"
+        )
+    try:
+        yield
+    except (MemoryError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"a batch of shape {list(shape)} is too large ({first}): {_smaller(shape, sizes)}") from None
+
+
+def _smaller(shape: list[int], sizes: dict[str, int]) -> str:
+    """What to pass instead: the options behind the batch's shape that can still shrink."""
+    options = [option for option, value in sizes.items() if value > 1]
+    if options:
+        return "pass a smaller " + " or ".join(options)
+    return f"the model's input {list(shape[1:])} is too large for this machine"
+
+
+def _synthetic_batch(spec: InputSpec, kind: str, batch_size: int, seed: int, default: bool) -> Batch:
+    shape = _concrete_shape(spec, batch_size)
+    with _allocation(shape, {"--batch-size": batch_size}):
+        array = synthetic_images(kind, shape, seed).astype(spec.dtype)
+    # the grey ramp draws nothing: no seed to name
+    label = f"synthetic {kind}" + ("" if kind == "grey" else f", seed {seed}") + (" (default: no --data given)" if default else "")
+    return Batch(array, label)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def read_token_stream(path: Path) -> tuple[np.ndarray, int]:
+    """Token ids of a whitespace-tokenised text, `<eos>` at each line end;
+    the vocabulary numbers words in order of first appearance."""
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file: token models need a text file of whitespace-separated tokens")
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f"{path} is empty: token models need a text file of whitespace-separated tokens")
+    # the whole text is the stream the batch's columns are cut from (as the
+    # reference batchifies it): at most one id (8 bytes) per 2 bytes of text,
+    # plus the vocabulary and the batch: refuse a text far past that
+    available = available_memory()
+    if available is not None and 10 * size > available:
+        raise UserError(
+            f"{path} ({size / 2**30:.1f} GiB) is too large to tokenise in the {available / 2**30:.1f} GiB available: "
+            "pass a shorter text (the batch needs only --seq-len x --batch-size tokens of it)"
+        )
+    vocabulary: dict[str, int] = {}
+    ids = py_array.array("q")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if "\0" in line:
+                    raise UserError(f"{path} is binary (a NUL byte on line {number}), not text: token models need a text file of whitespace-separated tokens")
+                for word in line.split() + ["<eos>"]:
+                    ids.append(vocabulary.setdefault(word, len(vocabulary)))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: token models need a text file of whitespace-separated tokens") from None
+    return np.frombuffer(ids, dtype=np.int64), len(vocabulary)
+
+
+def _token_batch(spec, data, batch_size, seq_len, vocab_size, token_layout, seed) -> Batch:
+    if len(spec.shape) != 2:
+        raise UserError(f"input {spec.describe()} takes tokens but is not 2-D (sequence x batch); not supported")
+    layout = token_layout or _guess_token_layout(spec, batch_size)
+    if layout not in ("seq-first", "batch-first"):
+        raise UserError(f"unknown token layout {layout!r}: choose seq-first or batch-first")
+    seq_axis = 0 if layout == "seq-first" else 1
+    _check_fixed_batch(spec, 1 - seq_axis, batch_size)
+    if isinstance(spec.shape[seq_axis], int):
+        seq_len = spec.shape[seq_axis]
+    if data is None:
+        if vocab_size is None:
+            raise UserError(f"input {spec.describe()} takes token ids; give a text file with --data")
+        with _allocation([seq_len, batch_size], {"--batch-size": batch_size, "--seq-len": seq_len}):
+            columns = np.random.default_rng(seed).integers(0, vocab_size, size=(seq_len, batch_size))
+        label = f"random tokens below {vocab_size}, seed {seed} (default: no --data given)"
+    else:
+        if isinstance(data, np.ndarray):
+            if not np.issubdtype(data.dtype, np.integer):
+                raise UserError(f"input {spec.describe()} takes integer token ids, but the data holds {data.dtype} values")
+            stream, label = data.reshape(-1).astype(np.int64), "token array"
+        else:
+            path = Path(data)
+            if not path.exists():
+                raise UserError(f"data file not found: {path} (check the path)")
+            if path.is_dir() or path.suffix in (".npz", ".npy", ".bin"):
+                raise UserError(f"input {spec.describe()} takes integer token ids, but {path.name} holds images: pass a text file")
+            stream, words = read_token_stream(path)
+            label = f"{path.name} ({words} words)"
+        # batchify as the reference: the stream cut into batch_size contiguous columns
+        rows = stream.size // batch_size
+        if rows < seq_len:
+            raise UserError(
+                f"the text has {stream.size} tokens, too few for {seq_len} steps x {batch_size} columns "
+                f"(needs {seq_len * batch_size}); pass a longer text or a smaller --batch-size"
+            )
+        columns = stream[: rows * batch_size].reshape(batch_size, rows).T[:seq_len]
+        if vocab_size is not None and columns.max() >= vocab_size:
+            raise UserError(
+                f"the text needs {int(columns.max()) + 1} distinct tokens in its first {seq_len} steps, more than the "
+                f"model's embedding of {vocab_size} rows; use a model with a larger vocabulary or a shorter text"
+            )
+        label += f", {seq_len} steps x {batch_size} columns"
+    tokens = columns if layout == "seq-first" else columns.T
+    return Batch(np.ascontiguousarray(tokens.astype(spec.dtype)), label)
+
+
+def _guess_token_layout(spec: InputSpec, batch_size: int) -> str:
+    first, second = spec.shape
+    if isinstance(second, int) and second == batch_size and first != batch_size:
+        return "seq-first"
+    if isinstance(first, int) and first == batch_size:
+        return "batch-first"
+    return "seq-first"  # NAS-Bench-NLP and torch's nn.RNN default

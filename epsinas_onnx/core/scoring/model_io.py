@@ -1,0 +1,188 @@
+"""Loading models with errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from epsinas_onnx.core.errors import UserError, first_line
+from epsinas_onnx.core.textfile import read_regular_file
+
+MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
+
+ModelLike = "str | os.PathLike | onnx.ModelProto | ir.Model"
+
+
+def load_model(model, check: bool = True) -> ir.Model:
+    """An ir.Model from a path, a ModelProto or an ir.Model (copied, never changed).
+    check=False skips onnx.checker for a ModelProto the caller built itself."""
+    if isinstance(model, ir.Model):
+        return ir.from_proto(ir.to_proto(model))
+    if isinstance(model, onnx.ModelProto):
+        if check:
+            _check(model, "the model")
+        _check_outputs(model, "the model")
+        return _to_ir(model, "the model")
+    path = Path(model)
+    proto = _parse(_read_model_file(path), path)
+    if not proto.graph.node and not proto.graph.output:
+        raise UserError(f"{path} is not an ONNX model (no graph found); is it truncated or another format?")
+    _load_external_data(proto, path)
+    _check(proto, str(path))
+    _check_outputs(proto, str(path))
+    return _to_ir(proto, str(path))
+
+
+def _check_outputs(proto: onnx.ModelProto, what: str) -> None:
+    """What the checker lets through but a score cannot use: no outputs, or an
+    output that is a stored constant rather than something computed."""
+    if not proto.graph.output:
+        raise UserError(f"{what} has no graph outputs: there is nothing to score")
+    constants = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.output:
+        if value.name in constants:
+            raise UserError(f"{what}: output {value.name!r} is an initializer (a stored constant), not computed "
+                            "from the input; export the model with only computed outputs")
+
+
+def _read_model_file(path: Path) -> bytes:
+    """The bytes of a model file: a regular file no larger than protobuf can
+    parse (2 GiB: larger models keep their weights in external data files)."""
+    return read_regular_file(
+        path, "model file", MAX_MODEL_BYTES,
+        "a protobuf model file can hold; save the weights as external data (onnx.save(..., save_as_external_data=True))",
+        kind="; give the path of an .onnx file",
+    )
+
+
+def _parse(payload: bytes, path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load_model_from_string(payload)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise UserError(f"{path} is not a readable ONNX model ({first_line(exc)}); is it truncated or another format?") from None
+
+
+def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
+    """The in-memory graph; a proto the checker passes can still hold what
+    onnx-ir refuses (a name that is not UTF-8, a malformed dimension)."""
+    try:
+        return ir.from_proto(proto)
+    except Exception as exc:  # onnx-ir raises SerdeError wrapping any of several types
+        raise UserError(f"{what} cannot be read as an ONNX graph ({first_line(exc)}); is the file corrupted?") from None
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read every tensor stored in an external file into the model, checking
+    each file ourselves rather than trusting the onnx release installed (older
+    ones follow symlinks out of the folder): the file must lie in the model's
+    folder (a relative path that resolves inside it), be a regular file with
+    one link (a symlink, or a hard link whose other names may be anywhere, is
+    refused: copy the file instead), and hold the tensor's bytes at its offset."""
+    from onnx.external_data_helper import uses_external_data
+
+    folder = path.parent.resolve()
+    for tensor in _all_tensors(proto):
+        if uses_external_data(tensor):
+            fields = {e.key: e.value for e in tensor.external_data}
+            tensor.raw_data = _external_bytes(tensor, fields, folder, path)
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: Path) -> bytes:
+    import stat
+
+    where = f"{path}: weight {tensor.name!r}"
+    location = fields.get("location")
+    if not location:
+        raise UserError(f"{where} is marked as external data but names no file; re-save the model")
+    if "\0" in location:
+        raise UserError(f"{where} is stored in {location!r}, which is not a file name (a NUL byte); is the model corrupted?")
+    if os.path.isabs(location) or Path(location).drive:
+        raise UserError(f"{where} is stored at the absolute path {location!r}; external data must be a file "
+                        f"in the model's folder ({folder}), named relative to it")
+    target = folder / location
+    if not target.resolve().is_relative_to(folder):
+        raise UserError(f"{where} is stored in {location!r}, outside the model's folder; "
+                        f"external data must be a file in {folder}")
+    if target.is_symlink():
+        raise UserError(f"{where} is stored in {location!r}, a symbolic link; copy the file it points to into {folder}")
+    if not target.exists():
+        raise UserError(f"{where} is stored in external file {location!r}, which is missing next to the model; "
+                        f"copy it into {folder}")
+    offset, length = _offset_and_length(fields, where)
+    expected = _tensor_bytes(tensor)
+    if length is None:
+        length = expected
+    elif expected is not None and length != expected:
+        raise UserError(f"{where} needs {expected} bytes but its external data says {length}; is the model corrupted?")
+    try:  # O_NOFOLLOW: a symlink swapped in since the check above fails here; O_NONBLOCK: a FIFO does not block
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UserError(f"{where}: cannot open its external file {location!r} ({exc.strerror or first_line(exc)})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{where} is stored in {location!r}, which is not a regular file "
+                            "(a directory, device or FIFO)")
+        raise UserError(f"{where} is stored in {location!r}, which has {info.st_nlink} hard links (the others "
+                        f"may be outside the model's folder); replace the link by a copy (cp, not ln)")
+    with os.fdopen(fd, "rb") as file:
+        if length is None:
+            length = info.st_size - offset
+        if offset + length > info.st_size:
+            raise UserError(f"{where} needs bytes {offset} to {offset + length} of {location!r}, which has only "
+                            f"{info.st_size}; is the file truncated?")
+        file.seek(offset)
+        return file.read(length)
+
+
+def _offset_and_length(fields: dict, where: str) -> tuple[int, int | None]:
+    values = []
+    for key in ("offset", "length"):
+        text = fields.get(key)
+        try:
+            value = None if text in (None, "") else int(text)
+        except ValueError:
+            value = -1
+        if value is not None and value < 0:
+            raise UserError(f"{where}: its external data {key} {text!r} is not a byte count; is the model corrupted?")
+        values.append(value)
+    return values[0] or 0, values[1]
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The raw size of a tensor of fixed-size elements (None for strings)."""
+    import math
+
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return None
+    if tensor.data_type == onnx.TensorProto.STRING or any(d < 0 for d in tensor.dims):
+        return None
+    # 4-bit types pack two elements per byte
+    packed = tensor.data_type in {getattr(onnx.TensorProto, n, -1) for n in ("INT4", "UINT4", "FLOAT4E2M1")}
+    count = math.prod(tensor.dims)
+    return (count + 1) // 2 if packed else count * itemsize
+
+
+def _all_tensors(proto: onnx.ModelProto):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(proto)
+
+
+def _check(proto: onnx.ModelProto, what: str) -> None:
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise UserError(f"{what} fails the ONNX checker: {first_line(exc)}") from None
+    except ValueError as exc:  # models over 2 GB are checked from disk only
+        if "2GB" not in str(exc):
+            raise UserError(f"{what} fails the ONNX checker: {first_line(exc)}") from None

@@ -1,0 +1,272 @@
+"""score(): the epsinas score of one model, as a library call."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import onnx_ir as ir
+from onnx import inliner
+
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.limits import check_threads
+from epsinas_onnx.core.scoring.inputs import Batch, InputSpec, model_input, prepare_batch
+from epsinas_onnx.core.scoring.metric import output_type_warnings, output_warnings
+from epsinas_onnx.core.scoring.modes import DEFAULT_MODE, check_mode, score_in_mode
+from epsinas_onnx.core.scoring.model_io import load_model
+from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
+from epsinas_onnx.core.rewriting.rewrite import Rewritten, policy_for, rewrite_for_scoring
+from epsinas_onnx.core.rewriting.roles import Role
+from epsinas_onnx.core.scoring import runtime
+
+# the execution options change the speed, never the result (not part of a results-store key);
+# the neutral settings, at their "as before" values, are left out of store keys (options.py)
+from epsinas_onnx.core.options import (DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS, EXECUTION_OPTIONS, NEUTRAL_SETTINGS,  # noqa: F401
+                                  BatchOptions, ExecutionOptions, ScoringSettings)
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    score: float  # NaN is a legitimate result; nan_reason says why
+    nan_reason: str | None
+    weights: tuple[float, float]
+    batch_size: int
+    device: str
+    seconds: float
+    output: str
+    input: str
+    warnings: list[str]
+    mode: str = DEFAULT_MODE
+    scored_weights: tuple[float, float] | None = None  # the two weights the score is of (ladder: the rung used, w2)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["score"] = None if np.isnan(self.score) else self.score
+        data["weights"] = list(self.weights)
+        data["scored_weights"] = None if self.scored_weights is None else list(self.scored_weights)
+        return data
+
+
+@dataclasses.dataclass
+class PreparedModel:
+    """A rewritten model in a session, ready to be run at any weight."""
+
+    session: object
+    output: str
+    input_spec: InputSpec
+    rewritten: Rewritten
+    device: str
+    timeout: float | None = None  # seconds per run (runtime.run_outputs)
+
+    def run(self, batch: np.ndarray, weight: float) -> np.ndarray:
+        return self.run_outputs(batch, weight, [self.output])[0]
+
+    def run_outputs(self, batch: np.ndarray, weight: float, names: list[str]) -> list[np.ndarray]:
+        """Several outputs of one run (run() fetches the scored one only)."""
+        feeds = {self.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
+        return runtime.run_outputs(self.session, names, feeds, self.timeout)
+
+
+def prepare_model(
+    model,
+    *,
+    output: str | None = None,
+    input_name: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    bn_gamma: str = "w",
+    bias: str | None = None,
+    embedding: str = "uniform",
+    collapse: bool = True,
+    check: bool = True,
+    graph_optimization: str = "all",
+    weight_init: str | None = None,
+    weight_seed: int | None = None,
+    timeout: float | None = None,
+) -> PreparedModel:
+    """Load, rewrite and open a session. collapse: run at the reduced channel
+    width that constant weights allow (the same function; see
+    passes/channel_collapse.py). The execution options (EXECUTION_OPTIONS)
+    change how fast, never what is computed: check=False skips onnx.checker
+    for a ModelProto the caller built; graph_optimization: ONNX Runtime's
+    level, all | basic | none; timeout: seconds an ONNX Runtime run may
+    take before it is stopped (runtime.RunTimeout). weight_init (None: "constant", the reference)
+    and weight_seed: an ablation that gives every weight tensor w * R, R a
+    fixed random tensor (passes/constant_weight.py); such a model runs at full
+    width, collapse or not."""
+    runtime.providers_for(device)  # a device that cannot run, or absurd threads: say so before the rewrite
+    check_threads(threads)
+    staged = rewrite_model(model, output=output, input_name=input_name, bn_gamma=bn_gamma, bias=bias,
+                           embedding=embedding, collapse=collapse, check=check, weight_init=weight_init,
+                           weight_seed=weight_seed)
+    return open_session(staged, device=device, threads=threads, graph_optimization=graph_optimization, timeout=timeout)
+
+
+@dataclasses.dataclass
+class RewrittenModel:
+    """prepare_model's first half: the rewritten model, before any session."""
+
+    rewritten: Rewritten
+    output: str
+    input_spec: InputSpec
+
+
+def rewrite_model(model, *, output=None, input_name=None, bn_gamma="w", bias=None, embedding="uniform",
+                  collapse=True, check=True, weight_init=None, weight_seed=None, in_place=False) -> RewrittenModel:
+    """Load and rewrite (prepare_model's options of the same names). in_place:
+    an ir.Model the caller hands over (an exporter's, used once) is rewritten
+    itself, not a copy."""
+    ir_model = model if in_place and isinstance(model, ir.Model) else load_model(model, check=check)
+    output_name = _choose_output(ir_model, output)
+    spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
+    policy = policy_for(ir_model, bn_gamma, bias, embedding, weight_init, weight_seed)
+    return RewrittenModel(rewrite_for_scoring(ir_model, policy, collapse), output_name, spec)
+
+
+def open_session(staged: RewrittenModel, *, device: str = "auto", threads: int | None = None,
+                 graph_optimization: str = "all", timeout: float | None = None) -> PreparedModel:
+    """prepare_model's second half: an ONNX Runtime session for a rewritten model."""
+    providers = runtime.providers_for(device)
+    session = runtime.make_session(session_payload(staged.rewritten.model), providers, threads, graph_optimization)
+    return PreparedModel(session, staged.output, staged.input_spec, staged.rewritten, runtime.device_name(providers),
+                         timeout)
+
+
+def session_payload(model: ir.Model) -> bytes:
+    """The serialised model an ONNX Runtime session is made from."""
+    proto = ir.to_proto(model)
+    if proto.functions:
+        # ONNX Runtime would inline the batch-statistics BN function at load, once
+        # per call, 3-4 ms per NAS-Bench-201 architecture; onnx's inliner does it
+        # in 1 ms (the same nodes, so the same numbers)
+        proto = inliner.inline_local_functions(proto)
+    return proto.SerializeToString()
+
+
+def _choose_output(model: ir.Model, output: str | None) -> str:
+    names = [v.name for v in model.graph.outputs]
+    if output is None:
+        return names[0]
+    if output not in names:
+        raise UserError(f"the model has no output {output!r}; its outputs are: {', '.join(names)}")
+    return output
+
+
+def embedding_rows(prepared: PreparedModel) -> int | None:
+    """The vocabulary size of a token model: rows of its (first) embedding."""
+    for entry in prepared.rewritten.roles:
+        if entry.role == Role.EMBEDDING and len(entry.shape) == 2:
+            return entry.shape[0]
+    return None
+
+
+def score(
+    model,
+    data=None,
+    weights=DEFAULT_WEIGHTS,
+    *,
+    output: str | None = None,
+    input_name: str | None = None,
+    batch_size: int = 256,
+    norm: str = "auto",
+    synthetic: str | None = None,
+    shuffle_seed: int | None = None,
+    seed: int = 0,
+    seq_len: int | None = None,
+    token_layout: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    bn_gamma: str = "w",
+    bias: str | None = None,
+    embedding: str = "uniform",
+    collapse: bool = True,
+    weight_init: str | None = None,
+    weight_seed: int | None = None,
+    timeout: float | None = None,
+    mode: str = DEFAULT_MODE,
+) -> ScoreResult:
+    """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
+
+    data: a path (.npz / .npy images, or a text file for token models) or an
+    array; None uses a synthetic batch (see README). Raises UserError on bad
+    input; a NaN score is a result, with its reason in `nan_reason`. timeout:
+    seconds each ONNX Runtime run may take (None: no limit).
+    mode: "reference" (the published score), "ladder" or "upper" (defined
+    wherever the output depends on the input; docs/score-everywhere.md).
+    """
+    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
+                         seed=seed, seq_len=seq_len or DEFAULT_SEQ_LEN, token_layout=token_layout,
+                         input_name=input_name)
+    scoring = ScoringSettings(output=output, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
+                              weight_init=weight_init, weight_seed=weight_seed, mode=mode)
+    return score_with(model, weights, batch, scoring, ExecutionOptions(device=device, threads=threads, timeout=timeout))
+
+
+def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
+               execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
+    """score() with its options as the option objects (options.py) a command builds once."""
+    weights = check_weights(weights)
+    check_mode(scoring.mode, weights)
+    start = time.perf_counter()
+    prepared = prepare_model(model, input_name=batch.input_name, **scoring.prepare(), **execution.prepare())
+    return score_prepared(prepared, batch_for(prepared, batch), weights, batch.batch_size, start, scoring.mode)
+
+
+def batch_for(prepared: PreparedModel, options: BatchOptions) -> Batch:
+    """The batch `options` describe, shaped for `prepared`'s input (token ids
+    below its embedding's size)."""
+    return prepare_batch(
+        prepared.input_spec, options.data, batch_size=options.batch_size, norm=options.norm,
+        synthetic=options.synthetic, shuffle_seed=options.shuffle_seed, seed=options.seed, seq_len=options.seq_len,
+        vocab_size=embedding_rows(prepared), token_layout=options.token_layout,
+    )
+
+
+def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,
+                   mode: str = DEFAULT_MODE) -> ScoreResult:
+    value, reason, outputs, pair = score_in_mode(mode, weights, lambda w: prepared.run(batch.array, w))
+    scored = {w: outputs[w] for w in pair or ()}
+    return ScoreResult(
+        score=value,
+        nan_reason=reason,
+        weights=tuple(weights),
+        batch_size=batch_size,
+        device=prepared.device,
+        seconds=time.perf_counter() - start,
+        output=prepared.output,
+        input=batch.description,
+        warnings=list(prepared.rewritten.warnings) + output_type_warnings(outputs)
+        + ([] if np.isnan(value) else output_warnings(scored)),
+        mode=mode,
+        scored_weights=pair,
+    )
+
+
+def check_weights(weights) -> tuple[float, float]:
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != 2:
+        raise UserError(f"--weights takes exactly two values, got {len(weights)}")
+    if weights[0] == weights[1]:
+        raise UserError(f"the two weights must differ (both are {weights[0]:g}): the score compares them")
+    if not all(np.isfinite(weights)):
+        raise UserError("the weights must be finite numbers")
+    for w in weights:
+        check_float32(w, "--weights")
+    if np.float32(weights[0]) == np.float32(weights[1]):
+        raise UserError(f"the two weights {weights[0]:g} and {weights[1]:g} are the same number in float32, "
+                        "in which the model runs: the score compares them")
+    return weights
+
+
+def check_float32(w: float, option: str) -> None:
+    """A weight the float32 model can hold: not overflowing to inf, and not
+    a nonzero number that underflows to 0 (which would score a zero network)."""
+    with np.errstate(over="ignore", under="ignore"):
+        w32 = np.float32(w)
+    if not np.isfinite(w32):
+        raise UserError(f"{option} {w:g} is beyond float32's range (+-{np.finfo(np.float32).max:.3g}), in which the "
+                        "model runs: it would be inf")
+    if w != 0 and w32 == 0:
+        raise UserError(f"{option} {w:g} is below float32's smallest nonzero value "
+                        f"({np.finfo(np.float32).smallest_subnormal:.3g}), in which the model runs: it would be 0")

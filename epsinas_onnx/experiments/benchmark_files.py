@@ -1,0 +1,322 @@
+"""Official benchmark files, read into the same Table as the packaged one.
+
+    read("nb201", path)   a NAS-Bench-201 API file (.pth, through the
+                          `nas-bench-201` package) or a NATS-Bench topology
+                          file (.pickle.pbz2, through `nats_bench`): both are
+                          pickles, and loading a pickle runs code, so this
+                          happens only for a file the user names. Columns as
+                          nb201_accuracies: test accuracy per data set and the
+                          cifar10-valid validation accuracy (200 epochs, mean
+                          over seeds), params_m.
+    read("nb101", path)   nasbench_only108.tfrecord (or nasbench_full), read
+                          without TensorFlow: TFRecord framing checked with its
+                          CRCs, each record's JSON, its metrics protobuf
+                          (model_metrics.proto) decoded by hand. One row per
+                          cell trained 108 epochs: cifar_acc_108 (test, as
+                          test_143) and val_accuracy (%, as naslib_500), each
+                          the mean over the repeats.
+    read("nlp", path)     NAS-Bench-NLP training logs (a folder of
+                          log_stats_model_*.json or their .zip), one row per
+                          log, as wt2_summary.
+
+NAS-Bench-101 stores each cell once, pruned, in one labelling; a stored cell
+(any labelling) finds its row by the benchmark's own graph hash, computed here
+(`nasbench_hash`), when `archs` are given.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import struct
+import zipfile
+from pathlib import Path
+
+from epsinas_onnx.core.tables import Table
+from epsinas_onnx.core.errors import UserError, first_line
+
+NB201_EXTRA = 'pip install "epsinas-onnx[nasbench]"'
+NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "ImageNet16-120"}
+NB101_OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")  # the benchmark's labels 0, 1, 2
+WT2_COLUMNS = ("recepie_id", "status", "num_params", "epochs_logged", "final_val_loss", "min_val_loss",
+               "final_test_loss", "recepie")
+
+
+def read(space: str, path, archs=None) -> Table:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"benchmark file not found: {path} (check the path)")
+    if space == "nb201":
+        return read_nb201(path)
+    if space == "nb101":
+        return read_nb101_tfrecord(path, archs)
+    return read_nlp_logs(path)
+
+
+def _text(value: float) -> str:
+    """A number as the packaged tables write it (empty for NaN / missing)."""
+    return "" if value is None or not math.isfinite(value) else repr(float(value))
+
+
+# ---------------------------------------------------------------- NAS-Bench-201 / NATS-Bench
+
+
+def _load_api(load, path: Path, package: str):
+    """The package's API object; its failure (a file of another kind, a newer format) as one line."""
+    try:
+        return load()
+    except Exception as exc:  # the packages raise AssertionError, ValueError, pickle errors...
+        raise UserError(f"{package} could not load {path} ({first_line(exc, 200)}): is it the benchmark's own file?") from None
+
+
+def read_nb201(path: Path) -> Table:
+    name = path.name
+    if name.endswith(".pth"):
+        try:
+            from nas_201_api import NASBench201API
+        except ImportError:
+            raise UserError(f"reading {name} needs the nas-bench-201 package (and torch): {NB201_EXTRA}") from None
+        api = _load_api(lambda: NASBench201API(str(path), verbose=False), path, "nas-bench-201")
+    elif name.endswith(".pickle.pbz2") and path.is_file():
+        try:
+            import nats_bench
+        except ImportError:
+            raise UserError(f"reading {name} needs the nats_bench package: {NB201_EXTRA}") from None
+        api = _load_api(lambda: nats_bench.create(str(path), "tss", fast_mode=False, verbose=False), path, "nats_bench")
+    else:
+        raise UserError(f"{path} is not a NAS-Bench-201 file (.pth) or a NATS-Bench topology file "
+                        "(NATS-tss-*.pickle.pbz2, the single-file version)")
+    columns = ["index", "arch", *NB201_DATASETS, "cifar10_valid", "params_m"]
+    rows = []
+    for index, arch in enumerate(api.meta_archs):
+        if index not in api.arch2infos_dict:
+            continue  # an index the file holds no results for
+        row = {"index": str(index), "arch": arch}
+        for column, dataset in NB201_DATASETS.items():
+            row[column] = _text(api.get_more_info(index, dataset, hp="200", is_random=False)["test-accuracy"])
+        row["cifar10_valid"] = _text(
+            api.get_more_info(index, "cifar10-valid", hp="200", is_random=False)["valid-accuracy"])
+        row["params_m"] = _text(api.get_cost_info(index, "cifar10", hp="200")["params"])
+        rows.append(row)
+    return Table(str(path), columns, rows)
+
+
+# ---------------------------------------------------------------- NAS-Bench-101 tfrecord
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
+        table.append(crc)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _CRC32C
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's CRC: the CRC32-C rotated right by 15 bits plus a constant."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecords(path: Path, check_data_crc: bool = True):
+    """The records of a TFRecord file: uint64 length, uint32 masked CRC of the
+    length, the data, uint32 masked CRC of the data (little-endian)."""
+    with path.open("rb") as f:
+        number = 0
+        while True:
+            head = f.read(12)
+            if not head:
+                return
+            number += 1
+            if len(head) < 12:
+                raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
+            length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
+            if masked_crc32c(length_bytes) != length_crc:
+                raise UserError(f"{path}: record {number} has a bad length checksum (not a TFRecord file, or corrupt)")
+            (length,) = struct.unpack("<Q", length_bytes)
+            data = f.read(length)
+            tail = f.read(4)
+            if len(data) < length or len(tail) < 4:
+                raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
+            if check_data_crc and masked_crc32c(data) != struct.unpack("<I", tail)[0]:
+                raise UserError(f"{path}: record {number} has a bad data checksum (the file is corrupt)")
+            yield data
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def proto_fields(buf: bytes):
+    """(field number, value) of a protobuf message: varints as int, 64-bit
+    fields as 8 bytes, length-delimited ones as bytes, 32-bit as 4 bytes."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i:i + 8], i + 8
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire == 5:
+            value, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield key >> 3, value
+
+
+def model_metrics(buf: bytes) -> dict:
+    """nasbench.ModelMetrics (model_metrics.proto): evaluation_data = 1
+    (repeated EvaluationData: current_epoch 1, training_time 2, train_accuracy
+    3, validation_accuracy 4, test_accuracy 5, doubles), trainable_parameters = 2
+    (int32), total_time = 3 (double)."""
+    names = {1: "current_epoch", 2: "training_time", 3: "train_accuracy", 4: "validation_accuracy",
+             5: "test_accuracy"}
+    out = {"evaluation_data": [], "trainable_parameters": 0}
+    for field, value in proto_fields(buf):
+        if field == 1:
+            out["evaluation_data"].append({names[f]: struct.unpack("<d", v)[0]
+                                           for f, v in proto_fields(value) if f in names})
+        elif field == 2:
+            out["trainable_parameters"] = value - (1 << 64) if value >= 1 << 63 else value
+        elif field == 3:
+            out["total_time"] = struct.unpack("<d", value)[0]
+    return out
+
+
+def nasbench_hash(matrix, ops) -> str:
+    """NAS-Bench-101's graph hash of a pruned cell (the `module_hash` of its
+    records): each vertex starts from the MD5 of (out-degree, in-degree,
+    label), label -1 input, -2 output, else the op's index in NB101_OPS; then,
+    as many rounds as vertices, each vertex hashes its sorted in-neighbours',
+    its sorted out-neighbours' and its own hash; the result is the MD5 of the
+    sorted final hashes. Isomorphic cells get the same hash."""
+    n = len(matrix)
+    labels = [-1] + [NB101_OPS.index(op) for op in ops[1:-1]] + [-2]
+    ins = [sum(matrix[w][v] for w in range(n)) for v in range(n)]
+    outs = [sum(matrix[v]) for v in range(n)]
+    hashes = [hashlib.md5(str((outs[v], ins[v], labels[v])).encode()).hexdigest() for v in range(n)]
+    for _ in range(n):
+        hashes = [
+            hashlib.md5(("".join(sorted(hashes[w] for w in range(n) if matrix[w][v])) + "|"
+                         + "".join(sorted(hashes[w] for w in range(n) if matrix[v][w])) + "|"
+                         + hashes[v]).encode()).hexdigest()
+            for v in range(n)
+        ]
+    return hashlib.md5(str(sorted(hashes)).encode()).hexdigest()
+
+
+def read_nb101_tfrecord(path: Path, archs=None) -> Table:
+    """One row per cell trained for 108 epochs; with `archs` (format_arch
+    texts of stored cells), also a row under each of those texts whose pruned
+    cell the file holds (matched by nasbench_hash)."""
+    if not path.is_file():
+        raise UserError(f"{path} is not a file: give nasbench_only108.tfrecord")
+    cells: dict[str, dict] = {}
+    for number, record in enumerate(tfrecords(path), start=1):
+        try:
+            module_hash, epochs, raw_adjacency, raw_ops, raw_metrics = json.loads(record.decode("utf-8"))
+            if epochs != 108:
+                continue
+            n = math.isqrt(len(raw_adjacency))
+            bits = [int(c) for c in raw_adjacency]
+            matrix = [bits[i * n:(i + 1) * n] for i in range(n)]
+            metrics = model_metrics(base64.b64decode(raw_metrics))
+            final = metrics["evaluation_data"][-1]  # the end of training (the API's evaluation_data[2])
+        except (ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: record {number} is not a NAS-Bench-101 record ({exc})") from None
+        cell = cells.setdefault(module_hash, {"matrix": matrix, "ops": raw_ops.split(","), "test": [], "valid": [],
+                                              "params": metrics["trainable_parameters"]})
+        cell["test"].append(final.get("test_accuracy", math.nan))
+        cell["valid"].append(final.get("validation_accuracy", math.nan))
+    if not cells:
+        raise UserError(f"{path} holds no NAS-Bench-101 record of 108 epochs")
+
+    def row(arch_text: str, module_hash: str, cell: dict) -> dict:
+        return {"arch": arch_text, "module_hash": module_hash,
+                "cifar_acc_108": _text(math.fsum(cell["test"]) / len(cell["test"])),
+                "val_accuracy": _text(100 * math.fsum(cell["valid"]) / len(cell["valid"])),
+                "trainable_parameters": str(cell["params"]), "repeats": str(len(cell["test"]))}
+
+    rows = [row(json.dumps({"matrix": c["matrix"], "ops": c["ops"]}, separators=(",", ":")), h, c)
+            for h, c in cells.items()]
+    if archs:
+        from epsinas_onnx.spaces import nb101
+
+        in_file = {r["arch"] for r in rows}
+        for text in dict.fromkeys(archs):
+            if text in in_file:
+                continue
+            pruned = nb101.prune(nb101.parse(text))
+            module_hash = nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
+            if module_hash in cells:
+                rows.append(row(text, module_hash, cells[module_hash]))
+    columns = ["arch", "module_hash", "cifar_acc_108", "val_accuracy", "trainable_parameters", "repeats"]
+    return Table(str(path), columns, rows)
+
+
+# ---------------------------------------------------------------- NAS-Bench-NLP logs
+
+
+def _log_files(path: Path):
+    """(name, bytes) of each log_stats_model_*.json in a folder or a zip, by name."""
+    if path.is_dir():
+        for file in sorted(path.rglob("*.json")):
+            yield file.name, file.read_bytes()
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(n for n in archive.namelist() if n.endswith(".json")):
+                yield Path(name).name, archive.read(name)
+    except zipfile.BadZipFile:
+        raise UserError(f"{path} is neither a folder of NAS-Bench-NLP logs nor a zip of them") from None
+
+
+def read_nlp_logs(path: Path) -> Table:
+    """One row per training log, with wt2_summary's columns: epochs_logged =
+    the validation losses logged, final_* the last of them (empty when NaN:
+    the run diverged), min_val_loss the least finite one."""
+    rows = []
+    for name, data in _log_files(path):
+        try:
+            log = json.loads(data)
+            val, test = list(log["val_losses"]), list(log["test_losses"])
+            finite_val = [v for v in val if v is not None and math.isfinite(v)]
+            rows.append({
+                "recepie_id": str(log["recepie_id"]), "status": str(log["status"]),
+                "num_params": str(log["num_params"]), "epochs_logged": str(len(val)),
+                "final_val_loss": _text(val[-1]) if val else "",
+                "min_val_loss": _text(min(finite_val)) if finite_val else "",
+                "final_test_loss": _text(test[-1]) if test else "",
+                "recepie": log["recepie"],
+            })
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{path}: {name} is not a NAS-Bench-NLP training log ({exc})") from None
+    if not rows:
+        raise UserError(f"{path} holds no NAS-Bench-NLP training log (log_stats_model_*.json)")
+    return Table(str(path), list(WT2_COLUMNS), rows)

@@ -1,0 +1,350 @@
+"""calibrate: choose the weight pair without accuracies.
+
+Every architecture (or model file) is prepared once and run once at every
+weight of a grid (`prepare_model(...).run(batch, w)` takes any w); the score of
+each pair (w_low < w_high) is then the metric of two stored outputs, so a grid
+of G weights costs G forward passes per model instead of two per pair.
+
+Per pair `pair_table` reports, over the sampled models:
+
+    nan_rate      share of NaN scores (those cannot be ranked)
+    distinct      share of distinct values among the finite scores (reported, not
+                  used: NAS-Bench-201's isomorphic cells tie at every pair)
+    spread        IQR / median of the finite scores
+    agreement     mean Spearman rho between this pair's scores and those of the
+                  pairs one grid step away (on the models both score): how
+                  stable the ranking is when the weights move a little
+    spearman ...  with --accuracies: the evaluate statistics (NaN dropped, as
+                  the paper), and Spearman with NaN ranked last
+
+`recommend` picks a pair from those label-free columns only (RULE below);
+docs/search-and-ablations.md reports how its pick compares with the paper's
+hand-picked pairs on NAS-Bench-201, -101 and -NLP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from epsinas_onnx.core.atomic import write_atomically
+from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.experiments.executors import LocalPool
+from epsinas_onnx.core.scoring.metric import epsinas_score
+from epsinas_onnx.core.options import BatchOptions
+
+RULE = (
+    "among the pairs whose NaN rate is at most the grid's lowest NaN rate + 0.5, the pair with the highest "
+    "agreement (mean Spearman rho of its scores with the pairs one grid step away); within 0.01 of that "
+    "agreement, the lowest NaN rate, then the largest spread"
+)
+# Why agreement: where both weights sit on a plateau (w_low small enough that the
+# paths through convolutions have vanished, w_high large enough that batch
+# statistics have removed the scale) the score measures a limit of the network,
+# and moving either weight a decade leaves the ranking as it is; a pair on a
+# transition ranks by where each network happens to cross it. The NaN cap keeps
+# out pairs that rank few models (e.g. NAS-Bench-NLP at large weights, where the
+# recurrent cells saturate), while allowing NAS-Bench-201's 42 % of
+# architectures that are NaN at every small w_low.
+NAN_SLACK = 0.5
+AGREEMENT_TIE = 0.01
+
+
+# ---------------------------------------------------------------- the grid
+
+
+def decades(low: float, high: float, per_decade: int = 1) -> list[float]:
+    """low, ..., high in `per_decade` log-even steps per decade (low and high included)."""
+    if not (low > 0 and high > 0 and math.isfinite(low) and math.isfinite(high)):
+        raise UserError(f"grid ends must be positive finite numbers, not {low:g} and {high:g}")
+    if low > high:
+        raise UserError(f"grid range {low:g}..{high:g} runs backwards: give the smaller end first")
+    if per_decade < 1:
+        raise UserError(f"--per-decade must be at least 1, not {per_decade}")
+    steps = round(math.log10(high / low) * per_decade)
+    values = np.logspace(math.log10(low), math.log10(high), steps + 1) if steps else np.array([low])
+    return [float(f"{v:.6g}") for v in values]
+
+
+def weight_grid(low=(1e-9, 1e-1), high=(1e-3, 1e2), per_decade: int = 1) -> tuple[list[float], list[tuple[float, float]]]:
+    """The weights to run and the pairs (w_low from `low`, w_high from `high`, w_low < w_high)."""
+    lows, highs = decades(*low, per_decade), decades(*high, per_decade)
+    pairs = [(a, b) for a in lows for b in highs if a < b]
+    if not pairs:
+        raise UserError("the grid holds no pair with w_low < w_high")
+    return sorted(set(lows) | set(highs)), pairs
+
+
+# ---------------------------------------------------------------- running the models
+
+
+@dataclasses.dataclass
+class Item:
+    """One model: a name, and what prepare_model takes (a path) or how to build it."""
+
+    name: str
+    space: str | None = None  # with `arch`: built by epsinas_onnx.spaces.<space>.to_onnx(arch, **export)
+    arch: object = None
+    path: str | None = None
+
+
+@dataclasses.dataclass
+class _Job:
+    """An executors.Job: an Item's (name, outputs at every weight, error)."""
+
+    label = "calibrate"  # executors.Job: for the executor's messages
+    noun = "model"
+    threads = 1
+
+    batch: np.ndarray
+    weights: list[float]
+    settings: dict
+    export: dict
+    device: str
+
+    def run(self, item: Item) -> tuple[str, np.ndarray | None, str | None]:
+        from epsinas_onnx.core.scoring.scorer import prepare_model
+
+        try:
+            if item.space is not None:
+                from epsinas_onnx.spaces import get_space
+
+                model, check = get_space(item.space).to_onnx(item.arch, **self.export), False
+            else:
+                model, check = item.path, True
+            prepared = prepare_model(model, device=self.device, threads=1, check=check, graph_optimization="none",
+                                     **self.settings)
+            out = np.stack([np.asarray(prepared.run(self.batch, w), dtype=np.float32).reshape(-1) for w in self.weights])
+            return item.name, out, None
+        except Exception as exc:  # one model that fails is reported, not fatal
+            text = (str(exc).strip().splitlines() or [""])[0][:300]
+            return item.name, None, text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
+
+    def died(self, item: Item, error: str) -> tuple[str, None, str]:
+        """A model whose worker process died running it: an error like any other."""
+        return item.name, None, error
+
+
+@dataclasses.dataclass
+class Outputs:
+    """Per model, its output at every weight (rows follow `weights`)."""
+
+    weights: list[float]
+    names: list[str]
+    arrays: dict[str, np.ndarray]  # name -> (len(weights), L) float32
+    errors: dict[str, str]
+    fingerprint: str
+    batch_description: str
+    settings: str
+    seconds: float = 0.0
+
+    def save(self, path) -> None:
+        path = Path(path)
+        payload = {"meta": np.array(json.dumps({
+            "weights": self.weights, "names": list(self.arrays), "errors": self.errors, "fingerprint": self.fingerprint,
+            "batch": self.batch_description, "settings": self.settings,
+        }))}
+        for i, name in enumerate(self.arrays):
+            payload[f"out{i}"] = self.arrays[name]
+        write_atomically(path, lambda f: np.savez_compressed(f, **payload))
+
+
+def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> dict[str, np.ndarray]:
+    """Outputs already computed for the same batch, weights and settings."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            if (meta["fingerprint"], meta["settings"]) != (fingerprint, settings):
+                return {}
+            index = [meta["weights"].index(w) for w in weights]
+            return {name: data[f"out{i}"][index] for i, name in enumerate(meta["names"])}
+    except (ValueError, KeyError, OSError, json.JSONDecodeError):
+        return {}  # another batch, other weights, or not ours: recompute
+
+
+def collect_outputs(items: list[Item], weights: list[float], *, batch_options: BatchOptions = BatchOptions(),
+                    settings: dict | None = None, export: dict | None = None,
+                    device: str = "cpu", workers: int = 1, cache=None, progress: bool = True) -> Outputs:
+    """Run every item at every weight; `cache` (.npz) keeps outputs between runs
+    (reused when the batch, weights and settings match)."""
+    from epsinas_onnx.spaces import get_space
+    from tqdm import tqdm
+
+    from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model
+    from epsinas_onnx.experiments.store import fingerprint, settings_key
+
+    if not items:
+        raise UserError("no models to calibrate on")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    export = {k: v for k, v in (export or {}).items() if v is not None}
+    first = items[0]
+    model = get_space(first.space).to_onnx(first.arch, **export) if first.space else first.path
+    probe = prepare_model(model, device=device, threads=1, **settings)
+    batch = batch_for(probe, batch_options)
+    key = settings_key({"export": export, "prepare": settings})
+    finger = fingerprint(batch.array)
+    arrays = _load_cache(cache, finger, weights, key) if cache else {}
+    todo = [item for item in items if item.name not in arrays]
+    job = _Job(batch.array, list(weights), settings, export, probe.device)
+    errors: dict[str, str] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="model", file=sys.stderr, disable=not progress or not todo, desc="calibrate",
+               dynamic_ncols=True)
+    done = 0
+
+    def take(result):
+        nonlocal done
+        name, out, error = result
+        if error is None:
+            arrays[name] = out
+        else:
+            errors[name] = error
+        bar.update(1)
+        done += 1
+        if cache and done % 25 == 0:  # keep what is done if the run is stopped
+            _outputs(arrays).save(cache)
+
+    def _outputs(arr):
+        return Outputs(list(weights), [i.name for i in items], arr, errors, finger, batch.description, key)
+
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for item in todo:
+                take(job.run(item))
+        else:
+            # not multiprocessing.Pool: it waits for ever for the item of a worker that died
+            with LocalPool(job, min(workers, len(todo))) as pool:
+                for result in pool.imap(todo):
+                    take(result)
+    finally:
+        bar.close()
+        if cache and todo:
+            _outputs(arrays).save(cache)
+    result = _outputs(arrays)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------- the table
+
+
+def pair_scores(outputs: Outputs, pairs) -> dict[tuple[float, float], np.ndarray]:
+    """The score of every model (in outputs.names order; NaN for a failed model) at every pair."""
+    index = {w: i for i, w in enumerate(outputs.weights)}
+    names = [n for n in outputs.names if n in outputs.arrays]
+    out = {}
+    for lo, hi in pairs:
+        values = np.full(len(outputs.names), np.nan)
+        for j, name in enumerate(outputs.names):
+            arr = outputs.arrays.get(name)
+            if arr is not None:
+                values[j] = epsinas_score(arr[index[lo]], arr[index[hi]])
+        out[(lo, hi)] = values
+    del names
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy import stats
+
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.all(a[keep] == a[keep][0]) or np.all(b[keep] == b[keep][0]):
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.spearmanr(a[keep], b[keep]).statistic)
+
+
+def _neighbours(pair, pairs: list, lows: list[float], highs: list[float]) -> list:
+    lo, hi = pair
+    i, j = lows.index(lo), highs.index(hi)
+    out = []
+    for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        if 0 <= i + di < len(lows) and 0 <= j + dj < len(highs):
+            other = (lows[i + di], highs[j + dj])
+            if other in pairs:
+                out.append(other)
+    return out
+
+
+def pair_table(outputs: Outputs, pairs, targets: dict[str, float] | None = None, *, lower_is_better: bool = False) -> list[dict]:
+    """One row per pair: label-free columns, then (with targets) the evaluate statistics."""
+    from epsinas_onnx.experiments.evaluation import statistics
+
+    pairs = list(pairs)
+    scores = pair_scores(outputs, pairs)
+    lows = sorted({p[0] for p in pairs})
+    highs = sorted({p[1] for p in pairs})
+    failed = np.array([n not in outputs.arrays for n in outputs.names])
+    target = None
+    if targets is not None:
+        target = np.array([targets.get(n, math.nan) for n in outputs.names], dtype=np.float64)
+    rows = []
+    for pair in pairs:
+        s = scores[pair]
+        usable = ~failed
+        finite = s[np.isfinite(s) & usable]
+        n = int(usable.sum())
+        row = {"w_low": pair[0], "w_high": pair[1], "n": n,
+               "nan_rate": float(1 - len(finite) / n) if n else math.nan,
+               "distinct": float(len(np.unique(finite)) / len(finite)) if len(finite) else 0.0}
+        if len(finite) >= 2:
+            q25, med, q75 = np.quantile(finite, [0.25, 0.5, 0.75])
+            row["spread"] = float((q75 - q25) / med) if med > 0 else math.nan
+        else:
+            row["spread"] = math.nan
+        near = [_spearman(s, scores[o]) for o in _neighbours(pair, pairs, lows, highs)]
+        near = [v for v in near if math.isfinite(v)]
+        row["agreement"] = float(np.mean(near)) if near else math.nan
+        if target is not None:
+            dropped = statistics(s, target, lower_is_better=lower_is_better)
+            last = statistics(s, target, nan="last", lower_is_better=lower_is_better)
+            row.update({
+                "n_ranked": dropped["n"], "spearman": dropped["spearman"], "kendall": dropped["kendall"],
+                "spearman_top10": dropped["spearman_top10"], "top10_top10": dropped["top10_top10"],
+                "spearman_nan_last": last["spearman"], "kendall_nan_last": last["kendall"],
+            })
+        rows.append(row)
+    return rows
+
+
+def recommend(rows: list[dict]) -> dict | None:
+    """The pair RULE picks from the label-free columns (nan_rate, agreement,
+    spread); None when no pair has a finite score."""
+    usable = [r for r in rows if r["n"] and math.isfinite(r["nan_rate"]) and r["nan_rate"] < 1]
+    if not usable:
+        return None
+    lowest = min(r["nan_rate"] for r in usable)
+    candidates = [r for r in usable if r["nan_rate"] <= lowest + NAN_SLACK + 1e-12]
+
+    def finite(v):
+        return v if math.isfinite(v) else -math.inf
+
+    top = max(finite(r["agreement"]) for r in candidates)
+    if math.isfinite(top):
+        candidates = [r for r in candidates if finite(r["agreement"]) >= top - AGREEMENT_TIE - 1e-12]
+    return min(candidates, key=lambda r: (r["nan_rate"], -finite(r["spread"])))
+
+
+def find_pair(rows: list[dict], pair) -> dict | None:
+    for r in rows:
+        if math.isclose(r["w_low"], pair[0], rel_tol=1e-9) and math.isclose(r["w_high"], pair[1], rel_tol=1e-9):
+            return r
+    return None
+
+
+# ---------------------------------------------------------------- the plot
+
+

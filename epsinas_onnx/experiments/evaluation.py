@@ -1,0 +1,291 @@
+"""evaluate: how well stored scores rank architectures (reference-semantics §8).
+
+`statistics(score, target)` computes, over the architectures whose score and
+target are both finite (the dropped count is reported):
+
+    spearman, kendall              global rank correlations (scipy.stats)
+    spearman_top10, kendall_top10  the same on the top 10 % by target (target > P90)
+    top10_top10                    100 * |target > P90(target) and score > P90(score)| / |score > P90(score)|
+    top64_top5                     how many of the 64 best-scored have target > P95(target)
+
+With nan="last" NaN scores are kept and ranked below every other score (tied
+among themselves) instead of dropped. For a target where lower is better (a
+loss), "top" means the lowest values, and the correlations are negative when
+the score works.
+
+`evaluate` joins a results store with a table of targets (accuracies) and
+optional side tables of other proxies (each a tables.Table or a csv
+path), and computes every row on the same
+architectures. scipy and matplotlib are the `eval` extra, imported on use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+
+from epsinas_onnx.core.tables import as_table, number_or_nan, pick_column
+from epsinas_onnx.core.errors import UserError
+
+EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
+
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet16_120")
+# per-space defaults: candidate arch columns (first present wins; "a,b" joins two
+# columns with a space), candidate target columns, and the target's direction
+ARCH_COLUMNS = {"nb201": ("arch", "arch_str"), "nb101": ("cell", "adjacency,ops", "arch"), "nlp": ("recepie", "arch")}
+TARGET_COLUMNS = {"nb201": None, "nb101": ("cifar_acc_108", "val_accuracy"), "nlp": ("final_test_loss",)}
+LOWER_IS_BETTER = {"nb201": False, "nb101": False, "nlp": True}
+# columns of a side table that are not proxies
+NOT_PROXIES = {"index", "dataset", "naslib_idx", "naslib_tuple", "arch", "arch_str", "cell", "adjacency", "ops",
+               "recepie", "recepie_id", "status", "epochs_logged"}
+FAILED_MARKER = -1e8  # baselines.csv: a failed Zen-score
+
+
+def scipy_stats():
+    """scipy.stats, or one line naming the extra that installs it."""
+    try:
+        from scipy import stats
+    except ImportError:
+        raise UserError(f"evaluate needs scipy: {EXTRA_HINT}") from None
+    return stats
+
+
+# ---------------------------------------------------------------- the statistics
+
+
+def statistics(score, target, *, nan: str = "drop", lower_is_better: bool = False) -> dict:
+    """The §8 statistics of `score` against `target` (equal-length sequences).
+    Architectures with a non-finite target are always left out (counted in
+    `no_target`); NaN scores are dropped (counted in `nan_dropped`) or, with
+    nan="last", ranked last (counted in `nan_last`)."""
+    stats = scipy_stats()
+    score = np.asarray(score, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if score.shape != target.shape or score.ndim != 1:
+        raise ValueError("score and target must be 1-D arrays of the same length")
+    has_target = np.isfinite(target)
+    missing = ~np.isfinite(score) & has_target
+    result = {"n": 0, "nan_dropped": 0, "nan_last": 0, "no_target": int((~has_target).sum())}
+    if nan == "drop":
+        keep = has_target & ~missing
+        s, t = score[keep], target[keep]
+        result["nan_dropped"] = int(missing.sum())
+    elif nan == "last":
+        s = np.where(missing, -np.inf, score)[has_target]
+        s = stats.rankdata(s)  # NaN tied below everything; ranks keep every statistic below unchanged
+        t = target[has_target]
+        result["nan_last"] = int(missing.sum())
+    else:
+        raise ValueError(f"nan must be 'drop' or 'last', not {nan!r}")
+    n = len(s)
+    result["n"] = n
+    good = -t if lower_is_better else t  # higher = better, for the top-k statistics
+    result["spearman"], result["kendall"] = _correlations(stats, s, t)
+    if n:
+        top = good > np.percentile(good, 90)
+        result["n_top10"] = int(top.sum())
+        result["spearman_top10"], result["kendall_top10"] = _correlations(stats, s[top], t[top])
+        best_scored = s > np.percentile(s, 90)
+        result["top10_top10"] = 100.0 * float((top & best_scored).sum()) / best_scored.sum() if best_scored.any() else math.nan
+        order = np.argsort(-s, kind="stable")[:64]
+        result["n_top64"] = len(order)
+        result["top64_top5"] = int((good[order] > np.percentile(good, 95)).sum())
+    else:
+        result.update(n_top10=0, spearman_top10=math.nan, kendall_top10=math.nan, top10_top10=math.nan,
+                      n_top64=0, top64_top5=0)
+    return result
+
+
+def _correlations(stats, s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """Spearman rho and Kendall tau; NaN where undefined (fewer than 2 points, a constant)."""
+    if len(s) < 2 or np.all(s == s[0]) or np.all(t == t[0]):
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = stats.spearmanr(s, t).statistic
+        tau = stats.kendalltau(s, t).statistic
+    return float(rho), float(tau)
+
+
+# ---------------------------------------------------------------- tables keyed by architecture
+
+
+def _norm_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def read_keyed(path, space_module, *, arch_column: str, columns: list[str], dataset: str | None = None,
+               failed_marker: float | None = None) -> tuple[dict[str, dict[str, float]], int]:
+    """{format_arch text: {column: value}} from a csv file; rows repeating an
+    architecture are averaged (their number is returned too). A `dataset`
+    column, when present and `dataset` is given, keeps only that data set's rows."""
+    table = as_table(path)
+    names, rows = table.columns, table.rows
+    for column in [*arch_column.split(","), *columns]:
+        if column not in names:
+            raise UserError(f"{path} has no column {column!r}; its columns are {', '.join(names)}")
+    if dataset is not None and "dataset" in names:
+        rows = [r for r in rows if _norm_name(r["dataset"]) == _norm_name(dataset)]
+        if not rows:
+            raise UserError(f"{path} has no rows for data set {dataset!r}")
+    gathered: dict[str, list[list[float]]] = {}
+    canonical: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        text = " ".join(row[c] for c in arch_column.split(","))
+        key = canonical.get(text)
+        if key is None:
+            try:
+                key = space_module.format_arch(space_module.parse(text))
+            except UserError as exc:
+                raise UserError(f"{path}, line {line}: {exc}") from None
+            canonical[text] = key
+        values = [number_or_nan(row[c]) for c in columns]
+        if failed_marker is not None:
+            values = [math.nan if v <= failed_marker else v for v in values]
+        gathered.setdefault(key, []).append(values)
+    repeated = sum(len(v) > 1 for v in gathered.values())
+    out = {}
+    for key, lists in gathered.items():
+        array = np.array(lists, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            means = np.nanmean(array, axis=0) if len(lists) > 1 else array[0]
+        out[key] = dict(zip(columns, (float(v) for v in means)))
+    return out, repeated
+
+
+def proxy_columns(path, arch_column: str, exclude: set[str]) -> list[str]:
+    table = as_table(path)
+    names, rows = table.columns, table.rows
+    skip = NOT_PROXIES | set(arch_column.split(",")) | exclude
+    numeric = []
+    for name in names:
+        if name in skip or "accuracy" in name or "_acc" in name:  # targets, not proxies
+            continue
+        if any(number_or_nan(r[name]) == number_or_nan(r[name]) for r in rows[:50]):  # some numeric value
+            numeric.append(name)
+    return numeric
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    rows: list[dict],
+    space: str,
+    accuracies,
+    *,
+    dataset: str | None = None,
+    arch_column: str | None = None,
+    target_column: str | None = None,
+    lower_is_better: bool | None = None,
+    baselines=None,
+    proxies=None,
+    mode: str = "reference",
+    other_modes: dict[str, list[dict]] | None = None,
+) -> dict:
+    """The statistics of stored `rows` (one space, one config; from
+    ResultStore.rows) against a table of targets (a Table or a csv path), with side-by-side rows for the
+    parameter count and any baseline / proxy tables, all on the same
+    architectures: those scored without error, with a finite target, and present
+    in every side table given. mode: the scoring mode of `rows`; other_modes:
+    the rows of the same config in other modes (mode -> rows), each given its
+    two rows beside the first, on the architectures that every mode scored."""
+    from epsinas_onnx.spaces import get_space
+
+    module = get_space(space)
+    if space == "nb201":
+        dataset = dataset or "cifar10"
+        if dataset not in NB201_DATASETS:
+            raise UserError(f"unknown --dataset {dataset!r}: choose one of {', '.join(NB201_DATASETS)}")
+    elif dataset is not None:
+        raise UserError(f"--dataset is for nb201 only; for {space} pick the column with --target-column")
+    # each table read once (a path is read here; a packaged table is decompressed once)
+    accuracies = as_table(accuracies)
+    baselines = None if baselines is None else as_table(baselines)
+    proxies = None if proxies is None else as_table(proxies)
+    names = accuracies.columns
+    arch_column = arch_column or pick_column(names, ARCH_COLUMNS[space], "architecture", accuracies, "--arch-column")
+    if target_column is None:
+        candidates = (dataset,) if space == "nb201" else TARGET_COLUMNS[space]
+        target_column = pick_column(names, candidates, "target", accuracies, "--target-column")
+    if lower_is_better is None:
+        lower_is_better = LOWER_IS_BETTER[space]
+    targets, repeated = read_keyed(accuracies, module, arch_column=arch_column, columns=[target_column])
+
+    scored = [r for r in rows if r["error"] is None]
+    errors = len(rows) - len(scored)
+    with_target = [r for r in scored if math.isfinite(targets.get(r["arch"], {}).get(target_column, math.nan))]
+    counts = {"stored": len(rows), "errors": errors, "no_target": len(scored) - len(with_target),
+              "repeated_in_target_file": repeated}
+
+    side: list[tuple[str, dict[str, float]]] = []  # (row name, {arch: value})
+    common = {r["arch"] for r in with_target}
+    mode_scores = {}  # the other modes' scores: mode -> {arch: score}
+    for other, other_rows in (other_modes or {}).items():
+        mode_scores[other] = {r["arch"]: r["score"] for r in other_rows if r["error"] is None}
+        counts[f"not_in_{other}_mode"] = len(common - set(mode_scores[other]))
+        common &= set(mode_scores[other])
+    if baselines is not None:
+        b_names = baselines.columns
+        b_arch = pick_column(b_names, ARCH_COLUMNS[space], "architecture", baselines, "--arch-column")
+        wanted = [c for c in proxy_columns(baselines, b_arch, {target_column})
+                  if not (c.startswith("zen_") and dataset is not None and c != f"zen_{dataset}")]
+        table, _ = read_keyed(baselines, module, arch_column=b_arch, columns=wanted, failed_marker=FAILED_MARKER)
+        common &= set(table)
+        counts["not_in_baselines"] = len(with_target) - len({r["arch"] for r in with_target} & set(table))
+        side += [(c, {a: v[c] for a, v in table.items()}) for c in wanted]
+    if proxies is not None:
+        p_names = proxies.columns
+        p_arch = pick_column(p_names, (*ARCH_COLUMNS[space], "arch_str"), "architecture", proxies, "--arch-column")
+        wanted = proxy_columns(proxies, p_arch, {target_column})
+        table, _ = read_keyed(proxies, module, arch_column=p_arch, columns=wanted, dataset=dataset)
+        common &= set(table)
+        counts["not_in_proxies"] = len(with_target) - len({r["arch"] for r in with_target} & set(table))
+        side += [(f"zc.{c}", {a: v[c] for a, v in table.items()}) for c in wanted]
+    chosen = [r for r in with_target if r["arch"] in common]
+    counts["compared"] = len(chosen)
+    if not chosen:
+        where = "every side table given" if (baselines or proxies) else str(accuracies)
+        raise UserError(
+            f"none of the {len(scored)} scored {space} architectures has a finite {target_column!r} in {where} "
+            f"(is --space, --arch-column or the file right?)"
+        )
+
+    target = [targets[r["arch"]][target_column] for r in chosen]
+    score = [r["score"] for r in chosen]
+    params = [math.nan if r["params"] is None else r["params"] for r in chosen]
+    table_rows = _score_rows(mode_label(mode), score, target, lower_is_better)
+    for other, values in mode_scores.items():
+        table_rows += _score_rows(mode_label(other), [values[r["arch"]] for r in chosen], target, lower_is_better)
+    table_rows.append({"proxy": "params", **statistics(params, target, lower_is_better=lower_is_better)})
+    for name, values in side:
+        proxy = [values.get(r["arch"], math.nan) for r in chosen]
+        table_rows.append({"proxy": name, **statistics(proxy, target, lower_is_better=lower_is_better)})
+    return {
+        "space": space, "dataset": dataset, "target": target_column, "lower_is_better": lower_is_better,
+        "targets_from": str(accuracies),
+        "counts": counts, "rows": table_rows,
+        "points": {"score": score, "target": target, "params": params},
+    }
+
+
+def mode_label(mode: str) -> str:
+    """The name of the epsinas rows of a scoring mode: "epsinas" for the reference."""
+    return "epsinas" if mode == "reference" else f"epsinas [{mode}]"
+
+
+def _score_rows(label: str, score, target, lower_is_better: bool) -> list[dict]:
+    """A mode's two rows: NaN dropped, and NaN ranked last."""
+    return [
+        {"proxy": label, **statistics(score, target, lower_is_better=lower_is_better)},
+        {"proxy": f"{label} (NaN last)", **statistics(score, target, nan="last", lower_is_better=lower_is_better)},
+    ]
+
+
+# ---------------------------------------------------------------- the plot
+
+

@@ -1,0 +1,323 @@
+"""The results store: one SQLite row per scored architecture.
+
+A row's key is (space, arch, weights, data, settings):
+
+    space     the search space ("nb201", ...)
+    arch      the architecture in the space's own encoding (format_arch)
+    weights   the weight pair as JSON, e.g. "[1e-07, 1.0]"
+    data      fingerprint of the exact batch (`fingerprint`): the same batch
+              read from another path is the same key, another batch is not
+    settings  canonical JSON of the options that change the score (`settings_key`)
+
+The key is UNIQUE, so rerunning a bench never duplicates a row. A row holds
+either a result (`score`, NULL for NaN, with `nan_reason`) or an `error` (the
+architecture could not be scored: not a result, retried by the next run).
+
+A bench driver writes its rows (its workers never touch the file); WAL mode
+lets `results` and `evaluate` read while a bench runs, and another bench
+write at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from epsinas_onnx.core.errors import UserError
+
+SCHEMA_VERSION = 1
+
+KEY = ("space", "arch", "weights", "data", "settings")
+# columns in listing order
+COLUMNS = (
+    "space", "arch", "score", "nan_reason", "error", "params", "seconds",
+    "weights", "data", "settings", "data_description", "device", "created",
+)
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS results (
+    id               INTEGER PRIMARY KEY,
+    space            TEXT NOT NULL,
+    arch             TEXT NOT NULL,
+    weights          TEXT NOT NULL,
+    data             TEXT NOT NULL,
+    settings         TEXT NOT NULL,
+    score            REAL,
+    nan_reason       TEXT,
+    error            TEXT,
+    params           INTEGER,
+    seconds          REAL,
+    data_description TEXT,
+    device           TEXT,
+    created          TEXT NOT NULL,
+    UNIQUE (space, arch, weights, data, settings)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def fingerprint(array: np.ndarray) -> str:
+    """sha256 of the batch's dtype, shape and bytes (C order), first 16 hex digits."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256()
+    digest.update(array.dtype.str.encode())
+    digest.update(json.dumps(list(array.shape)).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def weights_key(weights) -> str:
+    """The weight pair as canonical JSON: 1e-7 and 0.0000001 give the same key."""
+    return json.dumps([float(w) for w in weights])
+
+
+def settings_key(settings: dict) -> str:
+    """Canonical JSON (sorted keys, no spaces) of a settings dict; None values
+    ("the model decides") are left out. bench makes every other default explicit,
+    so a key reads the same whether an option was given at its default or not."""
+    return json.dumps(_drop_none(settings), sort_keys=True, separators=(",", ":"))
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, tuple):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def config_id(weights: str, data: str, settings: str) -> str:
+    """A short name of one (weights, data, settings) combination, for choosing
+    among several in one store."""
+    return hashlib.sha256(f"{weights}\n{data}\n{settings}".encode()).hexdigest()[:8]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultStore:
+    """The SQLite file of bench results. `create=False` (`results`, `evaluate`)
+    refuses a missing file and never writes: where the file or its folder is
+    not writable it opens the store read-only, so such a store is still readable.
+
+    Several processes may write one store at once (two benches, the same or
+    other configurations): WAL mode, a busy timeout and the UNIQUE key keep
+    every row exactly once. Every SQLite failure (not a database, damaged,
+    read-only, a full disk, another schema) is a UserError naming the file."""
+
+    BUSY_SECONDS = 60
+
+    def __init__(self, path, create: bool = True):
+        self.path = Path(path)
+        self.db = None
+        if create and self.path.is_dir() or not create and self.path.exists() and not self.path.is_file():
+            raise UserError(f"the results store {self.path} is not a file: give --store a file name")
+        if not create and not self.path.is_file():
+            raise UserError(f"results store not found: {self.path} (run `epsinas-onnx bench ... --store {self.path}` first)")
+        if create and not self.path.parent.is_dir():
+            raise UserError(f"cannot create the results store {self.path}: folder {self.path.parent} does not exist")
+        if create and not (os.access(self.path.parent, os.W_OK) and (not self.path.exists() or self._writable())):
+            # checked first: SQLite would open it read-only and leave -wal / -shm files beside it
+            raise UserError(f"cannot write the results store {self.path}: it or its folder is read-only "
+                            "(make both writable, or give --store another file)")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS) if create or self._writable() \
+                else self._connect_read_only()
+            self.db.row_factory = sqlite3.Row
+            if create:
+                self._create_tables()
+            self._check()
+            if create:
+                self._use_wal()
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._error(exc) from None
+        except UserError:
+            self.close()
+            raise
+
+    def _writable(self) -> bool:
+        """Where the file and its folder are writable, a reader opens it as a writer
+        would, so that the last one to close it tidies away its -wal and -shm files."""
+        return os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=self.BUSY_SECONDS)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # a WAL store in a folder this user cannot write: SQLite cannot make the
+            # shared-memory file beside it, so open it as an immutable file. Nobody
+            # can be writing it then, but rows still in its -wal would be missed
+            db.close()
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise UserError(f"{self.path} has rows not yet merged from {wal.name} and its folder is read-only: "
+                            f"make the folder writable once (any `epsinas-onnx results` then merges them), "
+                            f"or copy both files to a folder you can write")
+        return sqlite3.connect(uri + "&immutable=1", uri=True)
+
+    def _create_tables(self) -> None:
+        """The tables of a new (or empty) file, safe against another process doing the same."""
+        self.db.execute(f"PRAGMA busy_timeout = {self.BUSY_SECONDS * 1000}")
+        self.db.execute("BEGIN IMMEDIATE")  # one process at a time looks and creates
+        if not self._tables():
+            for statement in _CREATE.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self.db.commit()
+
+    def _use_wal(self) -> None:
+        """WAL mode (once the file has proved to be a store: another file is left as it was)."""
+        deadline = time.monotonic() + self.BUSY_SECONDS
+        while True:  # switching to WAL takes a lock that the busy timeout does not always wait for
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each
+        self.db.execute("PRAGMA synchronous = NORMAL")
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _check(self) -> None:
+        """A store of this schema, undamaged."""
+        tables = self._tables()
+        if not {"results", "meta"} <= tables:
+            what = f"its tables are {', '.join(sorted(tables))}" if tables else "it is empty"
+            raise UserError(f"{self.path} is an SQLite file but not an epsinas-onnx results store ({what}): "
+                            "give --store another file")
+        version = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None or version[0] != str(SCHEMA_VERSION):
+            found = "no schema_version" if version is None else f"schema_version {version[0]}"
+            raise UserError(f"{self.path} is a results store of another epsinas-onnx version ({found}; this one "
+                            f"reads {SCHEMA_VERSION}): use the version that wrote it, or give --store a new file")
+        problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise UserError(f"{self.path} is damaged ({problem}): restore it from a copy or give --store a new file "
+                            f"(`sqlite3 {self.path} .recover` may save its rows)")
+
+    def _error(self, exc: sqlite3.Error) -> UserError:
+        """One line for a failing SQLite call: what is wrong with the store, and the fix."""
+        name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
+        text = str(exc)
+        if name == "SQLITE_FULL" or "disk is full" in text:
+            return UserError(f"the disk under the results store {self.path} is full: the rows so far are kept; "
+                             "free some space and rerun the same command to resume")
+        if name.startswith("SQLITE_READONLY") or "readonly" in text:
+            return UserError(f"cannot write the results store {self.path}: it or its folder is read-only "
+                             "(make both writable, or give --store another file)")
+        if name == "SQLITE_NOTADB" or "not a database" in text:
+            return UserError(f"{self.path} is not an SQLite results store (file is not a database): "
+                             "give --store another file, or move this one away")
+        if name == "SQLITE_CORRUPT" or "malformed" in text:
+            return UserError(f"{self.path} is damaged ({text}): restore it from a copy or give --store a new file")
+        if name == "SQLITE_BUSY" or "locked" in text:
+            return UserError(f"the results store {self.path} stayed locked by another process for "
+                             f"{self.BUSY_SECONDS} s: wait for it to finish, or give --store another file")
+        if name == "SQLITE_CANTOPEN" or "unable to open" in text:
+            return UserError(f"cannot open the results store {self.path} ({text}): check the file and its folder's permissions")
+        return UserError(f"the results store {self.path} failed ({text}): rerun the same command to resume")
+
+    @contextlib.contextmanager
+    def _sqlite_errors(self):
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass  # what was committed is in the file (or its -wal) already
+            self.db = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---------------------------------------------------------------- writing
+
+    def done(self, space: str, weights: str, data: str, settings: str) -> set[str]:
+        """The archs that already have a result (errors excluded: they are retried)."""
+        with self._sqlite_errors():
+            rows = self.db.execute(
+                "SELECT arch FROM results WHERE space = ? AND weights = ? AND data = ? AND settings = ? AND error IS NULL",
+                (space, weights, data, settings),
+            )
+            return {r[0] for r in rows}
+
+    def add(self, row: dict) -> None:
+        """Insert one row; never a duplicate key. A result replaces an earlier error
+        row of the same key; anything else already stored is kept as it is."""
+        score = row.get("score")
+        if score is not None and math.isnan(score):
+            score = None
+        values = {
+            "space": row["space"], "arch": row["arch"], "weights": row["weights"], "data": row["data"],
+            "settings": row["settings"], "score": score, "nan_reason": row.get("nan_reason"),
+            "error": row.get("error"), "params": row.get("params"), "seconds": row.get("seconds"),
+            "data_description": row.get("data_description"), "device": row.get("device"),
+            "created": row.get("created") or now(),
+        }
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in KEY)
+        with self._sqlite_errors():
+            self.db.execute(
+                f"INSERT INTO results ({names}) VALUES ({marks}) "
+                f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {updates} WHERE results.error IS NOT NULL",
+                values,
+            )
+
+    def commit(self) -> None:
+        with self._sqlite_errors():
+            self.db.commit()
+
+    # ---------------------------------------------------------------- reading
+
+    def rows(self, space: str | None = None) -> list[dict]:
+        """Every row (of one space), oldest first, with its `config` id."""
+        query = f"SELECT {', '.join(COLUMNS)} FROM results"
+        args: tuple = ()
+        if space is not None:
+            query += " WHERE space = ?"
+            args = (space,)
+        with self._sqlite_errors():
+            fetched = self.db.execute(query + " ORDER BY id", args).fetchall()
+        out = []
+        for r in fetched:
+            row = dict(r)
+            row["config"] = config_id(row["weights"], row["data"], row["settings"])
+            row["score"] = float("nan") if row["score"] is None and row["error"] is None else row["score"]
+            out.append(row)
+        return out
+
+    def count(self) -> int:
+        with self._sqlite_errors():
+            return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def spaces(self) -> list[str]:
+        with self._sqlite_errors():
+            return sorted(r[0] for r in self.db.execute("SELECT DISTINCT space FROM results"))
