@@ -14,7 +14,8 @@ import pytest
 
 from epsinas_onnx.experiments import bench
 from epsinas_onnx.core.scoring.metric import epsinas_score, score_runs
-from epsinas_onnx.core.scoring.modes import ladder, ladder_value, score_in_mode, score_ladder, score_upper, upper_value
+from epsinas_onnx.core.scoring.modes import (ROUNDING_FACTOR, ladder, ladder_value, rounding_floor, score_in_mode,
+                                             score_ladder, score_upper, upper_value)
 from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
@@ -94,11 +95,37 @@ def test_the_upper_mode_scores_w2_against_a_decade_above_it_reversed():
 
     value, reason, outputs, pair = score_upper((1e-7, 1.0), run)
     assert reason is None and pair == (1.0, 10.0)
-    assert ran == [1e-7, 1.0, 10.0]  # one run more than the reference, only where it is NaN
+    # two runs more than the reference, only where it is NaN: 10 * w2, and the next float32 above w2 (the guard's floor)
+    assert ran == [1e-7, 1.0, 10.0, float(np.nextafter(np.float32(1.0), np.float32(2.0)))]
     u = epsinas_score(outputs[1.0], outputs[10.0])
     assert 0 < u and value == 2.0 - u / (1.0 + u) == upper_value(u, True)
     # a smaller difference between w2 and 10 * w2 ranks higher, every upper score above every reference score
     assert upper_value(0.01, True) > upper_value(0.1, True) > 1.0 > upper_value(1e6, False)
+
+
+def test_the_upper_mode_refuses_a_u_that_is_float32_rounding():
+    """A network with no BatchNorm eps between w2 and 10 * w2 is one function
+    at both, up to a scale: u then measures float32 rounding, and NaN says so
+    (modes.ROUNDING_GUARD). Here y(w) = w^3 * f, f fixed, rounded to float32
+    at each weight as a network's output is."""
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=256)
+
+    def run(w):  # constant at w1 (underflow), homogeneous above
+        return np.zeros(256, np.float32) if w < 1e-3 else (np.float32(w) ** 3 * f.astype(np.float32)).astype(np.float32)
+
+    value, reason, outputs, pair = score_upper((1e-7, 1.0), run)
+    u = epsinas_score(outputs[1.0], outputs[10.0])
+    floor, step = rounding_floor(1.0, outputs[1.0], run)
+    assert step == float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    assert 0 <= u <= ROUNDING_FACTOR * floor and u < 1e-5  # the scale of float32 rounding
+    assert math.isnan(value) and pair is None
+    assert reason.startswith("constant output at w = 1e-07") and "is float32 rounding" in reason
+    # a u far above the floor is kept: the function does bend between w2 and 10 * w2
+    bend = rng.normal(size=256).astype(np.float32)
+    value, reason, _, pair = score_upper(
+        (1e-7, 1.0), lambda w: run(w) * (1 + np.float32(0.01 * np.log10(w)) * bend) if w >= 1e-3 else run(w))
+    assert reason is None and pair == (1.0, 10.0) and 1.0 < value < 2.0
 
 
 def test_the_upper_mode_keeps_the_reasons_of_its_nan():
