@@ -27,7 +27,7 @@ from epsinas_onnx.core.stop_signals import stoppable
                    "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
                    "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary).")
 @click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
-@weights_option(default=None)
+@weights_option()
 @input_options(bench=True)
 @policy_options
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")

@@ -417,7 +417,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
-@weights_option(default=None)
+@weights_option()
 @target_source_options
 @dataset_option
 @target_column_option
