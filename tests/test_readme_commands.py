@@ -44,7 +44,6 @@ SUBSTITUTIONS = [
     ("bench", ["--all"], ["--sample", "12", "--seed", "0"]),  # 15,625 architectures -> 12 (11 distinct)
     ("bench", ["--workers", "2"], ["--workers", "1"]),  # no worker processes to start
     ("search pick", ["--n", "100"], ["--n", "5", "--runs", "2"]),  # draws the 12 do not hold are scored on demand
-    ("search pick", ["--runs", "500"], []),
     ("calibrate", ["--sample", "30"], ["--sample", "6", "--per-decade", "1", "--low", "1e-8", "1e-6",
                                         "--high", "1", "10"]),  # 6 architectures, a 3 x 2 grid
     ("calibrate", ["models/nb201_cifar10_best.onnx"], ["models/nb201_cifar10_best.onnx", "--batch-size", "16",
