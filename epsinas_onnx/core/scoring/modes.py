@@ -163,8 +163,9 @@ def rounding_reason(high: float, top: float, u: float, outputs: dict, run) -> st
     floor, _ = rounding_floor(high, outputs[high], run)
     if not u <= ROUNDING_FACTOR * floor:  # a NaN floor guards nothing
         return None
-    return (f"at the upper pair ({high:g}, {top:g}) u = {u:.3g} is float32 rounding (at most {ROUNDING_FACTOR:g} x "
-            f"the {floor:.3g} of w = {high:g} against the next float32 above it): one function at both weights")
+    return (f"at the upper pair ({high:g}, {top:g}) u = {u:.3g} is no more than float32 rounding (at most "
+            f"{ROUNDING_FACTOR:g} x the {floor:.3g} of w = {high:g} against the next float32 above it): one function "
+            "at both weights")
 
 
 def score_in_mode(mode: str, weights, run):
