@@ -73,3 +73,38 @@ def test_space_params_and_nb101_sample():
     for line in result.stdout.strip().splitlines():
         text, params = line.split("\t")
         assert nb101.num_params(nb101.parse(text)) == int(params)
+
+
+def test_an_exported_model_is_scored_at_its_spaces_pair(tmp_path, capsys):
+    """`export` records the space and its reference pair in the model's
+    metadata; `score` without --weights takes that pair and says so."""
+    from epsinas_onnx.cli import main
+
+    path = tmp_path / "cell.onnx"
+    assert main(["export", "nb101", NB101_ARCH, "-o", str(path)]) == 0
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert meta["epsinas.space"] == "nb101" and [float(w) for w in meta["epsinas.weights"].split()] == [1e-4, 10.0]
+    capsys.readouterr()
+
+    def scored(*extra):
+        assert main(["score", str(path), "--batch-size", "8", "--format", "json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    row = scored()
+    assert row["weights"] == [1e-4, 10.0] and row["scored_weights"] == [1e-4, 10.0] and row["score"] is not None
+    assert any("nb101's reference pair" in w and "metadata" in w for w in row["warnings"])
+    assert scored("--weights", "1e-4", "10")["score"] == row["score"]  # the same as naming the pair
+    at_nb201 = scored("--weights", "1e-7", "1")  # the pair every model got before: this cell is NaN there
+    assert at_nb201["score"] is None and at_nb201["nan_reason"].startswith("constant output at w = 1e-07")
+
+
+def test_an_exported_nlp_model_is_scored_at_the_nlp_pair(tmp_path, capsys):
+    from epsinas_onnx.cli import main
+    from tests.conftest import ROOT
+
+    path = tmp_path / "rnn.onnx"
+    assert main(["export", "nlp", str(ROOT / "examples" / "nlp_recipe.json"), "-o", str(path), "--vocab-size", "50"]) == 0
+    capsys.readouterr()
+    assert main(["score", str(path), "--batch-size", "4", "--seq-len", "5", "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["weights"] == [1e-5, 1e-3] and any("nlp's reference pair" in w for w in row["warnings"])

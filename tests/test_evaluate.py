@@ -148,7 +148,7 @@ def test_evaluate_against_scipy_with_baselines_and_plot(tmp_path, nb201_tables):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
 
 
-def test_proxies_restrict_every_row_to_the_same_architectures(tmp_path, shared_data, capsys):
+def test_proxies_get_rows_on_their_subset_and_epsinas_keeps_every_architecture(tmp_path, shared_data, capsys):
     proxies = [r for r in _read(NB201 / "proxies_subset.csv") if r["dataset"] == "cifar10"]
     covered = [r["arch_str"] for r in proxies[:20]]
     accuracies = {r["arch"]: r for r in _read(NB201 / "accuracies.csv")}
@@ -162,9 +162,12 @@ def test_proxies_restrict_every_row_to_the_same_architectures(tmp_path, shared_d
                  "--proxies", str(NB201 / "proxies_subset.csv"), "--format", "json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"]["not_in_proxies"] == 1 and report["counts"]["compared"] == 20
+    assert report["counts"]["not_in_proxies"] == 1 and report["counts"]["in_proxies"] == 20
+    assert report["counts"]["compared"] == 21
     rows = {r["proxy"]: r for r in report["rows"]}
-    assert rows["epsinas"]["n"] == 20 and rows["epsinas"]["spearman"] == pytest.approx(1.0)  # score = accuracy here
+    assert rows["epsinas"]["n"] == 21 and rows["epsinas"]["spearman"] == pytest.approx(1.0)  # score = accuracy here
+    subset = rows["epsinas (proxies' subset)"]  # epsinas on the proxies' architectures, for a like-for-like row
+    assert subset["n"] == 20 and subset["spearman"] == pytest.approx(1.0)
     synflow = np.array([float(r["synflow"]) for r in proxies[:20]])
     assert rows["zc.synflow"]["n"] == 20
     assert rows["zc.synflow"]["spearman"] == pytest.approx(scipy_stats.spearmanr(synflow, acc).statistic)

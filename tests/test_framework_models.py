@@ -97,7 +97,7 @@ def test_keras3_folded_batchnorm_is_reported():
 
 
 def test_rewrite_explain_lists_recurrent_roles(capsys):
-    assert main(["rewrite", str(MODELS / "torch_dynamo_lstm_lm.onnx"), "--explain", "--format", "json"]) == 0
+    assert main(["rewrite", str(MODELS / "torch_dynamo_lstm_lm.onnx"), "--explain", "--tensors", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     roles = {row["tensor"]: row["role"] for row in rows}
     assert roles["rnn.weight_ih_l0"] == "weight" and roles["rnn.weight_hh_l1"] == "weight"

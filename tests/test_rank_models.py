@@ -59,9 +59,10 @@ def test_a_folder_is_its_onnx_files_and_the_table_puts_nan_last(models):
     result = run_cli("score", models, *COMMON)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["rank", "score", "model", "note"]
+    assert lines[0].split() == ["rank", "score", "mode", "scored_weights", "model", "note"]
     assert len(lines) == 1 + len(ARCHS)  # notes.txt is not a model
-    assert lines[-1].split()[:2] == ["nan", str(models / "empty.onnx")] and "constant output" in lines[-1]
+    assert lines[-1].split()[:3] == ["nan", "reference", str(models / "empty.onnx")] and "constant output" in lines[-1]
+    assert all(line.split()[2:5] == ["reference", "1e-07", "1"] for line in lines[1:-1])  # the pair each score is of
     scores = [float(line.split()[1]) for line in lines[1:-1]]
     assert scores == sorted(scores, reverse=True) and not any(math.isnan(s) for s in scores)
 

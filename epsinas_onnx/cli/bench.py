@@ -10,9 +10,10 @@ import click
 
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
                                             input_options, mode_option, policy_options, progress_option,
-                                            sample_seed_option, side_table_option, target_source_options,
+                                            sample_seed_option, side_table_option, stored_mode_option,
+                                            target_source_options,
                                             weights_option)
-from epsinas_onnx.cli.render import render
+from epsinas_onnx.cli.render import render, top64_text
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.stop_signals import stoppable
 
@@ -27,7 +28,7 @@ from epsinas_onnx.core.stop_signals import stoppable
                    "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
                    "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary).")
 @click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
-@weights_option(default=None)
+@weights_option()
 @input_options(bench=True)
 @policy_options
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
@@ -136,22 +137,24 @@ def results(store, space, config, fmt):
               help="The target's direction (default: lower for nlp's loss, else higher).")
 @side_table_option("baselines", "Other proxies over the space, side by side (packaged: nb201 NASWOT and Zen-score, "
                    "nb101 naslib_500's proxies)")
-@side_table_option("proxies", "Other proxies on a subset; every row is then computed on the architectures it covers "
+@side_table_option("proxies", "Other proxies on a subset, each row on the architectures it covers, epsinas beside them "
                    "(packaged: nb201 the NAS-Bench-Suite-Zero proxies of 725 architectures, nb101 naslib_500's)")
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
+@stored_mode_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
 @format_option
 def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
-             baselines, proxies, config, plot_path, fmt):
+             baselines, proxies, config, mode, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
-    (reference-semantics §8), next to other proxies on the same architectures."""
+    (reference-semantics §8), next to other proxies: each row on the
+    architectures it covers (docs/commands/bench.md)."""
     from epsinas_onnx.experiments import benchmark_tables, evaluation
 
     from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows
 
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
-    rows, other_modes = rows_by_mode(rows, config)
+    rows, other_modes = rows_by_mode(rows, config, mode)
     targets = benchmark_tables.targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
                                              archs=[r["arch"] for r in rows])
     baselines = benchmark_tables.side_table(space, baselines, "baselines")
@@ -168,6 +171,11 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
         from epsinas_onnx.experiments import plots
 
         plots.score_vs_target(report, Path(plot_path))
+    few = evaluation.few_architectures(report)
+    if few:
+        listed = ", ".join(f"{r['proxy']} {r['n']}" for r in few[:4]) + (", ..." if len(few) > 4 else "")
+        click.echo(f"warning: {len(few)} row(s) rest on fewer than {evaluation.FEW_ARCHITECTURES} architectures "
+                   f"({listed}): their statistics are mostly noise", err=True)
     if fmt == "json":
         out = {k: v for k, v in report.items() if k != "points"}
         out["rows"] = [{k: _clean(v) for k, v in r.items()} for r in out["rows"]]
@@ -181,7 +189,7 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
         click.echo(
             f"{space} vs {report['target']} ({direction}; from {report['targets_from']}), config {first['config']} (weights {first['weights']}, "
             f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "
-            f"{c['no_target']} without a target{extra}; {c['compared']} compared"
+            f"{c['no_target']} without a target; {c['compared']} compared{extra}"
         )
     click.echo(render(table, fmt), nl=False)
 
@@ -195,7 +203,7 @@ def _table_row(r: dict) -> dict:
         "proxy": r["proxy"], "n": r["n"], "nan": r["nan_dropped"] or r["nan_last"],
         "spearman": _round(r["spearman"]), "n_top10": r["n_top10"], "spearman_top10": _round(r["spearman_top10"]),
         "kendall": _round(r["kendall"]), "kendall_top10": _round(r["kendall_top10"]),
-        "top10_top10": _round(r["top10_top10"], 2), "top64_top5": f"{r['top64_top5']}/{r['n_top64']}",
+        "top10_top10": _round(r["top10_top10"], 2), "top64_top5": top64_text(r["top64_top5"], r["n_top64"]),
     }
 
 

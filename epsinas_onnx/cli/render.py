@@ -26,6 +26,16 @@ def render(rows: list[dict], fmt: str, single: bool = False) -> str:
     return table(rows)
 
 
+def top64_text(hits, out_of: int, std: float | None = None) -> str:
+    """top-64/top-5 % in the one form every command prints: hits/out_of (out_of
+    is 64, or fewer where fewer were scored); a mean over draws keeps its
+    decimals and its std."""
+    if isinstance(hits, float) and math.isnan(hits):
+        return "nan"
+    text = f"{hits:g}/{out_of}"
+    return text if std is None else f"{text} \u00b1 {std:.2g}"
+
+
 def table(rows: list[dict]) -> str:
     if not rows:
         return "(no rows)\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from epsinas_onnx.cli import option_groups
 from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, format_option, init_settings, input_options, mode_option,
                                             policy_options, weights_option)
 from epsinas_onnx.cli.render import render, write_atomically
@@ -20,18 +21,15 @@ def torch_options(fn):
     """score --torch: a PyTorch module from a factory, exported and scored in place of MODEL."""
     fn = click.option(
         "--input-shape", metavar="NxCxHxW", default=None, callback=_shape,
-        help="The shape of the example input the --torch module is exported with (zeros, float32; the batch "
-        "dim is exported as dynamic, so --batch-size still decides the batch scored).",
+        help="The --torch example input's shape (zeros; the batch dim is exported dynamic).",
     )(fn)
     fn = click.option(
         "--torch-kwargs", metavar="JSON", default=None, callback=_json_object,
-        help="Keyword arguments for the --torch factory, a JSON object, e.g. '{\"num_classes\": 10}'.",
+        help="The --torch factory's keyword arguments, a JSON object.",
     )(fn)
     fn = click.option(
         "--torch", "torch_factory", metavar="MODULE:CALLABLE", default=None,
-        help="Score the nn.Module this class or function returns (e.g. torchvision.models:resnet18; MODULE is "
-        "imported from the current directory or the installed packages), exported to ONNX as the README "
-        'documents; needs torch (pip install "epsinas-onnx[export]").',
+        help="Score the nn.Module this factory returns, e.g. examples.small_resnet:Net (docs/exporting.md).",
     )(fn)
     return fn
 
@@ -76,24 +74,26 @@ def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, wei
 
 @click.command()
 @click.argument("models", nargs=-1, type=click.Path(), metavar="[MODEL...]")
-@weights_option()
+@weights_option("the pair the model's metadata records (a model `export` wrote), else 1e-7 1")
 @input_options()
 @policy_options
 @torch_options
 @mode_option
 @format_option
-def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
+def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, input_seed, legacy_seed, seq_len, token_layout,
           input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
           torch_factory, torch_kwargs, input_shape, fmt):
-    """Score MODEL (an .onnx file), rank several (files, a shell glob, or
-    folders of *.onnx) on the same batch, highest first, or with --torch score
-    a PyTorch module. Exit 0 whenever a score, NaN included, was computed;
-    ranking several, exit 1 if any of them could not be scored (its row says why)."""
+    """Score MODEL (an .onnx file), rank several (files, a glob, folders of
+    *.onnx) on one batch, or with --torch score a PyTorch module. Exit 0
+    whenever a score, NaN included, was computed. Every option at length:
+    docs/commands/score.md."""
     from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
     from epsinas_onnx.core.scoring.scorer import score_with
 
+    _check_model_arguments(models)
     batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-                         seed=seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
+                         seed=option_groups.input_seed(input_seed, legacy_seed), seq_len=seq_len,
+                         token_layout=token_layout, input_name=input_name)
     scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
                                         embedding=embedding, collapse=collapse, mode=mode)
     execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
@@ -117,10 +117,23 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
     click.echo(render([row], fmt, single=True), nl=False)
 
 
+def _check_model_arguments(models) -> None:
+    """A MODEL that is a number and no file is a third --weights value (--weights takes two)."""
+    for model in models:
+        try:
+            float(model)
+        except ValueError:
+            continue
+        if not Path(model).exists():
+            raise click.UsageError(f"MODEL {model!r} is a number, not a file: --weights takes exactly two values "
+                                   "(W1 W2), and what follows them is a model")
+
+
 def _rank(models, weights, options: tuple, fmt: str) -> None:
     from epsinas_onnx.core.scoring.ranking import model_paths, rank_models
 
     ranked = rank_models(model_paths(models), weights, *options)
+    scoring_mode = options[1].mode
     failed = 0
     rows = []
     for entry in ranked:
@@ -131,14 +144,16 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
             for warning in entry.result.warnings:
                 click.echo(f"warning: {entry.model}: {warning}", err=True)
             details = entry.result.to_dict()
+        # every row names the mode and the pair its score is of (the upper mode scores some at (w2, 10 w2))
+        pair = {"mode": details.get("mode", scoring_mode), "scored_weights": details.get("scored_weights")}
         if fmt == "table":
             note = f"error: {entry.error}" if entry.error else details["nan_reason"]
             score_value = entry.result.score if entry.result is not None else None  # nan stays nan, an error is blank
-            rows.append({"rank": entry.rank, "score": score_value, "model": entry.model, "note": note})
+            rows.append({"rank": entry.rank, "score": score_value, **pair, "model": entry.model, "note": note})
         else:
             rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
-                         "error": entry.error, "seconds": details.get("seconds"), "input": details.get("input"),
-                         "weights": details.get("weights"), "warnings": details.get("warnings", [])})
+                         "error": entry.error, **pair, "weights": details.get("weights"), "seconds": details.get("seconds"),
+                         "input": details.get("input"), "warnings": details.get("warnings", [])})
     click.echo(render(rows, fmt), nl=False)
     if failed:
         raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
@@ -148,15 +163,18 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
-@click.option("--explain", is_flag=True, help="List every constant tensor with its role, and what channel collapse did.")
+@click.option("--explain", is_flag=True, help="What channel collapse did, and the constant tensors of each role.")
+@click.option("--tensors", is_flag=True, help="With --explain: every constant tensor on its own row, not grouped by role.")
 @click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
+def rewrite(model, weight, out, explain, tensors, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
     """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
     from epsinas_onnx.core.scoring.model_io import load_model
     from epsinas_onnx.core.rewriting.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
 
+    if tensors and not explain:
+        raise UserError("--tensors goes with --explain")
     if out is None and not explain:
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
     if weight is not None and not math.isfinite(weight):
@@ -171,22 +189,37 @@ def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, we
     for warning in rewritten.warnings:
         click.echo(f"warning: {warning}", err=True)
     if explain:
-        # what collapse would do, also when the written model stays full width
+        # what collapse would do, also when the written model stays full width; first, on stdout
+        # for a table (on stderr for json / csv, whose stdout is the rows alone)
         report = rewritten.collapse or rewrite_for_scoring(load_model(model), policy, collapse=True).collapse
-        click.echo(report.summary(), err=True)
+        click.echo(report.summary(), err=fmt != "table")
         for where in report.expanded:
-            click.echo(f"  expanded to full width at {where}", err=True)
+            click.echo(f"  expanded to full width at {where}", err=fmt != "table")
         rows = [
             {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
              "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}
             for r in rewritten.roles
         ]
-        click.echo(render(rows, fmt), nl=False)
+        click.echo(render(rows if tensors else _roles_grouped(rows), fmt), nl=False)
     if out is not None:
         if weight is not None:
             fix_weight(rewritten.model, weight)
         write_atomically(Path(out), to_onnx(rewritten.model).SerializeToString())
         click.echo(f"wrote {out}", err=True)
+
+
+def _roles_grouped(rows: list[dict]) -> list[dict]:
+    """The per-tensor rows of `rewrite --explain` as one row per role: how many
+    tensors, the op inputs that read them, and the first one's name."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["role"], []).append(row)
+    out = []
+    for role, members in groups.items():
+        readers = sorted({reader for m in members for reader in m["read by"].split() if reader != "-"})
+        out.append({"role": role, "tensors": len(members), "read by": " ".join(readers[:6]) + (" ..." if len(readers) > 6 else ""),
+                    "first": members[0]["tensor"]})
+    return out
 
 
 @click.command()
@@ -213,9 +246,10 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
         if key not in module.export_defaults:
             raise UserError(f"--{key.replace('_', '-')} does not apply to {space}")
     parsed = module.parse(_text_or_file(arch))
-    model = module.to_onnx(parsed, **given)
+    model = module.export(parsed, **given)
     write_atomically(Path(out), model.SerializeToString())
-    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)})", err=True)
+    pair = " ".join(f"{w:g}" for w in module.reference_weights)
+    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)}; `score` takes its reference weights {pair})", err=True)
 
 
 @click.command()

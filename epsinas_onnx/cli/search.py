@@ -12,7 +12,7 @@ from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON
                                             direction_option, format_option, init_settings, input_seed_option, norm_option, seq_len_option, mode_option,
                                             plot_option, policy_options, progress_option, target_column_option,
                                             target_source_options, weights_option)
-from epsinas_onnx.cli.render import render
+from epsinas_onnx.cli.render import render, top64_text
 from epsinas_onnx.core.errors import UserError
 VARIANTS = ("random", "random+warmup", "evolution", "evolution+warmup", "evolution+move", "evolution+warmup+move")
 
@@ -417,7 +417,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
-@weights_option(default=None)
+@weights_option()
 @target_source_options
 @dataset_option
 @target_column_option
@@ -477,11 +477,15 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     for r in rows:
         line = {"value": r["value"], "n": r["n"], "nan": r["nan"]}
         for key in (*ablation.STATISTICS, "spearman_nan_last"):
-            digits = 1 if key in ("top10_top10", "top64_top5") else 3
-            v = r[key]
+            v, std = r[key], r.get(f"{key}_std", math.nan) if repeats > 1 else math.nan
+            if key == "top64_top5":  # as evaluate prints it: hits / the best-scored looked at
+                line[key] = top64_text(v if repeats > 1 else int(v) if math.isfinite(v) else v, r["n_top64"],
+                                       std if math.isfinite(std) else None)
+                continue
+            digits = 1 if key == "top10_top10" else 3
             text = "nan" if not math.isfinite(v) else f"{v:.{digits}f}"
-            if repeats > 1 and math.isfinite(r.get(f"{key}_std", math.nan)):
-                text += f" \u00b1 {r[f'{key}_std']:.{digits}f}"
+            if math.isfinite(std):
+                text += f" \u00b1 {std:.{digits}f}"
             line[key] = text
         table.append(line)
     if fmt == "table":

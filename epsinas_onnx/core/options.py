@@ -14,6 +14,10 @@ import dataclasses
 # the two shared weights of the published score, per benchmark space
 REFERENCE_WEIGHTS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
 DEFAULT_WEIGHTS = REFERENCE_WEIGHTS["nb201"]  # a model of no known space: NAS-Bench-201's pair
+# model metadata `export` writes: the space a model comes from and its reference
+# pair, which score takes when no weights are given
+SPACE_METADATA_KEY = "epsinas.space"
+WEIGHTS_METADATA_KEY = "epsinas.weights"
 DEFAULT_SEQ_LEN = 70  # NAS-Bench-NLP's BPTT length
 DEFAULT_BATCH_SIZE = 256
 

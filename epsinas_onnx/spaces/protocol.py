@@ -51,6 +51,21 @@ class Space:
     def export_options(self) -> tuple[str, ...]:
         return tuple(self.export_defaults)
 
+    def export(self, arch, **options):
+        """to_onnx's model, with metadata naming the space and its reference
+        pair (`epsinas.space`, `epsinas.weights`): `score` without --weights
+        scores the file at that pair, as bench scores the space."""
+        from epsinas_onnx.core.options import SPACE_METADATA_KEY, WEIGHTS_METADATA_KEY
+
+        model = self.to_onnx(arch, **options)
+        recorded = {SPACE_METADATA_KEY: self.name,
+                    WEIGHTS_METADATA_KEY: " ".join(repr(float(w)) for w in self.reference_weights)}
+        kept = [(p.key, p.value) for p in model.metadata_props if p.key not in recorded]
+        del model.metadata_props[:]
+        for key, value in [*kept, *recorded.items()]:
+            model.metadata_props.add(key=key, value=value)
+        return model
+
     def check_export_options(self, given: Mapping[str, Any], what: str | None = None) -> None:
         """UserError for an option to_onnx does not take (message as bench's before the protocol)."""
         from epsinas_onnx.core.errors import UserError
