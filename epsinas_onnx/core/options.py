@@ -26,6 +26,10 @@ SYNTHETIC_CHOICES = ("grey", "normal", "uniform", "uniform+")  # inputs.SYNTHETI
 WEIGHT_INIT_CHOICES = ("constant", "normal", "uniform", "kaiming_normal", "kaiming_uniform")
 EMBEDDING_CHOICES = ("uniform", "uniform-0.1", "centered", "centered-0.1", "normal", "normal-0.1", "keep")
 MODE_CHOICES = ("reference", "ladder", "upper")  # modes.MODES
+# a mode whose rule changed after stores were written with it: its store key names
+# the revision, so a rerun scores anew rather than resuming rows of the old rule
+# (upper, revision 2: the rounding guard, docs/score-everywhere.md)
+MODE_REVISIONS = {"upper": 2}
 DEFAULT_MODE = "reference"
 
 # prepare_model options that change the speed, never the result (not part of a results-store key)
@@ -80,7 +84,9 @@ class ScoringSettings:
     def key(self, export: dict | None = None, input_name: str | None = None) -> dict:
         """The `settings` part of a results-store key, before store.settings_key
         serialises it: {"export": ..., "prepare": ...} plus {"mode": ...} where
-        the mode is not the reference. Byte-identical to the keys bench has
+        the mode is not the reference, and {"mode_revision": N} for a mode
+        whose rule changed since stores were first written with it
+        (MODE_REVISIONS). Otherwise byte-identical to the keys bench has
         written since stores began: every prepare_model setting made explicit
         at its default, a setting at its neutral value (NEUTRAL_SETTINGS) left
         out, no weight_seed without random weights. `export`: the space's
@@ -96,6 +102,8 @@ class ScoringSettings:
         key = {"export": dict(export or {}), "prepare": settings}
         if self.mode != DEFAULT_MODE:
             key["mode"] = self.mode
+        if self.mode in MODE_REVISIONS:
+            key["mode_revision"] = MODE_REVISIONS[self.mode]
         return key
 
 

@@ -44,7 +44,7 @@ def row_mode(row: dict) -> str:
 
 
 def _without_mode(row: dict) -> tuple:
-    settings = {k: v for k, v in json.loads(row["settings"]).items() if k != "mode"}
+    settings = {k: v for k, v in json.loads(row["settings"]).items() if k not in ("mode", "mode_revision")}
     return row["weights"], row["data"], json.dumps(settings, sort_keys=True)
 
 
