@@ -17,6 +17,7 @@ from epsinas_onnx.experiments import benchmark_files
 from epsinas_onnx.core.tables import packaged
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces import get_space
+from epsinas_onnx.spaces.nb101 import nasbench_hash
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_user_error
 from tests.test_packaged_tables import _store, cli_json
@@ -124,7 +125,7 @@ def nb101_file(tmp_path_factory):
     for k, row in enumerate(packaged("nb101_test_143").rows):
         stored = nb101.format_arch(nb101.parse(row["cell"]))
         matrix, ops = _relabelled(nb101.prune(nb101.parse(row["cell"])), rng)
-        module_hash = benchmark_files.nasbench_hash(matrix, ops)
+        module_hash = nasbench_hash(matrix, ops)
         hashes.setdefault(module_hash, set()).add(stored)
         if module_hash not in by_hash:
             a, d = float(row["cifar_acc_108"]), 0.001 * (k % 5)
@@ -146,7 +147,7 @@ def test_nasbench_hash_is_the_benchmarks_own():
     matrix = [[0, 1, 0, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 1, 0],
               [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]]
     ops = ["input", "conv3x3-bn-relu", "maxpool3x3", "conv3x3-bn-relu", "conv3x3-bn-relu", "conv1x1-bn-relu", "output"]
-    assert benchmark_files.nasbench_hash(matrix, ops) == "00005c142e6f48ac74fdcf73e3439874"
+    assert nasbench_hash(matrix, ops) == "00005c142e6f48ac74fdcf73e3439874"
 
 
 def test_nasbench_hash_is_invariant_to_relabelling():
@@ -154,11 +155,11 @@ def test_nasbench_hash_is_invariant_to_relabelling():
     from epsinas_onnx.spaces import nb101  # the module: prune is nb101's own, not part of the protocol
     for arch in nb101.sample(30, 3):
         pruned = nb101.prune(arch)
-        first = benchmark_files.nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
+        first = nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
         matrix, ops = _relabelled(pruned, rng)
-        assert benchmark_files.nasbench_hash(matrix, ops) == first
+        assert nasbench_hash(matrix, ops) == first
     a, b = nb101.sample(2, 4)
-    hash_of = lambda x: benchmark_files.nasbench_hash([list(r) for r in nb101.prune(x).matrix], list(nb101.prune(x).ops))
+    hash_of = lambda x: nasbench_hash([list(r) for r in nb101.prune(x).matrix], list(nb101.prune(x).ops))
     assert hash_of(a) != hash_of(b)
 
 

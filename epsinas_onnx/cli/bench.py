@@ -20,7 +20,7 @@ from epsinas_onnx.core.stop_signals import stoppable
 
 @click.command()
 @click.argument("space", type=SPACES)
-@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
 @sample_seed_option
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,

@@ -21,13 +21,12 @@
 
 NAS-Bench-101 stores each cell once, pruned, in one labelling; a stored cell
 (any labelling) finds its row by the benchmark's own graph hash, computed here
-(`nasbench_hash`), when `archs` are given.
+(`nb101.nasbench_hash`), when `archs` are given.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 import struct
@@ -39,7 +38,6 @@ from epsinas_onnx.core.errors import UserError, first_line
 
 NB201_EXTRA = 'pip install "epsinas-onnx[nasbench]"'
 NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "ImageNet16-120"}
-NB101_OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")  # the benchmark's labels 0, 1, 2
 WT2_COLUMNS = ("recepie_id", "status", "num_params", "epochs_logged", "final_val_loss", "min_val_loss",
                "final_test_loss", "recepie")
 
@@ -209,32 +207,10 @@ def model_metrics(buf: bytes) -> dict:
     return out
 
 
-def nasbench_hash(matrix, ops) -> str:
-    """NAS-Bench-101's graph hash of a pruned cell (the `module_hash` of its
-    records): each vertex starts from the MD5 of (out-degree, in-degree,
-    label), label -1 input, -2 output, else the op's index in NB101_OPS; then,
-    as many rounds as vertices, each vertex hashes its sorted in-neighbours',
-    its sorted out-neighbours' and its own hash; the result is the MD5 of the
-    sorted final hashes. Isomorphic cells get the same hash."""
-    n = len(matrix)
-    labels = [-1] + [NB101_OPS.index(op) for op in ops[1:-1]] + [-2]
-    ins = [sum(matrix[w][v] for w in range(n)) for v in range(n)]
-    outs = [sum(matrix[v]) for v in range(n)]
-    hashes = [hashlib.md5(str((outs[v], ins[v], labels[v])).encode()).hexdigest() for v in range(n)]
-    for _ in range(n):
-        hashes = [
-            hashlib.md5(("".join(sorted(hashes[w] for w in range(n) if matrix[w][v])) + "|"
-                         + "".join(sorted(hashes[w] for w in range(n) if matrix[v][w])) + "|"
-                         + hashes[v]).encode()).hexdigest()
-            for v in range(n)
-        ]
-    return hashlib.md5(str(sorted(hashes)).encode()).hexdigest()
-
-
 def read_nb101_tfrecord(path: Path, archs=None) -> Table:
     """One row per cell trained for 108 epochs; with `archs` (format_arch
     texts of stored cells), also a row under each of those texts whose pruned
-    cell the file holds (matched by nasbench_hash)."""
+    cell the file holds (matched by nb101.nasbench_hash)."""
     if not path.is_file():
         raise UserError(f"{path} is not a file: give nasbench_only108.tfrecord")
     cells: dict[str, dict] = {}
@@ -273,7 +249,7 @@ def read_nb101_tfrecord(path: Path, archs=None) -> Table:
             if text in in_file:
                 continue
             pruned = nb101.prune(nb101.parse(text))
-            module_hash = nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
+            module_hash = nb101.nasbench_hash(pruned.matrix, pruned.ops)
             if module_hash in cells:
                 rows.append(row(text, module_hash, cells[module_hash]))
     columns = ["arch", "module_hash", "cifar_acc_108", "val_accuracy", "trainable_parameters", "repeats"]
