@@ -30,6 +30,28 @@ def test_crc32c_matches_the_standard_check_value():
     assert benchmark_files.crc32c(b"") == 0
 
 
+def test_crc32c_each_is_crc32c_of_each_chunk():
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 700, 300)]
+    chunks += [b"", b"123456789", b"\xff" * 3]
+    assert benchmark_files.crc32c_each(chunks) == [benchmark_files.crc32c(c) for c in chunks]
+    assert benchmark_files.crc32c_each([]) == []
+
+
+def test_a_bad_data_checksum_past_the_first_batch_names_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark_files, "TFRECORD_BATCH", 4)
+    path = tmp_path / "r.tfrecord"
+    records = [f"record {i}".encode() * (i % 3) for i in range(10)]
+    _write_tfrecord(path, records)
+    assert list(benchmark_files.tfrecords(path)) == records
+    raw = bytearray(path.read_bytes())
+    offset = sum(16 + len(r) for r in records[:7]) + 12  # the first data byte of record 8 (in the second batch)
+    raw[offset] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="record 8 has a bad data checksum"):
+        list(benchmark_files.tfrecords(path))
+
+
 def _write_tfrecord(path, records: list[bytes]) -> None:
     with open(path, "wb") as f:
         for data in records:

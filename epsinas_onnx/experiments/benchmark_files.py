@@ -127,33 +127,74 @@ def crc32c(data: bytes) -> int:
 
 def masked_crc32c(data: bytes) -> int:
     """TFRecord's CRC: the CRC32-C rotated right by 15 bits plus a constant."""
-    crc = crc32c(data)
+    return _masked(crc32c(data))
+
+
+def _masked(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def crc32c_each(chunks: list[bytes]) -> list[int]:
+    """crc32c of each chunk, computed side by side with numpy, one byte
+    position at a time (the same table as crc32c: about 100 times its speed
+    on the few hundred bytes of a NAS-Bench-101 record)."""
+    import numpy as np
+
+    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
+    order = np.argsort(-lengths, kind="stable")  # longest first: the rows still going are a prefix
+    longest = int(lengths.max()) if len(chunks) else 0
+    rows = np.zeros((len(chunks), longest), np.uint8)
+    for row, k in enumerate(order):
+        rows[row, :lengths[k]] = np.frombuffer(chunks[k], np.uint8)
+    table = np.array(_CRC32C, np.uint32)
+    crc = np.full(len(chunks), 0xFFFFFFFF, np.uint32)
+    going = np.searchsorted(-lengths[order], -np.arange(longest), side="left")  # rows longer than j: [:going[j]]
+    for j in range(longest):
+        k = going[j]
+        crc[:k] = table[(crc[:k] ^ rows[:k, j]) & 0xFF] ^ (crc[:k] >> 8)
+    result = np.empty_like(crc)
+    result[order] = crc ^ np.uint32(0xFFFFFFFF)
+    return [int(c) for c in result]
+
+
+TFRECORD_BATCH = 4096  # records whose data checksums are computed together
 
 
 def tfrecords(path: Path, check_data_crc: bool = True):
     """The records of a TFRecord file: uint64 length, uint32 masked CRC of the
-    length, the data, uint32 masked CRC of the data (little-endian)."""
+    length, the data, uint32 masked CRC of the data (little-endian). The data
+    checksums of TFRECORD_BATCH records are checked together (crc32c_each)
+    before any of them is handed on."""
     with path.open("rb") as f:
         number = 0
+        batch: list[bytes] = []
+        expected: list[int] = []
         while True:
             head = f.read(12)
+            if head:
+                number += 1
+                if len(head) < 12:
+                    raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
+                length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
+                if masked_crc32c(length_bytes) != length_crc:
+                    raise UserError(f"{path}: record {number} has a bad length checksum (not a TFRecord file, or corrupt)")
+                (length,) = struct.unpack("<Q", length_bytes)
+                data = f.read(length)
+                tail = f.read(4)
+                if len(data) < length or len(tail) < 4:
+                    raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
+                batch.append(data)
+                expected.append(struct.unpack("<I", tail)[0])
+            if batch and (not head or len(batch) == TFRECORD_BATCH):
+                if check_data_crc:
+                    for i, crc in enumerate(crc32c_each(batch)):
+                        if _masked(crc) != expected[i]:
+                            bad = number - len(batch) + 1 + i
+                            raise UserError(f"{path}: record {bad} has a bad data checksum (the file is corrupt)")
+                yield from batch
+                batch, expected = [], []
             if not head:
                 return
-            number += 1
-            if len(head) < 12:
-                raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
-            length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
-            if masked_crc32c(length_bytes) != length_crc:
-                raise UserError(f"{path}: record {number} has a bad length checksum (not a TFRecord file, or corrupt)")
-            (length,) = struct.unpack("<Q", length_bytes)
-            data = f.read(length)
-            tail = f.read(4)
-            if len(data) < length or len(tail) < 4:
-                raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
-            if check_data_crc and masked_crc32c(data) != struct.unpack("<I", tail)[0]:
-                raise UserError(f"{path}: record {number} has a bad data checksum (the file is corrupt)")
-            yield data
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -188,22 +229,25 @@ def proto_fields(buf: bytes):
         yield key >> 3, value
 
 
-def model_metrics(buf: bytes) -> dict:
+def model_metrics(buf: bytes, final_only: bool = False) -> dict:
     """nasbench.ModelMetrics (model_metrics.proto): evaluation_data = 1
     (repeated EvaluationData: current_epoch 1, training_time 2, train_accuracy
     3, validation_accuracy 4, test_accuracy 5, doubles), trainable_parameters = 2
-    (int32), total_time = 3 (double)."""
+    (int32), total_time = 3 (double). final_only: decode the last
+    evaluation_data alone (the end of training; the reader needs no other)."""
     names = {1: "current_epoch", 2: "training_time", 3: "train_accuracy", 4: "validation_accuracy",
              5: "test_accuracy"}
     out = {"evaluation_data": [], "trainable_parameters": 0}
+    evaluations = []
     for field, value in proto_fields(buf):
         if field == 1:
-            out["evaluation_data"].append({names[f]: struct.unpack("<d", v)[0]
-                                           for f, v in proto_fields(value) if f in names})
+            evaluations.append(value)
         elif field == 2:
             out["trainable_parameters"] = value - (1 << 64) if value >= 1 << 63 else value
         elif field == 3:
             out["total_time"] = struct.unpack("<d", value)[0]
+    out["evaluation_data"] = [{names[f]: struct.unpack("<d", v)[0] for f, v in proto_fields(e) if f in names}
+                              for e in (evaluations[-1:] if final_only else evaluations)]
     return out
 
 
@@ -219,15 +263,17 @@ def read_nb101_tfrecord(path: Path, archs=None) -> Table:
             module_hash, epochs, raw_adjacency, raw_ops, raw_metrics = json.loads(record.decode("utf-8"))
             if epochs != 108:
                 continue
-            n = math.isqrt(len(raw_adjacency))
-            bits = [int(c) for c in raw_adjacency]
-            matrix = [bits[i * n:(i + 1) * n] for i in range(n)]
-            metrics = model_metrics(base64.b64decode(raw_metrics))
+            metrics = model_metrics(base64.b64decode(raw_metrics), final_only=True)
             final = metrics["evaluation_data"][-1]  # the end of training (the API's evaluation_data[2])
+            if module_hash not in cells:  # the first record of a cell: its matrix (the others repeat it)
+                n = math.isqrt(len(raw_adjacency))
+                bits = [int(c) for c in raw_adjacency]
+                cells[module_hash] = {"matrix": [bits[i * n:(i + 1) * n] for i in range(n)],
+                                      "ops": raw_ops.split(","), "test": [], "valid": [],
+                                      "params": metrics["trainable_parameters"]}
         except (ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise UserError(f"{path}: record {number} is not a NAS-Bench-101 record ({exc})") from None
-        cell = cells.setdefault(module_hash, {"matrix": matrix, "ops": raw_ops.split(","), "test": [], "valid": [],
-                                              "params": metrics["trainable_parameters"]})
+        cell = cells[module_hash]
         cell["test"].append(final.get("test_accuracy", math.nan))
         cell["valid"].append(final.get("validation_accuracy", math.nan))
     if not cells:
