@@ -273,8 +273,9 @@ def build_options(space_module, settings: dict) -> dict:
     shape, GraphBuilder.tied_parameter) under constant weights, where every
     layer's parameters hold the same values anyway; the rewrite then has a few
     initialisers to handle instead of hundreds (NAS-Bench-201: 33 -> 25 ms of
-    Python per architecture; the same rewritten graph: tests/test_computation_key.py)."""
-    if class_function(space_module, settings) is None:
+    Python per architecture; NAS-Bench-101: no longer draws millions of
+    placeholder numbers per cell; the same rewritten graph: tests/test_computation_key.py)."""
+    if settings.get("weight_init") not in (None, "constant"):
         return {}
     return {"tied": True} if space_module.ir_takes_tied else {}
 

@@ -531,15 +531,17 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     return ir.to_proto(to_ir(arch, num_classes=num_classes, resolution=resolution, seed=seed))
 
 
-def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0) -> ir.Model:
-    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites)."""
+def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0, tied: bool = False) -> ir.Model:
+    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites).
+    tied: one initialiser per kind of parameter and shape (GraphBuilder.tied_parameter),
+    for constant weights only."""
     cell = prune(arch)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not isinstance(resolution, int) or resolution < 4:
         raise UserError(f"resolution must be an integer >= 4 (two 2x2 poolings), got {resolution!r}")
 
-    g = GraphBuilder(seed)
+    g = GraphBuilder(seed, tied=tied)
     x = g.input("input", ["batch", IN_CHANNELS, resolution, resolution])
     y = _conv_bn_relu(g, x, "stem", IN_CHANNELS, STEM_CHANNELS, 3)
     for i, (c_in, c_out) in enumerate(_cell_shapes()):
@@ -560,5 +562,5 @@ SPACE = Space(
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
     reference_weights=REFERENCE_WEIGHTS["nb101"], read_csv_archs=load_archs, all_archs=all_archs,
-    canonical=canonical,
+    canonical=canonical, ir_takes_tied=True,
 )
