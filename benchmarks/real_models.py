@@ -16,9 +16,10 @@ torch.set_num_threads(1), ONNX Runtime threads=1, OMP_NUM_THREADS=1), so
 that its peak resident memory (VmHWM) is its own; a child
 imports only what its path needs (torch for eager, onnx + onnxruntime for
 the ONNX paths) and reads the batch from a .npy file the parent wrote.
-"seconds" is the score: build the module, set the weights, both forward
-passes and the metric (eager); load the file, rewrite, open the session,
-both runs and the metric (ONNX). The export is timed apart, once per network.
+"seconds" is the score, the libraries imported beforehand: build the
+module, set the weights, both forward passes and the metric (eager); take
+the batch, load the file, rewrite, open the session, both runs and the
+metric (ONNX: `epsinas_onnx.score`). The export is timed apart, once per network.
 
 The modules are written here (torchvision is not installed beside torch
 2.13), layer for layer as torchvision's mobilenet_v2(), resnet50() and
@@ -180,11 +181,12 @@ def child(path: str, model: str, onnx_file: str, batch_file: str, weights: tuple
     else:
         import epsinas_onnx
 
+        score_file = epsinas_onnx.score  # imports onnx, onnx-ir and onnxruntime here, as eager imports torch above
         x = np.load(batch_file)
         after_setup = peak_mib()
         start = time.perf_counter()
-        result = epsinas_onnx.score(onnx_file, x, weights, batch_size=len(x), device="cpu", threads=1,
-                                    collapse=path == "onnx collapsed")
+        result = score_file(onnx_file, x, weights, batch_size=len(x), device="cpu", threads=1,
+                            collapse=path == "onnx collapsed")
         score, reason = result.score, result.nan_reason
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "score": score, "nan_reason": reason, "peak_mib": peak_mib(),

@@ -153,7 +153,7 @@ def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed
     if source.dtype == np.uint8:
         images = items.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     else:
-        images = items.astype(np.float32)
+        images = items.astype(np.float32, copy=False)  # take() copied already: no second copy of a float32 batch
     del items
     images = _normalise(images, norm)
     chosen = f"first {batch_size}" if shuffle_seed is None else f"{batch_size} shuffled with seed {shuffle_seed}"
@@ -242,7 +242,7 @@ def _fit_to_input(spec: InputSpec, images: np.ndarray) -> np.ndarray:
     if [images.shape[a] for a in spatial] != target:
         images = resize(images, target, spatial)
     _check_dims(spec, images)
-    return np.ascontiguousarray(images.astype(spec.dtype))
+    return np.ascontiguousarray(images.astype(spec.dtype, copy=False))
 
 
 def _check_dims(spec: InputSpec, array: np.ndarray) -> None:
