@@ -193,15 +193,32 @@ def child(path: str, model: str, onnx_file: str, batch_file: str, weights: tuple
             "setup_mib": after_setup}
 
 
-def run_child(path: str, model: str, onnx_file: Path, batch_file: Path, weights) -> dict:
+def run_child(path: str, model: str, onnx_file: Path, batch_file: Path, weights, max_gib: float) -> dict:
+    """One path in a child process, stopped if its resident memory passes
+    `max_gib` (on a shared machine a path that needs more would push others out)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, __file__, "--child", path, "--models", model, "--onnx", str(onnx_file),
                "--batch-file", str(batch_file), "--weights", *map(str, weights)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": f"exit {done.returncode}: {tail}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child_process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        status = Path(f"/proc/{child_process.pid}/status")
+        while child_process.poll() is None:
+            try:
+                rss_kib = next(int(line.split()[1]) for line in status.read_text().splitlines()
+                               if line.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                rss_kib = 0
+            if rss_kib > max_gib * 2**20:
+                child_process.kill()
+                child_process.wait()
+                return {"error": f"stopped at {max_gib:g} GiB resident (--max-gib)"}
+            time.sleep(0.1)
+        out.seek(0)
+        err.seek(0)
+        if child_process.returncode != 0:
+            tail = (err.read().strip().splitlines() or ["?"])[-1]
+            return {"error": f"exit {child_process.returncode}: {tail}"}
+        return json.loads(out.read().strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- the parent
@@ -228,6 +245,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--weights", nargs=2, type=float, default=[1e-7, 1.0])
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), metavar="PATH")
+    parser.add_argument("--max-gib", type=float, default=12.0,
+                        help="stop a path whose resident memory passes this (default 12: a shared 23 GiB machine)")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     parser.add_argument("--batch-file", help=argparse.SUPPRESS)
@@ -258,7 +277,7 @@ def main() -> None:
             print(f"{model}: exported by epsinas_onnx.torch.export in {time.perf_counter() - start:.1f} s "
                   f"({onnx_file.stat().st_size / 2**20:.0f} MiB){'; ' + notes[0] if notes else ''}", flush=True)
             for path in args.paths:
-                result = run_child(path, model, onnx_file, batch_file, weights)
+                result = run_child(path, model, onnx_file, batch_file, weights, args.max_gib)
                 rows.append((model, path, result))
                 print(f"  {path:<16} {json.dumps(result)}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
