@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from epsinas_onnx import prepare_model  # noqa: E402
+from epsinas_onnx import ExecutionOptions, ScoringSettings, prepare_model  # noqa: E402
 from epsinas_onnx.core.scoring.inputs import NORMS  # noqa: E402
 from epsinas_onnx.core.scoring.metric import score_with_reason  # noqa: E402
 from epsinas_onnx.spaces import nb101, nb201  # noqa: E402
@@ -46,7 +46,7 @@ def compare(space, archs, weights, x):
         proto = space.to_onnx(arch)
         scores = {}
         for collapse in (False, True):
-            prepared = prepare_model(proto, collapse=collapse, threads=1)
+            prepared = prepare_model(proto, ScoringSettings(collapse=collapse), ExecutionOptions(threads=1))
             outputs = {w: prepared.run(x, w) for w in weights}
             scores[collapse] = score_with_reason(outputs)
             if not collapse:

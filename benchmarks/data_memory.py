@@ -29,10 +29,12 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import numpy as np
     import epsinas_onnx
+    from epsinas_onnx.core.options import BatchOptions
     from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
     imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    batch = prepare_batch(InputSpec("x", np.dtype(np.float32), ["b", 3, 32, 32]), sys.argv[2], batch_size=int(sys.argv[3]))
+    batch = prepare_batch(InputSpec("x", np.dtype(np.float32), ["b", 3, 32, 32]),
+                          BatchOptions(data=sys.argv[2], batch_size=int(sys.argv[3])))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"code": epsinas_onnx.__file__, "imported_kib": imported, "peak_kib": peak,

@@ -6,8 +6,8 @@ paths give the same scores, and how long does each take per architecture?
 
 Each path scores the same architectures (epsinas_onnx.spaces.nb201.sample(n, 0)) on the
 same batch (the first 256 CIFAR-10 test images, CIFAR-10 normalisation) the way
-`epsinas-onnx bench` does: bench._Job.score = bench.score_architecture =
-export -> prepare_model(device=..., collapse=...) -> two runs -> metric. CPU
+`epsinas-onnx bench` does: bench.BenchJob.run = bench.score_architecture =
+export -> rewrite (collapse or not) -> session on the device -> two runs -> metric. CPU
 paths run in --cpu-workers processes of one thread each (bench's local
 executor); CUDA paths in --cuda-workers (default 1, in this process).
 
@@ -46,7 +46,8 @@ from epsinas_onnx import prepare_model
 
 from epsinas_onnx.core.scoring import runtime  # noqa: E402
 from epsinas_onnx.core.errors import UserError  # noqa: E402
-from epsinas_onnx.experiments.executors import open_executor  # noqa: E402
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, RunOptions, ScoringSettings  # noqa: E402
+from epsinas_onnx.experiments.executors import run_job  # noqa: E402
 from epsinas_onnx.core.scoring.inputs import prepare_batch  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
@@ -105,13 +106,7 @@ def run_path(job, archs: list, workers: int, label: str) -> dict:
             print(f"  [{label}] {len(rows)}/{len(todo)} archs, {elapsed:.1f} s, {elapsed / len(rows):.3f} s/arch wall",
                   flush=True)
 
-    if workers <= 1:
-        for arch, _ in todo:
-            take(job.run(arch))
-    else:
-        with open_executor("local", job, workers) as pool:
-            for row in pool.imap(archs):
-                take(row)
+    run_job(job, archs, RunOptions(workers=workers), take)
     wall = time.perf_counter() - start
     seconds = [r["seconds"] for r in rows.values()]
     return {
@@ -144,7 +139,8 @@ def compare(ref: dict, other: dict, rtol: float, atol: float) -> dict:
 
 
 def has_subnormal(arch_text: str, batch: np.ndarray) -> bool:
-    prepared = prepare_model(nb201.to_onnx(nb201.parse(arch_text)), device="cpu", collapse=False, threads=1)
+    prepared = prepare_model(nb201.to_onnx(nb201.parse(arch_text)), ScoringSettings(collapse=False),
+                             ExecutionOptions(device="cpu", threads=1))
     low = np.abs(prepared.run(batch, WEIGHTS[0]))
     return bool(np.any((low > 0) & (low < TINY)))
 
@@ -170,8 +166,8 @@ def main(argv=None) -> int:
         for device in args.devices:
             runtime.providers_for(device)  # --device cuda without a usable CUDA: one line, before any work
         archs = list({nb201.format_arch(a): a for a in nb201.sample(args.n, args.seed)}.values())
-        probe = prepare_model(nb201.to_onnx(archs[0]), device="cpu")
-        batch = prepare_batch(probe.input_spec, str(data), batch_size=args.batch_size, norm="cifar10")
+        probe = prepare_model(nb201.to_onnx(archs[0]), execution=ExecutionOptions(device="cpu"))
+        batch = prepare_batch(probe.input_spec, BatchOptions(data=str(data), batch_size=args.batch_size, norm="cifar10"))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -190,7 +186,9 @@ def main(argv=None) -> int:
     for device in args.devices:
         for width in args.widths:
             label = f"{device} {width}"
-            job = bench._Job(nb201.SPACE, batch.array, WEIGHTS, export, {"collapse": width == "collapsed"}, device, 1, {})
+            execution = ExecutionOptions(device=device, threads=1, graph_optimization=bench.BENCH_GRAPH_OPTIMIZATION)
+            job = bench.BenchJob(nb201.SPACE, export, ScoringSettings(collapse=width == "collapsed"), None, execution,
+                                 batch.array, WEIGHTS)
             workers = args.cpu_workers if device == "cpu" else args.cuda_workers
             print(f"{label}: scoring {len(archs)} archs with {workers} worker(s)", flush=True)
             result = run_path(job, archs, workers, label)

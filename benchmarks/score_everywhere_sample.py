@@ -26,7 +26,7 @@ from epsinas_onnx.experiments.bench import BENCH_GRAPH_OPTIMIZATION
 from epsinas_onnx.experiments.evaluation import read_keyed, statistics
 from epsinas_onnx.core.scoring.metric import epsinas_score
 from epsinas_onnx.core.scoring.modes import ladder, score_ladder, score_upper
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
 from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model
 from epsinas_onnx.spaces import nb201
 
@@ -78,11 +78,11 @@ def collect(names: list[str], weights: list[float], cache: Path) -> np.ndarray:
         kept = np.load(cache)
         if kept["names"].tolist() == names and kept["weights"].tolist() == weights:
             return kept["outputs"]
-    export, settings = dict(nb201.SPACE.export_defaults), {"collapse": True}
-    probe = prepare_model(nb201.to_onnx(nb201.TEMPLATE, **export), threads=1, **settings)
+    export, scoring = dict(nb201.SPACE.export_defaults), ScoringSettings(collapse=True)
+    probe = prepare_model(nb201.to_onnx(nb201.TEMPLATE, **export), scoring, ExecutionOptions(threads=1))
     batch = batch_for(probe, BatchOptions(data=DATA / "inputs" / "cifar10_test_1000.npz", norm="cifar10")).array
-    pieces = nb201.pieces_for(export, settings, batch, device="cpu", threads=1,
-                              graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+    pieces = nb201.pieces_for(export, scoring, batch,
+                              ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION))
     outputs = np.zeros((len(names), len(weights), batch.shape[0]), np.float32)
     start = time.perf_counter()
     for i, name in enumerate(names):

@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
 from epsinas_onnx.experiments.bench import (  # noqa: E402
-    BENCH_GRAPH_OPTIMIZATION, build_options, computation_classes, run_bench, score_architecture,
+    BENCH_GRAPH_OPTIMIZATION, BenchJob, ExportRunner, PiecesRunner, computation_classes, run_bench, score_architecture,
 )
 from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E402
-from epsinas_onnx.core.options import BatchOptions  # noqa: E402
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, RunOptions, ScoringSettings  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
@@ -71,15 +71,16 @@ def torch_eager(arch_strings, x):
 def onnx_path(archs, x, collapse, pieces=None):
     """What one bench worker does per architecture (no reuse of repeated
     computations): the generic path, or with `pieces` the piecewise one."""
-    settings = {"collapse": collapse}
-    build = build_options(nb201.SPACE, settings)  # as bench builds (tied parameters)
-    rows = [score_architecture(nb201.SPACE, arch, x, WEIGHTS, export={}, settings=settings, build=build, pieces=pieces)
-            for arch in archs]
+    execution = ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+    job = BenchJob(nb201.SPACE, {}, ScoringSettings(collapse=collapse), None, execution, x, WEIGHTS)  # tied, as bench
+    runner = PiecesRunner(pieces, None) if pieces is not None else ExportRunner(job, keyed=False)
+    rows = [score_architecture(job, arch, runner=runner) for arch in archs]
     return [row["score"] for row in rows]
 
 
 def make_pieces(x):
-    return nb201.pieces_for({}, {"collapse": True}, x, device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+    return nb201.pieces_for({}, ScoringSettings(), x,
+                            ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION))
 
 
 def timed(fn, *args):
@@ -130,10 +131,11 @@ def main() -> None:
 def whole_space(x, per_arch: float, workers: int, torch_per_arch: float) -> None:
     """All 15,625 as `bench nb201 --all` scores them, beside the projection."""
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()]
-    runs = len(computation_classes(nb201.SPACE, todo, {}).to_score)
+    runs = len(computation_classes(nb201.SPACE, todo, ScoringSettings()).to_score)
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_bench("nb201", nb201.all_archs(), WEIGHTS,
-                            batch_options=BatchOptions(data=x, batch_size=len(x), norm="none"), store_path=Path(tmp) / "space.sqlite", workers=workers, progress=False)
+                            batch=BatchOptions(data=x, batch_size=len(x), norm="none"),
+                            run=RunOptions(store=Path(tmp) / "space.sqlite", workers=workers, progress=False))
     print(f"whole space, {workers} workers: {runs:,} of {SPACE_SIZE:,} run (the others compute the same as one of "
           f"them); projected {runs * per_arch / workers:.0f} s, measured {summary.wall:.1f} s "
           f"({summary.scored:,} scored, {summary.nan:,} NaN, {summary.errors} errors)")

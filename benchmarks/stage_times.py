@@ -43,6 +43,7 @@ from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT  # noqa: E402
 from epsinas_onnx.core.rewriting.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
 from epsinas_onnx.core.scoring.scorer import session_payload  # noqa: E402
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings  # noqa: E402
 from epsinas_onnx.spaces import get_space, nb201  # noqa: E402
 
 WHOLE_SPACE_RUNS = 5_773  # computation classes bench runs (bench.computation_classes)
@@ -53,7 +54,7 @@ def generic(space, archs, x, collapse: bool) -> tuple[collections.Counter, list]
     """The stage times, and the sessions (for the_runs)."""
     times: collections.Counter = collections.Counter()
     sessions = []
-    build = build_options(space, {})  # as bench builds (NAS-Bench-201: tied parameters)
+    build = build_options(space, ScoringSettings())  # as bench builds (tied parameters)
 
     def stage(name, fn, *a):
         start = time.perf_counter()
@@ -95,8 +96,8 @@ def the_runs(archs, x, sessions, made, rounds: int = 3) -> tuple[float, float]:
 def pieces(archs, x, collapse: bool) -> tuple[float, float, float, object]:
     """(set-up s, inside the ORT calls s, total s over archs, the pieces)."""
     start = time.perf_counter()
-    made = nb201.pieces_for({}, {"collapse": collapse}, x, device="cpu", threads=1,
-                            graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+    made = nb201.pieces_for({}, ScoringSettings(collapse=collapse), x,
+                            ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION))
     setup = time.perf_counter() - start
     inside = [0.0]
     real = runtime.WatchedRuns.first_output

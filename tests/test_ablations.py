@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from epsinas_onnx.experiments import ablation, bench
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import BatchOptions, ScoringSettings
+from epsinas_onnx.core.options import BatchOptions, RunOptions, ScoringSettings, TargetOptions
 from epsinas_onnx.core.rewriting.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
 from epsinas_onnx.core.scoring.scorer import prepare_model
 from epsinas_onnx.spaces import nb201
@@ -44,7 +44,7 @@ def test_unknown_weight_init_is_refused():
     with pytest.raises(ValueError, match="weight_init"):
         InitPolicy(weight_init="xavier")
     with pytest.raises(UserError, match="weight_init"):
-        prepare_model(gemm_model(), weight_init="xavier")
+        prepare_model(gemm_model(), ScoringSettings(weight_init="xavier"))
 
 
 def gemm_model():
@@ -56,7 +56,7 @@ def gemm_model():
 @pytest.mark.parametrize("kind", ["normal", "uniform", "kaiming_normal"])
 def test_weights_are_w_times_a_fixed_random_tensor(kind):
     x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
-    prepared = prepare_model(gemm_model(), weight_init=kind, weight_seed=3)
+    prepared = prepare_model(gemm_model(), ScoringSettings(weight_init=kind, weight_seed=3))
     r = random_weight(kind, (3, 5), "fc.w", seed=3).astype(np.float32)
     np.testing.assert_allclose(prepared.run(x, 1.0), x @ r.T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(prepared.run(x, 0.25), 0.25 * (x @ r.T), rtol=1e-5, atol=1e-6)  # same R for every w
@@ -67,8 +67,8 @@ def test_random_weights_run_at_full_width_and_compute_the_same():
     x = cifar10_batch(4)
     constant = prepare_model(nb201.to_onnx(arch))
     assert constant.rewritten.collapse.collapsed_ops > 0
-    collapsed = prepare_model(nb201.to_onnx(arch), weight_init="normal")
-    full = prepare_model(nb201.to_onnx(arch), weight_init="normal", collapse=False)
+    collapsed = prepare_model(nb201.to_onnx(arch), ScoringSettings(weight_init="normal"))
+    full = prepare_model(nb201.to_onnx(arch), ScoringSettings(weight_init="normal", collapse=False))
     report = collapsed.rewritten.collapse
     assert report.collapsed_ops == 0 and report.skipped is None  # tried, nothing provably channel-uniform
     for w in (1e-3, 1.0):
@@ -93,7 +93,7 @@ def embedding_model():
 def test_embedding_initialisations(kind, low, high, mean, std):
     tokens = np.arange(2000, dtype=np.int64)
     # with proj = w = 1 each output is the row sum of the table
-    got = prepare_model(embedding_model(), embedding=kind).run(tokens, 1.0)[:, 0]
+    got = prepare_model(embedding_model(), ScoringSettings(embedding=kind)).run(tokens, 1.0)[:, 0]
     table = embedding_table(kind, (2000, 4))
     np.testing.assert_allclose(got, table.sum(axis=1), rtol=1e-5, atol=1e-5)
     if low is not None:
@@ -116,7 +116,7 @@ def test_store_key(tmp_path):
     'constant' keys like the default, so older stores keep their rows."""
     store = tmp_path / "k.sqlite"
     archs = nb201.sample(1, 2)
-    common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8), store_path=store, progress=False)
+    common = dict(batch=BatchOptions(data=CIFAR10, batch_size=8), run=RunOptions(store=store, progress=False))
     first = bench.run_bench("nb201", archs, **common)
     again = bench.run_bench("nb201", archs, scoring=ScoringSettings(weight_init="constant", weight_seed=0), **common)
     assert first.scored == 1 and again.skipped == 1 and again.scored == 0
@@ -144,8 +144,9 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     store = tmp_path / "a.sqlite"
     archs = nb201.sample(5, 5)
     acc = shared_data / "nb201" / "accuracies.csv"
-    kwargs = dict(accuracies=acc, store=store, batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
-    rows = ablation.run_ablation("nb201", archs, "synthetic", ["real", "grey"], **kwargs)
+    kwargs = dict(batch=BatchOptions(data=CIFAR10, batch_size=8), run=RunOptions(store=store, workers=1, progress=False))
+    study = ablation.Ablation("synthetic", ("real", "grey"))
+    rows = ablation.run_ablation("nb201", archs, study, TargetOptions(accuracies=acc), **kwargs)
     assert [r["value"] for r in rows] == ["real", "grey"]
     with sqlite3.connect(store) as db:
         count = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -159,13 +160,14 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     for value, row in zip(["real", "grey"], rows):
         inputs = dict(data=CIFAR10) if value == "real" else dict(synthetic=value)
         other = tmp_path / f"{value}.sqlite"
-        bench.run_bench("nb201", archs, batch_options=BatchOptions(batch_size=8, **inputs), store_path=other, progress=False)
+        bench.run_bench("nb201", archs, batch=BatchOptions(batch_size=8, **inputs),
+                        run=RunOptions(store=other, progress=False))
         with ResultStore(other, create=False) as db:
-            first = evaluate(db.rows("nb201"), "nb201", acc)["rows"][0]
+            first = evaluate(db.rows("nb201"), "nb201", TargetOptions(accuracies=acc))["rows"][0]
         assert row["n"] == first["n"]
         assert row["spearman"] == pytest.approx(first["spearman"], nan_ok=True)
     # a rerun scores nothing new
-    again = ablation.run_ablation("nb201", archs, "synthetic", ["real", "grey"], **kwargs)
+    again = ablation.run_ablation("nb201", archs, study, TargetOptions(accuracies=acc), **kwargs)
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == count
     assert again == rows
@@ -204,16 +206,18 @@ def test_init_pair_compares_two_independent_initialisations(shared_data):
 
     archs = nb201.sample(4, 8)
     acc = shared_data / "nb201" / "accuracies.csv"
-    rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc,
-                                 batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
+    rows = ablation.run_ablation("nb201", archs, ablation.Ablation("init-pair", ("normal",)),
+                                 TargetOptions(accuracies=acc), batch=BatchOptions(data=CIFAR10, batch_size=8),
+                                 run=RunOptions(workers=1, progress=False))
     x = cifar10_batch(8)
     from epsinas_onnx.experiments.search import load_targets
 
-    targets = load_targets("nb201", acc)
+    targets = load_targets("nb201", TargetOptions(accuracies=acc))
     texts = list(dict.fromkeys(nb201.format_arch(a) for a in archs))
     scores = []
     for text in texts:
-        y = [prepare_model(nb201.to_onnx(nb201.parse(text)), weight_init="normal", weight_seed=s, bn_gamma="one").run(x, 1.0)
+        y = [prepare_model(nb201.to_onnx(nb201.parse(text)),
+                           ScoringSettings(weight_init="normal", weight_seed=s, bn_gamma="one")).run(x, 1.0)
              for s in (0, 1)]
         assert not np.allclose(y[0], y[1])  # two different networks
         scores.append(epsinas_score(y[0], y[1]))

@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from epsinas_onnx.core.rewriting.passes import BatchStatisticsNormPass
+from epsinas_onnx.core.options import ExecutionOptions
 from tests.onnx_graphs import model, out
 
 
@@ -69,7 +70,7 @@ def test_session_of_the_inlined_function_gives_the_same_bits():
     staged = rewrite_model(nb201.to_onnx(nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")), check=False)
     own = ort.InferenceSession(ir.to_proto(staged.rewritten.model).SerializeToString(), providers=["CPUExecutionProvider"])
     assert any(f.name for f in ir.to_proto(staged.rewritten.model).functions)
-    prepared = open_session(staged, device="cpu", threads=1)
+    prepared = open_session(staged, ExecutionOptions(device="cpu", threads=1))
     x = cifar10_batch(16)
     for w in (1e-7, 1.0):
         expected = own.run([staged.output], {staged.input_spec.name: x, WEIGHT_INPUT: np.array(w, np.float32)})[0]

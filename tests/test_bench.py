@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from epsinas_onnx.experiments import bench
-from epsinas_onnx.core.options import BatchOptions, ScoringSettings
+from epsinas_onnx.core.options import BatchOptions, RunOptions, ScoringSettings
 from epsinas_onnx.core.scoring.scorer import score
 from epsinas_onnx.experiments.store import ResultStore, fingerprint
 from epsinas_onnx.spaces import nb201
@@ -155,7 +155,7 @@ def test_errors_are_rows_apart_from_nan_and_retried(tmp_path, monkeypatch):
         return real(arch, **kw)
 
     store = tmp_path / "r.sqlite"
-    options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), store_path=store, progress=False)
+    options = dict(batch=BatchOptions(synthetic="normal", batch_size=8), run=RunOptions(store=store, progress=False))
     declared = nb201.SPACE  # bench exports through it (get_space reads the module's SPACE at each call)
     monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(declared, to_ir=failing, pieces_for=None))  # generic path
     first = bench.run_bench("nb201", archs, **options)
@@ -180,8 +180,8 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
 
     archs = [nb201.parse(s) for s in (SAME_A, SAME_B, OTHER)]
     exported = counting_exports(monkeypatch)
-    options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), progress=False)
-    summary = bench.run_bench("nb201", archs, store_path=tmp_path / "r.sqlite", **options)
+    options = dict(batch=BatchOptions(synthetic="normal", batch_size=8))
+    summary = bench.run_bench("nb201", archs, run=RunOptions(store=tmp_path / "r.sqlite", progress=False), **options)
     assert (summary.scored, summary.reused) == (3, 1)
     assert SAME_B not in {text for text, _ in exported}
     rows = {r[0]: r for r in stored(tmp_path / "r.sqlite")}
@@ -189,22 +189,23 @@ def test_one_computation_class_is_exported_and_run_once(tmp_path, monkeypatch):
     assert b[1:4] == a[1:4] and other[1] != a[1]  # score, nan_reason, error
     assert b[4] == nb201.num_params(archs[1]) != a[4]
     # what B gives when it is run on its own, bit for bit
-    alone = bench.run_bench("nb201", [archs[1]], store_path=tmp_path / "alone.sqlite", **options)
+    alone = bench.run_bench("nb201", [archs[1]], run=RunOptions(store=tmp_path / "alone.sqlite", progress=False),
+                            **options)
     assert alone.reused == 0 and stored(tmp_path / "alone.sqlite")[0] == b
 
 
 def test_computation_classes_only_under_constant_weights():
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:200]]
-    plan = bench.computation_classes(nb201.SPACE, todo, {})
+    plan = bench.computation_classes(nb201.SPACE, todo, ScoringSettings())
     scored_later = sum(map(len, plan.same.values())) + sum(map(len, plan.if_finite.values()))
     assert len(plan.to_score) + scored_later == len(todo) and plan.same
-    assert bench.computation_classes(nb201.SPACE, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
+    assert bench.computation_classes(nb201.SPACE, todo, ScoringSettings(weight_init="normal")) == bench.ClassPlan(todo, {}, {})
 
 
 def test_settings_and_weights_are_part_of_the_key(tmp_path):
     archs = unique(nb201.sample(2, 2))
     store = tmp_path / "r.sqlite"
-    options = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), store_path=store, progress=False)
+    options = dict(batch=BatchOptions(synthetic="normal", batch_size=8), run=RunOptions(store=store, progress=False))
     bench.run_bench("nb201", archs, **options)
     assert bench.run_bench("nb201", archs, **options).scored == 0
     assert bench.run_bench("nb201", archs, weights=(1e-7, 1), **options).scored == 0  # same pair, other spelling

@@ -16,7 +16,7 @@ from scipy import stats
 from epsinas_onnx.experiments import calibrate as cal
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.scoring.metric import epsinas_score
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.options import BatchOptions, RunOptions
 from epsinas_onnx.core.scoring.scorer import prepare_model, score
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
@@ -123,7 +123,8 @@ def test_outputs_are_the_models_outputs_and_pairs_score_as_score(tmp_path):
     items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
     weights = [1e-7, 1e-2, 1.0]
     cache = tmp_path / "out.npz"
-    outputs = cal.collect_outputs(items, weights, batch_options=BatchOptions(data=CIFAR10, batch_size=8), cache=cache, progress=False)
+    outputs = cal.collect_outputs(items, weights, BatchOptions(data=CIFAR10, batch_size=8),
+                                  run=RunOptions(store=cache, workers=1, progress=False))
     batch = cifar10_batch(8)
     for item, arch in zip(items, archs):
         prepared = prepare_model(nb201.to_onnx(arch))
@@ -139,19 +140,20 @@ def test_the_outputs_file_is_reused(tmp_path, monkeypatch):
     archs = nb201.sample(2, 4)
     items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
     cache = tmp_path / "out.npz"
-    first = cal.collect_outputs(items, [1e-3, 1.0], batch_options=BatchOptions(data=CIFAR10, batch_size=8), cache=cache, progress=False)
+    cached = RunOptions(store=cache, workers=1, progress=False)
+    first = cal.collect_outputs(items, [1e-3, 1.0], BatchOptions(data=CIFAR10, batch_size=8), run=cached)
     calls = []
-    real = cal._Job.run
-    monkeypatch.setattr(cal._Job, "run", lambda self, item: calls.append(item.name) or real(self, item))
-    again = cal.collect_outputs(items, [1.0, 1e-3], batch_options=BatchOptions(data=CIFAR10, batch_size=8), cache=cache, progress=False)
+    real = cal.CalibrateJob.run
+    monkeypatch.setattr(cal.CalibrateJob, "run", lambda self, item: calls.append(item.name) or real(self, item))
+    again = cal.collect_outputs(items, [1.0, 1e-3], BatchOptions(data=CIFAR10, batch_size=8), run=cached)
     assert calls == []  # same batch and weights (in another order): nothing run again
     for name in first.arrays:
         np.testing.assert_array_equal(again.arrays[name], first.arrays[name][::-1])
-    other = cal.collect_outputs(items[:1], [1.0, 1e-3], batch_options=BatchOptions(data=CIFAR10, batch_size=16), cache=cache, progress=False)
+    other = cal.collect_outputs(items[:1], [1.0, 1e-3], BatchOptions(data=CIFAR10, batch_size=16), run=cached)
     assert calls == [items[0].name] and len(other.arrays) == 1  # another batch: recomputed
 
 
-class DyingJob(cal._Job):
+class DyingJob(cal.CalibrateJob):
     """calibrate's job, whose worker process dies (os._exit, as a crash in ONNX
     Runtime would) when it reaches the model named VICTIM. At module level: the
     spawned workers unpickle it by name."""
@@ -184,10 +186,12 @@ def test_a_worker_that_dies_costs_its_model_alone_and_the_run_finishes(monkeypat
     archs = nb201.sample(3, 5)
     items = [cal.Item(nb201.format_arch(a), space="nb201", arch=a) for a in archs]
     weights = [1e-7, 1.0]
-    alone = cal.collect_outputs(items, weights, batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)  # in this process
-    monkeypatch.setattr(cal, "_Job", DyingJob)
+    alone = cal.collect_outputs(items, weights, BatchOptions(data=CIFAR10, batch_size=8),
+                                run=RunOptions(store=None, workers=1, progress=False))  # in this process
+    monkeypatch.setattr(cal, "CalibrateJob", DyingJob)
     with fails_after(240):
-        pooled = cal.collect_outputs(items, weights, batch_options=BatchOptions(data=CIFAR10, batch_size=8), workers=2, progress=False)
+        pooled = cal.collect_outputs(items, weights, BatchOptions(data=CIFAR10, batch_size=8),
+                                     run=RunOptions(store=None, workers=2, progress=False))
     victim = DyingJob.VICTIM
     assert pooled.errors == {victim: "the worker process died (exit code 3) while scoring this model (out of memory?)"}
     assert sorted(pooled.arrays) == sorted(i.name for i in items if i.name != victim)

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from epsinas_onnx import prepare_model
 from epsinas_onnx.core.scoring.metric import score_with_reason
 from epsinas_onnx.spaces import nb101, nb201
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
 from tests.conftest import cifar10_batch
 from tests.onnx_graphs import model, out
 
@@ -23,7 +24,7 @@ from tests.onnx_graphs import model, out
 def both_scores(proto, x, weights):
     results = {}
     for collapse in (False, True):
-        prepared = prepare_model(proto, collapse=collapse, threads=1)
+        prepared = prepare_model(proto, ScoringSettings(collapse=collapse), ExecutionOptions(threads=1))
         results[collapse] = score_with_reason({w: prepared.run(x, w) for w in weights})
     return results[False], results[True], prepared.rewritten.collapse
 
@@ -56,7 +57,7 @@ def test_collapsed_parameters_are_shared_and_convs_are_pools():
     # serialised and loaded stays small. Each one-channel conv is an average pool
     # (3x3) or nothing (1x1) times a scalar, and the scalar folds into the BN after it
     arch = nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|")
-    prepared = prepare_model(nb201.to_onnx(arch), collapse=True, threads=1)
+    prepared = prepare_model(nb201.to_onnx(arch), ScoringSettings(collapse=True), ExecutionOptions(threads=1))
     graph = prepared.rewritten.model.graph
     ops = [n.op_type for n in graph]
     assert "Conv" not in ops
@@ -113,15 +114,15 @@ def test_per_channel_constant_falls_back_locally():
     assert report.expanded and report.expanded[0].startswith("Mul")
     assert_agree(full, collapsed)
     for w in (0.5, 2.0):
-        np.testing.assert_allclose(prepare_model(proto, collapse=True).run(x, w),
-                                   prepare_model(proto, collapse=False).run(x, w), rtol=1e-5)
+        np.testing.assert_allclose(prepare_model(proto, ScoringSettings(collapse=True)).run(x, w),
+                                   prepare_model(proto, ScoringSettings(collapse=False)).run(x, w), rtol=1e-5)
 
 
 def test_control_flow_is_left_at_full_width():
     from epsinas_onnx.spaces import nlp
 
     proto = nlp.to_onnx(nlp.load_recipes()[0]["arch"], vocab_size=50, hidden=8, emb=6)
-    report = prepare_model(proto, collapse=True).rewritten.collapse
+    report = prepare_model(proto, ScoringSettings(collapse=True)).rewritten.collapse
     assert report.skipped and "control flow" in report.skipped
 
 

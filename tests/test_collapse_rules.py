@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from epsinas_onnx import prepare_model
+from epsinas_onnx import ExecutionOptions, ScoringSettings, prepare_model
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.rewriting.passes import channel_collapse as cc
 from tests.onnx_graphs import model, out
@@ -94,8 +94,8 @@ class Graph:
 def report_of_agreeing(g, y, rank, **options):
     """The collapse report, after checking the collapsed graph computes what the full-width one does."""
     proto, x = g.proto(y, rank), g.input()
-    collapsed = prepare_model(proto, collapse=True, threads=1, **options)
-    full = prepare_model(proto, collapse=False, threads=1, **options)
+    collapsed = prepare_model(proto, ScoringSettings(collapse=True, **options), ExecutionOptions(threads=1))
+    full = prepare_model(proto, ScoringSettings(collapse=False, **options), ExecutionOptions(threads=1))
     for w in WEIGHTS:
         expected = full.run(x, w)
         # float32 sums in another order: relative to the largest value where a sum cancels
@@ -287,7 +287,7 @@ def test_conv_rule():
     g = Graph()
     g.under_test("Conv", g.stem(), g.weight(2, 5, 3, 3))
     with pytest.raises(UserError, match="has a weight for 5 input channels"):
-        prepare_model(g.proto(g.nodes[-1].output[0], 4), collapse=True)
+        prepare_model(g.proto(g.nodes[-1].output[0], 4), ScoringSettings(collapse=True))
 
 
 @checks_rule(cc.BatchNormRule)

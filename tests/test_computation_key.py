@@ -9,7 +9,8 @@ import pytest
 import onnx_ir as ir
 from onnx import TensorProto, helper
 
-from epsinas_onnx.experiments.bench import score_architecture
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+from epsinas_onnx.experiments.bench import BenchJob, ExportRunner, score_architecture
 from epsinas_onnx.core.rewriting.computation_key import computation_key
 from epsinas_onnx.core.scoring.scorer import rewrite_model
 from epsinas_onnx.spaces import nb101, nb201
@@ -75,13 +76,13 @@ def test_control_flow_has_no_key():
 
 
 def test_bench_reuses_a_result_only_for_an_equal_key():
-    x = cifar10_batch(16)
-    computed = {}
-    rows = [score_architecture(nb201.SPACE, nb201.parse(s), x, (1e-7, 1.0), export={}, settings={}, computed=computed)
-            for s in (SAME_A, SAME_B, OTHER)]
-    assert len(computed) == 2  # A ran, B reused it, OTHER ran
+    job = BenchJob(nb201.SPACE, {}, ScoringSettings(), None, ExecutionOptions(device="cpu", threads=1),
+                   cifar10_batch(16), (1e-7, 1.0))
+    runner = ExportRunner(job, keyed=True)  # the generic path, with computation keys
+    rows = [score_architecture(job, nb201.parse(s), runner=runner) for s in (SAME_A, SAME_B, OTHER)]
+    assert len(runner.computed) == 2  # A ran, B reused it, OTHER ran
     assert [row["reused"] for row in rows] == [False, True, False]
-    fresh = score_architecture(nb201.SPACE, nb201.parse(SAME_B), x, (1e-7, 1.0), export={}, settings={})
+    fresh = score_architecture(job, nb201.parse(SAME_B), runner=ExportRunner(job, keyed=False))
     for row in rows:
         assert row["error"] is None
     assert rows[1]["score"] == rows[0]["score"] or (math.isnan(rows[1]["score"]) and math.isnan(rows[0]["score"]))
@@ -117,7 +118,7 @@ def test_nb201_computation_class_does_not_hold_for_random_weights():
     assert nb201.computation_class(a) == nb201.computation_class(b)
 
     def random_key(arch):
-        staged = rewrite_model(nb201.to_onnx(arch), check=False, weight_init="normal")
+        staged = rewrite_model(nb201.to_onnx(arch), ScoringSettings(weight_init="normal"), check=False)
         return computation_key(staged.rewritten.model, staged.output)
 
     assert random_key(a) != random_key(b)
@@ -133,7 +134,7 @@ def test_tied_parameters_rewrite_to_the_same_graph(space):
         for arch in archs:
             keys = []
             for tied in (False, True):
-                staged = rewrite_model(space.to_ir(arch, tied=tied), in_place=True, **settings)
+                staged = rewrite_model(space.to_ir(arch, tied=tied), ScoringSettings(**settings), in_place=True)
                 keys.append(computation_key(staged.rewritten.model, staged.output))
             assert keys[0] is not None and keys[0] == keys[1], (arch, settings)
     tied = space.to_ir(archs[0], tied=True)
@@ -144,5 +145,5 @@ def test_bench_ties_parameters_only_under_constant_weights():
     from epsinas_onnx.experiments.bench import build_options
 
     for space in (nb201.SPACE, nb101.SPACE):
-        assert build_options(space, {}) == {"tied": True}
-        assert build_options(space, {"weight_init": "normal"}) == {}
+        assert build_options(space, ScoringSettings()) == {"tied": True}
+        assert build_options(space, ScoringSettings(weight_init="normal")) == {}

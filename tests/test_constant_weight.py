@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 from epsinas_onnx import prepare_model
 from epsinas_onnx.core.rewriting.passes import InitPolicy, scoring_pipeline
 from epsinas_onnx.core.rewriting.rewrite import POLICY_METADATA_KEY
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
 from tests.onnx_graphs import conv_bn_relu, init, model, out
 
 
@@ -20,24 +21,24 @@ def gemm_model():
 @pytest.mark.parametrize("w", [1e-7, 1.0, 10.0])
 def test_linear_weights_become_w_and_biases_zero(w):
     x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
-    y = prepare_model(gemm_model(), device="cpu").run(x, w)
+    y = prepare_model(gemm_model(), execution=ExecutionOptions(device="cpu")).run(x, w)
     expected = np.repeat((w * x.sum(axis=1, dtype=np.float64))[:, None], 2, axis=1)
     np.testing.assert_allclose(y, expected, rtol=1e-6)
 
 
 def test_bias_policy_w_and_model_metadata():
     x = np.ones((1, 5), dtype=np.float32)
-    assert prepare_model(gemm_model(), bias="w").run(x, 2.0).tolist() == [[12.0, 12.0]]
+    assert prepare_model(gemm_model(), ScoringSettings(bias="w")).run(x, 2.0).tolist() == [[12.0, 12.0]]
     proto = gemm_model()
     proto.metadata_props.add(key=POLICY_METADATA_KEY, value="weight")
     assert prepare_model(proto).run(x, 2.0).tolist() == [[12.0, 12.0]]
-    assert prepare_model(proto, bias="zero").run(x, 2.0).tolist() == [[10.0, 10.0]]
+    assert prepare_model(proto, ScoringSettings(bias="zero")).run(x, 2.0).tolist() == [[10.0, 10.0]]
 
 
 def test_bn_gamma_scales_the_normalised_output():
     x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
-    with_w = prepare_model(conv_bn_relu(), bn_gamma="w").run(x, 0.5)
-    with_one = prepare_model(conv_bn_relu(), bn_gamma="one").run(x, 0.5)
+    with_w = prepare_model(conv_bn_relu(), ScoringSettings(bn_gamma="w")).run(x, 0.5)
+    with_one = prepare_model(conv_bn_relu(), ScoringSettings(bn_gamma="one")).run(x, 0.5)
     np.testing.assert_allclose(with_w, 0.5 * with_one, rtol=1e-5, atol=1e-7)
     # batch statistics: before ReLU each channel has mean 0, so about half is positive
     assert 0.3 < (with_one > 0).mean() < 0.7

@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 from epsinas_onnx.core.scoring.datasets import STREAM_CHUNK_BYTES
+from epsinas_onnx.core.options import BatchOptions
 from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
 from tests.conftest import CIFAR10, ROOT, run_cli
 from tests.onnx_graphs import conv_bn_relu
@@ -64,25 +65,25 @@ def test_png_folder_gives_the_npz_batch(tmp_path, cifar, shuffle_seed):
     ordered = write_image_folder(tmp_path / "folder", images, labels)
     np.savez(tmp_path / "same.npz", images=ordered)
     options = dict(batch_size=16, shuffle_seed=shuffle_seed, norm="cifar10")
-    folder = prepare_batch(image_spec(), tmp_path / "folder", **options)
-    same_batch(folder, prepare_batch(image_spec(), tmp_path / "same.npz", **options))
+    folder = prepare_batch(image_spec(), BatchOptions(data=tmp_path / "folder", **options))
+    same_batch(folder, prepare_batch(image_spec(), BatchOptions(data=tmp_path / "same.npz", **options)))
     assert folder.description.startswith(f"folder/ ({N} images)")
     # resized to a smaller model as the .npz is
-    same_batch(prepare_batch(image_spec(16), tmp_path / "folder", **options),
-               prepare_batch(image_spec(16), tmp_path / "same.npz", **options))
+    same_batch(prepare_batch(image_spec(16), BatchOptions(data=tmp_path / "folder", **options)),
+               prepare_batch(image_spec(16), BatchOptions(data=tmp_path / "same.npz", **options)))
 
 
 def test_jpeg_and_grey_images_are_read_as_rgb(tmp_path, cifar):
     images, labels = cifar
     write_image_folder(tmp_path / "jpeg", images[:8], labels[:8], suffix=".jpg")
-    batch = prepare_batch(image_spec(), tmp_path / "jpeg", batch_size=8, norm="none")
+    batch = prepare_batch(image_spec(), BatchOptions(data=tmp_path / "jpeg", batch_size=8, norm="none"))
     ordered = images[:8][np.argsort([f"class_{int(l)}/{i:04d}" for i, l in enumerate(labels[:8])])]
     expected = ordered.transpose(0, 3, 1, 2) / 255.0
     assert np.abs(batch.array - expected).mean() < 0.05  # JPEG is lossy, the order and layout are not
     PIL.fromarray(images[0, :, :, 0]).save(tmp_path / "grey.png")  # mode L
     (tmp_path / "grey_only").mkdir()
     (tmp_path / "grey.png").rename(tmp_path / "grey_only" / "a.png")
-    grey = prepare_batch(image_spec(), tmp_path / "grey_only", batch_size=1, norm="none").array
+    grey = prepare_batch(image_spec(), BatchOptions(data=tmp_path / "grey_only", batch_size=1, norm="none")).array
     np.testing.assert_array_equal(grey[0, 0], grey[0, 2])
 
 
@@ -96,10 +97,10 @@ def test_cifar_binary_gives_the_npz_batch(tmp_path, cifar, kind, name, folder, l
     write_cifar_binary(tmp_path / folder / name, images, labels, label_bytes)
     np.savez(tmp_path / "same.npz", images=images, labels=labels)
     options = dict(batch_size=20, shuffle_seed=shuffle_seed, norm="cifar100")
-    expected = prepare_batch(image_spec(), tmp_path / "same.npz", **options)
-    from_file = prepare_batch(image_spec(), tmp_path / folder / name, **options)
+    expected = prepare_batch(image_spec(), BatchOptions(data=tmp_path / "same.npz", **options))
+    from_file = prepare_batch(image_spec(), BatchOptions(data=tmp_path / folder / name, **options))
     same_batch(from_file, expected)
-    same_batch(prepare_batch(image_spec(), tmp_path / folder, **options), expected)
+    same_batch(prepare_batch(image_spec(), BatchOptions(data=tmp_path / folder, **options)), expected)
     assert f"({kind} binary)" in from_file.description
 
 
@@ -126,7 +127,7 @@ def test_npz_is_read_in_chunks_through_to_its_crc(tmp_path):
     np.savez_compressed(tmp_path / "big.npz", images=images)
     spec = InputSpec("x", np.dtype(np.float32), ["batch", *item])
     for seed in (None, 3):
-        batch = prepare_batch(spec, tmp_path / "big.npz", batch_size=count if seed is None else 50, shuffle_seed=seed)
+        batch = prepare_batch(spec, BatchOptions(data=tmp_path / "big.npz", batch_size=count if seed is None else 50, shuffle_seed=seed))
         chosen = np.arange(count) if seed is None else np.random.default_rng(seed).permutation(count)[:50]
         np.testing.assert_array_equal(batch.array, images[chosen])
 
@@ -136,8 +137,8 @@ def test_a_fortran_order_npz_gives_the_same_batch(tmp_path, cifar):
     np.savez(tmp_path / "c.npz", images=images)
     np.savez(tmp_path / "f.npz", images=np.asfortranarray(images))
     for seed in (None, 2):
-        same_batch(prepare_batch(image_spec(), tmp_path / "f.npz", batch_size=10, shuffle_seed=seed),
-                   prepare_batch(image_spec(), tmp_path / "c.npz", batch_size=10, shuffle_seed=seed))
+        same_batch(prepare_batch(image_spec(), BatchOptions(data=tmp_path / "f.npz", batch_size=10, shuffle_seed=seed)),
+                   prepare_batch(image_spec(), BatchOptions(data=tmp_path / "c.npz", batch_size=10, shuffle_seed=seed)))
 
 
 # ---------------------------------------------------------------- memory follows the batch
@@ -159,6 +160,7 @@ def bounded_run(code: str, extra_bytes: int) -> subprocess.CompletedProcess:
     script = textwrap.dedent("""
         import resource, sys
         import numpy as np
+        from epsinas_onnx.core.options import BatchOptions
         from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
         with open("/proc/self/status") as f:
             vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
@@ -176,7 +178,7 @@ def test_a_large_npy_batch_of_4_under_an_address_space_limit(tmp_path):
     path = sparse_npy(tmp_path / "big.npy", (SPARSE_GIB * 2**30 // 3072, 32, 32, 3))
     limit = SPARSE_GIB * 2**30 + 256 * 2**20
     result = bounded_run(f"""
-        batch = prepare_batch(InputSpec("x", np.dtype(np.float32), ["b", 3, 32, 32]), {str(path)!r}, batch_size=4)
+        batch = prepare_batch(InputSpec("x", np.dtype(np.float32), ["b", 3, 32, 32]), BatchOptions(data={str(path)!r}, batch_size=4))
         print(batch.array.shape, batch.description)
     """, limit)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -202,7 +204,7 @@ def test_a_compressed_npz_is_streamed_under_an_address_space_limit(tmp_path):
             left -= min(left, len(zeros))
     assert path.stat().st_size < 4 * 2**20
     result = bounded_run(f"""
-        batch = prepare_batch(InputSpec("x", np.dtype(np.float32), ["b", 3, 32, 32]), {str(path)!r}, batch_size=4, shuffle_seed=0)
+        batch = prepare_batch(InputSpec("x", np.dtype(np.float32), ["b", 3, 32, 32]), BatchOptions(data={str(path)!r}, batch_size=4, shuffle_seed=0))
         print(batch.array.shape)
     """, 256 * 2**20)
     assert result.returncode == 0, result.stderr[-2000:]

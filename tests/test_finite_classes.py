@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from epsinas_onnx.experiments import bench
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, RunOptions, ScoringSettings
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
 from epsinas_onnx.core.scoring.scorer import open_session, rewrite_model
 from epsinas_onnx.spaces import nb201
@@ -37,8 +37,11 @@ def test_the_pair_differs_only_given_finite_inputs():
     assert nb201.computation_class_if_finite(a) == nb201.computation_class_if_finite(b)
 
 
-def _score(arch, batch, weights=WEIGHTS, **kw):
-    return bench.score_architecture(nb201.SPACE, arch, batch, weights, export={}, settings={}, **kw)
+def _score(arch, batch, weights=WEIGHTS, finite_check=False):
+    """The generic path, without computation keys."""
+    job = bench.BenchJob(nb201.SPACE, {}, ScoringSettings(), None, ExecutionOptions(device="cpu", threads=1), batch,
+                         weights)
+    return bench.score_architecture(job, arch, finite_check, runner=bench.ExportRunner(job, keyed=False))
 
 
 def _same_score(x, y) -> bool:
@@ -64,7 +67,7 @@ def test_members_of_a_finite_class_score_the_same():
 
 def _run(arch, weight, batch, finite_check):
     staged = rewrite_model(nb201.to_ir(arch, finite_check=finite_check), in_place=True)
-    prepared = open_session(staged, device="cpu", threads=1)
+    prepared = open_session(staged, ExecutionOptions(device="cpu", threads=1))
     feeds = {prepared.input_spec.name: batch, WEIGHT_INPUT: np.array(weight, dtype=np.float32)}
     return prepared.session.run(None, feeds)
 
@@ -83,8 +86,9 @@ def test_the_check_output_leaves_the_logits_alone_and_sees_overflow():
 
 
 def _bench(tmp_path, name, archs):
-    return bench.run_bench("nb201", [nb201.parse(s) for s in archs], store_path=tmp_path / name,
-                           batch_options=BatchOptions(data=cifar10_batch(8), batch_size=8, norm="none"), progress=False)
+    return bench.run_bench("nb201", [nb201.parse(s) for s in archs],
+                           batch=BatchOptions(data=cifar10_batch(8), batch_size=8, norm="none"),
+                           run=RunOptions(store=tmp_path / name, progress=False))
 
 
 def test_bench_shares_a_checked_result(tmp_path, monkeypatch):
@@ -112,9 +116,9 @@ def test_bench_runs_each_exact_class_when_the_check_fails(tmp_path, monkeypatch)
 
 def test_finite_classes_need_zero_biases_and_constant_weights():
     todo = [(arch, nb201.format_arch(arch)) for arch in nb201.all_archs()[:400]]
-    plan = bench.computation_classes(nb201.SPACE, todo, {})
+    plan = bench.computation_classes(nb201.SPACE, todo, ScoringSettings())
     assert plan.if_finite
     scored_later = sum(map(len, plan.same.values())) + sum(map(len, plan.if_finite.values()))
     assert len(plan.to_score) + scored_later == len(todo)
-    assert not bench.computation_classes(nb201.SPACE, todo, {"bias": "w"}).if_finite
-    assert bench.computation_classes(nb201.SPACE, todo, {"weight_init": "normal"}) == bench.ClassPlan(todo, {}, {})
+    assert not bench.computation_classes(nb201.SPACE, todo, ScoringSettings(bias="w")).if_finite
+    assert bench.computation_classes(nb201.SPACE, todo, ScoringSettings(weight_init="normal")) == bench.ClassPlan(todo, {}, {})

@@ -432,6 +432,11 @@ class _LoopSpace:
     """A stand-in search space whose only architecture is the endless Loop."""
 
     NAME = "loop"
+    computation_class = None  # no classes: each architecture is run
+
+    @staticmethod
+    def num_params_kwargs(export):
+        return {}
 
     @staticmethod
     def format_arch(arch):
@@ -449,9 +454,11 @@ class _LoopSpace:
 
 
 def test_bench_architecture_past_its_timeout_is_an_error_row():
-    from epsinas_onnx.experiments.bench import score_architecture
+    from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+    from epsinas_onnx.experiments.bench import BenchJob, ExportRunner, score_architecture
 
-    row = score_architecture(_LoopSpace, "endless", np.zeros((2, 4), np.float32), (1e-7, 1.0), export={},
-                             settings={}, timeout=0.3)
+    job = BenchJob(_LoopSpace, {}, ScoringSettings(), None, ExecutionOptions(device="cpu", threads=1, timeout=0.3),
+                   np.zeros((2, 4), np.float32), (1e-7, 1.0))
+    row = score_architecture(job, "endless", runner=ExportRunner(job))
     assert row["error"] is not None and "ran for more than 0.3 s" in row["error"], row
     assert np.isnan(row["score"]) and row["params"] == 12

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import BatchOptions
 from epsinas_onnx.core.scoring.inputs import InputSpec, NORMS, prepare_batch, read_token_stream, resize
 
 
@@ -18,7 +19,7 @@ def token_spec(shape=("seq", "batch")):
 def test_uint8_nhwc_is_normalised_and_transposed(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", images=images, labels=np.arange(10))
-    batch = prepare_batch(image_spec(), tmp_path / "d.npz", batch_size=4, norm="cifar10")
+    batch = prepare_batch(image_spec(), BatchOptions(data=tmp_path / "d.npz", batch_size=4, norm="cifar10"))
     mean, std = (np.array(v, np.float32) / 255 for v in NORMS["cifar10"])
     expected = ((images[:4] / 255.0 - mean) / std).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(batch.array, expected, rtol=1e-5, atol=1e-6)
@@ -29,8 +30,8 @@ def test_shuffle_seed_draws_a_repeatable_subset(tmp_path):
     images = np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1) * np.ones((1, 3, 4, 4), np.float32)
     np.save(tmp_path / "d.npy", images)
     spec = image_spec(("batch", 3, 4, 4))
-    a = prepare_batch(spec, tmp_path / "d.npy", batch_size=5, shuffle_seed=3).array
-    b = prepare_batch(spec, tmp_path / "d.npy", batch_size=5, shuffle_seed=3).array
+    a = prepare_batch(spec, BatchOptions(data=tmp_path / "d.npy", batch_size=5, shuffle_seed=3)).array
+    b = prepare_batch(spec, BatchOptions(data=tmp_path / "d.npy", batch_size=5, shuffle_seed=3)).array
     np.testing.assert_array_equal(a, b)
     assert sorted(a[:, 0, 0, 0]) != list(range(5))  # not the first five
 
@@ -39,11 +40,11 @@ def test_a_float32_array_batch_of_its_first_items_is_not_copied():
     # a 224x224 batch of 256 is 154 MB: the first items of an array that needs no
     # conversion are its own memory; any other choice of items is a copy of those items
     images = np.random.default_rng(0).standard_normal((12, 3, 32, 32)).astype(np.float32)
-    batch = prepare_batch(image_spec(), images, batch_size=8)
+    batch = prepare_batch(image_spec(), BatchOptions(data=images, batch_size=8))
     assert np.shares_memory(batch.array, images) and np.array_equal(batch.array, images[:8])
-    shuffled = prepare_batch(image_spec(), images, batch_size=8, shuffle_seed=1)
+    shuffled = prepare_batch(image_spec(), BatchOptions(data=images, batch_size=8, shuffle_seed=1))
     assert not np.shares_memory(shuffled.array, images)
-    normalised = prepare_batch(image_spec(), images, batch_size=8, norm="cifar10")
+    normalised = prepare_batch(image_spec(), BatchOptions(data=images, batch_size=8, norm="cifar10"))
     assert not np.shares_memory(normalised.array, images)
     np.testing.assert_array_equal(images, np.random.default_rng(0).standard_normal((12, 3, 32, 32)).astype(np.float32))
 
@@ -59,19 +60,19 @@ def test_resize_by_block_average_and_bilinear():
 
 def test_images_resized_to_the_model_size(tmp_path):
     np.save(tmp_path / "d.npy", np.zeros((4, 32, 32, 3), np.uint8))
-    batch = prepare_batch(image_spec(("batch", 3, 16, 16)), tmp_path / "d.npy", batch_size=4)
+    batch = prepare_batch(image_spec(("batch", 3, 16, 16)), BatchOptions(data=tmp_path / "d.npy", batch_size=4))
     assert batch.array.shape == (4, 3, 16, 16)
 
 
 def test_channels_last_model_input(tmp_path):
     np.save(tmp_path / "d.npy", np.zeros((4, 8, 8, 3), np.uint8))
-    batch = prepare_batch(image_spec(("batch", 8, 8, 3)), tmp_path / "d.npy", batch_size=4)
+    batch = prepare_batch(image_spec(("batch", 8, 8, 3)), BatchOptions(data=tmp_path / "d.npy", batch_size=4))
     assert batch.array.shape == (4, 8, 8, 3)
 
 
 @pytest.mark.parametrize("kind", ["grey", "normal", "uniform", "uniform+"])
 def test_synthetic_inputs(kind):
-    batch = prepare_batch(image_spec(), synthetic=kind, batch_size=8, seed=1)
+    batch = prepare_batch(image_spec(), BatchOptions(synthetic=kind, batch_size=8, seed=1))
     x = batch.array
     assert x.shape == (8, 3, 32, 32) and x.dtype == np.float32
     if kind == "grey":
@@ -81,21 +82,21 @@ def test_synthetic_inputs(kind):
         assert x.min() >= -1 and x.max() <= 1 and x.min() < 0
     elif kind == "uniform+":
         assert x.min() >= 0 and x.max() <= 1
-    np.testing.assert_array_equal(x, prepare_batch(image_spec(), synthetic=kind, batch_size=8, seed=1).array)
+    np.testing.assert_array_equal(x, prepare_batch(image_spec(), BatchOptions(synthetic=kind, batch_size=8, seed=1)).array)
 
 
 def test_default_image_input_is_the_grey_batch():
     """No --data: the grey ramp (the best synthetic input measured on
     NAS-Bench-201); the normal batch stays an option, unchanged."""
-    batch = prepare_batch(image_spec(), batch_size=4)
+    batch = prepare_batch(image_spec(), BatchOptions(batch_size=4))
     assert "synthetic grey" in batch.description and "default" in batch.description
-    np.testing.assert_array_equal(batch.array, prepare_batch(image_spec(), synthetic="grey", batch_size=4).array)
-    normal = prepare_batch(image_spec(), synthetic="normal", batch_size=4, seed=0).array
+    np.testing.assert_array_equal(batch.array, prepare_batch(image_spec(), BatchOptions(synthetic="grey", batch_size=4)).array)
+    normal = prepare_batch(image_spec(), BatchOptions(synthetic="normal", batch_size=4, seed=0)).array
     np.testing.assert_array_equal(normal, np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32))
 
 
 def test_default_token_input_is_unchanged():
-    batch = prepare_batch(token_spec(), batch_size=4, seq_len=5, vocab_size=50, seed=2)
+    batch = prepare_batch(token_spec(), BatchOptions(batch_size=4, seq_len=5, seed=2), vocab_size=50)
     np.testing.assert_array_equal(batch.array, np.random.default_rng(2).integers(0, 50, size=(5, 4)))
     assert "random tokens" in batch.description
 
@@ -106,7 +107,7 @@ def test_token_text_is_laid_out_in_contiguous_columns(tmp_path):
     stream, vocabulary = read_token_stream(text)
     assert vocabulary == 6  # a b c <eos> d e
     assert stream[:6].tolist() == [0, 1, 2, 3, 4, 5]
-    batch = prepare_batch(token_spec(), text, batch_size=4, seq_len=5, vocab_size=100)
+    batch = prepare_batch(token_spec(), BatchOptions(data=text, batch_size=4, seq_len=5), vocab_size=100)
     rows = stream.size // 4
     expected = stream[: rows * 4].reshape(4, rows).T[:5]
     np.testing.assert_array_equal(batch.array, expected)
@@ -116,7 +117,7 @@ def test_token_text_is_laid_out_in_contiguous_columns(tmp_path):
 def test_token_batch_first_layout(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("x y z w\n" * 50)
-    batch = prepare_batch(token_spec(("batch", "seq")), text, batch_size=4, seq_len=6, token_layout="batch-first")
+    batch = prepare_batch(token_spec(("batch", "seq")), BatchOptions(data=text, batch_size=4, seq_len=6, token_layout="batch-first"))
     assert batch.array.shape == (4, 6)
 
 
@@ -124,19 +125,19 @@ def test_too_short_text_says_how_many_tokens_are_needed(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("a b\n")
     with pytest.raises(UserError, match="needs 280"):
-        prepare_batch(token_spec(), text, batch_size=4, seq_len=70)
+        prepare_batch(token_spec(), BatchOptions(data=text, batch_size=4, seq_len=70))
 
 
 def test_images_for_a_token_model_and_the_reverse(tmp_path):
     np.save(tmp_path / "d.npy", np.zeros((4, 8, 8, 3), np.uint8))
     with pytest.raises(UserError, match="takes integer token ids"):
-        prepare_batch(token_spec(), tmp_path / "d.npy", batch_size=4)
+        prepare_batch(token_spec(), BatchOptions(data=tmp_path / "d.npy", batch_size=4))
     text = tmp_path / "t.txt"
     text.write_text("a b c\n")
     with pytest.raises(UserError, match="only for token models"):
-        prepare_batch(image_spec(), text, batch_size=4)
+        prepare_batch(image_spec(), BatchOptions(data=text, batch_size=4))
 
 
 def test_fixed_batch_dimension_mismatch():
     with pytest.raises(UserError, match="pass --batch-size 1"):
-        prepare_batch(image_spec((1, 3, 32, 32)), batch_size=8)
+        prepare_batch(image_spec((1, 3, 32, 32)), BatchOptions(batch_size=8))

@@ -16,7 +16,7 @@ from epsinas_onnx.experiments import bench
 from epsinas_onnx.core.scoring.metric import epsinas_score, score_runs
 from epsinas_onnx.core.scoring.modes import (ROUNDING_FACTOR, ladder, ladder_value, rounding_floor, score_in_mode,
                                              score_ladder, score_upper, upper_value)
-from epsinas_onnx.core.options import BatchOptions, ScoringSettings
+from epsinas_onnx.core.options import BatchOptions, RunOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
 from tests.conftest import CIFAR10, cifar10_batch, run_cli
 from tests.test_cli_errors import assert_user_error
@@ -296,7 +296,7 @@ def test_on_a_small_transformer_the_ladder_is_the_reference_noise():
 def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path, shared_data):
     store = tmp_path / "r.sqlite"
     archs = nb201.sample(12, 5)
-    common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8, norm="cifar10"), store_path=store, progress=False)
+    common = dict(batch=BatchOptions(data=CIFAR10, batch_size=8, norm="cifar10"), run=RunOptions(store=store, progress=False))
     bench.run_bench("nb201", archs, **common)
     bench.run_bench("nb201", archs, scoring=ScoringSettings(mode=mode), **common)
     with sqlite3.connect(store) as db:

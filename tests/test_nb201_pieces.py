@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from epsinas_onnx.experiments import bench
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, RunOptions, ScoringSettings
 from epsinas_onnx.core.scoring.scorer import open_session, rewrite_model
 from epsinas_onnx.spaces import nb201
 from tests.conftest import cifar10_batch
@@ -25,17 +25,17 @@ EDGE_CASES = [
     nb201.parse("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"),
 ]
 WEIGHTS = (1e-7, 1.0)
+EXECUTION = ExecutionOptions(device="cpu", threads=1, graph_optimization=bench.BENCH_GRAPH_OPTIMIZATION)
 
 
 def _generic(arch, batch, weight, settings, export):
-    staged = rewrite_model(nb201.to_ir(arch, finite_check=True, **export), in_place=True, **settings)
-    prepared = open_session(staged, device="cpu", threads=1, graph_optimization=bench.BENCH_GRAPH_OPTIMIZATION)
+    staged = rewrite_model(nb201.to_ir(arch, finite_check=True, **export), ScoringSettings(**settings), in_place=True)
+    prepared = open_session(staged, EXECUTION)
     return prepared.run_outputs(batch, weight, [prepared.output, nb201.FINITE_CHECK_OUTPUT])
 
 
 def _pieces(batch, settings, export=None):
-    return nb201.pieces_for(export or {}, settings, batch, device="cpu", threads=1,
-                            graph_optimization=bench.BENCH_GRAPH_OPTIMIZATION)
+    return nb201.pieces_for(export or {}, ScoringSettings(**settings), batch, EXECUTION)
 
 
 @pytest.mark.parametrize("settings, export", [
@@ -78,23 +78,27 @@ def test_the_pieces_check_sees_what_the_generic_check_sees():
     ({"input_name": "image"}, "cpu", "network's input"),
 ])
 def test_pieces_decline_where_they_would_compute_something_else(settings, device, why):
-    assert why in nb201.pieces_declines(settings, device)
-    assert nb201.pieces_for({}, settings, cifar10_batch(4), device=device, threads=1, graph_optimization="none") is None
-    assert nb201.pieces_declines({"collapse": False, "bias": "w"}, "cpu") is None
+    settings = dict(settings)
+    input_name = settings.pop("input_name", None)  # a batch option, beside the scoring settings
+    scoring = ScoringSettings(**settings)
+    assert why in nb201.pieces_declines(scoring, input_name, device)
+    execution = ExecutionOptions(device=device, threads=1, graph_optimization="none")
+    assert nb201.pieces_for({}, scoring, cifar10_batch(4), execution, input_name) is None
+    assert nb201.pieces_declines(ScoringSettings(collapse=False, bias="w"), None, "cpu") is None
 
 
 def test_a_timeout_bounds_the_pieces_of_an_architecture():
     # a large batch: each weight's pieces take far longer than the watchdog needs to wake
     batch = np.random.default_rng(0).standard_normal((2048, 3, 32, 32), dtype=np.float32)
     pieces = _pieces(batch, {})
-    row = bench.score_architecture(nb201.SPACE, ("nor_conv_3x3",) * 6, batch, WEIGHTS, export={}, settings={},
-                                   timeout=1e-4, pieces=pieces)
+    job = bench.BenchJob(nb201.SPACE, {}, ScoringSettings(), None, EXECUTION, batch, WEIGHTS)
+    row = bench.score_architecture(job, ("nor_conv_3x3",) * 6, runner=bench.PiecesRunner(pieces, timeout=1e-4))
     assert "--timeout" in row["error"] and np.isnan(row["score"])
 
 
 def _bench(tmp_path, name, archs, workers=1, **options):
-    return bench.run_bench("nb201", archs, store_path=tmp_path / name, workers=workers, progress=False,
-                           batch_options=BatchOptions(data=cifar10_batch(8), batch_size=8, norm="none"), **options)
+    return bench.run_bench("nb201", archs, batch=BatchOptions(data=cifar10_batch(8), batch_size=8, norm="none"),
+                           run=RunOptions(store=tmp_path / name, workers=workers, progress=False), **options)
 
 
 def test_bench_rows_are_the_generic_paths(tmp_path, monkeypatch):
@@ -111,9 +115,9 @@ def test_bench_uses_the_pieces_in_each_worker(tmp_path, monkeypatch):
     made = []
     real = nb201.pieces_for
 
-    def counting(*args, **kw):
-        made.append(kw["device"])
-        return real(*args, **kw)
+    def counting(export, scoring, batch, execution, input_name=None):
+        made.append(execution.device)
+        return real(export, scoring, batch, execution, input_name)
 
     monkeypatch.setattr(nb201, "SPACE", dataclasses.replace(nb201.SPACE, pieces_for=counting))
     monkeypatch.setattr(bench, "_PIECES_MADE", {})  # none made earlier in this process
@@ -123,8 +127,8 @@ def test_bench_uses_the_pieces_in_each_worker(tmp_path, monkeypatch):
     # a search's next call in the same process: the same pieces; another batch: new ones
     _bench(tmp_path, "r.sqlite", archs[12:])
     assert made == ["cpu"]
-    bench.run_bench("nb201", archs[:4], store_path=tmp_path / "other.sqlite", progress=False,
-                    batch_options=BatchOptions(data=cifar10_batch(4), batch_size=4, norm="none"))
+    bench.run_bench("nb201", archs[:4], batch=BatchOptions(data=cifar10_batch(4), batch_size=4, norm="none"),
+                    run=RunOptions(store=tmp_path / "other.sqlite", progress=False))
     assert made == ["cpu", "cpu"] and len(bench._PIECES_MADE) == 1
 
 

@@ -1,7 +1,6 @@
 """options.ScoringSettings.key(): the store key bench writes, byte for byte
 the key of the code before the option objects (old stores must resume)."""
 
-import inspect
 import itertools
 import json
 
@@ -13,10 +12,13 @@ from epsinas_onnx.core.options import (DEFAULT_SEQ_LEN, EMBEDDING_CHOICES, MODE_
 from epsinas_onnx.core.options import REFERENCE_WEIGHTS as OPTION_WEIGHTS
 from epsinas_onnx.spaces import SPACES, get_space
 from epsinas_onnx.core.rewriting.passes import constant_weight
-from epsinas_onnx.core.scoring.scorer import EXECUTION_OPTIONS, NEUTRAL_SETTINGS, prepare_model
 from epsinas_onnx.experiments.store import settings_key
 
 NB201_EXPORT = {"num_classes": 1, "resolution": 32, "seed": 0}
+# the key's rules as they were written before the option objects: prepare_model's
+# keyword defaults that were not None, and the settings left out at their neutral values
+OLD_PREPARE_DEFAULTS = {"bn_gamma": "w", "embedding": "uniform", "collapse": True}
+NEUTRAL_SETTINGS = {"weight_init": "constant", "weight_seed": 0}
 
 
 def old_key(export: dict, settings: dict, mode: str) -> str:
@@ -25,12 +27,7 @@ def old_key(export: dict, settings: dict, mode: str) -> str:
     settings = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
     if "weight_init" not in settings:
         settings.pop("weight_seed", None)
-    defaults = {
-        name: p.default for name, p in inspect.signature(prepare_model).parameters.items()
-        if name not in ("model", *EXECUTION_OPTIONS) and p.default is not inspect.Parameter.empty
-        and p.default is not None
-    }
-    settings = {**defaults, **settings}
+    settings = {**OLD_PREPARE_DEFAULTS, **settings}
     key = {"export": export, "prepare": settings, **({} if mode == "reference" else {"mode": mode})}
     if mode == "upper":  # the upper mode's rounding guard came after its first stores: a key of its own
         key["mode_revision"] = 2
@@ -90,3 +87,37 @@ def test_choice_lists_mirror_the_library():
     # reference-semantics §6; every space declares its pair from this one table
     assert OPTION_WEIGHTS == {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
     assert {name: get_space(name).reference_weights for name in SPACES} == OPTION_WEIGHTS
+
+
+def old_calibrate_key(bn_gamma, bias, embedding, collapse, weight_init, weight_seed) -> str:
+    """calibrate's --outputs cache key as the command built it before the option objects."""
+    init = ({"weight_init": None, "weight_seed": None} if weight_init == "constant"
+            else {"weight_init": weight_init, "weight_seed": weight_seed})
+    settings = {"bn_gamma": bn_gamma, "collapse": collapse, "bias": bias,
+                **({"embedding": embedding} if embedding != "uniform" else {}), **init}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return settings_key({"export": {}, "prepare": settings})
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["mode"] == "reference" and c["output"] is None
+                                  and c["input_name"] is None], ids=lambda c: "-".join(map(str, c.values())))
+def test_calibrate_cache_key_equals_the_old_key(case):
+    """calibrate's cache key comes from the same builder as bench's, with calibrate's rule
+    (options.CALIBRATE_KEY): an --outputs file written before keeps its key."""
+    from epsinas_onnx.core.options import CALIBRATE_KEY
+
+    weight_init, weight_seed = case["init"]
+    new = ScoringSettings.from_init(weight_init, weight_seed, bn_gamma=case["bn_gamma"], bias=case["bias"],
+                                    embedding=case["embedding"], collapse=case["collapse"])
+    old = old_calibrate_key(case["bn_gamma"], case["bias"], case["embedding"], case["collapse"], weight_init,
+                            weight_seed)
+    assert settings_key(new.key(rule=CALIBRATE_KEY)) == old
+
+
+def test_the_default_keys_as_written():
+    from epsinas_onnx.core.options import CALIBRATE_KEY
+
+    assert settings_key(ScoringSettings().key(rule=CALIBRATE_KEY)) == '{"export":{},"prepare":{"bn_gamma":"w","collapse":true}}'
+    assert settings_key(ScoringSettings().key(NB201_EXPORT)) == (
+        '{"export":{"num_classes":1,"resolution":32,"seed":0},'
+        '"prepare":{"bn_gamma":"w","collapse":true,"embedding":"uniform"}}')

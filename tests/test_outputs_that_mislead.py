@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from epsinas_onnx.cli import main
+from epsinas_onnx.core.options import TargetOptions
 from epsinas_onnx.core.tables import packaged
 from epsinas_onnx.experiments.store import ResultStore, settings_key, weights_key
 from epsinas_onnx.spaces import nb201
@@ -88,7 +89,8 @@ def test_evaluate_plot_has_every_point_and_mode_picks_one(tmp_path, capsys):
     # the plotted points: every architecture with a target, NaN scores included (drawn apart)
     _, rows = space_rows(store, None)
     chosen, _ = rows_by_mode(rows, None, "upper")
-    full = evaluation.evaluate(chosen, "nb201", packaged("nb201_accuracies"), proxies=packaged("nb201_proxies"),
+    full = evaluation.evaluate(chosen, "nb201", TargetOptions(accuracies=packaged("nb201_accuracies")),
+                               proxies=packaged("nb201_proxies"),
                                mode="upper")
     assert len(full["points"]["score"]) == len(archs)
 

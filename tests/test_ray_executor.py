@@ -17,14 +17,18 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from epsinas_onnx.experiments import bench, executors
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.options import BatchOptions, RunOptions
 from epsinas_onnx.spaces import nb201
 from tests.conftest import ROOT, run_cli
 from tests.test_bench import ctrl_c_after_first_row, stored, unique
 from tests.test_cli_errors import assert_user_error
 
 ARCHS = unique(nb201.sample(6, 3))  # seed 3: NaN and finite scores both
-OPTIONS = dict(batch_options=BatchOptions(synthetic="normal", batch_size=8), progress=False)
+OPTIONS = dict(batch=BatchOptions(synthetic="normal", batch_size=8))
+
+
+def ray_run(store, **options) -> RunOptions:
+    return RunOptions(store=store, executor="ray", progress=False, **options)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def ray_cluster():
 def local_rows(tmp_path_factory):
     """What the local executor stores for ARCHS (one process)."""
     store = tmp_path_factory.mktemp("local") / "r.sqlite"
-    summary = bench.run_bench("nb201", ARCHS, store_path=store, **OPTIONS)
+    summary = bench.run_bench("nb201", ARCHS, run=RunOptions(store=store, progress=False), **OPTIONS)
     assert (summary.scored, summary.errors) == (len(ARCHS), 0)
     rows = stored(store)
     assert any(r[1] is None for r in rows) and any(r[1] is not None for r in rows)
@@ -47,13 +51,13 @@ def local_rows(tmp_path_factory):
 
 
 def crashing_job(crash_arch: str, marker=None):
-    """A bench._Job whose worker process dies (os._exit) when it reaches
+    """A bench.BenchJob whose worker process dies (os._exit) when it reaches
     crash_arch: once if `marker` is given (it marks the first attempt), else
     every time. A class made here is pickled by value, so Ray workers get it."""
 
-    class CrashingJob(bench._Job):
+    class CrashingJob(bench.BenchJob):
         def run(self, arch):
-            if self.space_module.format_arch(arch) == crash_arch and (marker is None or not marker.exists()):
+            if self.space.format_arch(arch) == crash_arch and (marker is None or not marker.exists()):
                 if marker is not None:
                     marker.touch()
                 os._exit(3)
@@ -83,14 +87,14 @@ def test_ray_only_options_are_refused_by_the_local_executor(tmp_path):
 
 def test_ray_stores_what_local_stores_and_resumes(ray_cluster, local_rows, tmp_path):
     store = tmp_path / "r.sqlite"
-    first = bench.run_bench("nb201", ARCHS, store_path=store, executor="ray", chunk=2, limit=3, **OPTIONS)
+    first = bench.run_bench("nb201", ARCHS, run=ray_run(store, chunk=2, limit=3), **OPTIONS)
     assert (first.scored + first.errors, first.errors, first.workers) == (3, 0, 2)
     assert len(stored(store)) == 3
-    second = bench.run_bench("nb201", ARCHS, store_path=store, executor="ray", chunk=2, **OPTIONS)
+    second = bench.run_bench("nb201", ARCHS, run=ray_run(store, chunk=2), **OPTIONS)
     assert (second.skipped, second.scored, second.errors) == (3, len(ARCHS) - 3, 0)
     # deterministic: the very same values, NaN rows (NULL + reason) included
     assert stored(store) == local_rows
-    third = bench.run_bench("nb201", ARCHS, store_path=store, executor="ray", **OPTIONS)
+    third = bench.run_bench("nb201", ARCHS, run=ray_run(store), **OPTIONS)
     assert (third.skipped, third.scored) == (len(ARCHS), 0)
     assert stored(store) == local_rows
 
@@ -99,7 +103,7 @@ def test_cli_executor_ray_on_a_running_cluster(ray_cluster, local_rows, tmp_path
     """The command line, connecting to the module's cluster with --address,
     resuming what the local executor started in the same store."""
     store = tmp_path / "r.sqlite"
-    bench.run_bench("nb201", ARCHS[:2], store_path=store, **OPTIONS)  # two rows from the local executor
+    bench.run_bench("nb201", ARCHS[:2], run=RunOptions(store=store, progress=False), **OPTIONS)  # two rows from the local executor
     archs = tmp_path / "archs.txt"
     archs.write_text("\n".join(ARCHS) + "\n")
     result = run_cli("bench", "nb201", "--archs", archs, "--synthetic", "normal", "--batch-size", 8, "--store", store,
@@ -112,9 +116,9 @@ def test_cli_executor_ray_on_a_running_cluster(ray_cluster, local_rows, tmp_path
 
 def test_worker_killed_mid_task_is_retried_and_every_arch_stored_once(ray_cluster, local_rows, tmp_path, monkeypatch):
     marker = tmp_path / "crashed-once"
-    monkeypatch.setattr(bench, "_Job", crashing_job(ARCHS[3], marker))
+    monkeypatch.setattr(bench, "BenchJob", crashing_job(ARCHS[3], marker))
     store = tmp_path / "r.sqlite"
-    summary = bench.run_bench("nb201", ARCHS, store_path=store, executor="ray", chunk=2, **OPTIONS)
+    summary = bench.run_bench("nb201", ARCHS, run=ray_run(store, chunk=2), **OPTIONS)
     assert marker.exists()  # the first attempt at ARCHS[3]'s chunk killed its worker
     assert (summary.scored, summary.errors) == (len(ARCHS), 0)
     assert stored(store) == local_rows  # every arch once, the same values
@@ -124,9 +128,9 @@ def test_worker_that_always_dies_costs_one_error_row(ray_cluster, local_rows, tm
     """The chunk fails every retry, is split into one task per architecture,
     and only the killer becomes an error row; a rerun retries it."""
     monkeypatch.setattr(executors, "MAX_RETRIES", 1)
-    monkeypatch.setattr(bench, "_Job", crashing_job(ARCHS[1]))
+    monkeypatch.setattr(bench, "BenchJob", crashing_job(ARCHS[1]))
     store = tmp_path / "r.sqlite"
-    summary = bench.run_bench("nb201", ARCHS, store_path=store, executor="ray", chunk=3, **OPTIONS)
+    summary = bench.run_bench("nb201", ARCHS, run=ray_run(store, chunk=3), **OPTIONS)
     assert (summary.scored, summary.errors) == (len(ARCHS) - 1, 1)
     rows = stored(store)
     assert [r[0] for r in rows] == ARCHS
@@ -136,7 +140,7 @@ def test_worker_that_always_dies_costs_one_error_row(ray_cluster, local_rows, tm
     assert [r for r in rows if r[0] != ARCHS[1]] == [r for r in local_rows if r[0] != ARCHS[1]]
 
     monkeypatch.undo()
-    again = bench.run_bench("nb201", ARCHS, store_path=store, executor="ray", **OPTIONS)
+    again = bench.run_bench("nb201", ARCHS, run=ray_run(store), **OPTIONS)
     assert (again.skipped, again.scored, again.errors) == (len(ARCHS) - 1, 1, 0)
     assert stored(store) == local_rows
 

@@ -134,8 +134,8 @@ def test_lower_is_better_targets_are_minimised():
 def test_evolution_keeps_its_size_and_the_oldest_dies():
     space, targets, scores = tiny(k=200)
     history = []
-    curves = search.evolution(space, targets, None, budget=40, population=8, tournament=3, runs=2, seed=1,
-                              history=history)
+    curves = search.evolution(space, targets, None, search.Evolution(budget=40, population=8, tournament=3), runs=2,
+                              seed=1, history=history)
     assert curves.shape == (2, 40)
     for snapshots in history:
         assert len(snapshots) == 40 - 8 + 1  # the first population, then one per child
@@ -150,8 +150,8 @@ def test_evolution_parent_is_the_tournaments_best_accuracy_or_with_move_best_sco
     for move in (False, True):
         space, targets, scores = tiny(k=60, score=score)
         history = []
-        search.evolution(space, targets, scores, budget=20, population=5, tournament=5, move=move, runs=1,
-                         seed=3, history=history)
+        search.evolution(space, targets, scores, search.Evolution(budget=20, population=5, tournament=5, move=move),
+                         runs=1, seed=3, history=history)
         key = (lambda t: score(int(t[1:]))) if move else (lambda t: float(t[1:]))
         for parent, before in zip(space.parents, history[0]):
             best = max(key(t) for t in before)
@@ -161,8 +161,8 @@ def test_evolution_parent_is_the_tournaments_best_accuracy_or_with_move_best_sco
 def test_evolution_warmup_starts_from_the_best_scored():
     space, targets, scores = tiny(k=100, score=lambda i: float((i * 37) % 100))
     history = []
-    search.evolution(space, targets, scores, budget=12, population=6, tournament=2, warmup=40, runs=1, seed=4,
-                     history=history)
+    search.evolution(space, targets, scores, search.Evolution(budget=12, population=6, tournament=2, warmup=40),
+                     runs=1, seed=4, history=history)
     rng = np.random.default_rng(4)
     drawn = list(dict.fromkeys(space.sample(40, int(rng.integers(search.SEED_SPACE)))))
     top = sorted(drawn, key=lambda i: -((i * 37) % 100))[:6]
@@ -171,9 +171,9 @@ def test_evolution_warmup_starts_from_the_best_scored():
 
 def test_evolution_is_repeatable_and_seed_dependent():
     space, targets, scores = tiny(k=500)
-    a = search.evolution(space, targets, None, budget=30, population=6, tournament=3, runs=3, seed=0)
-    b = search.evolution(space, targets, None, budget=30, population=6, tournament=3, runs=3, seed=0)
-    c = search.evolution(space, targets, None, budget=30, population=6, tournament=3, runs=3, seed=1)
+    a = search.evolution(space, targets, None, search.Evolution(budget=30, population=6, tournament=3), runs=3, seed=0)
+    b = search.evolution(space, targets, None, search.Evolution(budget=30, population=6, tournament=3), runs=3, seed=0)
+    c = search.evolution(space, targets, None, search.Evolution(budget=30, population=6, tournament=3), runs=3, seed=1)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -193,7 +193,7 @@ def test_nan_scores_count_as_zero():
 def test_evolution_bad_arguments(kwargs, message):
     space, targets, scores = tiny()
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        search.evolution(space, targets, scores, **kwargs)
+        search.evolution(space, targets, scores, search.Evolution(**kwargs))
 
 
 def test_unknown_target_is_a_user_error():

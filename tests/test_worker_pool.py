@@ -22,10 +22,10 @@ class StandInJob:
     out-of-memory killer would while the batch arrives). kill_on: the text of an
     architecture whose worker dies while scoring it."""
 
-    space_module = nb201
+    space = nb201
     device = "cpu"
-    label, noun = bench._Job.label, bench._Job.noun
-    died = bench._Job.died  # the pool makes a dead worker's row with it
+    label, noun = bench.BenchJob.label, bench.BenchJob.noun
+    died = bench.BenchJob.died  # the pool makes a dead worker's row with it
 
     def __init__(self, kill_on_load=None, kill_on=None):
         self.kill_on_load = kill_on_load

@@ -10,18 +10,19 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from epsinas_onnx.core.scoring.scorer import ScoreResult
-from epsinas_onnx.core.scoring.scorer import score as score_file
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
+from epsinas_onnx.core.scoring.scorer import ScoreResult, score_with
 
 
-def score_exported(write, data, weights, settings: dict) -> ScoreResult:
-    """The score of the file that write(path) exports to `path`, in a
-    temporary folder removed afterwards; write returns the warnings to
-    report with the result (say, that an exporter fell back)."""
+def score_exported(write, weights, batch: BatchOptions, scoring: ScoringSettings,
+                   execution: ExecutionOptions) -> ScoreResult:
+    """The score (scorer.score_with) of the file that write(path) exports to
+    `path`, in a temporary folder removed afterwards; write returns the
+    warnings to report with the result (say, that an exporter fell back)."""
     with tempfile.TemporaryDirectory(prefix="epsinas-export-") as folder:
         path = Path(folder) / "model.onnx"
         notes = write(path)
-        result = score_file(path, data, weights, **settings)
+        result = score_with(path, weights, batch, scoring, execution)
     result.warnings[:0] = notes
     return result
 

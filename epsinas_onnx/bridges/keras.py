@@ -14,23 +14,28 @@ called.
 
 from __future__ import annotations
 
-from epsinas_onnx.core.errors import UserError, first_line
+import dataclasses
+
 from epsinas_onnx.bridges.framework_export import quiet, score_exported
-from epsinas_onnx.core.scoring.scorer import DEFAULT_WEIGHTS, ScoreResult
+from epsinas_onnx.core.errors import UserError, first_line
+from epsinas_onnx.core.options import DEFAULT_WEIGHTS, options_from_keywords
+from epsinas_onnx.core.scoring.scorer import ScoreResult
 
 EXTRA_HINT = 'pip install "epsinas-onnx[keras]"'
 OPSET = 17  # LayerNormalization's first opset
 
 
-def score(model, data=None, weights=DEFAULT_WEIGHTS, *, input_signature=None, **settings) -> ScoreResult:
+def score(model, data=None, weights=DEFAULT_WEIGHTS, *, input_signature=None, **keywords) -> ScoreResult:
     """The epsinas score of the Keras `model`, converted as export() does.
 
     input_signature: tf.TensorSpecs of the inputs (None: tf2onnx derives
-    them from the model's inputs, batch dim dynamic). data and the keyword
-    settings are epsinas_onnx.score's: the batch scored is `data`, or the
+    them from the model's inputs, batch dim dynamic). data and the keywords
+    are epsinas_onnx.score's: the batch scored is `data`, or the
     default batch when it is None (an NHWC model is fed channels-last).
     """
-    return score_exported(lambda path: export(model, path, input_signature), data, weights, settings)
+    batch, scoring, execution = options_from_keywords(keywords)
+    return score_exported(lambda path: export(model, path, input_signature), weights,
+                          dataclasses.replace(batch, data=data), scoring, execution)
 
 
 def export(model, path, input_signature=None) -> list[str]:

@@ -14,27 +14,38 @@ from __future__ import annotations
 
 import importlib
 
-from epsinas_onnx.core.errors import UserError, first_line
+import dataclasses
+
 from epsinas_onnx.bridges.framework_export import quiet, score_exported
-from epsinas_onnx.core.scoring.scorer import DEFAULT_WEIGHTS, ScoreResult
+from epsinas_onnx.core.errors import UserError, first_line
+from epsinas_onnx.core.options import (DEFAULT_WEIGHTS, BatchOptions, ExecutionOptions, ScoringSettings,
+                                       options_from_keywords)
+from epsinas_onnx.core.scoring.scorer import ScoreResult
 
 EXTRA_HINT = 'pip install "epsinas-onnx[export]"'
 
 
-def score(module, example_batch, data=None, weights=DEFAULT_WEIGHTS, **settings) -> ScoreResult:
+def score(module, example_batch, data=None, weights=DEFAULT_WEIGHTS, **keywords) -> ScoreResult:
     """The epsinas score of `module`, exported as export() does.
 
     example_batch: a tensor (or array) the module takes, or its shape as a
     tuple of ints (a zero float32 batch); it only shapes the export (the batch
-    dim is exported as dynamic). data and the keyword settings are
+    dim is exported as dynamic). data and the keywords are
     epsinas_onnx.score's: the batch scored is `data` (a path, an array or a
     tensor), or the default batch when it is None. Raises UserError when
     torch is missing or neither exporter can export the module.
     """
+    batch, scoring, execution = options_from_keywords(keywords)
+    return score_with(module, example_batch, weights, dataclasses.replace(batch, data=data), scoring, execution)
+
+
+def score_with(module, example_batch, weights, batch: BatchOptions, scoring: ScoringSettings,
+               execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
+    """score() with its options as the option objects (`score --torch` builds them once)."""
     torch = _import_torch()
-    if torch.is_tensor(data):
-        data = data.detach().cpu().numpy()
-    return score_exported(lambda path: export(module, example_batch, path), data, weights, settings)
+    if torch.is_tensor(batch.data):
+        batch = dataclasses.replace(batch, data=batch.data.detach().cpu().numpy())
+    return score_exported(lambda path: export(module, example_batch, path), weights, batch, scoring, execution)
 
 
 def export(module, example_batch, path) -> list[str]:

@@ -2,92 +2,77 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
-                                            input_options, mode_option, policy_options, progress_option,
-                                            sample_seed_option, side_table_option, stored_mode_option,
-                                            target_source_options,
-                                            weights_option)
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, TARGET_SOURCE_OPTIONS, OptionGroup,
+                                            all_option, archs_group, bench_batch_group, bench_execution_group,
+                                            direction_option, format_option, progress_option, run_group,
+                                            sample_seed_option, scoring_group, side_table_option, store_option,
+                                            stored_mode_option, target_group, weights_option)
 from epsinas_onnx.cli.render import render, top64_text
-from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.stop_signals import stoppable
+
+
+# the space's to_onnx keywords bench takes (those the space does not take are refused)
+export_group = OptionGroup("export", lambda **values: values, (
+    click.option("--resolution", type=int, default=None,
+                 help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32)."),
+    click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's)."),
+))
 
 
 @click.command()
 @click.argument("space", type=SPACES)
-@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes).")
-@click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
-@sample_seed_option
-@click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
-              help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
-                   "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
-                   "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary).")
-@click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
+@archs_group(
+    all_option,
+    click.option("--sample", type=int, default=None,
+                 help="N architectures drawn uniformly (with replacement: repeats are scored once)."),
+    sample_seed_option,
+    click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
+                 help="A file of architectures, one per line in the space's encoding; nb101 also takes naslib_500.csv / "
+                      "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
+                      "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary)."))
 @weights_option()
-@input_options(bench=True)
-@policy_options
-@click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
-@click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False), help="The SQLite results file (created if absent).")
-@click.option("--workers", type=int, default=None,
-              help="Architectures scored at a time: local, worker processes (default 1); ray, at most this many "
-                   "tasks (default: the cluster's CPUs / --threads).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help='local: worker processes on this machine; ray: tasks on a Ray cluster (pip install "epsinas-onnx[ray]"). '
-                   "Either way this process alone writes the store.")
-@click.option("--address", default=None,
-              help="Ray: the cluster to use (HOST:PORT of its head, or auto); default RAY_ADDRESS, else a new local Ray instance.")
-@click.option("--chunk", type=int, default=None,
-              help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
-@progress_option
-@mode_option
+@bench_batch_group
+@scoring_group
+@bench_execution_group
+@export_group
+@run_group(
+    store_option,
+    click.option("--workers", type=int, default=None,
+                 help="Architectures scored at a time: local, worker processes (default 1); ray, at most this many "
+                      "tasks (default: the cluster's CPUs / --threads)."),
+    click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help='local: worker processes on this machine; ray: tasks on a Ray cluster (pip install '
+                      '"epsinas-onnx[ray]"). Either way this process alone writes the store.'),
+    click.option("--address", default=None,
+                 help="Ray: the cluster to use (HOST:PORT of its head, or auto); default RAY_ADDRESS, else a new local "
+                      "Ray instance."),
+    click.option("--chunk", type=int, default=None,
+                 help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16)."),
+    click.option("--limit", type=int, default=None,
+                 help="Score at most K architectures not yet stored, then stop (rerun to go on)."),
+    progress_option)
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
-def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
-          input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding,
-          weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress,
-          mode):
+def bench(space, archs, weights, batch, scoring, execution, export, run):
     """Score architectures of a benchmark SPACE into a results store.
 
     Rows already stored under the same weights, batch and settings are skipped,
     so a rerun of an interrupted (or killed) command resumes it. --weights
     default: the space's reference pair (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3).
     """
-    from epsinas_onnx.experiments.bench import BenchInterrupted, load_arch_file, run_bench
-    from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
+    from epsinas_onnx.experiments.bench import BenchInterrupted, run_bench, selected_archs
     from epsinas_onnx.spaces import get_space
 
-    module = get_space(space)
-    chosen = sum([everything, n is not None, arch_file is not None])
-    if chosen != 1:
-        raise UserError("give exactly one of --all, --sample N or --archs FILE")
-    if everything:
-        if not module.enumerable:
-            raise UserError(f"{space} cannot be enumerated here; use --sample N or --archs FILE")
-        archs = module.all_archs()
-    elif n is not None:
-        from epsinas_onnx.core.limits import check_sample
-
-        check_sample(n)
-        archs = module.sample(n, seed)
-    else:
-        archs = load_arch_file(module, arch_file)
-    export = {"resolution": resolution, "vocab_size": vocab_size}
-    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-                         seed=input_seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
-    scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
-                                        embedding=embedding, collapse=collapse, mode=mode)
-    execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
+    chosen = selected_archs(get_space(space), archs, offers_all=True)
     try:
-        summary = run_bench(
-            space, archs, weights, batch_options=batch, scoring=scoring, execution=execution, export=export,
-            store_path=store, workers=workers, limit=limit, progress=progress, executor=executor, address=address,
-            chunk=chunk,
-        )
+        summary = run_bench(space, chosen, weights, batch=batch, scoring=scoring, execution=execution, export=export,
+                            run=run)
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
         raise SystemExit(128 + stop.signum) from None  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
@@ -128,13 +113,16 @@ def results(store, space, config, fmt):
 @click.command()
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
-@target_source_options
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
-              help="nb201: the target column, the baselines' zen_ column, the proxies' rows (default cifar10).")
-@click.option("--arch-column", default=None, help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops).")
-@click.option("--target-column", default=None, help="Target column (default nb201: --dataset; nb101: cifar_acc_108 or val_accuracy; nlp: final_test_loss).")
-@click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
-              help="The target's direction (default: lower for nlp's loss, else higher).")
+@target_group(
+    *TARGET_SOURCE_OPTIONS,
+    click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
+                 help="nb201: the target column, the baselines' zen_ column, the proxies' rows (default cifar10)."),
+    click.option("--arch-column", default=None,
+                 help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops)."),
+    click.option("--target-column", default=None,
+                 help="Target column (default nb201: --dataset; nb101: cifar_acc_108 or val_accuracy; nlp: "
+                      "final_test_loss)."),
+    direction_option)
 @side_table_option("baselines", "Other proxies over the space, side by side (packaged: nb201 NASWOT and Zen-score, "
                    "nb101 naslib_500's proxies)")
 @side_table_option("proxies", "Other proxies on a subset, each row on the architectures it covers, epsinas beside them "
@@ -143,8 +131,7 @@ def results(store, space, config, fmt):
 @stored_mode_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
 @format_option
-def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
-             baselines, proxies, config, mode, plot_path, fmt):
+def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies: each row on the
     architectures it covers (docs/commands/bench.md)."""
@@ -155,15 +142,12 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
     rows, other_modes = rows_by_mode(rows, config, mode)
-    targets = benchmark_tables.targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
-                                             archs=[r["arch"] for r in rows])
+    table = benchmark_tables.targets_table(space, accuracies=targets.accuracies, benchmark_file=targets.benchmark_file,
+                                           archs=[r["arch"] for r in rows])
     baselines = benchmark_tables.side_table(space, baselines, "baselines")
     proxies = benchmark_tables.side_table(space, proxies, "proxies")
-    report = evaluation.evaluate(
-        rows, space, targets, dataset=dataset, arch_column=arch_column, target_column=target_column,
-        lower_is_better=lower_is_better, baselines=baselines, proxies=proxies, mode=row_mode(rows[0]),
-        other_modes=other_modes,
-    )
+    report = evaluation.evaluate(rows, space, dataclasses.replace(targets, accuracies=table), baselines=baselines,
+                                 proxies=proxies, mode=row_mode(rows[0]), other_modes=other_modes)
     first = rows[0]
     report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
                         "data_description": first["data_description"], "settings": json.loads(first["settings"])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -10,28 +11,19 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli import option_groups
-from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, format_option, init_settings, input_options, mode_option,
-                                            policy_options, weights_option)
+from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, OptionGroup, format_option, policy_group, score_batch_group,
+                                            score_execution_group, scoring_group, weights_option)
 from epsinas_onnx.cli.render import render, write_atomically
 from epsinas_onnx.core.errors import UserError
 
 
-def torch_options(fn):
+@dataclasses.dataclass(frozen=True)
+class TorchSource:
     """score --torch: a PyTorch module from a factory, exported and scored in place of MODEL."""
-    fn = click.option(
-        "--input-shape", metavar="NxCxHxW", default=None, callback=_shape,
-        help="The --torch example input's shape (zeros; the batch dim is exported dynamic).",
-    )(fn)
-    fn = click.option(
-        "--torch-kwargs", metavar="JSON", default=None, callback=_json_object,
-        help="The --torch factory's keyword arguments, a JSON object.",
-    )(fn)
-    fn = click.option(
-        "--torch", "torch_factory", metavar="MODULE:CALLABLE", default=None,
-        help="Score the nn.Module this factory returns, e.g. examples.small_resnet:Net (docs/exporting.md).",
-    )(fn)
-    return fn
+
+    factory: str | None = None  # MODULE:CALLABLE; None: no module
+    kwargs: dict | None = None
+    input_shape: tuple | None = None
 
 
 def _json_object(ctx, param, value):
@@ -58,52 +50,55 @@ def _shape(ctx, param, value):
     return dims
 
 
-def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, weights, settings):
+torch_group = OptionGroup("torch", lambda **values: TorchSource(**values), (
+    click.option(
+        "--torch", "factory", metavar="MODULE:CALLABLE", default=None,
+        help="Score the nn.Module this factory returns, e.g. examples.small_resnet:Net (docs/exporting.md)."),
+    click.option(
+        "--torch-kwargs", "kwargs", metavar="JSON", default=None, callback=_json_object,
+        help="The --torch factory's keyword arguments, a JSON object."),
+    click.option(
+        "--input-shape", metavar="NxCxHxW", default=None, callback=_shape,
+        help="The --torch example input's shape (zeros; the batch dim is exported dynamic)."),
+))
+
+
+def _score_torch_factory(models, source: TorchSource, weights, options: tuple):
     """score --torch: build the module and score it (epsinas_onnx/bridges/torch.py)."""
     if models:
-        raise UserError(f"give MODEL or --torch, not both (got {' '.join(models)} and --torch {factory})")
-    if input_shape is None:
+        raise UserError(f"give MODEL or --torch, not both (got {' '.join(models)} and --torch {source.factory})")
+    if source.input_shape is None:
         raise UserError("--torch needs --input-shape, the example input's shape (e.g. 1x3x224x224)")
     from epsinas_onnx.bridges import torch as torch_scoring
 
     if os.getcwd() not in sys.path:  # the user's own factory module, as `python -m` would find it
         sys.path.insert(0, os.getcwd())
-    module = torch_scoring.module_from_factory(factory, factory_kwargs)
-    return torch_scoring.score(module, input_shape, data, weights, **settings)
+    module = torch_scoring.module_from_factory(source.factory, source.kwargs)
+    return torch_scoring.score_with(module, source.input_shape, weights, *options)
 
 
 @click.command()
 @click.argument("models", nargs=-1, type=click.Path(), metavar="[MODEL...]")
 @weights_option("the pair the model's metadata records (a model `export` wrote), else 1e-7 1")
-@input_options()
-@policy_options
-@torch_options
-@mode_option
+@score_batch_group
+@scoring_group
+@score_execution_group
+@torch_group
 @format_option
-def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, input_seed, legacy_seed, seq_len, token_layout,
-          input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
-          torch_factory, torch_kwargs, input_shape, fmt):
+def score(models, weights, batch, scoring, execution, torch, fmt):
     """Score MODEL (an .onnx file), rank several (files, a glob, folders of
     *.onnx) on one batch, or with --torch score a PyTorch module. Exit 0
     whenever a score, NaN included, was computed. Every option at length:
     docs/commands/score.md."""
-    from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
     from epsinas_onnx.core.scoring.scorer import score_with
 
     _check_model_arguments(models)
-    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-                         seed=option_groups.input_seed(input_seed, legacy_seed), seq_len=seq_len,
-                         token_layout=token_layout, input_name=input_name)
-    scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
-                                        embedding=embedding, collapse=collapse, mode=mode)
-    execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
-    if torch_factory is not None:
-        result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights,
-                                      score_keywords(batch, scoring, execution))
-        model = torch_factory
+    if torch.factory is not None:
+        result = _score_torch_factory(models, torch, weights, (batch, scoring, execution))
+        model = torch.factory
     elif not models:
         raise UserError("give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE")
-    elif input_shape is not None or torch_kwargs is not None:
+    elif torch.input_shape is not None or torch.kwargs is not None:
         raise UserError("--input-shape and --torch-kwargs go with --torch")
     elif len(models) == 1 and not Path(models[0]).is_dir():
         model = models[0]
@@ -166,9 +161,9 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
 @click.option("--explain", is_flag=True, help="What channel collapse did, and the constant tensors of each role.")
 @click.option("--tensors", is_flag=True, help="With --explain: every constant tensor on its own row, not grouped by role.")
 @click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
-@policy_options
+@policy_group
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def rewrite(model, weight, out, explain, tensors, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
+def rewrite(model, weight, out, explain, tensors, collapse, scoring, fmt):
     """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
     from epsinas_onnx.core.scoring.model_io import load_model
     from epsinas_onnx.core.rewriting.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
@@ -184,7 +179,7 @@ def rewrite(model, weight, out, explain, tensors, collapse, bn_gamma, bias, embe
 
         check_float32(weight, "--weight")
     ir_model = load_model(model)
-    policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
+    policy = policy_for(ir_model, scoring)
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
     for warning in rewritten.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -2,87 +2,88 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON, arch_column_option,
-                                            batch_options, batch_size_option, collapse_option, data_option, dataset_option, device_option,
-                                            direction_option, format_option, init_settings, input_seed_option, norm_option, seq_len_option, mode_option,
-                                            plot_option, policy_options, progress_option, target_column_option,
-                                            target_source_options, weights_option)
+from epsinas_onnx.cli.option_groups import (BATCH_OPTIONS, SPACES, TABLE_OR_JSON, TARGET_SOURCE_OPTIONS, OptionGroup,
+                                            batch_options, ablate_batch_group, arch_column_option, archs_group,
+                                            archs_option, batch_group, calibrate_execution_group,
+                                            calibrate_scoring_group, dataset_option, device_group, device_option,
+                                            direction_option, format_option, mode_option, plot_option,
+                                            progress_option, run_group, sample_option, sample_seed_option,
+                                            target_column_option, target_group, weights_option)
 from epsinas_onnx.cli.render import render, top64_text
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import BENCH_EXECUTION, DEFAULT_STORE, RunOptions, StoredScores, TargetOptions
+
 VARIANTS = ("random", "random+warmup", "evolution", "evolution+warmup", "evolution+move", "evolution+warmup+move")
 
-
-def _options(fn, options):
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+# where the targets ("trained accuracies") come from, as for `evaluate`
+targets_group = target_group(*TARGET_SOURCE_OPTIONS, dataset_option, arch_column_option, target_column_option,
+                             direction_option)
 
 
-def target_options(fn):
-    """Where the targets ("trained accuracies") come from, as for `evaluate`."""
-    return _options(target_source_options(fn), [
-        dataset_option, arch_column_option, target_column_option, direction_option,
-    ])
+def _stored_scores(store, space, config, mode, device, workers, progress, **batch) -> StoredScores:
+    return StoredScores(space, config, mode, batch_options(**batch), dataclasses.replace(BENCH_EXECUTION, device=device),
+                        RunOptions(store=store, workers=workers, progress=progress))
 
 
-def store_options(fn):
-    """The store the scores come from (--mode: its rows in that scoring mode), and the input options for
-    scoring missing architectures on demand."""
-    return _options(mode_option(fn), [
-        click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
-                     help="The results store the scores come from; architectures it lacks are scored into it."),
-        click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
-        click.option("--config", default=None, help="The config id, when the store holds several for the space."),
-        # on-demand scoring: the batch the store was made with (as `bench`)
-        batch_options, device_option,
-        click.option("--workers", type=int, default=1, show_default=True, help="On-demand scoring: worker processes."),
-        progress_option,
-    ])
+# the store the scores come from (--mode: its rows in that scoring mode), and the input options for
+# scoring missing architectures on demand: the batch the store was made with (as `bench`)
+scores_group = OptionGroup("scores", _stored_scores, (
+    click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+                 help="The results store the scores come from; architectures it lacks are scored into it."),
+    click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
+    click.option("--config", default=None, help="The config id, when the store holds several for the space."),
+    *BATCH_OPTIONS, device_option,
+    click.option("--workers", type=int, default=1, show_default=True, help="On-demand scoring: worker processes."),
+    progress_option, mode_option,
+))
 
 
-def run_options(runs_default: int):
-    def decorate(fn):
-        return _options(fn, [
-            click.option("--runs", type=int, default=runs_default, show_default=True, help="Independent runs."),
-            click.option("--seed", type=int, default=0, show_default=True, help="Run r draws from seed + r."),
-            click.option("--format", "fmt", type=TABLE_OR_JSON, default="table", show_default=True),
-        ])
-    return decorate
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """Independent runs of a search: run r draws from seed + r."""
+
+    runs: int
+    seed: int = 0
+
+
+def runs_group(runs_default: int) -> OptionGroup:
+    return OptionGroup("runs", lambda **values: Runs(**values), (
+        click.option("--runs", type=int, default=runs_default, show_default=True, help="Independent runs."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Run r draws from seed + r."),
+    ))
+
+
+search_format_option = click.option("--format", "fmt", type=TABLE_OR_JSON, default="table", show_default=True)
 
 
 class _Context:
     """Targets and scores of one search command."""
 
-    def __init__(self, opts: dict, needs_scores: bool, select_column: str | None = None):
-        from epsinas_onnx.experiments import search
+    def __init__(self, source: StoredScores, targets: TargetOptions, needs_scores: bool,
+                 select_column: str | None = None):
+        from epsinas_onnx.experiments import benchmark_tables, search
         from epsinas_onnx.experiments.selection import space_of_store, store_scores
+        from epsinas_onnx.spaces import get_space
 
-        self.opts = opts
-        space = opts["space"]
+        space = source.space
         self.scores = None
         self.config = None
         if needs_scores:
-            space, self.scores, self.config = store_scores(opts)
+            space, self.scores, self.config = store_scores(source)
         elif space is None:
-            space = space_of_store(opts["store"])
+            space = space_of_store(source.store)
         self.space_name = space
-        from epsinas_onnx.spaces import get_space
-
         self.space = get_space(space)
-        from epsinas_onnx.experiments import benchmark_tables
-
         table = benchmark_tables.targets_table(
-            space, accuracies=opts["accuracies"], benchmark_file=opts["benchmark_file"],
+            space, accuracies=targets.accuracies, benchmark_file=targets.benchmark_file,
             archs=list(self.scores.known) if self.scores is not None else None)
-        self.targets = search.load_targets(
-            space, table, dataset=opts["dataset"], arch_column=opts["arch_column"],
-            target_column=opts["target_column"], lower_is_better=opts["lower_is_better"], select_column=select_column,
-        )
+        self.targets = search.load_targets(space, dataclasses.replace(targets, accuracies=table), select_column)
 
     def header(self) -> dict:
         t = self.targets
@@ -138,11 +139,12 @@ def search():
 
 @search.command()
 @click.option("--n", "n", type=int, default=1000, show_default=True, help="Architectures drawn per run.")
-@run_options(500)
+@runs_group(500)
+@search_format_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Histogram of the picks (.png/.pdf/.svg).")
-@target_options
-@store_options
-def pick(n, runs, seed, fmt, plot_path, **opts):
+@targets_group
+@scores_group
+def pick(n, runs, fmt, plot_path, targets, scores):
     """Draw N random architectures (with replacement, run r with seed + r),
     keep the best-scored (NaN never), report its target: the paper's Table 3."""
     from epsinas_onnx.experiments import plots
@@ -150,7 +152,8 @@ def pick(n, runs, seed, fmt, plot_path, **opts):
 
     if plot_path:
         plots.check_plot_path(plot_path)
-    ctx = _Context(opts, needs_scores=True)
+    ctx = _Context(scores, targets, needs_scores=True)
+    runs, seed = runs.runs, runs.seed
     result = lib.pick_one_of_n(ctx.space, ctx.targets, ctx.scores, n, runs, seed)
     stats = lib.summary(result.targets)
     if plot_path:
@@ -198,11 +201,12 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
 @click.option("--warmup", type=int, default=0, show_default=True,
               help="Score W random architectures and train them best score first (0: plain random search, no scores).")
 @click.option("--budget", type=int, default=300, show_default=True, help="Architectures trained per run.")
-@run_options(100)
+@runs_group(100)
+@search_format_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="The curve (.png/.pdf/.svg).")
-@target_options
-@store_options
-def random_(warmup, budget, runs, seed, fmt, plot_path, **opts):
+@targets_group
+@scores_group
+def random_(warmup, budget, runs, fmt, plot_path, targets, scores):
     """Random search, plain or with a zero-cost warm-up; the best target found
     after each trained architecture."""
     from epsinas_onnx.experiments import plots
@@ -213,28 +217,46 @@ def random_(warmup, budget, runs, seed, fmt, plot_path, **opts):
     if warmup and warmup < budget:
         raise UserError(f"--warmup ({warmup}) must be at least --budget ({budget}): the warm-up pool is what is "
                         "trained (or 0 for plain random search)")
-    ctx = _Context(opts, needs_scores=warmup > 0)
-    curves = lib.random_search(ctx.space, ctx.targets, ctx.scores, budget=budget, warmup=warmup, runs=runs, seed=seed)
+    ctx = _Context(scores, targets, needs_scores=warmup > 0)
+    curves = lib.random_search(ctx.space, ctx.targets, ctx.scores, budget=budget, warmup=warmup, runs=runs.runs,
+                               seed=runs.seed)
     name = f"random+warmup {warmup}" if warmup else "random"
     _curve_output(ctx, {name: curves}, fmt, plot_path, f"{ctx.space_name}: {name}",
-                  {"warmup": warmup, "budget": budget, "seed": seed})
+                  {"warmup": warmup, "budget": budget, "seed": runs.seed})
+
+
+def evolution_group(*options) -> OptionGroup:
+    """search.Evolution from `options` (--warmup, and for `search evolution` --move), --population,
+    --tournament and --budget."""
+    return OptionGroup("plan", _evolution, (
+        *options,
+        click.option("--population", type=int, default=64, show_default=True),
+        click.option("--tournament", type=int, default=10, show_default=True),
+        click.option("--budget", type=int, default=300, show_default=True,
+                     help="Architectures trained per run (the first population included)."),
+    ))
+
+
+def _evolution(**values):
+    from epsinas_onnx.experiments.search import Evolution  # the library, when the command runs
+
+    return Evolution(**values)
 
 
 @search.command(name="evolution")
-@click.option("--warmup", type=int, default=0, show_default=True,
-              help="First population = the best-scored of W random architectures (0: random).")
-@click.option("--move", is_flag=True, help="The parent is the tournament member with the best score, not accuracy.")
-@click.option("--population", type=int, default=64, show_default=True)
-@click.option("--tournament", type=int, default=10, show_default=True)
-@click.option("--budget", type=int, default=300, show_default=True, help="Architectures trained per run (the first population included).")
+@evolution_group(
+    click.option("--warmup", type=int, default=0, show_default=True,
+                 help="First population = the best-scored of W random architectures (0: random)."),
+    click.option("--move", is_flag=True, help="The parent is the tournament member with the best score, not accuracy."))
 @click.option("--select-by", "select_column", default=None,
               help="Column the tournament compares (default: the target; the reference compares validation "
                    "accuracy, e.g. cifar10_valid, and reports test accuracy).")
-@run_options(100)
+@runs_group(100)
+@search_format_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="The curve (.png/.pdf/.svg).")
-@target_options
-@store_options
-def evolution_(warmup, move, population, tournament, budget, select_column, runs, seed, fmt, plot_path, **opts):
+@targets_group
+@scores_group
+def evolution_(plan, select_column, runs, fmt, plot_path, targets, scores):
     """Ageing evolution (Real et al.), plain, with a zero-cost warm-up, and/or
     with zero-cost parent selection (--move)."""
     from epsinas_onnx.experiments import plots
@@ -242,29 +264,26 @@ def evolution_(warmup, move, population, tournament, budget, select_column, runs
 
     if plot_path:
         plots.check_plot_path(plot_path)
-    ctx = _Context(opts, needs_scores=bool(warmup or move), select_column=select_column)
-    curves = lib.evolution(ctx.space, ctx.targets, ctx.scores, budget=budget, population=population,
-                           tournament=tournament, warmup=warmup, move=move, runs=runs, seed=seed)
-    name = "evolution" + (f"+warmup {warmup}" if warmup else "") + ("+move" if move else "")
+    ctx = _Context(scores, targets, needs_scores=bool(plan.warmup or plan.move), select_column=select_column)
+    curves = lib.evolution(ctx.space, ctx.targets, ctx.scores, plan, runs=runs.runs, seed=runs.seed)
+    name = "evolution" + (f"+warmup {plan.warmup}" if plan.warmup else "") + ("+move" if plan.move else "")
     _curve_output(ctx, {name: curves}, fmt, plot_path, f"{ctx.space_name}: {name}",
-                  {"warmup": warmup, "move": move, "population": population, "tournament": tournament,
-                   "budget": budget, "seed": seed})
+                  {"warmup": plan.warmup, "move": plan.move, "population": plan.population,
+                   "tournament": plan.tournament, "budget": plan.budget, "seed": runs.seed})
 
 
 @search.command()
-@click.option("--warmup", type=int, default=3000, show_default=True)
-@click.option("--population", type=int, default=64, show_default=True)
-@click.option("--tournament", type=int, default=10, show_default=True)
-@click.option("--budget", type=int, default=300, show_default=True)
+@evolution_group(click.option("--warmup", type=int, default=3000, show_default=True))
 @click.option("--variants", default=",".join(VARIANTS), show_default=True,
               help=f"Comma-separated, of: {', '.join(VARIANTS)}.")
 @click.option("--select-by", "select_column", default=None, help="As for `search evolution`.")
-@run_options(100)
+@runs_group(100)
+@search_format_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="All variants in one figure (.png/.pdf/.svg): the paper's Fig. 5.")
-@target_options
-@store_options
-def curves(warmup, population, tournament, budget, variants, select_column, runs, seed, fmt, plot_path, **opts):
+@targets_group
+@scores_group
+def curves(plan, variants, select_column, runs, fmt, plot_path, targets, scores):
     """Best target found against trained architectures for random search and
     ageing evolution, with and without the zero-cost warm-up and move."""
     from epsinas_onnx.experiments import plots
@@ -272,6 +291,7 @@ def curves(warmup, population, tournament, budget, variants, select_column, runs
 
     if plot_path:
         plots.check_plot_path(plot_path)
+    warmup, budget = plan.warmup, plan.budget
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown or not chosen:
@@ -281,55 +301,73 @@ def curves(warmup, population, tournament, budget, variants, select_column, runs
         raise UserError("--warmup must be at least 1 for the warm-up variants")
     if any("random+warmup" == v for v in chosen) and warmup < budget:
         raise UserError(f"--warmup ({warmup}) must be at least --budget ({budget}) for random+warmup")
-    ctx = _Context(opts, needs_scores=needs_scores, select_column=select_column)
+    ctx = _Context(scores, targets, needs_scores=needs_scores, select_column=select_column)
     out = {}
     for v in chosen:
         w = warmup if "warmup" in v else 0
         if v.startswith("random"):
-            out[v] = lib.random_search(ctx.space, ctx.targets, ctx.scores, budget=budget, warmup=w, runs=runs, seed=seed)
+            out[v] = lib.random_search(ctx.space, ctx.targets, ctx.scores, budget=budget, warmup=w, runs=runs.runs,
+                                       seed=runs.seed)
         else:
-            out[v] = lib.evolution(ctx.space, ctx.targets, ctx.scores, budget=budget, population=population,
-                                   tournament=tournament, warmup=w, move="move" in v, runs=runs, seed=seed)
-    title = (f"{ctx.space_name} {ctx.targets.name}: warm-up {warmup}, population {population}, tournament "
-             f"{tournament}" + (f", tournament by {select_column}" if select_column else "")
-             + f"\n{runs} runs: mean (line) and quartiles (band)")
+            out[v] = lib.evolution(ctx.space, ctx.targets, ctx.scores,
+                                   dataclasses.replace(plan, warmup=w, move="move" in v), runs=runs.runs,
+                                   seed=runs.seed)
+    title = (f"{ctx.space_name} {ctx.targets.name}: warm-up {warmup}, population {plan.population}, tournament "
+             f"{plan.tournament}" + (f", tournament by {select_column}" if select_column else "")
+             + f"\n{runs.runs} runs: mean (line) and quartiles (band)")
     _curve_output(ctx, out, fmt, plot_path, title,
-                  {"warmup": warmup, "population": population, "tournament": tournament, "budget": budget, "seed": seed})
+                  {"warmup": warmup, "population": plan.population, "tournament": plan.tournament, "budget": budget,
+                   "seed": runs.seed})
 
 
 # ---------------------------------------------------------------- calibrate
 
 
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """calibrate's weight grid: w_low and w_high ranges, points per decade, and the pairs compared."""
+
+    low: tuple
+    high: tuple
+    per_decade: int
+    compare: tuple
+
+
+grid_group = OptionGroup("grid", lambda **values: Grid(**values), (
+    click.option("--low", nargs=2, type=float, default=(1e-9, 1e-1), show_default=True, metavar="FROM TO",
+                 help="w_low grid range."),
+    click.option("--high", nargs=2, type=float, default=(1e-3, 1e2), show_default=True, metavar="FROM TO",
+                 help="w_high grid range."),
+    click.option("--per-decade", type=int, default=1, show_default=True, help="Grid points per decade."),
+    click.option("--compare", "compare", multiple=True, nargs=2, type=float, metavar="W1 W2",
+                 help="Also report these pairs (must be on the grid); default for a space: the paper's pair."),
+))
+
+
 @click.command()
 @click.argument("what", nargs=-1, required=True)
-@click.option("--sample", "n", type=int, default=None, help="SPACE: N architectures drawn uniformly (repeats used once).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
-@click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="SPACE: a file of architectures, as `bench --archs`.")
-@click.option("--low", nargs=2, type=float, default=(1e-9, 1e-1), show_default=True, metavar="FROM TO", help="w_low grid range.")
-@click.option("--high", nargs=2, type=float, default=(1e-3, 1e2), show_default=True, metavar="FROM TO", help="w_high grid range.")
-@click.option("--per-decade", type=int, default=1, show_default=True, help="Grid points per decade.")
-@click.option("--compare", "compare", multiple=True, nargs=2, type=float, metavar="W1 W2",
-              help="Also report these pairs (must be on the grid); default for a space: the paper's pair.")
-@click.option("--accuracies", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
-              help="Targets: for a SPACE a csv as `evaluate`, or given alone the table packaged for the space; "
-                   "for model files a csv with a 'model' column.")
-@dataset_option
-@arch_column_option
-@target_column_option
-@direction_option
-@batch_options
-@collapse_option
-@policy_options
-@device_option
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one model each at a time.")
-@click.option("--outputs", "cache", type=click.Path(dir_okay=False), default=None,
-              help="An .npz that keeps every output: a rerun with the same batch and settings reuses it.")
+@archs_group(
+    click.option("--sample", type=int, default=None, help="SPACE: N architectures drawn uniformly (repeats used once)."),
+    sample_seed_option,
+    click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
+                 help="SPACE: a file of architectures, as `bench --archs`."))
+@grid_group
+@target_group(
+    click.option("--accuracies", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
+                 help="Targets: for a SPACE a csv as `evaluate`, or given alone the table packaged for the space; "
+                      "for model files a csv with a 'model' column."),
+    dataset_option, arch_column_option, target_column_option, direction_option)
+@batch_group
+@calibrate_scoring_group
+@calibrate_execution_group
+@run_group(
+    click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one model each at a time."),
+    click.option("--outputs", "store", type=click.Path(dir_okay=False), default=None,
+                 help="An .npz that keeps every output: a rerun with the same batch and settings reuses it."),
+    progress_option)
 @plot_option("Heat maps over the grid (.png/.pdf/.svg).")
-@progress_option
 @format_option
-def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuracies, dataset, arch_column, target_column,
-              lower_is_better, data, batch_size, shuffle_seed, norm, synthetic, input_seed, seq_len, collapse, bn_gamma,
-              bias, embedding, weight_init, weight_seed, device, workers, cache, plot_path, progress, fmt):
+def calibrate(what, archs, grid, targets, batch, scoring, execution, run, plot_path, fmt):
     """Sweep weight pairs over a grid and recommend one without accuracies.
 
     WHAT is a benchmark space (with --sample N or --archs FILE) or a list of
@@ -337,39 +375,30 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     w_low < w_high is scored from those outputs. Reported per pair: NaN rate,
     share of distinct scores, spread (IQR / median), agreement with the
     neighbouring pairs, and with --accuracies the rank correlations."""
-    from epsinas_onnx.experiments import plots
     from pathlib import Path
 
     from epsinas_onnx.experiments import calibrate as lib
-    from epsinas_onnx.experiments import evaluation
+    from epsinas_onnx.experiments import evaluation, plots
     from epsinas_onnx.experiments.selection import calibration_targets
-    from epsinas_onnx.core.options import BatchOptions
 
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     if plot_path:
         plots.check_plot_path(plot_path)
+    cache = run.store
     if cache and Path(cache).suffix != ".npz":
         raise UserError(f"--outputs must name an .npz file, not {cache}")
     if cache and not Path(cache).resolve().parent.is_dir():
         raise UserError(f"cannot write {cache}: folder {Path(cache).parent} does not exist")
+    low, high, per_decade = grid.low, grid.high, grid.per_decade
     weights, pairs = lib.weight_grid(low, high, per_decade)
-    chosen = calibration_targets(list(what), sample=n, seed=seed, arch_file=arch_file, accuracies=accuracies,
-                                 dataset=dataset, arch_column=arch_column, target_column=target_column,
-                                 lower_is_better=lower_is_better)
+    chosen = calibration_targets(list(what), archs, targets)
     items, space, targets, lower = chosen.items, chosen.space, chosen.targets, chosen.lower_is_better
-    compare = list(compare) or ([chosen.reference_pair] if chosen.reference_pair else [])
+    compare = list(grid.compare) or ([chosen.reference_pair] if chosen.reference_pair else [])
     for pair in compare:
         if lib.find_pair([{"w_low": a, "w_high": b} for a, b in pairs], pair) is None:
             raise UserError(f"--compare {pair[0]:g} {pair[1]:g} is not a pair of the grid (w_low in {low[0]:g}..{low[1]:g}, "
                             f"w_high in {high[0]:g}..{high[1]:g}, {per_decade} per decade)")
-    # the policy options at their defaults stay out of the settings, so that an --outputs cache
-    # written before calibrate took them keeps its key
-    settings = {"bn_gamma": bn_gamma, "collapse": collapse, "bias": bias,
-                **({"embedding": embedding} if embedding != "uniform" else {}), **init_settings(weight_init, weight_seed)}
-    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-                         seed=input_seed, seq_len=seq_len)
-    outputs = lib.collect_outputs(items, weights, batch_options=batch, settings=settings, device=device,
-                                  workers=workers, cache=cache, progress=progress)
+    outputs = lib.collect_outputs(items, weights, batch, scoring, execution, run)
     rows = lib.pair_table(outputs, pairs, targets, lower_is_better=lower)
     pick = lib.recommend(rows)
     if plot_path:
@@ -405,69 +434,62 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 # ---------------------------------------------------------------- ablate
 
 
+def _ablation(vary: str, values_text: str, repeats: int):
+    from epsinas_onnx.experiments import ablation  # the library, when the command runs
+
+    return ablation.Ablation(vary, tuple(ablation.parse_values(vary, values_text)), repeats)
+
+
+# what ablate varies: experiments.ablation.Ablation
+ablation_group = OptionGroup("study", _ablation, (
+    click.option("--vary", type=click.Choice(["synthetic", "batch-size", "weight-init", "embedding", "init-pair"]),
+                 required=True, help="The bench option to vary; init-pair: the paper's initialisation ablation (two "
+                 "independent random initialisations at w = 1, BN gamma 1; computed directly, not stored)."),
+    click.option("--values", "values_text", required=True,
+                 help="Comma-separated values, e.g. real,grey,normal,uniform,uniform+ or 8,16,32 or constant,normal."),
+    click.option("--repeats", type=int, default=1, show_default=True,
+                 help="Draws per value (shuffled batches, synthetic seeds, weight seeds): mean and std over them."),
+))
+
+
 @click.command()
 @click.argument("space", type=SPACES)
-@click.option("--vary", type=click.Choice(["synthetic", "batch-size", "weight-init", "embedding", "init-pair"]),
-              required=True, help="The bench option to vary; init-pair: the paper's initialisation ablation (two "
-              "independent random initialisations at w = 1, BN gamma 1; computed directly, not stored).")
-@click.option("--values", "values_text", required=True,
-              help="Comma-separated values, e.g. real,grey,normal,uniform,uniform+ or 8,16,32 or constant,normal.")
-@click.option("--repeats", type=int, default=1, show_default=True,
-              help="Draws per value (shuffled batches, synthetic seeds, weight seeds): mean and std over them.")
-@click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
-@click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
+@ablation_group
+@archs_group(sample_option, sample_seed_option, archs_option)
 @weights_option()
-@target_source_options
-@dataset_option
-@target_column_option
-@data_option
-@batch_size_option
-@norm_option
-@input_seed_option
-@seq_len_option
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
-              help="The results store every value is benched into (values already there are not scored again).")
-@click.option("--workers", type=int, default=1, show_default=True)
-@device_option
-@progress_option
+@target_group(*TARGET_SOURCE_OPTIONS, dataset_option, target_column_option)
+@ablate_batch_group
+@device_group
+@run_group(
+    click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+                 help="The results store every value is benched into (values already there are not scored again)."),
+    click.option("--workers", type=int, default=1, show_default=True),
+    progress_option)
 @plot_option("Rank correlations per value (.png/.pdf/.svg); batch sizes on a log axis.")
 @format_option
-def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accuracies, benchmark_file, dataset, target_column, data,
-           batch_size, norm, input_seed, seq_len, store, workers, device, progress, plot_path, fmt):
+def ablate(space, study, archs, weights, targets, batch, execution, run, plot_path, fmt):
     """Vary one bench option over a sample and evaluate each value (the
     paper's ablations: synthetic inputs, batch size, weight initialisation,
     NLP embedding). The weight pair ablation is `calibrate`."""
-    from epsinas_onnx.experiments import plots
-    from epsinas_onnx.experiments import ablation, evaluation
-    from epsinas_onnx.core.options import BatchOptions
-    from epsinas_onnx.experiments.bench import load_arch_file
+    from epsinas_onnx.experiments import ablation, evaluation, plots
+    from epsinas_onnx.experiments.bench import selected_archs
+    from epsinas_onnx.experiments.benchmark_tables import targets_table
     from epsinas_onnx.spaces import get_space
-
 
     evaluation.scipy_stats()
     if plot_path:
         plots.check_plot_path(plot_path)
-    values = ablation.parse_values(vary, values_text)
+    vary, repeats = study.kind, study.repeats
     module = get_space(space)
-    if (n is None) == (arch_file is None):
-        raise UserError("give exactly one of --sample N or --archs FILE")
-    if n is not None and n < 1:
-        raise UserError(f"--sample must be at least 1, not {n}")
-    archs = module.sample(n, seed) if n is not None else load_arch_file(module, arch_file)
-    if vary == "synthetic" and "real" in values and data is None:
+    chosen = selected_archs(module, archs)
+    if vary == "synthetic" and "real" in study.values and batch.data is None:
         raise UserError("--values real needs the real batch: give --data")
-    from epsinas_onnx.experiments.benchmark_tables import targets_table
-
-    targets = targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
-                            archs=[module.format_arch(a) for a in archs])
-    rows = ablation.run_ablation(space, archs, vary, values, accuracies=targets, dataset=dataset,
-                                 target_column=target_column, store=store, repeats=repeats, weights=weights,
-                                 batch_options=BatchOptions(data=data, batch_size=batch_size, norm=norm, seed=input_seed,
-                                                            seq_len=seq_len),
-                                 workers=workers, device=device, progress=progress)
+    table = targets_table(space, accuracies=targets.accuracies, benchmark_file=targets.benchmark_file,
+                          archs=[module.format_arch(a) for a in chosen])
+    rows = ablation.run_ablation(space, chosen, study, dataclasses.replace(targets, accuracies=table), weights, batch,
+                                 execution, run)
     if plot_path:
-        archs_n = len({module.format_arch(a) for a in archs})
+        archs_n = len({module.format_arch(a) for a in chosen})
         plots.ablation_series(rows, vary, plot_path, title=f"{space}: --vary {vary}, {archs_n} architectures, "
                       f"{repeats} draw(s) per value (error bars: std over draws)")
     if fmt == "json":
@@ -489,6 +511,6 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
             line[key] = text
         table.append(line)
     if fmt == "table":
-        click.echo(f"{space}: --vary {vary}, {len({module.format_arch(a) for a in archs})} architectures, "
-                   f"{repeats} draw(s) per value; store {store}")
+        click.echo(f"{space}: --vary {vary}, {len({module.format_arch(a) for a in chosen})} architectures, "
+                   f"{repeats} draw(s) per value; store {run.store}")
     click.echo(render(table, fmt), nl=False)

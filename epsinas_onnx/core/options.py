@@ -32,12 +32,8 @@ MODE_CHOICES = ("reference", "ladder", "upper")  # modes.MODES
 MODE_REVISIONS = {"upper": 2}
 DEFAULT_MODE = "reference"
 
-# prepare_model options that change the speed, never the result (not part of a results-store key)
-EXECUTION_OPTIONS = ("device", "threads", "check", "graph_optimization", "timeout")
-# settings added after results stores were first written, with the value that
-# means "as before": a store key leaves a setting at that value out, so a
-# store written before the option existed keeps its key
-NEUTRAL_SETTINGS = {"weight_init": "constant", "weight_seed": 0}
+DEFAULT_STORE = "epsinas_results.sqlite"  # the results store of bench, ablate and search
+BENCH_TIMEOUT = 300.0  # seconds per ONNX Runtime run in bench (scorer runs take milliseconds to seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,29 +73,29 @@ class ScoringSettings:
             return cls(weight_init=None, weight_seed=None, **fields)
         return cls(weight_init=weight_init, weight_seed=weight_seed, **fields)
 
-    def prepare(self) -> dict:
-        """The settings as scorer.prepare_model keywords (mode is not one)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "mode"}
+    @property
+    def random_weights(self) -> bool:
+        """An init ablation (every weight w * R) rather than the reference's constant weights."""
+        return self.weight_init not in (None, "constant")
 
-    def key(self, export: dict | None = None, input_name: str | None = None) -> dict:
+    def key(self, export: dict | None = None, input_name: str | None = None, rule: KeyRule | None = None) -> dict:
         """The `settings` part of a results-store key, before store.settings_key
         serialises it: {"export": ..., "prepare": ...} plus {"mode": ...} where
         the mode is not the reference, and {"mode_revision": N} for a mode
         whose rule changed since stores were first written with it
-        (MODE_REVISIONS). Otherwise byte-identical to the keys bench has
-        written since stores began: every prepare_model setting made explicit
-        at its default, a setting at its neutral value (NEUTRAL_SETTINGS) left
-        out, no weight_seed without random weights. `export`: the space's
-        to_onnx keywords, defaults made explicit by the caller."""
-        prepare = {**self.prepare(), "input_name": input_name}
-        given = {k: v for k, v in prepare.items() if v is not None}
-        given = {k: v for k, v in given.items() if k not in NEUTRAL_SETTINGS or v != NEUTRAL_SETTINGS[k]}
+        (MODE_REVISIONS). `rule` (default BENCH_KEY) says which
+        settings are written at their default and which are left out at their
+        neutral value, so that every key is byte for byte the one written since
+        its stores (or caches) began. `export`: the space's to_onnx keywords,
+        defaults made explicit by the caller."""
+        rule = rule or BENCH_KEY
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "mode"}
+        given = {k: v for k, v in {**fields, "input_name": input_name}.items() if v is not None}
+        given = {k: v for k, v in given.items() if k not in rule.neutral or v != rule.neutral[k]}
         if "weight_init" not in given:
             given.pop("weight_seed", None)  # no random weights, no seed
-        # prepare_model's non-None defaults (the None ones drop out above, as in the keys written so far)
-        defaults = {"bn_gamma": "w", "embedding": "uniform", "collapse": True}
-        settings = {**defaults, **given}
-        key = {"export": dict(export or {}), "prepare": settings}
+        explicit = {name: SCORING_DEFAULTS[name] for name in rule.explicit}
+        key = {"export": dict(export or {}), "prepare": {**explicit, **given}}
         if self.mode != DEFAULT_MODE:
             key["mode"] = self.mode
         if self.mode in MODE_REVISIONS:
@@ -108,22 +104,110 @@ class ScoringSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class KeyRule:
+    """How ScoringSettings.key writes the settings: `explicit`, the settings
+    written even at their default; `neutral`, settings left out at these
+    values (added after a store or cache format was first written, so that
+    what was written before keeps its key)."""
+
+    explicit: tuple[str, ...]
+    neutral: dict
+
+
+SCORING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ScoringSettings)}
+# bench's results store: every non-None default written, an init setting at its "as before" value left out
+BENCH_KEY = KeyRule(explicit=("bn_gamma", "embedding", "collapse"), neutral={"weight_init": "constant", "weight_seed": 0})
+# calibrate's --outputs cache: bn_gamma and collapse written, the embedding only where it is not the default,
+# a random init's seed always
+CALIBRATE_KEY = KeyRule(explicit=("bn_gamma", "collapse"), neutral={"weight_init": "constant", "embedding": "uniform"})
+NEUTRAL_SETTINGS = BENCH_KEY.neutral
+
+
+@dataclasses.dataclass(frozen=True)
 class ExecutionOptions:
-    """How fast and where, never what is computed (EXECUTION_OPTIONS)."""
+    """How fast and where, never what is computed (so never part of a store key)."""
 
     device: str = "auto"
     threads: int | None = None
     timeout: float | None = None  # seconds per ONNX Runtime run; None: no limit
     graph_optimization: str = "all"
-    check: bool = True
-
-    def prepare(self) -> dict:
-        return dataclasses.asdict(self)
+    check: bool = True  # onnx.checker on a model read from a file or a ModelProto
 
 
-def score_keywords(batch: BatchOptions, scoring: ScoringSettings, execution: ExecutionOptions) -> dict:
-    """The option objects as epsinas_onnx.score's friendly keywords (less `data`),
-    which epsinas_onnx.torch.score and epsinas_onnx.keras.score pass on."""
-    fields = {**dataclasses.asdict(batch), **dataclasses.asdict(scoring)}
-    del fields["data"]
-    return {**fields, "device": execution.device, "threads": execution.threads, "timeout": execution.timeout}
+# a bench runs many architectures side by side: one thread per worker (two 1-thread
+# processes beat one 2-thread one), and a run that hangs becomes an error row
+BENCH_EXECUTION = ExecutionOptions(threads=1, timeout=BENCH_TIMEOUT)
+# calibrate runs each model at every weight of a grid, one thread per worker
+CALIBRATE_EXECUTION = ExecutionOptions(threads=1, graph_optimization="none")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a driver runs many items (executors.run_job): who runs them, how
+    many at a time, with a progress bar or not, and where the finished results
+    are kept, so that a rerun resumes."""
+
+    store: str | None = DEFAULT_STORE  # bench's results store; calibrate's --outputs .npz (None: none kept)
+    workers: int | None = None  # local: worker processes (None: 1); ray: the most tasks at a time
+    executor: str = "local"  # executors.EXECUTORS
+    address: str | None = None  # ray: the cluster
+    chunk: int | None = None  # ray: items per task
+    limit: int | None = None  # bench: score at most this many not yet stored
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSelection:
+    """Which architectures of a space a command takes: all of them, a uniform
+    sample, or those of a file (bench.selected_archs)."""
+
+    everything: bool = False
+    sample: int | None = None
+    seed: int = 0  # of the sample
+    arch_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetOptions:
+    """Where the targets ("trained accuracies") come from and which column
+    they are: the packaged table (default), a csv (`accuracies`) or an
+    official benchmark file; None: the space's default column and direction."""
+
+    accuracies: object = None  # a csv path, a core.tables.Table, or "packaged"
+    benchmark_file: str | None = None
+    dataset: str | None = None  # nb201: the target column
+    arch_column: str | None = None
+    target_column: str | None = None
+    lower_is_better: bool | None = None
+
+
+def options_from_keywords(keywords: dict) -> tuple[BatchOptions, ScoringSettings, ExecutionOptions]:
+    """epsinas_onnx.score's friendly keywords as the option objects: each
+    keyword is the field of that name of one of them (input_name: BatchOptions').
+    TypeError for a keyword none has, naming those there are."""
+    objects = (BatchOptions, ScoringSettings, ExecutionOptions)
+    names = [{f.name for f in dataclasses.fields(kind)} for kind in objects]
+    unknown = sorted(set(keywords).difference(*names))
+    if unknown:
+        accepted = ", ".join(sorted(set().union(*names)))
+        raise TypeError(f"score() got unexpected keyword(s) {', '.join(unknown)}; it takes {accepted}")
+    return tuple(kind(**{k: v for k, v in keywords.items() if k in fields}) for kind, fields in zip(objects, names))
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredScores:
+    """Where a search's scores come from: the rows of one space, config and
+    scoring mode of the results store run.store (None: the only one there
+    is), and how to score on demand the architectures it lacks (the batch the
+    store was made with; search.BenchFiller)."""
+
+    space: str | None = None
+    config: str | None = None
+    mode: str = DEFAULT_MODE
+    batch: BatchOptions = BatchOptions()
+    execution: ExecutionOptions = BENCH_EXECUTION
+    run: RunOptions = RunOptions(workers=1)
+
+    @property
+    def store(self) -> str:
+        return self.run.store

@@ -27,7 +27,8 @@ import math
 import numpy as np
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.options import (BENCH_EXECUTION, BatchOptions, ExecutionOptions, RunOptions, ScoringSettings,
+                                       TargetOptions)
 
 KINDS = ("synthetic", "batch-size", "weight-init", "embedding", "init-pair")
 STATISTICS = ("spearman", "kendall", "spearman_top10", "kendall_top10", "top10_top10", "top64_top5")
@@ -57,24 +58,32 @@ def parse_values(kind: str, text: str) -> list:
     return values
 
 
-def _bench_options(kind: str, value, repeat: int, repeats: int, base: dict) -> tuple[dict, dict]:
-    """(run_bench input options, settings) for one value and draw."""
-    options = dict(base)
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+    """What an ablation varies: `kind` (KINDS), its values, and the draws per value."""
+
+    kind: str
+    values: tuple
+    repeats: int = 1
+
+
+def _draw(kind: str, value, repeat: int, repeats: int, base: BatchOptions) -> tuple[BatchOptions, dict]:
+    """(the batch, the varied settings) of one value and draw."""
+    batch = base
     settings: dict = {}
     if kind == "synthetic":
         if value == "real":
-            options["shuffle_seed"] = repeat if repeats > 1 else base.get("shuffle_seed")
+            batch = dataclasses.replace(base, shuffle_seed=repeat if repeats > 1 else base.shuffle_seed)
         else:
-            options.update(data=None, synthetic=value, seed=repeat)
+            batch = dataclasses.replace(base, data=None, synthetic=value, seed=repeat)
     elif kind == "batch-size":
-        options["batch_size"] = value
-        options["shuffle_seed"] = repeat if repeats > 1 else base.get("shuffle_seed")
+        batch = dataclasses.replace(base, batch_size=value, shuffle_seed=repeat if repeats > 1 else base.shuffle_seed)
     elif kind == "weight-init":
         if value != "constant":
             settings = {"weight_init": value, "weight_seed": repeat}
     elif kind == "embedding":
         settings = {"embedding": value}
-    return options, settings
+    return batch, settings
 
 
 def _matches(row_settings: str, wanted: dict) -> bool:
@@ -106,52 +115,46 @@ def _rows_of(store_path, space: str, weights, data: str, texts: set[str], wanted
     return rows
 
 
-def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies, dataset=None, target_column=None,
-                 store="epsinas_results.sqlite", repeats: int = 1, weights=None,
-                 batch_options: BatchOptions = BatchOptions(), workers: int = 1,
-                 device: str = "auto", progress: bool = True, settings: dict | None = None) -> list[dict]:
-    """One row per value: the evaluate statistics (NaN dropped) and Spearman
-    with NaN ranked last; with repeats, `<statistic>` is the mean and
-    `<statistic>_std` the standard deviation over the draws."""
+def run_ablation(space: str, archs: list, study: Ablation, targets: TargetOptions, weights=None,
+                 batch: BatchOptions = BatchOptions(), execution: ExecutionOptions = BENCH_EXECUTION,
+                 run: RunOptions = RunOptions(workers=1)) -> list[dict]:
+    """One row per value of `study`: the evaluate statistics (NaN dropped)
+    and Spearman with NaN ranked last, against targets.accuracies (a table or a
+    csv; dataset and target_column pick the column); with repeats,
+    `<statistic>` is the mean and `<statistic>_std` the standard deviation
+    over the draws. Each value is benched into run.store (bench.run_bench)."""
     from epsinas_onnx.experiments import evaluation
-    from epsinas_onnx.experiments.bench import BENCH_EXECUTION, run_bench
-    from epsinas_onnx.core.options import ScoringSettings
+    from epsinas_onnx.experiments.bench import run_bench
     from epsinas_onnx.spaces import get_space
 
-    if kind not in KINDS:
-        raise UserError(f"unknown --vary {kind!r}: choose one of {', '.join(KINDS)}")
-    if repeats < 1:
-        raise UserError(f"--repeats must be at least 1, not {repeats}")
-    if kind == "embedding" and space != "nlp":
+    if study.kind not in KINDS:
+        raise UserError(f"unknown --vary {study.kind!r}: choose one of {', '.join(KINDS)}")
+    if study.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, not {study.repeats}")
+    if study.kind == "embedding" and space != "nlp":
         raise UserError("--vary embedding is for nlp (the other spaces have no embedding)")
-    module = get_space(space)
-    if kind == "init-pair":
-        return _init_pair_rows(module, archs, values, accuracies=accuracies, dataset=dataset,
-                               target_column=target_column, repeats=repeats, batch_options=batch_options,
-                               device=device, progress=progress)
-    weights = tuple(weights) if weights else module.reference_weights
-    texts = {module.format_arch(a) for a in archs}
-    execution = dataclasses.replace(BENCH_EXECUTION, device=device)
-    fed = batch_options
+    declared = get_space(space)
+    if study.kind == "init-pair":
+        return _init_pair_rows(declared, archs, study, targets, batch, execution, run)
+    weights = tuple(weights) if weights else declared.reference_weights
+    texts = {declared.format_arch(a) for a in archs}
     # the synthetic batch is what --vary synthetic varies; the real batch is the default here
-    base = dict(data=fed.data, batch_size=fed.batch_size, norm=fed.norm, synthetic=None, shuffle_seed=fed.shuffle_seed,
-                seed=fed.seed, seq_len=fed.seq_len)
+    base = dataclasses.replace(batch, synthetic=None, token_layout=None, input_name=None)
     out = []
-    for value in values:
+    for value in study.values:
         draws = []
-        for repeat in range(repeats):
-            options, varied = _bench_options(kind, value, repeat, repeats, base)
-            summary = run_bench(space, archs, weights, batch_options=BatchOptions(**options),
-                                scoring=ScoringSettings(**{**(settings or {}), **varied}), execution=execution,
-                                store_path=store, workers=workers, progress=progress)
-            rows = _rows_of(store, space, weights, summary.data, texts, varied)
-            report = evaluation.evaluate(rows, space, accuracies, dataset=dataset, target_column=target_column)
+        for repeat in range(study.repeats):
+            fed, varied = _draw(study.kind, value, repeat, study.repeats, base)
+            summary = run_bench(space, archs, weights, batch=fed, scoring=ScoringSettings(**varied),
+                                execution=execution, run=run)
+            rows = _rows_of(run.store, space, weights, summary.data, texts, varied)
+            report = evaluation.evaluate(rows, space, targets)
             dropped, last = report["rows"][0], report["rows"][1]
             draws.append({**{k: dropped[k] for k in STATISTICS}, "n": dropped["n"], "nan": dropped["nan_dropped"],
                           "n_top64": dropped["n_top64"],
                           "spearman_nan_last": last["spearman"], "batch": summary.data_description,
                           "seconds": summary.arch_seconds / max(summary.finished, 1) if summary.finished else None})
-        out.append(_summarise(value, draws, repeats))
+        out.append(_summarise(value, draws, study.repeats))
     return out
 
 
@@ -167,46 +170,95 @@ def _summarise(value, draws: list[dict], repeats: int) -> dict:
     return row
 
 
-def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_column, repeats,
-                    batch_options: BatchOptions, device, progress) -> list[dict]:
-    """The paper's initialisation ablation: score = epsinas of the outputs of
-    two independent random initialisations (seeds 2r, 2r + 1), at w = 1, BN gamma 1."""
-    import sys
+@dataclasses.dataclass
+class InitPairJob:
+    """An executors.Job of the init-pair ablation: an architecture's score is
+    the epsinas of the outputs of two independent random initialisations
+    (`scheme`, seeds 2r and 2r + 1) at w = 1, BN gamma 1."""
 
-    from tqdm import tqdm
+    label = "ablate"  # executors.Job: for the executor's messages
+    noun = "architecture"
 
-    from epsinas_onnx.experiments.evaluation import statistics
-    from epsinas_onnx.core.scoring.metric import score_with_reason
+    space: object  # a protocol.Space, sent by name
+    batch: np.ndarray
+    scheme: str
+    repeat: int
+    execution: ExecutionOptions
+
+    @property
+    def device(self) -> str:  # executors.Job
+        return self.execution.device
+
+    @property
+    def threads(self) -> int | None:  # executors.Job
+        return self.execution.threads
+
+    def run(self, arch) -> tuple[str, float, str | None]:
+        """(text, score, None), or (text, NaN, why it could not be scored)."""
+        from epsinas_onnx.core.scoring.metric import score_with_reason
+        from epsinas_onnx.core.scoring.scorer import prepare_model
+
+        text = self.space.format_arch(arch)
+        try:
+            model = self.space.to_onnx(arch)
+            outputs = {}
+            for k, seed in enumerate((2 * self.repeat, 2 * self.repeat + 1)):
+                scoring = ScoringSettings(bn_gamma="one", weight_init=self.scheme, weight_seed=seed)
+                outputs[float(k)] = prepare_model(model, scoring, self.execution).run(self.batch, 1.0)
+            return text, score_with_reason(outputs)[0], None
+        except Exception as exc:  # the driver reports it
+            return text, math.nan, (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+    def died(self, arch, error: str) -> tuple[str, float, str]:
+        return self.space.format_arch(arch), math.nan, error
+
+    def __getstate__(self):  # a Space holds functions: send its name
+        return {**self.__dict__, "space": self.space.name}
+
+    def __setstate__(self, state):
+        from epsinas_onnx.spaces import get_space
+
+        self.__dict__.update({**state, "space": get_space(state["space"])})
+
+
+def _init_pair_rows(space, archs, study: Ablation, targets: TargetOptions, batch: BatchOptions,
+                    execution: ExecutionOptions, run: RunOptions) -> list[dict]:
+    """The paper's initialisation ablation (InitPairJob), computed directly, not stored."""
     from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model
+    from epsinas_onnx.experiments.evaluation import statistics
+    from epsinas_onnx.experiments.executors import check_run_options, progress_bar, run_job
     from epsinas_onnx.experiments.search import load_targets
 
-    space = module.name
-    targets = load_targets(space, accuracies, dataset=dataset, target_column=target_column)
-    unique = {module.format_arch(a): a for a in archs}
-    texts = [t for t in unique if t in targets.values]
-    options = dict(device=device, threads=1, check=False, graph_optimization="none", bn_gamma="one")
-    probe = prepare_model(module.to_onnx(unique[texts[0]]), **options)
+    check_run_options(run)
+    loaded = load_targets(space.name, targets)
+    unique = {space.format_arch(a): a for a in archs}
+    texts = [t for t in unique if t in loaded.values]
+    # one thread per model, no timeout, no checker (the exporter's own models), as the paper's runs
+    execution = ExecutionOptions(device=execution.device, threads=1, check=False, graph_optimization="none")
+    probe = prepare_model(space.to_onnx(unique[texts[0]]), ScoringSettings(bn_gamma="one"), execution)
     # --data (or the default batch): this ablation takes no synthetic batch or token layout
-    batch = batch_for(probe, dataclasses.replace(batch_options, synthetic=None, token_layout=None))
-    target = np.array([targets.values[t] for t in texts], dtype=np.float64)
+    fed = batch_for(probe, dataclasses.replace(batch, synthetic=None, token_layout=None))
+    target = np.array([loaded.values[t] for t in texts], dtype=np.float64)
     out = []
-    for scheme in schemes:
+    for scheme in study.values:
         draws = []
-        for repeat in range(repeats):
-            scores = []
-            for text in tqdm(texts, desc=f"init-pair {scheme}", unit="arch", file=sys.stderr, disable=not progress):
-                model = module.to_onnx(unique[text])
-                outputs = {}
-                for k, seed in enumerate((2 * repeat, 2 * repeat + 1)):
-                    prepared = prepare_model(model, weight_init=scheme, weight_seed=seed, **options)
-                    outputs[float(k)] = prepared.run(batch.array, 1.0)
-                scores.append(score_with_reason(outputs)[0])
-            dropped = statistics(scores, target, lower_is_better=targets.lower_is_better)
-            last = statistics(scores, target, nan="last", lower_is_better=targets.lower_is_better)
+        for repeat in range(study.repeats):
+            job = InitPairJob(space, fed.array, scheme, repeat, execution)
+            scores: dict[str, float] = {}
+            with progress_bar(len(texts), f"init-pair {scheme}", "arch", run.progress) as bar:
+                run_job(job, [unique[t] for t in texts], run, lambda result: _keep_pair_score(result, scores, bar))
+            dropped = statistics([scores[t] for t in texts], target, lower_is_better=loaded.lower_is_better)
+            last = statistics([scores[t] for t in texts], target, nan="last", lower_is_better=loaded.lower_is_better)
             draws.append({**{k: dropped[k] for k in STATISTICS}, "n": dropped["n"], "nan": dropped["nan_dropped"],
                           "n_top64": dropped["n_top64"],
-                          "spearman_nan_last": last["spearman"], "batch": batch.description})
-        out.append(_summarise(scheme, draws, repeats))
+                          "spearman_nan_last": last["spearman"], "batch": fed.description})
+        out.append(_summarise(scheme, draws, study.repeats))
     return out
 
 
+def _keep_pair_score(result: tuple, scores: dict, bar) -> None:
+    text, value, error = result
+    if error is not None:
+        raise UserError(f"init-pair: {text} could not be scored: {error}")
+    scores[text] = value
+    bar.update(1)

@@ -3,53 +3,49 @@
 The batch is prepared once, in the driver, and shipped to the worker
 processes; each worker scores one architecture at a time with ONNX Runtime on
 one thread (two 1-thread processes beat one 2-thread process), and the driver,
-the only writer, commits each row as it arrives. A rerun skips what the store
-already holds, so a killed or interrupted run resumes where it stopped.
+the only writer, commits each row as it arrives (executors.run_job runs the
+items; `Recorder` keeps the rows). A rerun skips what the store already holds,
+so a killed or interrupted run resumes where it stopped.
 
-Everything done per architecture is in `score_architecture`: export, rewrite,
-two runs, the metric; or, for a space that runs its networks piece by piece
-(Space.pieces_for: NAS-Bench-201), the two runs through pieces each worker
-made once, with the same numbers bit for bit. Architectures that are the same network (an exporter's
-`computation_class`; NAS-Bench-201) are sent to the workers once, and the
-driver stores the others' rows from that result; so are those that are the
-same network once every cell input is finite (`computation_class_if_finite`),
-whose shared run checks that it was (ClassPlan). Options that change the
-score travel in two dicts that are part of the store key: `export` (keyword
-arguments of the space's `to_onnx`, e.g. resolution) and `settings` (keyword
-arguments of `scorer.prepare_model`, e.g. bn_gamma; a new prepare_model
-option passes through unchanged). Exporter options that change only how the
-graph is built travel apart (`build_options`).
+Everything done per architecture is in `score_architecture`: a `Runner` makes
+the architecture ready to run at any weight, and the two runs and the metric
+follow. There are two runners, with the same numbers bit for bit:
+`ExportRunner`, the generic path (export, rewrite, session), and
+`PiecesRunner`, for a space that runs its networks piece by piece
+(Space.pieces_for: NAS-Bench-201) through pieces each worker made once.
+Architectures that are the same network (an exporter's `computation_class`;
+NAS-Bench-201) are sent to the workers once, and the driver stores the others'
+rows from that result; so are those that are the same network once every cell
+input is finite (`computation_class_if_finite`), whose shared run checks that
+it was (ClassPlan). What changes the score is part of the store key: the
+space's `to_onnx` keywords (`export`, every default explicit) and the
+ScoringSettings (options.ScoringSettings.key). Exporter options that change
+only how the graph is built travel apart (`build_options`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import functools
 import math
 import signal
-import sys
 import time
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.experiments.executors import check_executor, open_executor
+from epsinas_onnx.core.options import (BENCH_EXECUTION, ArchSelection, BatchOptions, ExecutionOptions, RunOptions,
+                                       ScoringSettings)
 from epsinas_onnx.core.rewriting.computation_key import computation_key
-from epsinas_onnx.core.scoring.modes import DEFAULT_MODE, check_mode, score_in_mode
-from epsinas_onnx.core.scoring.scorer import (
-    check_weights, batch_for, open_session, prepare_model, rewrite_model,
-)
-from epsinas_onnx.core.limits import BENCH_TIMEOUT, check_workers
-from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
-from epsinas_onnx.core.textfile import read_text
+from epsinas_onnx.core.scoring.modes import check_mode, score_in_mode
+from epsinas_onnx.core.scoring.scorer import batch_for, check_weights, open_session, prepare_model, rewrite_model
 from epsinas_onnx.core.stop_signals import stoppable
+from epsinas_onnx.core.textfile import read_text
+from epsinas_onnx.experiments.executors import check_run_options, progress_bar, run_job
 from epsinas_onnx.experiments.store import ResultStore, fingerprint, now, settings_key, weights_key
-
-DEFAULT_STORE = "epsinas_results.sqlite"
-# a bench runs many architectures side by side: one thread per worker (two 1-thread
-# processes beat one 2-thread one), and a run that hangs becomes an error row
-BENCH_EXECUTION = ExecutionOptions(threads=1, timeout=BENCH_TIMEOUT)
+from epsinas_onnx.spaces.protocol import Space
 
 
 class BenchInterrupted(KeyboardInterrupt):
@@ -104,88 +100,169 @@ class BenchSummary:
 
 # ---------------------------------------------------------------- one architecture
 
-BENCH_GRAPH_OPTIMIZATION = "none"  # measured in benchmarks/speed_nb201.py
+BENCH_GRAPH_OPTIMIZATION = "none"  # many small sessions: ONNX Runtime's optimisation costs more than it saves
 
 
-def score_architecture(space_module, arch, batch: np.ndarray, weights, *, export: dict, settings: dict,
-                       device: str = "cpu", threads: int | None = 1, param_kwargs: dict | None = None,
-                       computed: dict | None = None, finite_check: bool = False, build: dict | None = None,
-                       timeout: float | None = None, mode: str = DEFAULT_MODE, pieces=None) -> dict:
-    """Score one architecture: export -> rewrite -> session -> both weights -> metric
-    (with `pieces`: both weights through them -> metric).
+@dataclasses.dataclass
+class BenchJob:
+    """What every worker needs, sent once per worker: an executors.Job whose
+    items are architectures and whose results are rows (score_architecture)."""
+
+    label = "bench"  # executors.Job: for the executor's messages
+    noun = "architecture"
+
+    space: Space
+    export: dict  # the space's to_onnx keywords, every default explicit (as the store key has them)
+    scoring: ScoringSettings
+    input_name: str | None
+    execution: ExecutionOptions  # as the workers run: their device, threads, timeout, graph optimisation
+    batch: np.ndarray
+    weights: tuple
+    data: str = ""  # the batch's fingerprint (store.fingerprint), as the store key has it; "": not known yet
+    finite_checks: frozenset = frozenset()  # texts of the architectures run with the finite check (ClassPlan)
+
+    @property
+    def device(self) -> str:  # executors.Job
+        return self.execution.device
+
+    @property
+    def threads(self) -> int | None:  # executors.Job
+        return self.execution.threads
+
+    @property
+    def build(self) -> dict:
+        """The exporter options that build a smaller graph computing the same (build_options)."""
+        return build_options(self.space, self.scoring)
+
+    def run(self, arch) -> dict:
+        return score_architecture(self, arch, bool(self.finite_checks) and self.space.format_arch(arch) in self.finite_checks)
+
+    def runner(self) -> Runner:
+        """This process's runner for the job: the space's pieces where it has
+        them for these settings (made on first use, kept for every architecture
+        after), else the generic path."""
+        if "_runner" not in self.__dict__:
+            pieces = process_pieces(self)
+            self._runner = PiecesRunner(pieces, self.execution.timeout) if pieces is not None else ExportRunner(self)
+        return self._runner
+
+    def died(self, arch, error: str) -> dict:
+        """The error row of an architecture whose worker process died scoring
+        it (a local worker, a Ray task): no result; the next run retries it."""
+        return {
+            "arch": self.space.format_arch(arch), "score": math.nan, "nan_reason": None,
+            "params": None, "seconds": 0.0, "device": self.device, "error": error,
+        }
+
+    def __getstate__(self):  # a Space holds functions: send its name; each worker makes its own runner
+        state = dict(self.__dict__)
+        state["space"] = self.space.name
+        state.pop("_runner", None)  # sessions do not pickle
+        return state
+
+    def __setstate__(self, state):
+        from epsinas_onnx.spaces import get_space
+
+        state["space"] = get_space(state["space"])
+        self.__dict__.update(state)
+
+
+@dataclasses.dataclass
+class ReadyArch:
+    """One architecture ready to run at any weight (Runner.ready)."""
+
+    outputs: Callable  # weight -> (scored output, the space's finite check output or None)
+    device: Callable[[], str]  # where it ran (called after the runs)
+    key: str | None = None  # its computation key (the same key computes the same), where the runner makes one
+
+
+class Runner(Protocol):
+    """How a worker runs an architecture. Both runners give the same outputs
+    bit for bit (tests/test_nb201_pieces.py)."""
+
+    computed: dict | None  # results by computation key, filled by score_architecture; None: no keys
+
+    def ready(self, arch, finite_check: bool) -> ReadyArch:
+        """`arch` ready to run; with finite_check, also the space's check that every cell input is finite."""
+
+
+class ExportRunner:
+    """The generic path: each architecture exported, rewritten, and run in a
+    session of its own, opened at its first run. With keys (where the driver
+    does not group by computation class), an architecture whose rewritten graph
+    computes exactly what an earlier one's did takes that result, with no
+    session and no run."""
+
+    def __init__(self, job: BenchJob, keyed: bool | None = None):
+        self.job = job
+        keyed = class_function(job.space, job.scoring) is None if keyed is None else keyed
+        self.computed = {} if keyed else None
+
+    def ready(self, arch, finite_check: bool) -> ReadyArch:
+        job = self.job
+        extra = {"finite_check": True} if finite_check else {}
+        # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
+        staged = rewrite_model(job.space.to_ir(arch, **job.export, **job.build, **extra), job.scoring, job.input_name,
+                               in_place=True)
+        key = computation_key(staged.rewritten.model, staged.output) if self.computed is not None and not extra else None
+        names = [staged.output] + ([job.space.finite_check_output] if finite_check else [])
+        session = functools.cache(lambda: open_session(staged, job.execution))
+
+        def outputs(weight: float):
+            scored, *check = session().run_outputs(job.batch, weight, names)
+            return scored, (check[0] if check else None)
+
+        return ReadyArch(outputs, lambda: session().device, key)
+
+
+class PiecesRunner:
+    """The space's network run piece by piece (Space.pieces_for), with
+    sessions made once per worker; CPU only."""
+
+    computed = None
+
+    def __init__(self, pieces, timeout: float | None):
+        self.pieces = pieces
+        self.timeout = timeout  # bounds all the pieces of one architecture at one weight together
+
+    def ready(self, arch, finite_check: bool) -> ReadyArch:
+        return ReadyArch(lambda w: self.pieces.output(arch, w, finite_check=finite_check, timeout=self.timeout),
+                         lambda: "cpu")
+
+
+def score_architecture(job: BenchJob, arch, finite_check: bool = False, runner: Runner | None = None) -> dict:
+    """Score one architecture: ready it (job.runner(), unless `runner`), run it
+    at the weights the mode needs, take the metric.
 
     Returns a row: arch (format_arch), score (NaN is a result, with nan_reason),
     error (None, or why the architecture could not be scored at all), params,
-    seconds, device, reused (not stored). Never raises for a per-architecture failure.
-
-    computed: results by computation_key for this batch, weights and device
-    (filled here): an architecture whose rewritten graph computes exactly what
-    an earlier one's did gets that result without a session or a run.
-
-    finite_check: export with the space's finite check (see
-    `computation_classes`) and say in the row's "finite" whether it passed at
-    the weights run (otherwise "finite" is None). build: more keyword
-    arguments of the exporter that change how the graph is built but not
-    what it computes under `settings` (`build_options`); not part of the key.
-    timeout: seconds each ONNX Runtime run may take; past it the row is an
-    error saying so.
-    mode: the scoring mode (modes.py), part of the key where it is not the reference.
-    pieces: the space's piecewise runner for these options (Space.pieces_for),
-    which computes what export -> rewrite -> session would, bit for bit, with
-    sessions made once per worker; None: the generic path."""
+    seconds, device, reused (not stored), finite (with finite_check: whether
+    every cell input was finite in every run, else None). Never raises for a
+    per-architecture failure; a run past execution.timeout is an error row."""
+    runner = runner or job.runner()
     start = time.perf_counter()
-    arch_text = space_module.format_arch(arch)
-    value, reason, error, used_device, reused, finite = math.nan, None, None, device, False, None
+    value, reason, error, device, reused, finite = math.nan, None, None, job.device, False, None
     try:
-        if pieces is not None:
-            value, reason, finite = _score_runs(
-                space_module, lambda w: pieces.output(arch, w, finite_check=finite_check, timeout=timeout),
-                weights, mode, finite_check)
-            used_device = "cpu"
+        ready = runner.ready(arch, finite_check)
+        if ready.key is not None and ready.key in runner.computed:
+            value, reason, device = runner.computed[ready.key]
+            reused = True
         else:
-            value, reason, used_device, reused, finite = _score_generic(
-                space_module, arch, batch, weights, export=export, settings=settings, device=device, threads=threads,
-                computed=computed, finite_check=finite_check, build=build, timeout=timeout, mode=mode)
+            # a run skipped by the mode is skipped for every architecture of the same key too
+            value, reason, finite = score_runs(job.space, ready.outputs, job.weights, job.scoring.mode, finite_check)
+            device = ready.device()
+            if ready.key is not None:
+                runner.computed[ready.key] = (value, reason, device)
     except Exception as exc:  # an architecture that fails is a row with an error, not a NaN
-        error = _error_text(exc)
+        error = error_text(exc)
     return {
-        "arch": arch_text, "score": float(value), "nan_reason": reason, "error": error,
-        "params": _num_params(space_module, arch, param_kwargs), "seconds": time.perf_counter() - start,
-        "device": used_device, "reused": reused, "finite": finite,
+        "arch": job.space.format_arch(arch), "score": float(value), "nan_reason": reason, "error": error,
+        "params": num_params(job.space, arch, job.export), "seconds": time.perf_counter() - start,
+        "device": device, "reused": reused, "finite": finite,
     }
 
 
-def _score_generic(space_module, arch, batch, weights, *, export, settings, device, threads, computed, finite_check,
-                   build, timeout, mode):
-    """score_architecture's export -> rewrite -> session -> runs, with its
-    keyword arguments: (score, nan_reason, device, reused, finite)."""
-    value, reason, used_device, reused, finite = math.nan, None, device, False, None
-    extra = {"finite_check": True} if finite_check else {}
-    # the exporter's onnx-ir model itself (no protobuf round trip), rewritten in place
-    staged = rewrite_model(space_module.to_ir(arch, **export, **(build or {}), **extra), in_place=True, **settings)
-    key = computation_key(staged.rewritten.model, staged.output) if computed is not None and not extra else None
-    if key is not None and key in computed:
-        value, reason, used_device = computed[key]
-        reused = True
-    else:
-        # many small sessions: ONNX Runtime's graph optimisation costs more than it saves
-        prepared = open_session(staged, device=device, threads=threads, graph_optimization=BENCH_GRAPH_OPTIMIZATION,
-                                timeout=timeout)
-        used_device = prepared.device
-        names = [prepared.output] + ([space_module.finite_check_output] if finite_check else [])
-
-        def outputs(w):
-            scored, *check = prepared.run_outputs(batch, w, names)
-            return scored, (check[0] if check else None)
-
-        # a run skipped by score_runs is skipped for every member of the class too
-        value, reason, finite = _score_runs(space_module, outputs, weights, mode, finite_check)
-        if key is not None:
-            computed[key] = (value, reason, used_device)
-    return value, reason, used_device, reused, finite
-
-
-def _score_runs(space_module, outputs, weights, mode: str, finite_check: bool):
+def score_runs(space: Space, outputs, weights, mode: str, finite_check: bool):
     """The score in `mode` from outputs(w) -> (scored output, the space's
     finite check or None): (score, nan_reason, finite: whether every check
     run passed, None without finite_check)."""
@@ -194,18 +271,43 @@ def _score_runs(space_module, outputs, weights, mode: str, finite_check: bool):
     def run(w):
         scored, check = outputs(w)
         if check is not None:
-            checks.append(space_module.finite_check_passed(check))
+            checks.append(space.finite_check_passed(check))
         return scored
 
     value, reason, _, _ = score_in_mode(mode, weights, run)
     return value, reason, (all(checks) if finite_check else None)
 
 
-def _num_params(space_module, arch, param_kwargs: dict | None) -> int | None:
+def num_params(space: Space, arch, export: dict) -> int | None:
+    """The parameter count (with the 10-class head), None where it cannot be had."""
     try:
-        return int(space_module.num_params(arch, **(param_kwargs or {})))
+        return int(space.num_params(arch, **space.num_params_kwargs(export)))
     except Exception:
         return None
+
+
+# the pieces this process made last and what they were made for: a search scores a
+# few architectures per run_bench call, in one process, and should not make them each time
+_PIECES_MADE: dict[tuple, object] = {}
+
+
+def process_pieces(job: BenchJob):
+    """This process's pieces for `job` (Space.pieces_for), None where the space has none or they do not apply."""
+    if job.space.pieces_for is None:
+        return None
+    # a Ray task unpickles the job anew: the fingerprint run_bench computed saves hashing the batch again
+    key = (job.space.name, repr(sorted(job.export.items())), job.scoring, job.input_name,
+           job.data or fingerprint(job.batch), job.execution)
+    if key not in _PIECES_MADE:
+        _PIECES_MADE.clear()  # one set at a time: their sessions hold memory
+        try:
+            _PIECES_MADE[key] = job.space.pieces_for(job.export, job.scoring, job.batch, job.execution, job.input_name)
+        except Exception:  # the generic path then reports, per architecture, what fails
+            _PIECES_MADE[key] = None
+    return _PIECES_MADE[key]
+
+
+# ---------------------------------------------------------------- computation classes
 
 
 @dataclasses.dataclass
@@ -224,7 +326,7 @@ class ClassPlan:
     if_finite: dict
 
 
-def computation_classes(space_module, todo: list, settings: dict) -> ClassPlan:
+def computation_classes(space: Space, todo: list, scoring: ScoringSettings) -> ClassPlan:
     """Split `todo` ([(arch, text), ...]) into the architectures to score and
     those that take an earlier one's result without being exported.
 
@@ -233,11 +335,11 @@ def computation_classes(space_module, todo: list, settings: dict) -> ClassPlan:
     their weights' values, which the random-weight ablations tell apart. The
     finite-input classes hold only with zero biases too (a dropped term is
     0 only if BN's beta is)."""
-    exact = class_function(space_module, settings)
+    exact = class_function(space, scoring)
     if exact is None:
         return ClassPlan(todo, {}, {})
     exact_reps, same = _group(todo, exact)
-    coarse = finite_class_function(space_module, settings)
+    coarse = finite_class_function(space, scoring)
     if coarse is None:
         return ClassPlan(exact_reps, same, {})
     to_score, if_finite = _group(exact_reps, coarse)
@@ -260,14 +362,14 @@ def _group(todo: list, classify) -> tuple[list, dict]:
     return firsts, {text: rows for text, rows in others.items() if rows}
 
 
-def class_function(space_module, settings: dict):
+def class_function(space: Space, scoring: ScoringSettings):
     """The space's computation_class where it holds for these settings, else None."""
-    if settings.get("weight_init") not in (None, "constant"):
+    if scoring.random_weights:
         return None
-    return space_module.computation_class
+    return space.computation_class
 
 
-def build_options(space_module, settings: dict) -> dict:
+def build_options(space: Space, scoring: ScoringSettings) -> dict:
     """Exporter options for bench that build a smaller graph computing the
     same under these settings: tied parameters (one initialiser per kind and
     shape, GraphBuilder.tied_parameter) under constant weights, where every
@@ -275,29 +377,29 @@ def build_options(space_module, settings: dict) -> dict:
     initialisers to handle instead of hundreds (NAS-Bench-201: 33 -> 25 ms of
     Python per architecture; NAS-Bench-101: no longer draws millions of
     placeholder numbers per cell; the same rewritten graph: tests/test_computation_key.py)."""
-    if settings.get("weight_init") not in (None, "constant"):
+    if scoring.random_weights:
         return {}
-    return {"tied": True} if space_module.ir_takes_tied else {}
+    return {"tied": True} if space.ir_takes_tied else {}
 
 
-def finite_class_function(space_module, settings: dict):
+def finite_class_function(space: Space, scoring: ScoringSettings):
     """The space's computation_class_if_finite where it holds for these settings, else None."""
-    if class_function(space_module, settings) is None or settings.get("bias") == "w":
+    if class_function(space, scoring) is None or scoring.bias == "w":
         return None
-    return space_module.computation_class_if_finite
+    return space.computation_class_if_finite
 
 
-def _follower_row(job: "_Job", row: dict, arch, text: str) -> dict:
+def follower_row(job: BenchJob, row: dict, arch, text: str) -> dict:
     """`row`'s result for another architecture of the same computation class
     (an error too: rerun, the class is tried again)."""
     start = time.perf_counter()
-    params = _num_params(job.space_module, arch, job.param_kwargs)
+    params = num_params(job.space, arch, job.export)
     error = row["error"] and f"{row['error']} (while scoring {row['arch']}, which computes the same)"
     return {**row, "arch": text, "params": params, "error": error, "seconds": time.perf_counter() - start,
             "reused": True}
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0][:500]
     return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
 
@@ -308,42 +410,42 @@ def _error_text(exc: BaseException) -> str:
 PACKAGED_PREFIX = "packaged:"
 
 
-def _packaged_archs(space_module, name: str) -> list:
+def _packaged_archs(space: Space, name: str) -> list:
     from epsinas_onnx.core.tables import packaged
     from epsinas_onnx.core.tables import pick_column
     from epsinas_onnx.experiments.evaluation import ARCH_COLUMNS
 
     table = packaged(name)
-    column = pick_column(table.columns, (*ARCH_COLUMNS[space_module.name], "arch_str"), "architecture", table, "--archs")
+    column = pick_column(table.columns, (*ARCH_COLUMNS[space.name], "arch_str"), "architecture", table, "--archs")
     archs = []
     for line, row in enumerate(table.rows, start=2):
         try:
-            archs.append(space_module.parse(" ".join(row[c] for c in column.split(","))))
+            archs.append(space.parse(" ".join(row[c] for c in column.split(","))))
         except UserError as exc:
-            raise UserError(f"{table}, line {line}: {exc} (is it a table of {space_module.name}?)") from None
+            raise UserError(f"{table}, line {line}: {exc} (is it a table of {space.name}?)") from None
     return archs
 
 
-def load_arch_file(space_module, path) -> list:
+def load_arch_file(space: Space, path) -> list:
     """Architectures from a file: one per line in the space's own encoding
     (blank lines and lines starting with '#' skipped); for nb101 also the csv
     files of the benchmark, for nlp wt2_summary.csv (the space's read_csv_archs);
     "packaged:NAME" is the architecture column
     of a table shipped with the package (benchmark_tables), in its order."""
     if str(path).startswith(PACKAGED_PREFIX):
-        return _packaged_archs(space_module, str(path)[len(PACKAGED_PREFIX):])
+        return _packaged_archs(space, str(path)[len(PACKAGED_PREFIX):])
     path = Path(path)
     if not path.exists():
         raise UserError(f"architecture file not found: {path} (check the path)")
-    if path.suffix == ".csv" and space_module.read_csv_archs is not None:
-        return space_module.read_csv_archs(path)
+    if path.suffix == ".csv" and space.read_csv_archs is not None:
+        return space.read_csv_archs(path)
     archs = []
     for number, line in enumerate(read_text(path, "architecture file").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         try:
-            archs.append(space_module.parse(line))
+            archs.append(space.parse(line))
         except UserError as exc:
             raise UserError(f"{path}, line {number}: {exc}") from None
     if not archs:
@@ -351,263 +453,164 @@ def load_arch_file(space_module, path) -> list:
     return archs
 
 
-def _unique(space_module, archs) -> tuple[list, list[str]]:
+def _unique(space: Space, archs) -> tuple[list, list[str]]:
     """Parse strings, drop repeats (same format_arch), keep the first order."""
     seen: dict[str, object] = {}
     for arch in archs:
         if isinstance(arch, str):
-            arch = space_module.parse(arch)
+            arch = space.parse(arch)
         else:
-            space_module.validate(arch)
-        seen.setdefault(space_module.format_arch(arch), arch)
+            space.validate(arch)
+        seen.setdefault(space.format_arch(arch), arch)
     return list(seen.values()), list(seen)
 
 
-def _defaults(function, skip: tuple) -> dict:  # prepare_model's; a space declares its own (Space.export_defaults)
-    """The keyword defaults of `function` that are not None."""
-    return {
-        name: p.default for name, p in inspect.signature(function).parameters.items()
-        if name not in skip and p.default is not inspect.Parameter.empty and p.default is not None
-    }
+def selected_archs(space: Space, selection: ArchSelection, offers_all: bool = False) -> list:
+    """The architectures `selection` names (--all where the command offers
+    it, --sample N with --seed, or --archs FILE); UserError unless exactly one is given."""
+    from epsinas_onnx.core.limits import check_sample
 
-
-def _check_kwargs(function, given: dict, what: str) -> None:
-    accepted = inspect.signature(function).parameters
-    for key in given:
-        if key not in accepted:
-            raise UserError(f"{what} option {key!r} does not apply here (accepted: {', '.join(accepted)})")
+    chosen = sum([selection.everything, selection.sample is not None, selection.arch_file is not None])
+    if chosen != 1:
+        raise UserError(f"give exactly one of {'--all, ' if offers_all else ''}--sample N or --archs FILE")
+    if selection.everything:
+        if not space.enumerable:
+            raise UserError(f"{space.name} cannot be enumerated here; use --sample N or --archs FILE")
+        return space.all_archs()
+    if selection.sample is not None:
+        check_sample(selection.sample)
+        return space.sample(selection.sample, selection.seed)
+    return load_arch_file(space, selection.arch_file)
 
 
 # ---------------------------------------------------------------- the driver
 
 
 @stoppable
-def run_bench(
-    space: str,
-    archs,
-    weights=None,
-    *,
-    batch_options: BatchOptions = BatchOptions(),
-    scoring: ScoringSettings = ScoringSettings(),
-    execution: ExecutionOptions = BENCH_EXECUTION,
-    export: dict | None = None,
-    store_path=DEFAULT_STORE,
-    workers: int | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-    executor: str = "local",
-    address: str | None = None,
-    chunk: int | None = None,
-) -> BenchSummary:
-    """Score `archs` (architectures or their strings) of `space` into the store.
+def run_bench(space_name: str, archs, weights=None, *, batch: BatchOptions = BatchOptions(),
+              scoring: ScoringSettings = ScoringSettings(), execution: ExecutionOptions = BENCH_EXECUTION,
+              export: dict | None = None, run: RunOptions = RunOptions()) -> BenchSummary:
+    """Score `archs` (architectures or their strings) of space `space_name` into the store run.store.
 
     weights: default the space's reference pair. export: keyword arguments of
     the space's to_onnx; scoring: what is computed (both are part of the
-    store key, with every default made explicit: ScoringSettings.key);
-    batch_options: the batch fed; execution: device, threads per worker, timeout. Architectures already stored under the same key are skipped;
-    `limit` caps how many are scored in this run. Raises BenchInterrupted on
-    Ctrl-C, SIGTERM or SIGHUP (finished rows are stored), UserError on bad input.
+    store key, with every default made explicit: ScoringSettings.key; a key
+    names the mode only where it is not the reference, so stores written
+    before modes existed keep their keys); batch: the batch fed; execution:
+    device, threads per worker, timeout (seconds each ONNX Runtime run may
+    take, None: no limit; an architecture past it is an error row, retried by
+    the next run). Architectures already stored under the same key are
+    skipped; run.limit caps how many are scored in this run. Raises
+    BenchInterrupted on Ctrl-C, SIGTERM or SIGHUP (finished rows are stored),
+    UserError on bad input.
 
-    executor: "local" (`workers` processes, default 1) or "ray" (a Ray cluster:
-    the one at `address`, else RAY_ADDRESS, else a local instance; `workers`
-    caps the tasks at a time, default the cluster's CPUs; `chunk` architectures
-    per task); see executors.py. The driver alone writes the store either way.
-    execution.timeout: seconds each ONNX Runtime run may take (None: no limit); an
-    architecture past it is an error row, retried by the next run.
-    scoring.mode: the scoring mode (modes.py); a store key names it only where it is not
-    the reference, so stores written before modes existed keep their keys."""
+    run.executor: "local" (run.workers processes, default 1) or "ray" (a Ray
+    cluster: the one at run.address, else RAY_ADDRESS, else a local instance;
+    run.workers caps the tasks at a time, default the cluster's CPUs;
+    run.chunk architectures per task); see executors.py. The driver alone
+    writes the store either way."""
     from epsinas_onnx.spaces import get_space
 
-    module = get_space(space)
-    weights = check_weights(weights if weights is not None else module.reference_weights)
-    mode, device, threads, timeout = scoring.mode, execution.device, execution.threads, execution.timeout
-    check_mode(mode, weights)
+    space = get_space(space_name)
+    weights = check_weights(weights if weights is not None else space.reference_weights)
+    check_mode(scoring.mode, weights)
     export = {k: v for k, v in (export or {}).items() if v is not None}
-    module.check_export_options(export)
+    space.check_export_options(export)
     # explicit defaults: the key is the same whether an option was given at its default or left out
-    export = {**module.export_defaults, **export}
-    store_settings = scoring.key(export, batch_options.input_name)
-    settings = store_settings["prepare"]  # every default explicit, neutral values left out: as the key says
-    check_executor(executor, address, chunk)
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be at least 1, not {workers}")
-    if executor == "local":  # a Ray cluster's CPUs are not this machine's
-        check_workers(workers)
-    if workers is None and executor == "local":
-        workers = 1
-    if limit is not None and limit < 0:
-        raise UserError(f"--limit must be at least 0, not {limit}")
+    export = {**space.export_defaults, **export}
+    check_run_options(run)
     listed = list(archs)
-    unique, texts = _unique(module, listed)
+    unique, texts = _unique(space, listed)
     if not unique:
         raise UserError("no architectures to score")
-    param_kwargs = module.num_params_kwargs(export)
 
     # an existing store is checked before any work (a bad one fails at once);
     # a new one is created only once the input has proved good
-    store = ResultStore(store_path) if Path(store_path).exists() else None
+    store = ResultStore(run.store) if Path(run.store).exists() else None
     try:
         # the batch, once: shaped by the first architecture's model. On Ray the
         # driver need not have the workers' GPU: --device cuda probes on the CPU
-        probe_device = "cpu" if executor == "ray" and device == "cuda" else device
-        probe = prepare_model(module.to_onnx(unique[0], **export), device=probe_device, threads=threads, **settings)
-        batch = batch_for(probe, batch_options)
+        probe_device = "cpu" if run.executor == "ray" and execution.device == "cuda" else execution.device
+        probe = prepare_model(space.to_onnx(unique[0], **export), scoring,
+                              dataclasses.replace(execution, device=probe_device), batch.input_name)
+        fed = batch_for(probe, batch)
         key = {
-            "space": space, "weights": weights_key(weights), "data": fingerprint(batch.array),
-            "settings": settings_key(store_settings),
+            "space": space_name, "weights": weights_key(weights), "data": fingerprint(fed.array),
+            "settings": settings_key(scoring.key(export, batch.input_name)),
         }
         if store is None:
-            store = ResultStore(store_path)
+            store = ResultStore(run.store)
         done = store.done(key["space"], key["weights"], key["data"], key["settings"])
         todo = [(arch, text) for arch, text in zip(unique, texts) if text not in done]
-        if limit is not None:
-            todo = todo[:limit]
+        if run.limit is not None:
+            todo = todo[:run.limit]
         summary = BenchSummary(
-            space=space, store=str(store_path), requested=len(unique), duplicates=len(listed) - len(unique),
-            skipped=len(done.intersection(texts)), todo=len(todo), workers=min(workers or 1, max(len(todo), 1)), data=key["data"],
-            data_description=batch.description, warnings=list(probe.rewritten.warnings),
+            space=space_name, store=str(run.store), requested=len(unique), duplicates=len(listed) - len(unique),
+            skipped=len(done.intersection(texts)), todo=len(todo), workers=min(run.workers or 1, max(len(todo), 1)),
+            data=key["data"], data_description=fed.description, warnings=list(probe.rewritten.warnings),
         )
-        job_device = "cuda" if probe_device != device else probe.device
-        # where the driver groups by computation class, the classes are what the
-        # computation keys would find (NAS-Bench-201: 7,871 of each): no key needed
-        computed = None if class_function(module, settings) else {}
-        job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed,
-                   build=build_options(module, settings), timeout=timeout, mode=mode, data=key["data"])
-        _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
+        job_device = "cuda" if probe_device != execution.device else probe.device
+        workers_run = dataclasses.replace(execution, device=job_device, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
+        job = BenchJob(space, export, scoring, batch.input_name, workers_run, fed.array, weights, data=key["data"])
+        _score_all(job, todo, store, key, summary, run)
     finally:
         if store is not None:
             store.close()
     return summary
 
 
-@dataclasses.dataclass
-class _Job:
-    """What every worker needs, sent once per worker: an executors.Job whose
-    items are architectures and whose results are rows."""
-
-    label = "bench"  # executors.Job: for the executor's messages
-    noun = "architecture"
-
-    space_module: object
-    batch: np.ndarray
-    weights: tuple
-    export: dict
-    settings: dict
-    device: str
-    threads: int | None
-    param_kwargs: dict
-    # score_architecture's results by computation key, None for no keys; each worker fills its own
-    computed: dict | None = dataclasses.field(default_factory=dict, repr=False)
-    # texts of the architectures to run with the finite check (ClassPlan.if_finite)
-    finite_checks: frozenset = frozenset()
-    build: dict = dataclasses.field(default_factory=dict)  # build_options
-    timeout: float | None = None  # seconds per ONNX Runtime run
-    mode: str = DEFAULT_MODE
-    data: str = ""  # the batch's fingerprint (store.fingerprint), as the store key has it; "": not known yet
-
-    def run(self, arch) -> dict:
-        finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
-        return score_architecture(
-            self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
-            device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
-            finite_check=finite_check, build=self.build, timeout=self.timeout, mode=self.mode,
-            pieces=self.pieces(),
-        )
-
-    def pieces(self):
-        """The space's network run piece by piece for this job (Space.pieces_for),
-        made on first use in each worker and kept for every architecture after;
-        None where the space has none or they do not apply (then each
-        architecture takes the generic path)."""
-        if "_pieces" not in self.__dict__:
-            self._pieces = _process_pieces(self)
-        return self._pieces
-
-    def died(self, arch, error: str) -> dict:
-        """The error row of an architecture whose worker process died scoring
-        it (a local worker, a Ray task): no result; the next run retries it."""
-        return {
-            "arch": self.space_module.format_arch(arch), "score": math.nan, "nan_reason": None,
-            "params": None, "seconds": 0.0, "device": self.device, "error": error,
-        }
-
-    def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
-        state = dict(self.__dict__)
-        state["space_module"] = self.space_module.name
-        state["computed"] = None if self.computed is None else {}
-        state.pop("_pieces", None)  # sessions do not pickle: each worker makes its own
-        return state
-
-    def __setstate__(self, state):
-        from epsinas_onnx.spaces import get_space
-
-        state["space_module"] = get_space(state["space_module"])
-        self.__dict__.update(state)
-
-
-# the pieces this process made last and what they were made for: a search scores a
-# few architectures per run_bench call, in one process, and should not make them each time
-_PIECES_MADE: dict[tuple, object] = {}
-
-
-def _process_pieces(job: _Job):
-    if job.space_module.pieces_for is None:
-        return None
-    # a Ray task unpickles the job anew: the fingerprint run_bench computed saves hashing the batch again
-    key = (job.space_module.name, repr(sorted(job.export.items())), repr(sorted(job.settings.items())),
-           job.data or fingerprint(job.batch), job.device, job.threads)
-    if key not in _PIECES_MADE:
-        _PIECES_MADE.clear()  # one set at a time: their sessions hold memory
-        try:
-            _PIECES_MADE[key] = job.space_module.pieces_for(
-                job.export, job.settings, job.batch, device=job.device, threads=job.threads,
-                graph_optimization=BENCH_GRAPH_OPTIMIZATION)
-        except Exception:  # the generic path then reports, per architecture, what fails
-            _PIECES_MADE[key] = None
-    return _PIECES_MADE[key]
-
-
-def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: BenchSummary, progress: bool,
-               executor: str = "local", options: dict | None = None) -> None:
-    from tqdm import tqdm
-
+def _score_all(job: BenchJob, todo: list, store: ResultStore, key: dict, summary: BenchSummary,
+               run: RunOptions) -> None:
+    """Score `todo` ([(arch, text), ...]) one computation class at a time
+    (executors.run_job), each row stored as it arrives (Recorder);
+    BenchInterrupted on a stop signal."""
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="arch", file=sys.stderr, disable=not progress or not todo,
-               desc=f"bench {summary.space}", dynamic_ncols=True, smoothing=0.1)
-
-    plan = computation_classes(job.space_module, todo, job.settings)
+    plan = computation_classes(job.space, todo, job.scoring)
     job.finite_checks = frozenset(plan.if_finite)
     summary.workers = min(summary.workers, max(len(plan.to_score), 1))
-    unproven = []  # if_finite architectures whose check failed: run them after the others
+    with progress_bar(len(todo), f"bench {summary.space}", "arch", run.progress) as bar:
+        recorder = Recorder(job, plan, store, key, summary, bar)
+        try:
+            summary.workers = run_job(job, [arch for arch, _ in plan.to_score], run, recorder.record) or summary.workers
+            if recorder.unproven:  # rare: a check failed (or its architecture did); each runs as its own class
+                run_job(job, [arch for arch, _ in recorder.unproven], run, recorder.record)
+        except KeyboardInterrupt as stop:
+            summary.wall = time.perf_counter() - start
+            raise BenchInterrupted(summary, getattr(stop, "signum", signal.SIGINT)) from None
+        finally:
+            summary.wall = time.perf_counter() - start
 
-    def record(row: dict) -> None:
-        store_row(row)
-        for arch, text in plan.same.pop(row["arch"], ()):
-            store_row(_follower_row(job, row, arch, text))
-        conditional = plan.if_finite.pop(row["arch"], ())
+
+class Recorder:
+    """The driver's side of a run: each row stored and committed as it
+    arrives, with the rows of the architectures that take its result
+    (`plan`), and counted in the summary and on the progress bar."""
+
+    def __init__(self, job: BenchJob, plan: ClassPlan, store: ResultStore, key: dict, summary: BenchSummary, bar):
+        self.job = job
+        self.plan = plan
+        self.store = store
+        self.key = key
+        self.summary = summary
+        self.bar = bar
+        self.unproven: list = []  # if_finite architectures whose check failed: run them after the others
+
+    def record(self, row: dict) -> None:
+        """A scored architecture's row, and those of the architectures that compute the same."""
+        self.store_row(row)
+        for arch, text in self.plan.same.pop(row["arch"], ()):
+            self.store_row(follower_row(self.job, row, arch, text))
+        conditional = self.plan.if_finite.pop(row["arch"], ())
         if row.get("finite"):
             for arch, text in conditional:
-                record(_follower_row(job, row, arch, text))
+                self.record(follower_row(self.job, row, arch, text))  # with the rows of its own exact class
         else:
-            unproven.extend(conditional)
+            self.unproven.extend(conditional)
 
-    def run(to_score: list, first: bool = True) -> None:
-        if executor == "local" and summary.workers <= 1:
-            for arch, _ in to_score:
-                record(job.run(arch))
-        elif to_score:
-            pool_options = dict(options or {})
-            if executor == "local":
-                pool_options["workers"] = min(summary.workers, len(to_score))
-            with open_executor(executor, job, **pool_options) as pool:
-                if first:
-                    summary.workers = pool.size
-                for row in pool.imap([arch for arch, _ in to_score]):
-                    record(row)
-
-    def store_row(row: dict) -> None:
-        store.add({**row, **key, "data_description": summary.data_description, "created": now()})
-        store.commit()
+    def store_row(self, row: dict) -> None:
+        summary = self.summary
+        self.store.add({**row, **self.key, "data_description": summary.data_description, "created": now()})
+        self.store.commit()
         if row["error"] is not None:
             summary.errors += 1
         else:
@@ -615,18 +618,5 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
             summary.nan += math.isnan(row["score"])
             summary.reused += bool(row.get("reused"))
         summary.arch_seconds += row["seconds"]
-        bar.update(1)
-        bar.set_postfix(nan=summary.nan, errors=summary.errors, refresh=False)
-
-    try:
-        run(plan.to_score)
-        if unproven:  # rare: a check failed (or its architecture did); each runs as its own class
-            run(unproven, first=False)
-    except KeyboardInterrupt as stop:
-        summary.wall = time.perf_counter() - start
-        bar.close()
-        raise BenchInterrupted(summary, getattr(stop, "signum", signal.SIGINT)) from None
-    finally:
-        bar.close()
-        summary.wall = time.perf_counter() - start
-
+        self.bar.update(1)
+        self.bar.set_postfix(nan=summary.nan, errors=summary.errors, refresh=False)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,9 +35,10 @@ import numpy as np
 
 from epsinas_onnx.core.atomic import write_atomically
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.experiments.executors import LocalPool
+from epsinas_onnx.core.options import (CALIBRATE_EXECUTION, CALIBRATE_KEY, BatchOptions, ExecutionOptions, RunOptions,
+                                       ScoringSettings)
 from epsinas_onnx.core.scoring.metric import epsinas_score
-from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.experiments.executors import check_run_options, progress_bar, run_job
 
 RULE = (
     "among the pairs whose NaN rate is at most the grid's lowest NaN rate + 0.5, the pair with the highest "
@@ -55,6 +55,7 @@ RULE = (
 # architectures that are NaN at every small w_low.
 NAN_SLACK = 0.5
 AGREEMENT_TIE = 0.01
+SAVE_EVERY = 25  # models between two saves of the --outputs cache
 
 
 # ---------------------------------------------------------------- the grid
@@ -96,18 +97,24 @@ class Item:
 
 
 @dataclasses.dataclass
-class _Job:
+class CalibrateJob:
     """An executors.Job: an Item's (name, outputs at every weight, error)."""
 
     label = "calibrate"  # executors.Job: for the executor's messages
     noun = "model"
-    threads = 1
 
     batch: np.ndarray
     weights: list[float]
-    settings: dict
-    export: dict
-    device: str
+    scoring: ScoringSettings
+    execution: ExecutionOptions
+
+    @property
+    def device(self) -> str:  # executors.Job
+        return self.execution.device
+
+    @property
+    def threads(self) -> int | None:  # executors.Job
+        return self.execution.threads
 
     def run(self, item: Item) -> tuple[str, np.ndarray | None, str | None]:
         from epsinas_onnx.core.scoring.scorer import prepare_model
@@ -116,11 +123,10 @@ class _Job:
             if item.space is not None:
                 from epsinas_onnx.spaces import get_space
 
-                model, check = get_space(item.space).to_onnx(item.arch, **self.export), False
+                model, check = get_space(item.space).to_onnx(item.arch), False
             else:
                 model, check = item.path, True
-            prepared = prepare_model(model, device=self.device, threads=1, check=check, graph_optimization="none",
-                                     **self.settings)
+            prepared = prepare_model(model, self.scoring, dataclasses.replace(self.execution, check=check))
             out = np.stack([np.asarray(prepared.run(self.batch, w), dtype=np.float32).reshape(-1) for w in self.weights])
             return item.name, out, None
         except Exception as exc:  # one model that fails is reported, not fatal
@@ -144,6 +150,17 @@ class Outputs:
     batch_description: str
     settings: str
     seconds: float = 0.0
+
+    def keep(self, result: tuple, cache, bar) -> None:
+        """One CalibrateJob result, kept; the cache saved every SAVE_EVERY models."""
+        name, out, error = result
+        if error is None:
+            self.arrays[name] = out
+        else:
+            self.errors[name] = error
+        bar.update(1)
+        if cache and (len(self.arrays) + len(self.errors)) % SAVE_EVERY == 0:  # keep what is done if the run is stopped
+            self.save(cache)
 
     def save(self, path) -> None:
         path = Path(path)
@@ -172,69 +189,41 @@ def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> 
         return {}  # another batch, other weights, or not ours: recompute
 
 
-def collect_outputs(items: list[Item], weights: list[float], *, batch_options: BatchOptions = BatchOptions(),
-                    settings: dict | None = None, export: dict | None = None,
-                    device: str = "cpu", workers: int = 1, cache=None, progress: bool = True) -> Outputs:
-    """Run every item at every weight; `cache` (.npz) keeps outputs between runs
-    (reused when the batch, weights and settings match)."""
+def collect_outputs(items: list[Item], weights: list[float], batch: BatchOptions = BatchOptions(),
+                    scoring: ScoringSettings = ScoringSettings(), execution: ExecutionOptions = CALIBRATE_EXECUTION,
+                    run: RunOptions = RunOptions(store=None, workers=1)) -> Outputs:
+    """Run every item at every weight, run.workers at a time (executors.run_job);
+    run.store, an .npz (None: none), keeps outputs between runs (reused when
+    the batch, weights and settings match; saved every SAVE_EVERY models and
+    at the end, so an interrupted run resumes)."""
     from epsinas_onnx.spaces import get_space
-    from tqdm import tqdm
 
     from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model
     from epsinas_onnx.experiments.store import fingerprint, settings_key
 
     if not items:
         raise UserError("no models to calibrate on")
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, not {workers}")
-    settings = {k: v for k, v in (settings or {}).items() if v is not None}
-    export = {k: v for k, v in (export or {}).items() if v is not None}
+    check_run_options(run)
+    cache = run.store
     first = items[0]
-    model = get_space(first.space).to_onnx(first.arch, **export) if first.space else first.path
-    probe = prepare_model(model, device=device, threads=1, **settings)
-    batch = batch_for(probe, batch_options)
-    key = settings_key({"export": export, "prepare": settings})
-    finger = fingerprint(batch.array)
-    arrays = _load_cache(cache, finger, weights, key) if cache else {}
-    todo = [item for item in items if item.name not in arrays]
-    job = _Job(batch.array, list(weights), settings, export, probe.device)
-    errors: dict[str, str] = {}
+    model = get_space(first.space).to_onnx(first.arch) if first.space else first.path
+    probe = prepare_model(model, scoring, execution)
+    fed = batch_for(probe, batch)
+    kept = Outputs(list(weights), [i.name for i in items], {}, {}, fingerprint(fed.array), fed.description,
+                   settings_key(scoring.key(rule=CALIBRATE_KEY)))
+    if cache:
+        kept.arrays.update(_load_cache(cache, kept.fingerprint, weights, kept.settings))
+    todo = [item for item in items if item.name not in kept.arrays]
+    job = CalibrateJob(fed.array, list(weights), scoring, dataclasses.replace(execution, device=probe.device))
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="model", file=sys.stderr, disable=not progress or not todo, desc="calibrate",
-               dynamic_ncols=True)
-    done = 0
-
-    def take(result):
-        nonlocal done
-        name, out, error = result
-        if error is None:
-            arrays[name] = out
-        else:
-            errors[name] = error
-        bar.update(1)
-        done += 1
-        if cache and done % 25 == 0:  # keep what is done if the run is stopped
-            _outputs(arrays).save(cache)
-
-    def _outputs(arr):
-        return Outputs(list(weights), [i.name for i in items], arr, errors, finger, batch.description, key)
-
     try:
-        if workers == 1 or len(todo) <= 1:
-            for item in todo:
-                take(job.run(item))
-        else:
-            # not multiprocessing.Pool: it waits for ever for the item of a worker that died
-            with LocalPool(job, min(workers, len(todo))) as pool:
-                for result in pool.imap(todo):
-                    take(result)
+        with progress_bar(len(todo), "calibrate", "model", run.progress) as bar:
+            run_job(job, todo, run, lambda result: kept.keep(result, cache, bar))
     finally:
-        bar.close()
         if cache and todo:
-            _outputs(arrays).save(cache)
-    result = _outputs(arrays)
-    result.seconds = time.perf_counter() - start
-    return result
+            kept.save(cache)
+    kept.seconds = time.perf_counter() - start
+    return kept
 
 
 # ---------------------------------------------------------------- the table

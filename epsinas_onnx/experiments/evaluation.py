@@ -31,6 +31,7 @@ import numpy as np
 
 from epsinas_onnx.core.tables import as_table, number_or_nan, pick_column
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import TargetOptions
 
 EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
 
@@ -119,7 +120,7 @@ def _norm_name(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-def read_keyed(path, space_module, *, arch_column: str, columns: list[str], dataset: str | None = None,
+def read_keyed(path, space, *, arch_column: str, columns: list[str], dataset: str | None = None,
                failed_marker: float | None = None) -> tuple[dict[str, dict[str, float]], int]:
     """{format_arch text: {column: value}} from a csv file; rows repeating an
     architecture are averaged (their number is returned too). A `dataset`
@@ -140,7 +141,7 @@ def read_keyed(path, space_module, *, arch_column: str, columns: list[str], data
         key = canonical.get(text)
         if key is None:
             try:
-                key = space_module.format_arch(space_module.parse(text))
+                key = space.format_arch(space.parse(text))
             except UserError as exc:
                 raise UserError(f"{path}, line {line}: {exc}") from None
             canonical[text] = key
@@ -175,22 +176,11 @@ def proxy_columns(path, arch_column: str, exclude: set[str]) -> list[str]:
 # ---------------------------------------------------------------- evaluate
 
 
-def evaluate(
-    rows: list[dict],
-    space: str,
-    accuracies,
-    *,
-    dataset: str | None = None,
-    arch_column: str | None = None,
-    target_column: str | None = None,
-    lower_is_better: bool | None = None,
-    baselines=None,
-    proxies=None,
-    mode: str = "reference",
-    other_modes: dict[str, list[dict]] | None = None,
-) -> dict:
+def evaluate(rows: list[dict], space: str, targets: TargetOptions, *, baselines=None, proxies=None,
+             mode: str = "reference", other_modes: dict[str, list[dict]] | None = None) -> dict:
     """The statistics of stored `rows` (one space, one config; from
-    ResultStore.rows) against a table of targets (a Table or a csv path), with
+    ResultStore.rows) against the targets (targets.accuracies: a Table or a
+    csv path; its other fields pick the column, default the space's), with
     side-by-side rows for the parameter count and any baseline / proxy tables.
     Each row keeps the architectures it has: epsinas and params every one
     scored without error with a finite target; a side table's proxies those
@@ -198,6 +188,8 @@ def evaluate(
     repeats epsinas on them when they are fewer. mode: the scoring mode of
     `rows`; other_modes: the rows of the same config in other modes (mode ->
     rows), each given its two rows beside the first."""
+    accuracies, dataset, arch_column = targets.accuracies, targets.dataset, targets.arch_column
+    target_column, lower_is_better = targets.target_column, targets.lower_is_better
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)

@@ -13,7 +13,9 @@ with
 
 Executors never touch a results store: the driver (bench, calibrate) alone
 writes what it keeps, one result at a time, so resume and exactly-once hold
-for every executor.
+for every executor. `run_job` is the one loop a driver runs its items
+through (in this process, or with an executor), and `progress_bar` its one
+progress bar.
 
     local   worker processes on this machine (LocalPool; the default)
     ray     tasks on a Ray cluster (`pip install "epsinas-onnx[ray]"`)
@@ -38,9 +40,11 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from typing import Protocol
+from typing import Callable, Protocol
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.limits import check_workers
+from epsinas_onnx.core.options import RunOptions
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = 'pip install "epsinas-onnx[ray]"'
@@ -96,6 +100,49 @@ def open_executor(name: str, job, workers: int | None, *, address: str | None = 
     if name == "local":
         return LocalPool(job, workers or 1)
     return RayExecutor(job, workers, address=address, chunk=chunk)
+
+
+def check_run_options(run: RunOptions) -> None:
+    """A user error, before any work, for options no run can take."""
+    check_executor(run.executor, run.address, run.chunk)
+    if run.workers is not None and run.workers < 1:
+        raise UserError(f"--workers must be at least 1, not {run.workers}")
+    if run.executor == "local":  # a Ray cluster's CPUs are not this machine's
+        check_workers(run.workers)
+    if run.limit is not None and run.limit < 0:
+        raise UserError(f"--limit must be at least 0, not {run.limit}")
+
+
+def run_job(job: Job, items: list, run: RunOptions, record: Callable[[object], None]) -> int | None:
+    """Run `job` on every item once, handing each result to `record` as it
+    arrives: in this process where one local worker would do, else with the
+    executor run.executor (run.workers at a time; Ray: run.address, run.chunk).
+    The one loop of the drivers (bench, calibrate; ablate and search through
+    bench): they pass only the items they have not kept yet and keep each
+    result as it comes, so an interrupted run loses none of them and a rerun
+    resumes. Ctrl-C (or SIGTERM / SIGHUP under stop_signals) arrives as
+    KeyboardInterrupt, once the executor has stopped its workers. Returns how
+    many items ran at a time (None: there were none)."""
+    if not items:
+        return None
+    workers = min(run.workers or 1, len(items)) if run.executor == "local" else run.workers
+    if run.executor == "local" and workers <= 1:
+        for item in items:
+            record(job.run(item))
+        return 1
+    with open_executor(run.executor, job, workers, address=run.address, chunk=run.chunk) as pool:
+        for result in pool.imap(items):
+            record(result)
+        return pool.size
+
+
+def progress_bar(total: int, description: str, unit: str, enabled: bool = True):
+    """The drivers' progress bar (tqdm, a context manager) on stderr; off with
+    --no-progress or with nothing to do."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=not enabled or not total, desc=description,
+                dynamic_ncols=True, smoothing=0.1)
 
 
 def _import_ray(local: bool = False):

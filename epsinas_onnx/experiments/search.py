@@ -37,8 +37,9 @@ from typing import Callable
 
 import numpy as np
 
-from epsinas_onnx.core.tables import as_table, pick_column
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import BENCH_EXECUTION, BatchOptions, ExecutionOptions, RunOptions, TargetOptions
+from epsinas_onnx.core.tables import as_table, pick_column
 
 SEED_SPACE = 2**31  # seeds handed to space.sample
 
@@ -88,12 +89,13 @@ class Targets:
         return min(finite) if self.lower_is_better else max(finite)
 
 
-def load_targets(space: str, accuracies, *, dataset: str | None = None, arch_column: str | None = None,
-                 target_column: str | None = None, lower_is_better: bool | None = None,
-                 select_column: str | None = None) -> Targets:
-    """The target column of a table (a Table or a csv path), with the same defaults as `evaluate`
-    (nb201: --dataset's column; nb101: cifar_acc_108 or val_accuracy; nlp:
-    final_test_loss, lower is better)."""
+def load_targets(space: str, targets: TargetOptions, select_column: str | None = None) -> Targets:
+    """The target column of targets.accuracies (a Table or a csv path), with
+    the same defaults as `evaluate` (nb201: targets.dataset's column; nb101:
+    cifar_acc_108 or val_accuracy; nlp: final_test_loss, lower is better);
+    select_column: what evolution's tournament compares (default: the target)."""
+    accuracies, dataset, arch_column = targets.accuracies, targets.dataset, targets.arch_column
+    target_column, lower_is_better = targets.target_column, targets.lower_is_better
     from epsinas_onnx.experiments import evaluation
     from epsinas_onnx.spaces import get_space
 
@@ -294,12 +296,27 @@ class Member:
     score: float | None  # NaN as 0; None when not needed (no move)
 
 
-def evolution(space, targets: Targets, scores: Scores | None, *, budget: int, population: int = 64,
-              tournament: int = 10, warmup: int = 0, move: bool = False, runs: int = 1, seed: int = 0,
+@dataclasses.dataclass(frozen=True)
+class Evolution:
+    """Ageing evolution's settings: `budget` architectures trained per run
+    (the first population included), the population and tournament sizes, a
+    warm-up (the first population: the best-scored of `warmup` random
+    architectures; 0: random) and `move` (the parent is the tournament's best
+    score, not its best accuracy)."""
+
+    budget: int
+    population: int = 64
+    tournament: int = 10
+    warmup: int = 0
+    move: bool = False
+
+
+def evolution(space, targets: Targets, scores: Scores | None, plan: Evolution, runs: int = 1, seed: int = 0,
               history: list | None = None) -> np.ndarray:
     """Ageing evolution; best target found so far after each trained
-    architecture: array (runs, budget). `history`, if a list, receives per run
+    architecture: array (runs, plan.budget). `history`, if a list, receives per run
     the list of population snapshots (texts) after each step, for tests."""
+    budget, population, tournament, warmup, move = plan.budget, plan.population, plan.tournament, plan.warmup, plan.move
     _check_budget(budget, runs)
     if population < 1:
         raise UserError(f"--population must be at least 1, not {population}")
@@ -416,17 +433,16 @@ def store_scores(rows: list[dict]) -> dict[str, float]:
 
 @dataclasses.dataclass
 class BenchFiller:
-    """Scores missing architectures into the store with bench.run_bench, with
-    the weights and settings of the store's config; the input options must give
-    the config's batch (checked by its fingerprint before anything is scored)."""
+    """Scores missing architectures into the store run.store with
+    bench.run_bench, with the weights and settings of the store's config; the
+    batch options must give the config's batch (checked by its fingerprint
+    before anything is scored)."""
 
     space: str
-    store_path: str
     config_row: dict  # one stored row of the config
-    batch_options: object  # options.BatchOptions: the batch the store was made with
-    device: str = "auto"
-    workers: int = 1
-    progress: bool = True
+    batch: BatchOptions  # the batch the store was made with
+    execution: ExecutionOptions = BENCH_EXECUTION
+    run: RunOptions = RunOptions(workers=1)
     checked: bool = False
     stored: int = 0  # rows of the config in the store, for the messages
     announce: bool = True  # a line on stderr before the first scoring on demand
@@ -439,20 +455,18 @@ class BenchFiller:
                 settings.get("mode", "reference"))
 
     def __call__(self, archs: list) -> dict[str, float]:
-        import dataclasses
-
-        from epsinas_onnx.experiments.bench import BENCH_EXECUTION, run_bench
         from epsinas_onnx.core.options import ScoringSettings
+        from epsinas_onnx.experiments.bench import run_bench
 
         weights, export, prepare, mode = self._config()
         prepare = dict(prepare)
         # the model input fed is a batch option, part of the stored key as a prepare setting
-        batch = dataclasses.replace(self.batch_options, input_name=prepare.pop("input_name", None))
-        common = dict(weights=weights, export=export, batch_options=batch, scoring=ScoringSettings(mode=mode, **prepare),
-                      execution=dataclasses.replace(BENCH_EXECUTION, device=self.device), store_path=self.store_path,
-                      workers=self.workers)
+        batch = dataclasses.replace(self.batch, input_name=prepare.pop("input_name", None))
+        common = dict(export=export, batch=batch, scoring=ScoringSettings(mode=mode, **prepare),
+                      execution=self.execution)
         if not self.checked:
-            probe = run_bench(self.space, archs[:1], limit=0, progress=False, **common)
+            probe = run_bench(self.space, archs[:1], weights, run=dataclasses.replace(self.run, limit=0, progress=False),
+                              **common)
             if probe.data != self.config_row["data"]:
                 raise UserError(
                     f"{self._missing(archs)}, but the input options give another batch ({probe.data_description}) "
@@ -466,12 +480,12 @@ class BenchFiller:
             print(f"{self._missing(archs)}: scoring them into it on the store's batch and settings (Ctrl-C stops; "
                   "a rerun resumes)", file=sys.stderr, flush=True)
             self.announce = False
-        run_bench(self.space, archs, progress=self.progress, **common)
+        run_bench(self.space, archs, weights, run=self.run, **common)
         return self._read(archs)
 
     def _missing(self, archs: list) -> str:
         """How many architectures the search lacks, against what the store holds."""
-        return (f"{len(archs)} architecture(s) the search draws are not in the store {self.store_path} "
+        return (f"{len(archs)} architecture(s) the search draws are not in the store {self.run.store} "
                 f"(it holds {self.stored} of this config)")
 
     def _read(self, archs: list) -> dict[str, float]:
@@ -480,7 +494,7 @@ class BenchFiller:
         module = get_space(self.space)
         texts = [module.format_arch(a) for a in archs]
         out: dict[str, float] = {}
-        db = sqlite3.connect(self.store_path, timeout=60)
+        db = sqlite3.connect(self.run.store, timeout=60)
         try:
             for start in range(0, len(texts), 500):
                 chunk = texts[start:start + 500]

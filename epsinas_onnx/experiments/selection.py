@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import DEFAULT_MODE
+from epsinas_onnx.core.options import DEFAULT_MODE, ArchSelection, StoredScores, TargetOptions
 from epsinas_onnx.experiments.store import ResultStore
 
 
@@ -101,22 +101,17 @@ def space_of_store(store) -> str:
     return spaces[0]
 
 
-def store_scores(opts: dict):
-    """The stored scores of the store's config that `opts` (a search command's
-    options) picks, with a filler that scores missing architectures on demand."""
+def store_scores(source: StoredScores):
+    """The stored scores of the store's config that `source` picks, with a
+    filler that scores missing architectures on demand (search.BenchFiller)."""
     from epsinas_onnx.experiments import search
-    from epsinas_onnx.core.options import BatchOptions
 
-    store = opts["store"]
-    space, rows = config_rows(store, opts["space"], opts["config"], opts["mode"])
+    space, rows = config_rows(source.store, source.space, source.config, source.mode)
     first = rows[0]
-    batch = BatchOptions(data=opts["data"], batch_size=opts["batch_size"], shuffle_seed=opts["shuffle_seed"],
-                         norm=opts["norm"], synthetic=opts["synthetic"], seed=opts["input_seed"], seq_len=opts["seq_len"])
-    filler = search.BenchFiller(space, store, first, batch, device=opts["device"], workers=opts["workers"],
-                                progress=opts["progress"], stored=len(rows))
+    filler = search.BenchFiller(space, first, source.batch, source.execution, source.run, stored=len(rows))
     config = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
               "data_description": first["data_description"], "rows": len(rows)}
-    return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
+    return space, search.Scores(search.store_scores(rows), filler, source=str(source.store)), config
 
 
 def model_targets(path, names: list[str], target_column: str | None) -> dict[str, float]:
@@ -157,45 +152,41 @@ class CalibrationTargets:
     reference_pair: tuple[float, float] | None
 
 
-def calibration_targets(what: list[str], *, sample: int | None = None, seed: int = 0, arch_file=None,
-                        accuracies=None, dataset=None, arch_column=None, target_column=None,
-                        lower_is_better: bool | None = None) -> CalibrationTargets:
-    """calibrate's WHAT: one benchmark space (with `sample` N or `arch_file`)
-    or ONNX model files; with `accuracies` ("packaged" for the space's packaged
-    table, else a csv; for model files, one with a `model` column) the targets."""
+def calibration_targets(what: list[str], selection: ArchSelection = ArchSelection(),
+                        targets: TargetOptions = TargetOptions()) -> CalibrationTargets:
+    """calibrate's WHAT: one benchmark space (with a sample or an --archs file,
+    `selection`) or ONNX model files; with targets.accuracies ("packaged" for
+    the space's packaged table, else a csv; for model files, one with a `model`
+    column) the targets."""
     from epsinas_onnx.experiments import calibrate, search
     from epsinas_onnx.spaces import SPACES, get_space
 
+    accuracies, target_column, lower_is_better = targets.accuracies, targets.target_column, targets.lower_is_better
     lower = bool(lower_is_better)
     if len(what) == 1 and what[0] in SPACES:
-        from epsinas_onnx.experiments.bench import load_arch_file
+        from epsinas_onnx.experiments.bench import selected_archs
         from epsinas_onnx.experiments.benchmark_tables import PACKAGED, targets_table
 
         space = get_space(what[0])
-        if (sample is None) == (arch_file is None):
-            raise UserError(f"give exactly one of --sample N or --archs FILE for {space.name}")
-        if sample is not None and sample < 1:
-            raise UserError(f"--sample must be at least 1, not {sample}")
-        archs = space.sample(sample, seed) if sample is not None else load_arch_file(space, arch_file)
+        archs = selected_archs(space, selection)
         unique = {}
         for arch in archs:
             unique.setdefault(space.format_arch(arch), arch)
         items = [calibrate.Item(name, space=space.name, arch=a) for name, a in unique.items()]
-        targets = None
+        values = None
         if accuracies:
             table = targets_table(space.name, accuracies=None if accuracies == PACKAGED else accuracies, archs=list(unique))
-            loaded = search.load_targets(space.name, table, dataset=dataset, arch_column=arch_column,
-                                         target_column=target_column, lower_is_better=lower_is_better)
-            targets, lower = loaded.values, loaded.lower_is_better
-        return CalibrationTargets(items, space.name, targets, lower, space.reference_weights)
+            loaded = search.load_targets(space.name, dataclasses.replace(targets, accuracies=table))
+            values, lower = loaded.values, loaded.lower_is_better
+        return CalibrationTargets(items, space.name, values, lower, space.reference_weights)
     missing = [p for p in what if not Path(p).is_file()]
     if missing:
         raise UserError(f"not a search space ({', '.join(SPACES)}) and no such model file: {missing[0]}")
-    if sample is not None or arch_file is not None:
+    if selection.sample is not None or selection.arch_file is not None:
         raise UserError(f"--sample / --archs are for a search space ({', '.join(SPACES)}), not model files")
     items = [calibrate.Item(p, path=p) for p in dict.fromkeys(what)]
     if accuracies == "packaged":
         raise UserError("--accuracies without a file is for a search space; for model files give a csv with "
                         "a 'model' column")
-    targets = model_targets(accuracies, [i.name for i in items], target_column) if accuracies else None
-    return CalibrationTargets(items, None, targets, lower, None)
+    values = model_targets(accuracies, [i.name for i in items], target_column) if accuracies else None
+    return CalibrationTargets(items, None, values, lower, None)

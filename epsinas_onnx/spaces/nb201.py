@@ -23,7 +23,7 @@ import onnx_ir as ir
 from onnx import TensorProto, helper
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import REFERENCE_WEIGHTS
+from epsinas_onnx.core.options import REFERENCE_WEIGHTS, ExecutionOptions, ScoringSettings
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
 from epsinas_onnx.spaces.graph_builder import OPSET, GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
@@ -573,32 +573,33 @@ def _nonfinite_model() -> onnx.ModelProto:
                         [_zero_constant("zero"), helper.make_node("Mul", ["x", "zero"], ["zeros"])])
 
 
-def pieces_declines(settings: dict, device: str) -> str | None:
-    """Why the pieces would not compute what the generic path does for
-    these prepare_model settings on `device`; None where they do."""
+def pieces_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
+    """Why the pieces would not compute what the generic path does for these
+    settings (prepare_model's) on `device`; None where they do."""
     if device != "cpu":
         return f"the pieces run on the CPU only, not {device} (each piece's output would be copied back)"
-    if settings.get("weight_init") not in (None, "constant"):
+    if scoring.random_weights:
         return "random weights (--weight-init) differ from layer to layer: each architecture is rewritten itself"
-    if settings.get("output") not in (None, HEAD_OUTPUT):
-        return f"the pieces end in the network's output {HEAD_OUTPUT!r}, not {settings['output']!r}"
-    if settings.get("input_name") not in (None, "input"):
-        return f"the network's input is 'input', not {settings['input_name']!r}"
+    if scoring.output not in (None, HEAD_OUTPUT):
+        return f"the pieces end in the network's output {HEAD_OUTPUT!r}, not {scoring.output!r}"
+    if input_name not in (None, "input"):
+        return f"the network's input is 'input', not {input_name!r}"
     return None
 
 
-def pieces_for(export: dict, settings: dict, batch: np.ndarray, *, device: str, threads: int | None,
-               graph_optimization: str) -> Pieces | None:
-    """The pieces for networks exported with `export` (to_ir's
-    options) and rewritten with `settings` (prepare_model's), on `batch`;
-    None where they do not apply (`pieces_declines`)."""
+def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execution: ExecutionOptions,
+               input_name: str | None = None) -> Pieces | None:
+    """The pieces for networks exported with `export` (to_ir's options) and
+    rewritten with `scoring` and `input_name` (prepare_model's), on `batch`,
+    with execution's threads and graph optimisation; None where they do not
+    apply (`pieces_declines`)."""
     from epsinas_onnx.core.scoring.scorer import rewrite_model, session_payload
 
-    if pieces_declines(settings, device) is not None:
+    if pieces_declines(scoring, input_name, execution.device) is not None:
         return None
-    staged = rewrite_model(to_ir(TEMPLATE, **export), in_place=True, **settings)
+    staged = rewrite_model(to_ir(TEMPLATE, **export), scoring, input_name, in_place=True)
     template = onnx.load_from_string(session_payload(staged.rewritten.model))
-    return Pieces(template, batch, threads, graph_optimization)
+    return Pieces(template, batch, execution.threads, execution.graph_optimization)
 
 
 SPACE = Space(

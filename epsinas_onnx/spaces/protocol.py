@@ -42,9 +42,9 @@ class Space:
     ir_takes_tied: bool = False  # to_ir(tied=True): one initialiser per kind and shape (constant weights)
     ir_takes_finite_check: bool = False  # to_ir(finite_check=True) adds finite_check_output
     read_csv_archs: Callable[[Any], list] | None = None  # architectures of a .csv file of the benchmark
-    # (export, settings, batch, *, device, threads, graph_optimization) -> a runner
-    # whose output(arch, weight, finite_check, timeout) is the generic path's
-    # logits bit for bit, with sessions made once (bench); None where it does not apply
+    # (export, scoring: ScoringSettings, batch, execution: ExecutionOptions, input_name) -> a
+    # runner whose output(arch, weight, finite_check, timeout) is the generic path's logits bit
+    # for bit, with sessions made once (bench), or None where it does not apply for those settings
     pieces_for: Callable[..., Any] | None = None
 
     @property

@@ -8,6 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import ScoringSettings
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring_pipeline
 from epsinas_onnx.core.rewriting.passes.build import all_nodes
 from epsinas_onnx.core.rewriting.passes.channel_collapse import ChannelCollapsePass, CollapseReport
@@ -28,15 +29,16 @@ class Rewritten:
     collapse: CollapseReport | None = None  # None: collapse not asked for
 
 
-def policy_for(model: ir.Model, bn_gamma: str = "w", bias: str | None = None, embedding: str = "uniform",
-               weight_init: str | None = None, weight_seed: int | None = None) -> InitPolicy:
-    """The init policy: explicit options win, then the model's own metadata.
-    weight_init / weight_seed None: the reference (constant weights)."""
+def policy_for(model: ir.Model, scoring: ScoringSettings = ScoringSettings()) -> InitPolicy:
+    """The init policy of `scoring`: its explicit options win, then the model's
+    own metadata. weight_init / weight_seed None: the reference (constant weights)."""
+    bias = scoring.bias
     if bias is None:
         bias = "w" if model.metadata_props.get(POLICY_METADATA_KEY) in ("w", "weight") else "zero"
-    extra = {k: v for k, v in (("weight_init", weight_init), ("weight_seed", weight_seed)) if v is not None}
+    extra = {k: v for k, v in (("weight_init", scoring.weight_init), ("weight_seed", scoring.weight_seed))
+             if v is not None}
     try:
-        return InitPolicy(bn_gamma=bn_gamma, bias=bias, embedding=embedding, **extra)
+        return InitPolicy(bn_gamma=scoring.bn_gamma, bias=bias, embedding=scoring.embedding, **extra)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.core.scoring.datasets import open_source
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import DEFAULT_SEQ_LEN  # NAS-Bench-NLP's BPTT length (inputs.DEFAULT_SEQ_LEN as before)
+from epsinas_onnx.core.options import DEFAULT_SEQ_LEN, BatchOptions  # noqa: F401 (inputs.DEFAULT_SEQ_LEN as before)
 
 # reference-semantics §5 (per channel, in 0..255 units)
 NORMS = {
@@ -79,20 +79,11 @@ def model_input(model: ir.Model, name: str | None, exclude: set[str]) -> InputSp
     return InputSpec(value.name, np.dtype(value.dtype.numpy()), shape)
 
 
-def prepare_batch(
-    spec: InputSpec,
-    data=None,
-    *,
-    batch_size: int = 256,
-    norm: str = "auto",
-    synthetic: str | None = None,
-    shuffle_seed: int | None = None,
-    seed: int = 0,
-    seq_len: int = DEFAULT_SEQ_LEN,
-    vocab_size: int | None = None,
-    token_layout: str | None = None,
-) -> Batch:
-    """The batch for `spec`, from `data` (a path or an array), synthetic data, or the default."""
+def prepare_batch(spec: InputSpec, options: BatchOptions = BatchOptions(), vocab_size: int | None = None) -> Batch:
+    """The batch for `spec` that `options` describe: from options.data (a path
+    or an array), synthetic data, or the default. vocab_size: a token model's
+    embedding rows (default token ids stay below it)."""
+    data, batch_size, seq_len, synthetic = options.data, options.batch_size, options.seq_len, options.synthetic
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {batch_size}")
     if seq_len < 1:
@@ -102,11 +93,11 @@ def prepare_batch(
     if spec.is_tokens:
         if synthetic is not None:
             raise UserError(f"--synthetic makes images, but input {spec.describe()} takes integer token ids; pass a text file with --data")
-        return _token_batch(spec, data, batch_size, seq_len, vocab_size, token_layout, seed)
+        return _token_batch(spec, data, batch_size, seq_len, vocab_size, options.token_layout, options.seed)
     _check_fixed_batch(spec, 0, batch_size)
     if data is None:
-        return _synthetic_batch(spec, synthetic or DEFAULT_SYNTHETIC, batch_size, seed, default=synthetic is None)
-    return _image_batch(spec, data, batch_size, norm, shuffle_seed)
+        return _synthetic_batch(spec, synthetic or DEFAULT_SYNTHETIC, batch_size, options.seed, default=synthetic is None)
+    return _image_batch(spec, data, batch_size, options.norm, options.shuffle_seed)
 
 
 def _check_fixed_batch(spec: InputSpec, axis: int, batch_size: int) -> None:

@@ -20,11 +20,8 @@ from epsinas_onnx.core.rewriting.rewrite import Rewritten, policy_for, rewrite_f
 from epsinas_onnx.core.rewriting.roles import Role
 from epsinas_onnx.core.scoring import runtime
 
-# the execution options change the speed, never the result (not part of a results-store key);
-# the neutral settings, at their "as before" values, are left out of store keys (options.py)
-from epsinas_onnx.core.options import (DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS, EXECUTION_OPTIONS, NEUTRAL_SETTINGS,  # noqa: F401
-                                  SPACE_METADATA_KEY, WEIGHTS_METADATA_KEY, BatchOptions, ExecutionOptions,
-                                  ScoringSettings)
+from epsinas_onnx.core.options import (DEFAULT_WEIGHTS, SPACE_METADATA_KEY, WEIGHTS_METADATA_KEY, BatchOptions,
+                                       ExecutionOptions, ScoringSettings, options_from_keywords)
 
 
 @dataclasses.dataclass
@@ -69,39 +66,22 @@ class PreparedModel:
         return runtime.run_outputs(self.session, names, feeds, self.timeout)
 
 
-def prepare_model(
-    model,
-    *,
-    output: str | None = None,
-    input_name: str | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    bn_gamma: str = "w",
-    bias: str | None = None,
-    embedding: str = "uniform",
-    collapse: bool = True,
-    check: bool = True,
-    graph_optimization: str = "all",
-    weight_init: str | None = None,
-    weight_seed: int | None = None,
-    timeout: float | None = None,
-) -> PreparedModel:
-    """Load, rewrite and open a session. collapse: run at the reduced channel
-    width that constant weights allow (the same function; see
-    passes/channel_collapse.py). The execution options (EXECUTION_OPTIONS)
-    change how fast, never what is computed: check=False skips onnx.checker
-    for a ModelProto the caller built; graph_optimization: ONNX Runtime's
-    level, all | basic | none; timeout: seconds an ONNX Runtime run may
-    take before it is stopped (runtime.RunTimeout). weight_init (None: "constant", the reference)
-    and weight_seed: an ablation that gives every weight tensor w * R, R a
-    fixed random tensor (passes/constant_weight.py); such a model runs at full
-    width, collapse or not."""
-    runtime.providers_for(device)  # a device that cannot run, or absurd threads: say so before the rewrite
-    check_threads(threads)
-    staged = rewrite_model(model, output=output, input_name=input_name, bn_gamma=bn_gamma, bias=bias,
-                           embedding=embedding, collapse=collapse, check=check, weight_init=weight_init,
-                           weight_seed=weight_seed)
-    return open_session(staged, device=device, threads=threads, graph_optimization=graph_optimization, timeout=timeout)
+def prepare_model(model, scoring: ScoringSettings = ScoringSettings(),
+                  execution: ExecutionOptions = ExecutionOptions(), input_name: str | None = None) -> PreparedModel:
+    """Load, rewrite and open a session. scoring: what is computed (the
+    output, the init policy, collapse: run at the reduced channel width that
+    constant weights allow, the same function; passes/channel_collapse.py);
+    a random scoring.weight_init (an ablation: every weight tensor w * R, R a
+    fixed random tensor, passes/constant_weight.py) runs at full width,
+    collapse or not. execution: how fast and where, never what is computed
+    (check=False skips onnx.checker for a ModelProto the caller built;
+    graph_optimization: ONNX Runtime's level, all | basic | none; timeout:
+    seconds an ONNX Runtime run may take before it is stopped,
+    runtime.RunTimeout). input_name: the model input to feed, when it has several."""
+    runtime.providers_for(execution.device)  # a device that cannot run, or absurd threads: say so before the rewrite
+    check_threads(execution.threads)
+    staged = rewrite_model(model, scoring, input_name, check=execution.check)
+    return open_session(staged, execution)
 
 
 @dataclasses.dataclass
@@ -113,25 +93,25 @@ class RewrittenModel:
     input_spec: InputSpec
 
 
-def rewrite_model(model, *, output=None, input_name=None, bn_gamma="w", bias=None, embedding="uniform",
-                  collapse=True, check=True, weight_init=None, weight_seed=None, in_place=False) -> RewrittenModel:
+def rewrite_model(model, scoring: ScoringSettings = ScoringSettings(), input_name: str | None = None, *,
+                  check: bool = True, in_place: bool = False) -> RewrittenModel:
     """Load and rewrite (prepare_model's options of the same names). in_place:
     an ir.Model the caller hands over (an exporter's, used once) is rewritten
     itself, not a copy."""
     ir_model = model if in_place and isinstance(model, ir.Model) else load_model(model, check=check)
-    output_name = _choose_output(ir_model, output)
+    output_name = _choose_output(ir_model, scoring.output)
     spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
-    policy = policy_for(ir_model, bn_gamma, bias, embedding, weight_init, weight_seed)
-    return RewrittenModel(rewrite_for_scoring(ir_model, policy, collapse), output_name, spec)
+    return RewrittenModel(rewrite_for_scoring(ir_model, policy_for(ir_model, scoring), scoring.collapse), output_name,
+                          spec)
 
 
-def open_session(staged: RewrittenModel, *, device: str = "auto", threads: int | None = None,
-                 graph_optimization: str = "all", timeout: float | None = None) -> PreparedModel:
+def open_session(staged: RewrittenModel, execution: ExecutionOptions = ExecutionOptions()) -> PreparedModel:
     """prepare_model's second half: an ONNX Runtime session for a rewritten model."""
-    providers = runtime.providers_for(device)
-    session = runtime.make_session(session_payload(staged.rewritten.model), providers, threads, graph_optimization)
+    providers = runtime.providers_for(execution.device)
+    session = runtime.make_session(session_payload(staged.rewritten.model), providers, execution.threads,
+                                   execution.graph_optimization)
     return PreparedModel(session, staged.output, staged.input_spec, staged.rewritten, runtime.device_name(providers),
-                         timeout)
+                         execution.timeout)
 
 
 def session_payload(model: ir.Model) -> bytes:
@@ -162,48 +142,28 @@ def embedding_rows(prepared: PreparedModel) -> int | None:
     return None
 
 
-def score(
-    model,
-    data=None,
-    weights=None,
-    *,
-    output: str | None = None,
-    input_name: str | None = None,
-    batch_size: int = 256,
-    norm: str = "auto",
-    synthetic: str | None = None,
-    shuffle_seed: int | None = None,
-    seed: int = 0,
-    seq_len: int | None = None,
-    token_layout: str | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    bn_gamma: str = "w",
-    bias: str | None = None,
-    embedding: str = "uniform",
-    collapse: bool = True,
-    weight_init: str | None = None,
-    weight_seed: int | None = None,
-    timeout: float | None = None,
-    mode: str = DEFAULT_MODE,
-) -> ScoreResult:
-    """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
+def score(model, data=None, weights=None, **keywords) -> ScoreResult:
+    """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model):
+    the friendly keyword entry point. Each keyword is a field of one of the
+    option objects (core/options.py), at its default there when not given:
+
+        the batch (BatchOptions)      batch_size, norm, synthetic, shuffle_seed, seed,
+                                      seq_len, token_layout, input_name
+        what is computed              output, bn_gamma, bias, embedding, collapse,
+          (ScoringSettings)           weight_init, weight_seed, mode
+        how (ExecutionOptions)        device, threads, timeout, graph_optimization, check
 
     data: a path (.npz / .npy images, or a text file for token models) or an
     array; None uses a synthetic batch (docs/commands/score.md). weights: the
     two constants; None: the pair the model's metadata records (a model
-    `epsinas-onnx export` wrote), else DEFAULT_WEIGHTS (NAS-Bench-201's). Raises UserError on bad
-    input; a NaN score is a result, with its reason in `nan_reason`. timeout:
+    `epsinas-onnx export` wrote), else DEFAULT_WEIGHTS (NAS-Bench-201's). Raises
+    UserError on bad input; a NaN score is a result, with its reason in `nan_reason`. timeout:
     seconds each ONNX Runtime run may take (None: no limit).
     mode: "reference" (the published score), "ladder" or "upper" (defined
     wherever the output depends on the input; docs/score-everywhere.md).
     """
-    batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-                         seed=seed, seq_len=seq_len or DEFAULT_SEQ_LEN, token_layout=token_layout,
-                         input_name=input_name)
-    scoring = ScoringSettings(output=output, bn_gamma=bn_gamma, bias=bias, embedding=embedding, collapse=collapse,
-                              weight_init=weight_init, weight_seed=weight_seed, mode=mode)
-    return score_with(model, weights, batch, scoring, ExecutionOptions(device=device, threads=threads, timeout=timeout))
+    batch, scoring, execution = options_from_keywords(keywords)
+    return score_with(model, weights, dataclasses.replace(batch, data=data), scoring, execution)
 
 
 def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
@@ -215,7 +175,7 @@ def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
         weights = check_weights(weights)
         check_mode(scoring.mode, weights)
     start = time.perf_counter()
-    prepared = prepare_model(model, input_name=batch.input_name, **scoring.prepare(), **execution.prepare())
+    prepared = prepare_model(model, scoring, execution, batch.input_name)
     notes = []
     if weights is None:
         weights, notes = model_weights(prepared.rewritten.model)
@@ -246,11 +206,7 @@ def model_weights(model: ir.Model) -> tuple[tuple[float, float], list[str]]:
 def batch_for(prepared: PreparedModel, options: BatchOptions) -> Batch:
     """The batch `options` describe, shaped for `prepared`'s input (token ids
     below its embedding's size)."""
-    return prepare_batch(
-        prepared.input_spec, options.data, batch_size=options.batch_size, norm=options.norm,
-        synthetic=options.synthetic, shuffle_seed=options.shuffle_seed, seed=options.seed, seq_len=options.seq_len,
-        vocab_size=embedding_rows(prepared), token_layout=options.token_layout,
-    )
+    return prepare_batch(prepared.input_spec, options, vocab_size=embedding_rows(prepared))
 
 
 def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,
