@@ -1,3 +1,4 @@
+import csv
 import signal
 import subprocess
 import sys
@@ -8,15 +9,37 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-CIFAR10 = SHARED_DATA / "inputs" / "cifar10_test_1000.npz"
+# the first 32 images of SHARED_DATA / "inputs" / "cifar10_test_1000.npz", committed (tests/data/README.md),
+# so that the PyTorch reference comparisons check the score on a clone without the development data
+CIFAR10 = ROOT / "tests" / "data" / "cifar10_test_32.npz"
+CIFAR10_IMAGES = 32
 
 
 def cifar10_batch(n: int) -> np.ndarray:
     """The first n CIFAR-10 test images, NCHW float32, CIFAR-10 normalisation."""
-    images = np.load(CIFAR10)["images"][:n].astype(np.float32) / 255.0
+    if n > CIFAR10_IMAGES:
+        raise ValueError(f"{CIFAR10.name} holds {CIFAR10_IMAGES} images, not {n} "
+                         "(tests/data/make_cifar10_sample.py cuts it)")
+    with np.load(CIFAR10) as loaded:
+        images = loaded["images"][:n].astype(np.float32) / 255.0
     mean = np.array([125.3, 123.0, 113.9], dtype=np.float32) / 255.0
     std = np.array([63.0, 62.1, 66.7], dtype=np.float32) / 255.0
     return ((images - mean) / std).transpose(0, 3, 1, 2).copy()
+
+
+def packaged_csv(name: str, path: Path, rows: int | None = None) -> Path:
+    """A table packaged with epsinas-onnx (epsinas_onnx/data/PROVENANCE.md) written
+    to `path` as a csv file, its first `rows` rows or all: the development data's
+    file it was cut from, every value its text (tests/test_packaged_tables.py
+    checks that beside the data), for tests that read a user's csv."""
+    from epsinas_onnx.core.tables import packaged
+
+    table = packaged(name)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, table.columns)
+        writer.writeheader()
+        writer.writerows(table.rows[:rows])
+    return path
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -37,6 +60,20 @@ def default_sigint() -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """The development data folder (../shared/data); a test that takes it skips where it is absent."""
     if not SHARED_DATA.exists():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        pytest.skip(f"needs the development data folder {SHARED_DATA}, absent here (tests/data/README.md)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(items):
+    """A test that takes the shared_data fixture (itself or through another fixture)
+    carries the shared_data marker, so that `pytest -m shared_data` selects every
+    test that needs the data folder (.ci/run's second step); one marked by hand
+    skips without the folder as one taking the fixture does."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+        elif item.get_closest_marker("shared_data") and not SHARED_DATA.exists():
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs the development data folder {SHARED_DATA}, absent here (tests/data/README.md)"))

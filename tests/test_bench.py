@@ -59,7 +59,7 @@ def unique(archs):
     return sorted({nb201.format_arch(a) for a in archs})
 
 
-def test_bench_scores_resumes_and_lists(tmp_path, shared_data):
+def test_bench_scores_resumes_and_lists(tmp_path):
     store = tmp_path / "r.sqlite"
     archs = unique(nb201.sample(6, 3))
     result = run_cli(*bench_args(store, "--sample", 6, "--seed", 3, "--data", CIFAR10, "--workers", 2))

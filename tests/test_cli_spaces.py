@@ -34,7 +34,7 @@ def test_export_nb101_from_json_and_from_file(tmp_path):
     assert onnx.load(tmp_path / "a.onnx").graph.node == onnx.load(tmp_path / "b.onnx").graph.node
 
 
-def test_export_nlp_recipe_file_then_score(tmp_path, shared_data):
+def test_export_nlp_recipe_file_then_score(tmp_path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(nlp.load_recipes()[0]["arch"])
     path = tmp_path / "rnn.onnx"

@@ -14,12 +14,12 @@ import pytest
 
 from epsinas_onnx.core.scoring.datasets import STREAM_CHUNK_BYTES
 from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
-from tests.conftest import CIFAR10, ROOT, run_cli
+from tests.conftest import CIFAR10, CIFAR10_IMAGES, ROOT, run_cli
 from tests.onnx_graphs import conv_bn_relu
 
 PIL = pytest.importorskip("PIL.Image")
 
-N = 60  # images written per test: enough for two batches and a shuffle
+N = CIFAR10_IMAGES  # images written per test (32): enough for two batches of 16 and a shuffle
 
 
 def image_spec(hw=32):
@@ -27,7 +27,7 @@ def image_spec(hw=32):
 
 
 @pytest.fixture(scope="module")
-def cifar(shared_data):
+def cifar():
     """The first N real CIFAR-10 test images (NHWC uint8) and their labels."""
     with np.load(CIFAR10) as loaded:
         return loaded["images"][:N], loaded["labels"][:N]

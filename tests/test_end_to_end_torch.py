@@ -16,7 +16,7 @@ BATCH = 32
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, shared_data):
+def exported(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("cnns")
     paths = {}
