@@ -1,7 +1,12 @@
+import contextlib
 import csv
+import io
+import os
 import signal
 import subprocess
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +53,73 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "epsinas_onnx", *map(str, args)],
         capture_output=True, text=True, cwd=cwd or ROOT, timeout=300,
     )
+
+
+def run_cli_in_process(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """run_cli's result (exit status, stdout, stderr) from epsinas_onnx.cli.main
+    called in this process: the same command without an interpreter start-up
+    and its imports per case. For error messages, options and outputs; signals,
+    kills, permissions, resource limits, worker processes and anything that
+    needs a fresh interpreter keep run_cli.
+
+    What reaches the two file descriptors below Python (ONNX Runtime's own log
+    lines) is captured as a subprocess's would be, and Python's warnings print
+    to stderr under the interpreter's default filters, as in a command of its
+    own, instead of being recorded by pytest."""
+    from epsinas_onnx.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    with _file_descriptors_captured() as below_python:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            _warnings_as_a_fresh_interpreter_shows_them()
+            os.chdir(cwd or ROOT)
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # bench's interrupted exit; main returns otherwise
+                code = stop.code
+            finally:
+                os.chdir(previous)
+    fd_out, fd_err = below_python
+    return subprocess.CompletedProcess(["epsinas-onnx", *argv], code, out.getvalue() + fd_out.read(),
+                                       err.getvalue() + fd_err.read())
+
+
+@contextlib.contextmanager
+def _file_descriptors_captured():
+    """fds 1 and 2 point to temporary files inside; yields the two files' text, readable after."""
+    results = [io.StringIO(), io.StringIO()]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            yield results
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for file, result in zip((out, err), results):
+                file.seek(0)
+                result.write(file.read().decode("utf-8", "replace"))
+                result.seek(0)
+
+
+def _warnings_as_a_fresh_interpreter_shows_them() -> None:
+    """The filters a fresh interpreter starts with (Python's "Default Warning
+    Filter"), each warning printed to sys.stderr (pytest records them instead)."""
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+    warnings.showwarning = _print_warning
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def default_sigint() -> None:

@@ -15,7 +15,7 @@ from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.core.rewriting.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
 from epsinas_onnx.core.scoring.scorer import prepare_model
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli_in_process
 from tests.onnx_graphs import init, model, out
 from tests.test_cli_errors import assert_user_error
 
@@ -174,9 +174,9 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path):
 def test_ablate_repeats_report_mean_and_std(tmp_path):
     plot = tmp_path / "bs.png"
     acc = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
-    result = run_cli("ablate", "nb201", "--vary", "batch-size", "--values", "8", "--repeats", 2, "--sample", 4,
-                     "--seed", 1, "--data", CIFAR10, "--accuracies", acc,
-                     "--store", tmp_path / "b.sqlite", "--plot", plot, "--format", "json", "--no-progress")
+    result = run_cli_in_process("ablate", "nb201", "--vary", "batch-size", "--values", "8", "--repeats", 2, "--sample", 4,
+                                "--seed", 1, "--data", CIFAR10, "--accuracies", acc,
+                                "--store", tmp_path / "b.sqlite", "--plot", plot, "--format", "json", "--no-progress")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
     assert rows[0]["draws"] == 2 and "spearman_std" in rows[0]
@@ -194,7 +194,7 @@ def test_ablate_repeats_report_mean_and_std(tmp_path):
 ])
 def test_cli_bad_input(args, fragments, tmp_path):
     acc = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
-    result = run_cli("ablate", *args, "--accuracies", acc, "--store", tmp_path / "s.sqlite")
+    result = run_cli_in_process("ablate", *args, "--accuracies", acc, "--store", tmp_path / "s.sqlite")
     assert_user_error(result, *fragments)
 
 
@@ -233,15 +233,15 @@ def test_weight_init_on_the_command_line(tmp_path):
 
     path = tmp_path / "m.onnx"
     onnx.save(conv_bn_relu(c_out=6), path)
-    got = run_cli("score", path, "--weight-init", "kaiming_uniform", "--weight-seed", 4, "--batch-size", 8,
-                  "--weights", 1e-3, 1, "--format", "json")
+    got = run_cli_in_process("score", path, "--weight-init", "kaiming_uniform", "--weight-seed", 4, "--batch-size", 8,
+                             "--weights", 1e-3, 1, "--format", "json")
     assert got.returncode == 0, got.stderr
     expected = score(str(path), None, (1e-3, 1.0), batch_size=8, weight_init="kaiming_uniform", weight_seed=4)
     constant = score(str(path), None, (1e-3, 1.0), batch_size=8)
     assert json.loads(got.stdout)["score"] == pytest.approx(expected.score, rel=1e-6)
     assert expected.score != pytest.approx(constant.score, rel=1e-3)
     store = tmp_path / "s.sqlite"
-    made = run_cli("bench", "nb201", "--sample", 1, "--batch-size", 8, "--weight-init", "normal", "--store", store,
-                   "--no-progress")
+    made = run_cli_in_process("bench", "nb201", "--sample", 1, "--batch-size", 8, "--weight-init", "normal", "--store", store,
+                              "--no-progress")
     assert made.returncode == 0, made.stderr
     assert [json.loads(k)["prepare"]["weight_init"] for k in stored_settings(store)] == ["normal"]

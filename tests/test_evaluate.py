@@ -14,7 +14,7 @@ from epsinas_onnx.cli import main
 from epsinas_onnx.experiments.evaluation import statistics
 from epsinas_onnx.experiments.plots import score_vs_target
 from epsinas_onnx.experiments.store import ResultStore, settings_key, weights_key
-from tests.conftest import ROOT, SHARED_DATA, packaged_csv, run_cli
+from tests.conftest import ROOT, SHARED_DATA, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 NB201 = SHARED_DATA / "nb201"
@@ -124,8 +124,8 @@ def test_evaluate_against_scipy_with_baselines_and_plot(tmp_path, nb201_files, n
     _store(store, archs, scores, error_arch=accuracies[55]["arch"])
     figure = tmp_path / "fig.png"
 
-    result = run_cli("evaluate", "--store", store, "--accuracies", nb201_files[0], "--dataset", "cifar100",
-                     "--baselines", nb201_files[1], "--plot", figure, "--format", "json")
+    result = run_cli_in_process("evaluate", "--store", store, "--accuracies", nb201_files[0], "--dataset", "cifar100",
+                                "--baselines", nb201_files[1], "--plot", figure, "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["target"] == "cifar100"
@@ -212,11 +212,11 @@ def test_generic_columns_configs_and_bad_input(tmp_path, nb201_tables, capsys):
     assert json.loads(capsys.readouterr().out)["rows"][0]["spearman"] == pytest.approx(1.0)
 
     assert_user_error(
-        run_cli("evaluate", "--store", store, "--config", ids[1e-4], "--accuracies", table, "--arch-column", "name",
-                "--target-column", "acc"),
+        run_cli_in_process("evaluate", "--store", store, "--config", ids[1e-4], "--accuracies", table, "--arch-column", "name",
+                           "--target-column", "acc"),
         "no column 'acc'",
     )
-    assert_user_error(run_cli("evaluate", "--store", tmp_path / "absent.sqlite", "--accuracies", table),
+    assert_user_error(run_cli_in_process("evaluate", "--store", tmp_path / "absent.sqlite", "--accuracies", table),
                       "results store not found")
 
 

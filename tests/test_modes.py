@@ -18,7 +18,7 @@ from epsinas_onnx.core.scoring.modes import (ROUNDING_FACTOR, ladder, ladder_val
                                              score_ladder, score_upper, upper_value)
 from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 BATCH = 32
@@ -329,10 +329,10 @@ def test_cli_mode_option_and_evaluate_side_by_side(tmp_path):
     base = ("bench", "nb201", "--sample", 10, "--seed", 1, "--batch-size", 8, "--data", CIFAR10, "--store", store,
             "--no-progress")
     for mode in ("reference", "ladder", "upper"):
-        result = run_cli(*base, "--mode", mode)
+        result = run_cli_in_process(*base, "--mode", mode)
         assert result.returncode == 0, result.stderr
     accuracies = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
-    result = run_cli("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
+    result = run_cli_in_process("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
     assert result.returncode == 0, result.stderr
     rows = {r["proxy"]: r for r in json.loads(result.stdout)["rows"]}
     assert {"epsinas", "epsinas (NaN last)", "epsinas [ladder]", "epsinas [ladder] (NaN last)",
@@ -342,8 +342,8 @@ def test_cli_mode_option_and_evaluate_side_by_side(tmp_path):
     # search reads one mode's rows, and scores the architectures the store lacks in that mode
     before = {mode: len(rows) for mode, rows in stored_by_mode(store).items()}
     for mode in ("reference", "ladder"):
-        result = run_cli("search", "pick", "--store", store, "--accuracies", accuracies, "--n", 4, "--runs", 2,
-                         "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
+        result = run_cli_in_process("search", "pick", "--store", store, "--accuracies", accuracies, "--n", 4, "--runs", 2,
+                                    "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
         assert result.returncode == 0, result.stderr
     after = stored_by_mode(store)
     assert set(after) == {"reference", "ladder", "upper"} and len(after["ladder"]) > before["ladder"]
@@ -363,5 +363,5 @@ def test_bad_mode_input(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(nb201.to_onnx(nb201.parse("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"))
                       .SerializeToString())
-    assert_user_error(run_cli("score", model, "--mode", "ladder", "--weights", 1, 1e-7), "W1 must be the smaller")
-    assert_user_error(run_cli("score", model, "--mode", "everywhere"), "--mode")
+    assert_user_error(run_cli_in_process("score", model, "--mode", "ladder", "--weights", 1, 1e-7), "W1 must be the smaller")
+    assert_user_error(run_cli_in_process("score", model, "--mode", "everywhere"), "--mode")

@@ -15,7 +15,7 @@ from epsinas_onnx.experiments import search
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.experiments.store import ResultStore
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, packaged_csv, run_cli
+from tests.conftest import CIFAR10, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 
@@ -241,7 +241,7 @@ def oracle_store(tmp_path_factory, accuracies_csv):
 
 
 def search_cli(*args):
-    return run_cli("search", *args, "--format", "json")
+    return run_cli_in_process("search", *args, "--format", "json")
 
 
 def test_cli_pick_finds_the_best_accuracy_of_each_draw(oracle_store, accuracies_csv):
@@ -291,12 +291,12 @@ def test_cli_plain_search_needs_no_store(accuracies_csv, tmp_path):
 def test_cli_scores_missing_architectures_on_demand(tmp_path, accuracies_csv):
     store = tmp_path / "s.sqlite"
     acc = accuracies_csv
-    made = run_cli("bench", "nb201", "--sample", 2, "--seed", 0, "--batch-size", 8, "--data", CIFAR10,
-                   "--store", store, "--no-progress")
+    made = run_cli_in_process("bench", "nb201", "--sample", 2, "--seed", 0, "--batch-size", 8, "--data", CIFAR10,
+                              "--store", store, "--no-progress")
     assert made.returncode == 0, made.stderr
     # another batch than the store's: refused before anything is scored
-    wrong = run_cli("search", "pick", "--store", store, "--accuracies", acc, "--n", 2, "--runs", 2,
-                    "--data", CIFAR10, "--batch-size", 16, "--no-progress")
+    wrong = run_cli_in_process("search", "pick", "--store", store, "--accuracies", acc, "--n", 2, "--runs", 2,
+                               "--data", CIFAR10, "--batch-size", 16, "--no-progress")
     assert_user_error(wrong, "another batch")
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
@@ -325,5 +325,5 @@ def test_cli_scores_missing_architectures_on_demand(tmp_path, accuracies_csv):
 def test_cli_bad_input(args, fragments, oracle_store, accuracies_csv, tmp_path):
     path, _ = oracle_store
     args = [str(path) if a == "STORE" else str(tmp_path / a) if a == "ABSENT.sqlite" else a for a in args]
-    result = run_cli("search", *args, "--accuracies", accuracies_csv)
+    result = run_cli_in_process("search", *args, "--accuracies", accuracies_csv)
     assert_user_error(result, *fragments)
