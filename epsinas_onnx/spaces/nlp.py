@@ -60,6 +60,7 @@ from onnx import TensorProto
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import REFERENCE_WEIGHTS
+from epsinas_onnx.core.textfile import parse_json, read_text
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
@@ -240,8 +241,6 @@ def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
         table = packaged("nlp_wt2_summary")
     else:
         path = Path(data_dir) / "wt2_summary.csv"
-        if not path.exists():
-            raise UserError(f"{path} not found: pass data_dir, the folder holding wt2_summary.csv")
         table = read_csv(path)
 
     def number(text):
@@ -266,9 +265,7 @@ def example_recipes(data_dir: str | Path) -> list[str]:
     """The recipes of recipes_example.json (upstream data/recepies_example.json)
     in `data_dir`: the package does not ship that file, so the folder is given."""
     path = Path(data_dir) / "recipes_example.json"
-    if not path.exists():
-        raise UserError(f"{path} not found: pass data_dir, the folder holding recipes_example.json")
-    return [parse(json.dumps(r)) for r in json.loads(path.read_text())]
+    return [parse(json.dumps(r)) for r in parse_json(read_text(path, "recipes file"), str(path))]
 
 
 def all_archs(data_dir: str | Path | None = None) -> list[str]:
