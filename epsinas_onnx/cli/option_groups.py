@@ -50,7 +50,8 @@ class OutputFile(click.Path):
 
         text = os.fspath(value)
         if text.endswith(("/", os.sep)) or os.path.isdir(text):
-            self.fail(f"{text!r} is a folder; name a file (e.g. {text.rstrip('/' + os.sep) or '.'}/NAME)", param, ctx)
+            self.fail(f"{text!r} is a directory (a folder), not a file: name a file, e.g. "
+                      f"{text.rstrip('/' + os.sep) or '.'}/NAME", param, ctx)
         return super().convert(value, param, ctx)
 
 
