@@ -451,6 +451,17 @@ def test_a_weight_behind_thousands_of_data_movement_nodes(tmp_path, ops):
     assert json.loads(out)["score"] is not None
 
 
+def test_an_nlp_recipe_of_thousands_of_chained_nodes(tmp_path):
+    recipe = {"n0": {"op": "linear", "input": ["x", "h_prev_0"]}}
+    for i in range(1, 2000):  # past Python's 1,000 frames: a recursive walk of the recipe fails
+        recipe[f"n{i}"] = {"op": "activation_tanh", "input": [f"n{i - 1}"]}
+    recipe["h_new_0"] = {"op": "activation_tanh", "input": ["n1999"]}
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    code, out, err = cli("export", "nlp", tmp_path / "recipe.json", "-o", tmp_path / "o.onnx")
+    assert code == 0, err[:300]
+    assert (tmp_path / "o.onnx").exists()
+
+
 def test_a_string_output(tmp_path):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["h"], ["y"], to=TensorProto.STRING)]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])

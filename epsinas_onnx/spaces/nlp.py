@@ -128,25 +128,32 @@ def num_states(arch) -> int:
 
 
 def _topological_order(recipe: dict) -> list[str]:
-    """Recipe nodes, each after the nodes it reads. Assumes inputs exist."""
+    """Recipe nodes, each after the nodes it reads: a depth-first walk of the
+    inputs, in their order, from each node in sorted order. A stack, not
+    recursion: a recipe may chain any number of nodes. Assumes inputs exist."""
     order, state = [], {}  # state: 1 = on the current path, 2 = done
-
-    def visit(node, path):
-        if state.get(node) == 2:
-            return
-        if state.get(node) == 1:
-            cycle = path[path.index(node):] + [node]
-            raise UserError(f"NLP recipe has a cycle: {' -> '.join(cycle)}; "
-                            "only h_prev_i may feed a node back from the previous step")
-        state[node] = 1
-        for inp in recipe[node]["input"]:
-            if inp in recipe:
-                visit(inp, path + [inp])
-        state[node] = 2
-        order.append(node)
-
-    for node in sorted(recipe):
-        visit(node, [node])
+    for root in sorted(recipe):
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        path, pending = [root], [iter(recipe[root]["input"])]  # the walk's path, and each node's inputs left
+        while path:
+            for inp in pending[-1]:
+                if inp not in recipe or state.get(inp) == 2:
+                    continue
+                if state.get(inp) == 1:
+                    cycle = path[path.index(inp):] + [inp]
+                    raise UserError(f"NLP recipe has a cycle: {' -> '.join(cycle)}; "
+                                    "only h_prev_i may feed a node back from the previous step")
+                state[inp] = 1
+                path.append(inp)
+                pending.append(iter(recipe[inp]["input"]))
+                break
+            else:  # every input done
+                node = path.pop()
+                pending.pop()
+                state[node] = 2
+                order.append(node)
     return order
 
 
