@@ -200,6 +200,11 @@ def test_a_file_name_too_long_for_the_file_system(tmp_path, name, filename, argv
     assert files_under(tmp_path) == before
 
 
+def test_a_model_argument_of_300_digits():
+    """A number-like MODEL is looked up as a file (a third --weights value?): too long a name is one line."""
+    one_error(cli("score", "1" * 300), "too long")
+
+
 def test_an_external_data_location_too_long(tmp_path):
     m = conv_bn_relu()
     tensor = m.graph.initializer[0]
@@ -347,15 +352,15 @@ def test_an_error_quoting_a_name_is_one_escaped_line(tmp_path):
 def test_rewrite_explain_escapes_names(tmp_path):
     """A table and json hold no control character; csv on a pipe is the data (csv's quoting), on a terminal escaped."""
     path = evil_named_model(tmp_path / "m.onnx")
-    for fmt in ("table", "json"):
-        code, out, err = cli("rewrite", path, "--explain", "--format", fmt)
+    for args in (["--explain"], ["--explain", "--tensors"], ["--explain", "--tensors", "--format", "json"]):
+        code, out, err = cli("rewrite", path, *args)
         assert code == 0, err
         assert_no_control_characters(out + err)
-        if fmt == "table":
-            assert len(out.splitlines()) == 1 + 5  # a header and one line per tensor
-        else:
+        if "json" in args:
             assert json.loads(out)[0]["tensor"] == EVIL + "w"
-    code, out, err = cli("rewrite", path, "--explain", "--format", "csv")
+        else:  # the collapse summary, a header and one line per role (4) or tensor (5)
+            assert len(out.splitlines()) == 2 + (5 if "--tensors" in args else 4)
+    code, out, err = cli("rewrite", path, "--explain", "--tensors", "--format", "csv")
     assert code == 0, err
     assert_no_control_characters(err)
     assert next(csv.DictReader(io.StringIO(out, newline="")))["tensor"] == EVIL + "w"
@@ -366,7 +371,7 @@ def test_csv_on_a_terminal_is_escaped(tmp_path, monkeypatch):
     stdout = io.StringIO()
     stdout.isatty = lambda: True
     monkeypatch.setattr("sys.stdout", stdout)
-    assert main(["rewrite", str(path), "--explain", "--format", "csv"]) == 0
+    assert main(["rewrite", str(path), "--explain", "--tensors", "--format", "csv"]) == 0
     assert_no_control_characters(stdout.getvalue())
     assert "\\x1b]0;owned" in stdout.getvalue()
 
@@ -442,7 +447,7 @@ def chain_model(path, ops, depth):
 @pytest.mark.parametrize("ops", [["Identity"], ["Identity", "Transpose"]], ids=["identity", "identity+transpose"])
 def test_a_weight_behind_thousands_of_data_movement_nodes(tmp_path, ops):
     path = chain_model(tmp_path / "m.onnx", ops, 4000)
-    code, out, err = cli("rewrite", path, "--explain", "--format", "json")
+    code, out, err = cli("rewrite", path, "--explain", "--tensors", "--format", "json")
     assert code == 0, err
     roles = {row["tensor"]: row["role"] for row in json.loads(out)}
     assert roles["w"] == "weight"

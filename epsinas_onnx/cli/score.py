@@ -124,7 +124,7 @@ def _check_model_arguments(models) -> None:
             float(model)
         except ValueError:
             continue
-        if not Path(model).exists():
+        if _status(model) is None:
             raise click.UsageError(f"MODEL {model!r} is a number, not a file: --weights takes exactly two values "
                                    "(W1 W2), and what follows them is a model")
 
@@ -281,12 +281,17 @@ def space(space, n, seed, everything, params):
         click.echo("\n".join(lines))
 
 
+def _status(path):
+    """os.stat of a MODEL argument, None where nothing is there (textfile.file_status)."""
+    from epsinas_onnx.core.textfile import file_status
+
+    return file_status(path, "model file")
+
+
 def _is_folder(path) -> bool:
     import stat
 
-    from epsinas_onnx.core.textfile import file_status
-
-    status = file_status(path, "model file")
+    status = _status(path)
     return status is not None and stat.S_ISDIR(status.st_mode)
 
 
