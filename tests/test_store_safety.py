@@ -196,7 +196,7 @@ def test_read_only_folder_with_rows_pending_in_the_wal(open_folder, shm):
     subprocess.run([sys.executable, "-c", (
         "import os, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
         "db.execute(\"INSERT INTO results (space, arch, weights, data, settings, created) "
-        "VALUES ('nb201', 'late', 'w', 'd', 's', 'now')\"); db.commit(); os._exit(0)"),
+        "VALUES ('nb201', 'late', '[1]', 'd', '{}', 'now')\"); db.commit(); os._exit(0)"),
         shelf / "r.sqlite"], check=True)
     assert (shelf / "r.sqlite-wal").stat().st_size > 0
     if shm == "gone":
