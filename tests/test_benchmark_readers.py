@@ -18,7 +18,7 @@ from epsinas_onnx.core.tables import packaged
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces import get_space
 from epsinas_onnx.spaces.nb101 import nasbench_hash
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 from tests.test_packaged_tables import _store, cli_json
 
@@ -292,14 +292,14 @@ def test_an_nb201_file_of_another_kind_is_one_clear_error(tmp_path):
     nb201 = get_space("nb201")
     _store(store, "nb201", [nb201.format_arch(nb201.sample(1, 0)[0])], [1.0])
     (tmp_path / "x.csv").write_text("a,b\n")
-    assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "x.csv"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--benchmark-file", tmp_path / "x.csv"),
                       "not a NAS-Bench-201 file")
-    assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "absent.pth"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--benchmark-file", tmp_path / "absent.pth"),
                       "benchmark file not found")
 
 
 def test_the_help_says_loading_a_pickle_runs_code():
-    result = run_cli("evaluate", "--help")
+    result = run_cli_in_process("evaluate", "--help")
     assert "runs code" in " ".join(result.stdout.split())
 
 
@@ -334,5 +334,5 @@ def test_nlp_logs_folder_written_by_the_test(shared_data, tmp_path, capsys):
            [float(k) for k in range(len(table.rows))])
     assert cli_json(capsys, "evaluate", "--store", store, "--benchmark-file", folder)["targets_from"] == str(folder)
     (tmp_path / "bad.zip").write_bytes(b"no zip")
-    assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "bad.zip"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--benchmark-file", tmp_path / "bad.zip"),
                       "neither a folder of NAS-Bench-NLP logs nor a zip")

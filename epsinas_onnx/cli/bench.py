@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, TARGET_SOURCE_OPTIONS, OptionGroup,
-                                            all_option, archs_group, bench_batch_group, bench_execution_group,
-                                            direction_option, format_option, progress_option, run_group,
-                                            sample_seed_option, scoring_group, side_table_option, store_option,
-                                            stored_mode_option, target_group, weights_option)
-from epsinas_onnx.cli.render import render, top64_text
+                                            OutputFile, all_option, archs_group, bench_batch_group,
+                                            bench_execution_group, direction_option, format_option, progress_option,
+                                            run_group, sample_seed_option, scoring_group, side_table_option,
+                                            store_option, stored_mode_option, target_group, weights_option)
+from epsinas_onnx.cli.render import say, show_rows, top64_text, warn
 from epsinas_onnx.core.stop_signals import stoppable
 
 
@@ -74,11 +74,11 @@ def bench(space, archs, weights, batch, scoring, execution, export, run):
         summary = run_bench(space, chosen, weights, batch=batch, scoring=scoring, execution=execution, export=export,
                             run=run)
     except BenchInterrupted as stop:
-        click.echo(str(stop), err=True)
+        say(str(stop), err=True)
         raise SystemExit(128 + stop.signum) from None  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
     for warning in summary.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(summary.line())
+        warn(warning)
+    say(summary.line())
 
 
 def _open(store):
@@ -92,7 +92,7 @@ FULL_COLUMNS = (*LIST_COLUMNS, "weights", "data", "data_description", "settings"
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Only this space.")
 @click.option("--config", default=None, help="Only this config id (weights + batch + settings; see --format csv).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True,
@@ -107,11 +107,11 @@ def results(store, space, config, fmt):
     rows = [{c: r[c] for c in columns} for r in rows]
     if fmt == "json":
         rows = [{**r, "weights": json.loads(r["weights"]), "settings": json.loads(r["settings"])} for r in rows]
-    click.echo(render(rows, fmt), nl=False)
+    show_rows(rows, fmt)
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
 @target_group(
     *TARGET_SOURCE_OPTIONS,
@@ -129,7 +129,7 @@ def results(store, space, config, fmt):
                    "(packaged: nb201 the NAS-Bench-Suite-Zero proxies of 725 architectures, nb101 naslib_500's)")
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @stored_mode_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write score vs target (.png, .pdf, .svg).")
 @format_option
 def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
@@ -158,8 +158,8 @@ def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path,
     few = evaluation.few_architectures(report)
     if few:
         listed = ", ".join(f"{r['proxy']} {r['n']}" for r in few[:4]) + (", ..." if len(few) > 4 else "")
-        click.echo(f"warning: {len(few)} row(s) rest on fewer than {evaluation.FEW_ARCHITECTURES} architectures "
-                   f"({listed}): their statistics are mostly noise", err=True)
+        warn(f"{len(few)} row(s) rest on fewer than {evaluation.FEW_ARCHITECTURES} architectures "
+             f"({listed}): their statistics are mostly noise")
     if fmt == "json":
         out = {k: v for k, v in report.items() if k != "points"}
         out["rows"] = [{k: _clean(v) for k, v in r.items()} for r in out["rows"]]
@@ -170,12 +170,12 @@ def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path,
         c = report["counts"]
         direction = "lower is better" if report["lower_is_better"] else "higher is better"
         extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in c if k.startswith("not_in_"))
-        click.echo(
+        say(
             f"{space} vs {report['target']} ({direction}; from {report['targets_from']}), config {first['config']} (weights {first['weights']}, "
             f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "
             f"{c['no_target']} without a target; {c['compared']} compared{extra}"
         )
-    click.echo(render(table, fmt), nl=False)
+    show_rows(table, fmt)
 
 
 def _clean(v):

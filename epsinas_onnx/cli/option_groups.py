@@ -17,17 +17,49 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Callable
 
 import click
 
-from epsinas_onnx.core.limits import PER_CPU
+from epsinas_onnx.core.limits import MAX_TIMEOUT, PER_CPU
 from epsinas_onnx.core.options import (BENCH_EXECUTION, CALIBRATE_EXECUTION, DEFAULT_MODE, DEFAULT_STORE,
                                        EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES,
                                        SYNTHETIC_CHOICES, WEIGHT_INIT_CHOICES, ArchSelection, BatchOptions,
                                        ExecutionOptions, RunOptions, ScoringSettings, TargetOptions)
 from epsinas_onnx.spaces import SPACES as SPACE_NAMES  # the names only: no space module is imported
 
+
+class Number(click.FloatRange):
+    """The type of every float option: a finite number, within [min, max]
+    where given; nan, inf and values out of range are refused with one line
+    naming the option (click's FloatRange lets nan through: nan < min is false)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class OutputFile(click.Path):
+    """The type of every option naming a file to write: a path that names a
+    folder (an existing one, or one written with a trailing slash) is refused,
+    where Path("newdir/") would quietly become the file "newdir"."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        import os
+
+        text = os.fspath(value)
+        if text.endswith(("/", os.sep)) or os.path.isdir(text):
+            self.fail(f"{text!r} is a directory (a folder), not a file: name a file, e.g. "
+                      f"{text.rstrip('/' + os.sep) or '.'}/NAME", param, ctx)
+        return super().convert(value, param, ctx)
 FORMATS = click.Choice(["table", "json", "csv"])
 TABLE_OR_JSON = click.Choice(["table", "json"])
 SPACES = click.Choice(list(SPACE_NAMES))
@@ -99,7 +131,7 @@ BENCHMARK_FILE_HELP = (
 def weights_option(default_help: str = "the space's reference pair"):
     """--weights, default None: for bench and ablate the space's reference pair, for score the model's recorded one."""
     return click.option(
-        "--weights", nargs=2, type=float, default=None, metavar="W1 W2",
+        "--weights", nargs=2, type=Number(), default=None, metavar="W1 W2",
         help=f"The two shared weights (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3). Default: {default_help}.",
     )
 
@@ -124,7 +156,7 @@ collapse_option = click.option(
 
 
 def plot_option(help: str):
-    return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=help)
+    return click.option("--plot", "plot_path", type=OutputFile(), default=None, help=help)
 
 
 # ---------------------------------------------------------------- the batch
@@ -232,14 +264,14 @@ score_execution_group = execution_group(
     ExecutionOptions(), device_option,
     click.option("--threads", type=click.IntRange(min=1), default=None,
                  help=f"ONNX Runtime threads (default: all cores, at most {PER_CPU} per CPU)."),
-    click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+    click.option("--timeout", type=Number(0, MAX_TIMEOUT), default=0, show_default=True,
                  help="Seconds one ONNX Runtime run may take (0: no limit)."))
 # bench: --threads counts per worker (two 1-thread processes beat one 2-thread one); a run that hangs is an error row
 bench_execution_group = execution_group(
     BENCH_EXECUTION, device_option,
     click.option("--threads", type=click.IntRange(min=1), default=BENCH_EXECUTION.threads, show_default=True,
                  help=f"ONNX Runtime threads per worker (at most {PER_CPU} per CPU)."),
-    click.option("--timeout", type=click.FloatRange(min=0), default=BENCH_EXECUTION.timeout, show_default=True,
+    click.option("--timeout", type=Number(0, MAX_TIMEOUT), default=BENCH_EXECUTION.timeout, show_default=True,
                  help="Seconds one ONNX Runtime run may take (0: no limit); past it, an error row."))
 # ablate and search: benches, on the device given
 device_group = execution_group(BENCH_EXECUTION, device_option)
@@ -249,7 +281,7 @@ calibrate_execution_group = execution_group(CALIBRATE_EXECUTION, device_option)
 # ---------------------------------------------------------------- runs of many items
 
 
-store_option = click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+store_option = click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
                             help="The SQLite results file (created if absent).")
 
 

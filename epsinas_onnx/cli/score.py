@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, OptionGroup, format_option, policy_group, score_batch_group,
-                                            score_execution_group, scoring_group, weights_option)
-from epsinas_onnx.cli.render import render, write_atomically
+from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, Number, OptionGroup, OutputFile, format_option,
+                                            policy_group, score_batch_group, score_execution_group, scoring_group,
+                                            weights_option)
+from epsinas_onnx.cli.render import say, show_rows, warn, write_atomically
 from epsinas_onnx.core.errors import UserError
 
 
@@ -100,16 +101,16 @@ def score(models, weights, batch, scoring, execution, torch, fmt):
         raise UserError("give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE")
     elif torch.input_shape is not None or torch.kwargs is not None:
         raise UserError("--input-shape and --torch-kwargs go with --torch")
-    elif len(models) == 1 and not Path(models[0]).is_dir():
+    elif len(models) == 1 and not _is_folder(models[0]):
         model = models[0]
         result = score_with(model, weights, batch, scoring, execution)
     else:
         _rank(models, weights, (batch, scoring, execution), fmt)
         return
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     row = {"model": model, **result.to_dict()}
-    click.echo(render([row], fmt, single=True), nl=False)
+    show_rows([row], fmt, single=True)
 
 
 def _check_model_arguments(models) -> None:
@@ -119,7 +120,7 @@ def _check_model_arguments(models) -> None:
             float(model)
         except ValueError:
             continue
-        if not Path(model).exists():
+        if _status(model) is None:
             raise click.UsageError(f"MODEL {model!r} is a number, not a file: --weights takes exactly two values "
                                    "(W1 W2), and what follows them is a model")
 
@@ -137,7 +138,7 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
             details = {"score": None, "nan_reason": None}
         else:
             for warning in entry.result.warnings:
-                click.echo(f"warning: {entry.model}: {warning}", err=True)
+                warn(f"{entry.model}: {warning}")
             details = entry.result.to_dict()
         # every row names the mode and the pair its score is of (the upper mode scores some at (w2, 10 w2))
         pair = {"mode": details.get("mode", scoring_mode), "scored_weights": details.get("scored_weights")}
@@ -149,15 +150,15 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
             rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
                          "error": entry.error, **pair, "weights": details.get("weights"), "seconds": details.get("seconds"),
                          "input": details.get("input"), "warnings": details.get("warnings", [])})
-    click.echo(render(rows, fmt), nl=False)
+    show_rows(rows, fmt)
     if failed:
         raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
+@click.option("--weight", type=Number(), default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
+@click.option("-o", "--out", "out", type=OutputFile(), default=None, help="Where to write the rewritten model.")
 @click.option("--explain", is_flag=True, help="What channel collapse did, and the constant tensors of each role.")
 @click.option("--tensors", is_flag=True, help="With --explain: every constant tensor on its own row, not grouped by role.")
 @click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
@@ -182,25 +183,25 @@ def rewrite(model, weight, out, explain, tensors, collapse, scoring, fmt):
     policy = policy_for(ir_model, scoring)
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
     for warning in rewritten.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     if explain:
         # what collapse would do, also when the written model stays full width; first, on stdout
         # for a table (on stderr for json / csv, whose stdout is the rows alone)
         report = rewritten.collapse or rewrite_for_scoring(load_model(model), policy, collapse=True).collapse
-        click.echo(report.summary(), err=fmt != "table")
+        say(report.summary(), err=fmt != "table")
         for where in report.expanded:
-            click.echo(f"  expanded to full width at {where}", err=fmt != "table")
+            say(f"  expanded to full width at {where}", err=fmt != "table")
         rows = [
             {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
              "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}
             for r in rewritten.roles
         ]
-        click.echo(render(rows if tensors else _roles_grouped(rows), fmt), nl=False)
+        show_rows(rows if tensors else _roles_grouped(rows), fmt)
     if out is not None:
         if weight is not None:
             fix_weight(rewritten.model, weight)
         write_atomically(Path(out), to_onnx(rewritten.model).SerializeToString())
-        click.echo(f"wrote {out}", err=True)
+        say(f"wrote {out}", err=True)
 
 
 def _roles_grouped(rows: list[dict]) -> list[dict]:
@@ -220,7 +221,7 @@ def _roles_grouped(rows: list[dict]) -> list[dict]:
 @click.command()
 @click.argument("space", type=SPACES)
 @click.argument("arch")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Where to write the model.")
+@click.option("-o", "--out", "out", type=OutputFile(), required=True, help="Where to write the model.")
 @click.option("--num-classes", type=int, default=None, help="Classifier outputs (nb201, nb101; default 1, as scored).")
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp).")
@@ -244,7 +245,7 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
     model = module.export(parsed, **given)
     write_atomically(Path(out), model.SerializeToString())
     pair = " ".join(f"{w:g}" for w in module.reference_weights)
-    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)}; `score` takes its reference weights {pair})", err=True)
+    say(f"wrote {out} ({space} {module.format_arch(parsed)}; `score` takes its reference weights {pair})", err=True)
 
 
 @click.command()
@@ -274,6 +275,20 @@ def space(space, n, seed, everything, params):
     lines = [f"{text}\t{module.num_params(arch)}" for text, arch in zip(texts, archs)] if params else list(texts)
     if lines:
         click.echo("\n".join(lines))
+
+
+def _status(path):
+    """os.stat of a MODEL argument, None where nothing is there (textfile.file_status)."""
+    from epsinas_onnx.core.textfile import file_status
+
+    return file_status(path, "model file")
+
+
+def _is_folder(path) -> bool:
+    import stat
+
+    status = _status(path)
+    return status is not None and stat.S_ISDIR(status.st_mode)
 
 
 def _text_or_file(arg: str) -> str:

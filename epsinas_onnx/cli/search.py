@@ -8,14 +8,14 @@ import math
 
 import click
 
-from epsinas_onnx.cli.option_groups import (BATCH_OPTIONS, SPACES, TABLE_OR_JSON, TARGET_SOURCE_OPTIONS, OptionGroup,
-                                            batch_options, ablate_batch_group, arch_column_option, archs_group,
-                                            archs_option, batch_group, calibrate_execution_group,
-                                            calibrate_scoring_group, dataset_option, device_group, device_option,
-                                            direction_option, format_option, mode_option, plot_option,
-                                            progress_option, run_group, sample_option, sample_seed_option,
-                                            target_column_option, target_group, weights_option)
-from epsinas_onnx.cli.render import render, top64_text
+from epsinas_onnx.cli.option_groups import (BATCH_OPTIONS, SPACES, TABLE_OR_JSON, TARGET_SOURCE_OPTIONS, Number,
+                                            OptionGroup, OutputFile, batch_options, ablate_batch_group,
+                                            arch_column_option, archs_group, archs_option, batch_group,
+                                            calibrate_execution_group, calibrate_scoring_group, dataset_option,
+                                            device_group, device_option, direction_option, format_option,
+                                            mode_option, plot_option, progress_option, run_group, sample_option,
+                                            sample_seed_option, target_column_option, target_group, weights_option)
+from epsinas_onnx.cli.render import say, show_rows, top64_text
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import BENCH_EXECUTION, DEFAULT_STORE, RunOptions, StoredScores, TargetOptions
 
@@ -34,7 +34,7 @@ def _stored_scores(store, space, config, mode, device, workers, progress, **batc
 # the store the scores come from (--mode: its rows in that scoring mode), and the input options for
 # scoring missing architectures on demand: the batch the store was made with (as `bench`)
 scores_group = OptionGroup("scores", _stored_scores, (
-    click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+    click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
                  help="The results store the scores come from; architectures it lacks are scored into it."),
     click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
     click.option("--config", default=None, help="The config id, when the store holds several for the space."),
@@ -141,7 +141,7 @@ def search():
 @click.option("--n", "n", type=int, default=1000, show_default=True, help="Architectures drawn per run.")
 @runs_group(500)
 @search_format_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Histogram of the picks (.png/.pdf/.svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Histogram of the picks (.png/.pdf/.svg).")
 @targets_group
 @scores_group
 def pick(n, runs, fmt, plot_path, targets, scores):
@@ -163,8 +163,8 @@ def pick(n, runs, fmt, plot_path, targets, scores):
     if fmt == "json":
         click.echo(json.dumps(_clean(out), indent=2))
         return
-    click.echo(_header_line(ctx))
-    click.echo(
+    say(_header_line(ctx))
+    say(
         f"pick 1 of {n}, {runs} runs (seed {seed}): {ctx.targets.name} {_fmt(stats)} "
         f"(median {stats['median']:.2f}, quartiles {stats['q25']:.2f}..{stats['q75']:.2f}, "
         f"{out['distinct_picks']} distinct picks; {result.all_nan_runs} runs drew only NaN scores)"
@@ -186,7 +186,7 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
             out = {**ctx.header(), **extra, "variants": summaries}
         click.echo(json.dumps(_clean(out), indent=2))
         return
-    click.echo(_header_line(ctx))
+    say(_header_line(ctx))
     rows = []
     for name, s in summaries.items():
         row = {"variant": name, "runs": s["runs"]}
@@ -194,7 +194,7 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
             row[f"best@{mark}"] = _fmt(stats)
         row["median"] = round(s["median"], 2)
         rows.append(row)
-    click.echo(render(rows, "table"), nl=False)
+    show_rows(rows, "table")
 
 
 @search.command(name="random")
@@ -203,7 +203,7 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
 @click.option("--budget", type=int, default=300, show_default=True, help="Architectures trained per run.")
 @runs_group(100)
 @search_format_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="The curve (.png/.pdf/.svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="The curve (.png/.pdf/.svg).")
 @targets_group
 @scores_group
 def random_(warmup, budget, runs, fmt, plot_path, targets, scores):
@@ -253,7 +253,7 @@ def _evolution(**values):
                    "accuracy, e.g. cifar10_valid, and reports test accuracy).")
 @runs_group(100)
 @search_format_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="The curve (.png/.pdf/.svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="The curve (.png/.pdf/.svg).")
 @targets_group
 @scores_group
 def evolution_(plan, select_column, runs, fmt, plot_path, targets, scores):
@@ -279,7 +279,7 @@ def evolution_(plan, select_column, runs, fmt, plot_path, targets, scores):
 @click.option("--select-by", "select_column", default=None, help="As for `search evolution`.")
 @runs_group(100)
 @search_format_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=OutputFile(), default=None,
               help="All variants in one figure (.png/.pdf/.svg): the paper's Fig. 5.")
 @targets_group
 @scores_group
@@ -334,12 +334,12 @@ class Grid:
 
 
 grid_group = OptionGroup("grid", lambda **values: Grid(**values), (
-    click.option("--low", nargs=2, type=float, default=(1e-9, 1e-1), show_default=True, metavar="FROM TO",
+    click.option("--low", nargs=2, type=Number(), default=(1e-9, 1e-1), show_default=True, metavar="FROM TO",
                  help="w_low grid range."),
-    click.option("--high", nargs=2, type=float, default=(1e-3, 1e2), show_default=True, metavar="FROM TO",
+    click.option("--high", nargs=2, type=Number(), default=(1e-3, 1e2), show_default=True, metavar="FROM TO",
                  help="w_high grid range."),
     click.option("--per-decade", type=int, default=1, show_default=True, help="Grid points per decade."),
-    click.option("--compare", "compare", multiple=True, nargs=2, type=float, metavar="W1 W2",
+    click.option("--compare", "compare", multiple=True, nargs=2, type=Number(), metavar="W1 W2",
                  help="Also report these pairs (must be on the grid); default for a space: the paper's pair."),
 ))
 
@@ -362,7 +362,7 @@ grid_group = OptionGroup("grid", lambda **values: Grid(**values), (
 @calibrate_execution_group
 @run_group(
     click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one model each at a time."),
-    click.option("--outputs", "store", type=click.Path(dir_okay=False), default=None,
+    click.option("--outputs", "store", type=OutputFile(), default=None,
                  help="An .npz that keeps every output: a rerun with the same batch and settings reuses it."),
     progress_option)
 @plot_option("Heat maps over the grid (.png/.pdf/.svg).")
@@ -375,6 +375,7 @@ def calibrate(what, archs, grid, targets, batch, scoring, execution, run, plot_p
     w_low < w_high is scored from those outputs. Reported per pair: NaN rate,
     share of distinct scores, spread (IQR / median), agreement with the
     neighbouring pairs, and with --accuracies the rank correlations."""
+    import stat
     from pathlib import Path
 
     from epsinas_onnx.experiments import calibrate as lib
@@ -387,8 +388,14 @@ def calibrate(what, archs, grid, targets, batch, scoring, execution, run, plot_p
     cache = run.store
     if cache and Path(cache).suffix != ".npz":
         raise UserError(f"--outputs must name an .npz file, not {cache}")
-    if cache and not Path(cache).resolve().parent.is_dir():
-        raise UserError(f"cannot write {cache}: folder {Path(cache).parent} does not exist")
+    if cache:
+        from epsinas_onnx.core.textfile import check_regular_file, file_status
+
+        folder = file_status(Path(cache).parent, "--outputs folder")
+        if folder is None or not stat.S_ISDIR(folder.st_mode):
+            raise UserError(f"cannot write {cache}: folder {Path(cache).parent} does not exist")
+        if file_status(cache, "--outputs file") is not None:  # read back at the start, written at the end
+            check_regular_file(cache, "--outputs file", kind=": it is read back and written again; name an .npz file")
     low, high, per_decade = grid.low, grid.high, grid.per_decade
     weights, pairs = lib.weight_grid(low, high, per_decade)
     chosen = calibration_targets(list(what), archs, targets)
@@ -413,14 +420,14 @@ def calibrate(what, archs, grid, targets, batch, scoring, execution, run, plot_p
     table = [{k: (round(v, 3) if isinstance(v, float) and k not in ("w_low", "w_high") else v) for k, v in r.items()}
              for r in rows]
     if fmt == "csv":
-        click.echo(render(table, "csv"), nl=False)
+        show_rows(table, "csv")
         return
-    click.echo(f"{space or 'models'}: {len(outputs.arrays)} of {len(items)} models ran at {len(weights)} weights "
+    say(f"{space or 'models'}: {len(outputs.arrays)} of {len(items)} models ran at {len(weights)} weights "
                f"({outputs.batch_description}; {outputs.seconds:.0f} s){'; failed: ' + str(len(outputs.errors)) if outputs.errors else ''}")
-    click.echo(render(table, "table"), nl=False)
-    click.echo(f"rule: {lib.RULE}")
+    show_rows(table, "table")
+    say(f"rule: {lib.RULE}")
     if pick is None:
-        click.echo("recommended: none (every score is NaN)")
+        say("recommended: none (every score is NaN)")
         return
     for label, r in [("recommended", pick)] + [("compare", c) for c in compared]:
         line = (f"{label}: [{r['w_low']:g}, {r['w_high']:g}]  NaN rate {r['nan_rate']:.2f}, distinct {r['distinct']:.2f}, "
@@ -428,7 +435,7 @@ def calibrate(what, archs, grid, targets, batch, scoring, execution, run, plot_p
         if "spearman" in r:
             line += (f"; Spearman {r['spearman']:.3f} over {r['n_ranked']} (NaN dropped), "
                      f"{r['spearman_nan_last']:.3f} (NaN last)")
-        click.echo(line)
+        say(line)
 
 
 # ---------------------------------------------------------------- ablate
@@ -461,7 +468,7 @@ ablation_group = OptionGroup("study", _ablation, (
 @ablate_batch_group
 @device_group
 @run_group(
-    click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+    click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
                  help="The results store every value is benched into (values already there are not scored again)."),
     click.option("--workers", type=int, default=1, show_default=True),
     progress_option)
@@ -511,6 +518,6 @@ def ablate(space, study, archs, weights, targets, batch, execution, run, plot_pa
             line[key] = text
         table.append(line)
     if fmt == "table":
-        click.echo(f"{space}: --vary {vary}, {len({module.format_arch(a) for a in chosen})} architectures, "
-                   f"{repeats} draw(s) per value; store {run.store}")
-    click.echo(render(table, fmt), nl=False)
+        say(f"{space}: --vary {vary}, {len({module.format_arch(a) for a in chosen})} architectures, "
+            f"{repeats} draw(s) per value; store {run.store}")
+    show_rows(table, fmt)

@@ -133,6 +133,11 @@ class ExecutionOptions:
     graph_optimization: str = "all"
     check: bool = True  # onnx.checker on a model read from a file or a ModelProto
 
+    def __post_init__(self):
+        from epsinas_onnx.core.limits import check_timeout
+
+        check_timeout(self.timeout)  # refused here, before any work, not at the first run
+
 
 # a bench runs many architectures side by side: one thread per worker (two 1-thread
 # processes beat one 2-thread one), and a run that hangs becomes an error row

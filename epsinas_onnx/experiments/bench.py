@@ -42,7 +42,7 @@ from epsinas_onnx.core.rewriting.computation_key import computation_key
 from epsinas_onnx.core.scoring.modes import check_mode, score_in_mode
 from epsinas_onnx.core.scoring.scorer import batch_for, check_weights, open_session, prepare_model, rewrite_model
 from epsinas_onnx.core.stop_signals import stoppable
-from epsinas_onnx.core.textfile import read_text
+from epsinas_onnx.core.textfile import file_status, read_text
 from epsinas_onnx.experiments.executors import check_run_options, progress_bar, run_job
 from epsinas_onnx.experiments.store import ResultStore, fingerprint, now, settings_key, weights_key
 from epsinas_onnx.spaces.protocol import Space
@@ -435,7 +435,7 @@ def load_arch_file(space: Space, path) -> list:
     if str(path).startswith(PACKAGED_PREFIX):
         return _packaged_archs(space, str(path)[len(PACKAGED_PREFIX):])
     path = Path(path)
-    if not path.exists():
+    if file_status(path, "architecture file") is None:
         raise UserError(f"architecture file not found: {path} (check the path)")
     if path.suffix == ".csv" and space.read_csv_archs is not None:
         return space.read_csv_archs(path)
@@ -526,7 +526,7 @@ def run_bench(space_name: str, archs, weights=None, *, batch: BatchOptions = Bat
 
     # an existing store is checked before any work (a bad one fails at once);
     # a new one is created only once the input has proved good
-    store = ResultStore(run.store) if Path(run.store).exists() else None
+    store = ResultStore(run.store) if file_status(run.store, "the results store") is not None else None
     try:
         # the batch, once: shaped by the first architecture's model. On Ray the
         # driver need not have the workers' GPU: --device cuda probes on the CPU
@@ -553,10 +553,23 @@ def run_bench(space_name: str, archs, weights=None, *, batch: BatchOptions = Bat
         workers_run = dataclasses.replace(execution, device=job_device, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
         job = BenchJob(space, export, scoring, batch.input_name, workers_run, fed.array, weights, data=key["data"])
         _score_all(job, todo, store, key, summary, run)
+        _check_kept(store, key, [text for _, text in todo], summary)
     finally:
         if store is not None:
             store.close()
     return summary
+
+
+def _check_kept(store: ResultStore, key: dict, texts: list[str], summary: BenchSummary) -> None:
+    """The summary counts what the store keeps: the file is still where it was
+    opened, and holds a row for every architecture this run stored one for
+    (read back; a trigger or another program could have removed them)."""
+    store.check_still_there()
+    kept = store.kept(key, texts)
+    if kept < summary.finished:
+        raise UserError(f"the results store {store.path} holds {kept} of the {summary.finished} rows this run "
+                        "wrote: something else (a trigger, another program) removed the others; "
+                        "rerun the command into a store nothing else changes")
 
 
 def _score_all(job: BenchJob, todo: list, store: ResultStore, key: dict, summary: BenchSummary,
