@@ -455,6 +455,7 @@ class _LoopSpace:
 
     NAME = "loop"
     computation_class = None  # no classes: each architecture is run
+    ir_takes_tied = False  # as Space's default: built one initialiser per layer
 
     @staticmethod
     def num_params_kwargs(export):
