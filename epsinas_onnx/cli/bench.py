@@ -10,7 +10,7 @@ import click
 
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
                                             input_options, mode_option, policy_options, progress_option,
-                                            sample_seed_option, side_table_option, stored_mode_option,
+                                            proxies_option, sample_seed_option, side_table_option, stored_mode_option,
                                             target_source_options,
                                             weights_option)
 from epsinas_onnx.cli.render import render, top64_text
@@ -46,11 +46,12 @@ from epsinas_onnx.core.stop_signals import stoppable
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @progress_option
 @mode_option
+@proxies_option
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
           input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding,
           weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress,
-          mode):
+          mode, proxies, proxy_seed):
     """Score architectures of a benchmark SPACE into a results store.
 
     Rows already stored under the same weights, batch and settings are skipped,
@@ -86,7 +87,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
         summary = run_bench(
             space, archs, weights, batch_options=batch, scoring=scoring, execution=execution, export=export,
             store_path=store, workers=workers, limit=limit, progress=progress, executor=executor, address=address,
-            chunk=chunk,
+            chunk=chunk, proxies=proxies, proxy_options=_proxy_options(proxy_seed),
         )
     except BenchInterrupted as stop:
         click.echo(str(stop), err=True)
@@ -94,6 +95,12 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(summary.line())
+
+
+def _proxy_options(seed: int):
+    from epsinas_onnx.proxies.proxy import ProxyOptions
+
+    return ProxyOptions(seed=seed)
 
 
 def _open(store):

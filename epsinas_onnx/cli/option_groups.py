@@ -83,6 +83,36 @@ def plot_option(help: str):
     return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=help)
 
 
+# ---------------------------------------------------------------- other proxies
+
+
+def _proxy_names(ctx, param, value):
+    if value is None:
+        return ()
+    from epsinas_onnx.proxies.registry import parse_names
+
+    try:
+        return parse_names(value)
+    except Exception as exc:  # UserError: one line, as click's own
+        raise click.BadParameter(str(exc)) from None
+
+
+def _proxy_help() -> str:
+    from epsinas_onnx.proxies.registry import names
+
+    return ("Other zero-cost proxies computed beside epsinas, comma-separated: " + ", ".join(names())
+            + " (docs/proxies.md: each with its paper's random initialisation and batch).")
+
+
+# score --proxy and bench --proxies: one option, both spellings
+proxies_option = stack(
+    click.option("--proxy", "--proxies", "proxies", metavar="NAMES", default=None, callback=_proxy_names,
+                 help=_proxy_help()),
+    click.option("--proxy-seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Seed of the proxies' random weights and inputs."),
+)
+
+
 # ---------------------------------------------------------------- the batch
 
 

@@ -13,6 +13,15 @@ The key is UNIQUE, so rerunning a bench never duplicates a row. A row holds
 either a result (`score`, NULL for NaN, with `nan_reason`) or an `error` (the
 architecture could not be scored: not a result, retried by the next run).
 
+`bench --proxies` keeps the other proxies' values in a second table,
+`proxies`, one row per (space, arch, data, settings, proxy): `settings` is the
+canonical JSON of the export options and what the proxy's value depends on
+(epsinas_onnx/proxies: its initialisation, batch, seed), `data` the batch's
+fingerprint as above; a row holds `value` (NULL for NaN, with `nan_reason`) or
+an `error`, and the seconds the proxy took. A store written before the table
+existed gets it from the first `bench --proxies` (ensure_proxies); readers that
+do not know it ignore it (the schema version is unchanged).
+
 A bench driver writes its rows (its workers never touch the file); WAL mode
 lets `results` and `evaluate` read while a bench runs, and another bench
 write at the same time.
@@ -63,6 +72,23 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_CREATE_PROXIES = """
+CREATE TABLE IF NOT EXISTS proxies (
+    id         INTEGER PRIMARY KEY,
+    space      TEXT NOT NULL,
+    arch       TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    settings   TEXT NOT NULL,
+    proxy      TEXT NOT NULL,
+    value      REAL,
+    nan_reason TEXT,
+    error      TEXT,
+    seconds    REAL,
+    created    TEXT NOT NULL,
+    UNIQUE (space, arch, data, settings, proxy)
+)
+"""
+PROXY_KEY = ("space", "arch", "data", "settings", "proxy")
 
 
 def fingerprint(array: np.ndarray) -> str:
@@ -317,6 +343,63 @@ class ResultStore:
     def count(self) -> int:
         with self._sqlite_errors():
             return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    # ---------------------------------------------------------------- the proxies' table
+
+    def has_proxies(self) -> bool:
+        return "proxies" in self._tables()
+
+    def ensure_proxies(self) -> None:
+        """The proxies' table, made where a store lacks it (nothing else changes)."""
+        with self._sqlite_errors():
+            self.db.execute(_CREATE_PROXIES)
+            self.db.commit()
+
+    def proxies_done(self, space: str, data: str, settings: str, proxy: str) -> set[str]:
+        """The archs with a value (NaN included) of `proxy` under this key; errors are retried."""
+        if not self.has_proxies():
+            return set()
+        with self._sqlite_errors():
+            rows = self.db.execute(
+                "SELECT arch FROM proxies WHERE space = ? AND data = ? AND settings = ? AND proxy = ? "
+                "AND error IS NULL", (space, data, settings, proxy))
+            return {r[0] for r in rows}
+
+    def add_proxy(self, row: dict) -> None:
+        """Insert one proxy value; a value replaces an earlier error of the same key, nothing else is replaced."""
+        value = row.get("value")
+        if value is not None and math.isnan(value):
+            value = None
+        values = {"space": row["space"], "arch": row["arch"], "data": row["data"], "settings": row["settings"],
+                  "proxy": row["proxy"], "value": value, "nan_reason": row.get("nan_reason"),
+                  "error": row.get("error"), "seconds": row.get("seconds"), "created": row.get("created") or now()}
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in PROXY_KEY)
+        with self._sqlite_errors():
+            self.db.execute(
+                f"INSERT INTO proxies ({names}) VALUES ({marks}) "
+                f"ON CONFLICT ({', '.join(PROXY_KEY)}) DO UPDATE SET {updates} WHERE proxies.error IS NOT NULL",
+                values,
+            )
+
+    def proxy_rows(self, space: str | None = None) -> list[dict]:
+        """Every proxy row (of one space), oldest first; value NaN for a NaN result."""
+        if not self.has_proxies():
+            return []
+        query = "SELECT space, arch, data, settings, proxy, value, nan_reason, error, seconds, created FROM proxies"
+        args: tuple = ()
+        if space is not None:
+            query += " WHERE space = ?"
+            args = (space,)
+        with self._sqlite_errors():
+            fetched = self.db.execute(query + " ORDER BY id", args).fetchall()
+        out = []
+        for r in fetched:
+            row = dict(r)
+            row["value"] = float("nan") if row["value"] is None and row["error"] is None else row["value"]
+            out.append(row)
+        return out
 
     def spaces(self) -> list[str]:
         with self._sqlite_errors():

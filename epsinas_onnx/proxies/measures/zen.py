@@ -15,9 +15,9 @@ running_var is what PyTorch's BatchNorm holds after those two forwards, from
 its initial 1: m^2 + m (1 - m) v1 + (1 - m) v2, v1 and v2 the unbiased
 batch variances of the layer's input in the two runs (the probe reads the
 biased ones the batch statistics normalise with, batch_norm.py), m the node's
-momentum (ONNX's convention, 0.9 by default: PyTorch's momentum 0.1). One repeat, as
-NASLib's (Zen-NAS itself averages 32 repeats of batch 16); batch 32,
-NASLib's zero-cost batch (naslib/runners/zc/zc_config.yaml).
+momentum (ONNX's convention, 0.9 by default: PyTorch's momentum 0.1). Batch
+16, Zen-NAS's own; one repeat, as NASLib computes the published
+NAS-Bench-201 values (Zen-NAS averages 32 repeats, 32 times the cost).
 
 NaN: token inputs; no global average pooling (GlobalAveragePool, or a
 ReduceMean over every spatial axis) to read the feature map before; a feature
@@ -35,7 +35,7 @@ from epsinas_onnx.core.rewriting.passes.build import constant, node
 from epsinas_onnx.proxies.graph import add_nodes, expose, is_added, output_of, rank
 from epsinas_onnx.proxies.proxy import NotApplicable, Outcome, Probe, Proxy, register
 
-BATCH = 32
+BATCH = 16  # Zen-NAS's own (ZeroShotProxy/compute_zen_score.py, --batch_size 16)
 MIXUP = 0.01  # the perturbation's scale (mixup_gamma)
 ONNX_MOMENTUM = 0.9  # BatchNormalization's default momentum attribute
 
