@@ -10,7 +10,8 @@ import click
 
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
                                             input_options, mode_option, policy_options, progress_option,
-                                            proxies_option, sample_seed_option, side_table_option, stored_mode_option,
+                                            proxies_option, rank_by_option,
+                                            sample_seed_option, side_table_option, stored_mode_option,
                                             target_source_options,
                                             weights_option)
 from epsinas_onnx.cli.render import render, top64_text
@@ -149,15 +150,17 @@ def results(store, space, config, fmt):
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @stored_mode_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@rank_by_option
 @format_option
 def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
-             baselines, proxies, config, mode, plot_path, fmt):
+             baselines, proxies, config, mode, plot_path, rank_by, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies: each row on the
-    architectures it covers (docs/commands/bench.md)."""
+    architectures it covers, the proxies bench --proxies stored on those they
+    all cover (docs/commands/bench.md, docs/proxies.md)."""
     from epsinas_onnx.experiments import benchmark_tables, evaluation
 
-    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows
+    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows, stored_proxies
 
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
@@ -169,7 +172,7 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     report = evaluation.evaluate(
         rows, space, targets, dataset=dataset, arch_column=arch_column, target_column=target_column,
         lower_is_better=lower_is_better, baselines=baselines, proxies=proxies, mode=row_mode(rows[0]),
-        other_modes=other_modes,
+        other_modes=other_modes, stored_proxies=stored_proxies(store, rows), rank_by=rank_by,
     )
     first = rows[0]
     report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],

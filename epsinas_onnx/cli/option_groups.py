@@ -104,6 +104,24 @@ def _proxy_help() -> str:
             + " (docs/proxies.md: each with its paper's random initialisation and batch).")
 
 
+def _rank_by_names(ctx, param, value):
+    if value is None:
+        return ()
+    from epsinas_onnx.proxies.registry import parse_names
+
+    try:
+        return parse_names(value, allowed_extra=("epsinas",))
+    except Exception as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+rank_by_option = click.option(
+    "--rank-by", metavar="NAMES", default=None, callback=_rank_by_names,
+    help="Rank the population by several scores at once, comma-separated among epsinas and the proxies "
+         "(e.g. epsinas,naswot,params): the sum over them of log(rank / n), n the candidates "
+         "(docs/proxies.md).")
+
+
 # score --proxy and bench --proxies: one option, both spellings
 proxies_option = stack(
     click.option("--proxy", "--proxies", "proxies", metavar="NAMES", default=None, callback=_proxy_names,
