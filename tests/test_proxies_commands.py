@@ -101,3 +101,30 @@ def test_bad_proxy_names_are_one_line(models, capsys):
     assert status == 1 and "unknown proxy 'nope'" in err and "\n" == err[-1] and err.count("\n") == 1
     status, _, err = cli(capsys, "score", models / "conv.onnx", "--rank-by", "naswot")
     assert status == 1 and "two or more" in err
+
+
+def test_search_picks_by_the_aggregate_of_stored_scores(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    for seed in (0, 1):  # pick 1 of 3, runs 0 and 1: space.sample(3, 0) and space.sample(3, 1)
+        status, _, _ = cli(capsys, "bench", "nb201", "--sample", "3", "--seed", seed, *SMALL, "--store", store,
+                           "--proxies", "params", "--no-progress")
+        assert status == 0
+    status, out, err = cli(capsys, "search", "pick", "--n", "3", "--runs", "2", "--store", store, "--rank-by",
+                           "epsinas,params", "--format", "json")
+    assert status == 0, err
+    report = json.loads(out)
+    from epsinas_onnx.core.tables import packaged
+
+    table = {row["arch"]: row for row in packaged("nb201_accuracies").rows}
+    with sqlite3.connect(store) as db:
+        epsinas = {a: (np.nan if s is None else s) for a, s in db.execute("SELECT arch, score FROM results")}
+    picked = []
+    for run in range(2):
+        texts = [nb201.format_arch(a) for a in nb201.sample(3, run)]
+        values = aggregate.aggregate({"e": [epsinas[t] for t in texts],
+                                      "p": [float(table[t]["params_m"]) for t in texts]})
+        picked.append(float(table[texts[int(np.argmax(values))]]["cifar10"]))
+    assert report["mean"] == pytest.approx(np.mean(picked)) and report["config"]["rank_by"] == ["epsinas", "params"]
+    # a member not stored for the drawn architectures: one line naming it
+    status, _, err = cli(capsys, "search", "pick", "--n", "3", "--runs", "2", "--store", store, "--rank-by", "naswot")
+    assert status == 1 and "naswot" in err and err.count("\n") == 1

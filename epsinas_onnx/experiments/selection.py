@@ -138,6 +138,16 @@ def store_scores(opts: dict):
                                 progress=opts["progress"], stored=len(rows))
     config = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
               "data_description": first["data_description"], "rows": len(rows)}
+    rank_by = opts.get("rank_by") or ()
+    if rank_by:
+        proxies = stored_proxies(store, rows)
+        unknown = [n for n in rank_by if n != "epsinas" and n not in proxies]
+        if unknown:
+            raise UserError(f"--rank-by {', '.join(unknown)}: not stored with config {first['config']} (stored: "
+                            f"{', '.join(proxies) or 'none'}; bench --proxies stores them)")
+        columns = {n: search.store_scores(rows) if n == "epsinas" else proxies[n] for n in rank_by}
+        config["rank_by"] = list(rank_by)
+        return space, search.RankedScores(columns, source=str(store)), config
     return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
 
 
