@@ -13,7 +13,7 @@ to the published per-architecture values of the packaged tables (NASWOT v1 and
 Zen-score over the whole space, NAS-Bench-Suite-Zero's 13 proxies on its
 subset), the Spearman between ours and theirs; params against params_m (the
 store's networks have a 1-output head: 9 * 64 + 9 parameters fewer than the
-10-class count). `aggregates` prints the 14 candidates of docs/proxies.md.
+10-class count). `aggregates` prints the 19 candidates of docs/proxies.md (rounds 1 and 2).
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ CANDIDATES = {  # docs/proxies.md, written before any was measured
     5: ("upper", "naswot", "params", "meco"),
     6: ("upper", "naswot", "params", "meco", "zen", "flops"),
     7: ("epsinas", "naswot", "params"),
+    # round 2, written after round 1's numbers: log form only, a member listed twice counts twice
+    8: ("meco", "naswot"),
+    9: ("meco", "upper"),
+    10: ("meco", "naswot", "upper"),
+    11: ("meco", "meco", "naswot", "params"),
+    12: ("meco", "meco", "naswot", "params", "upper"),
 }
+ROUND_2 = range(8, 13)
 
 
 def speed(args) -> None:
@@ -180,9 +187,12 @@ def aggregates(args) -> None:
             print(f"{number}: {members} not all stored")
             continue
         values = {m: [columns[m][a] for a in archs] for m in members}
+        weights = {m: members.count(m) for m in members}
         for form, letter in (("log", "L"), ("mean", "M")):
+            if number in ROUND_2 and form != "log":
+                continue
             label = f"{number}{letter} {form}: {'+'.join(members)}"
-            print(_row(label, aggregate(values, form=form), target, nan="last"))
+            print(_row(label, aggregate(values, form=form, weights=weights), target, nan="last"))
 
 
 def main() -> None:

@@ -70,6 +70,8 @@ def test_rank_fractions_are_scipys_average_ranks_with_nan_last():
     assert aggregate.rank_fractions(values) == pytest.approx(expected)
     both = aggregate.aggregate({"a": [1, 2, 3], "b": [3, 2, 1]}, form="mean")
     assert both == pytest.approx([4 / 3, 4 / 3, 4 / 3])
+    twice = aggregate.aggregate({"a": [1, 2, 3], "b": [3, 2, 1]}, weights={"a": 2})
+    assert twice == pytest.approx(2 * np.log([1 / 3, 2 / 3, 1]) + np.log([1, 2 / 3, 1 / 3]))
 
 
 def test_bench_stores_the_proxies_and_resumes(tmp_path, capsys):

@@ -37,9 +37,11 @@ def rank_fractions(values: Sequence[float]) -> np.ndarray:
     return ranks / n
 
 
-def aggregate(columns: Mapping[str, Sequence[float]], form: str = FORM) -> np.ndarray:
+def aggregate(columns: Mapping[str, Sequence[float]], form: str = FORM,
+              weights: Mapping[str, float] | None = None) -> np.ndarray:
     """The aggregate score of each member of a population; `columns` maps each
-    member score's name to its values, one per candidate, in the same order."""
+    member score's name to its values, one per candidate, in the same order;
+    `weights` (default 1 each) multiplies a member's term (a member counted twice: 2)."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     if not columns:
@@ -47,5 +49,7 @@ def aggregate(columns: Mapping[str, Sequence[float]], form: str = FORM) -> np.nd
     lengths = {len(v) for v in columns.values()}
     if len(lengths) != 1:
         raise ValueError("every score needs one value per candidate")
-    fractions = [rank_fractions(values) for values in columns.values()]
-    return np.sum(np.log(fractions) if form == "log" else fractions, axis=0)
+    weights = weights or {}
+    terms = [weights.get(name, 1.0) * (np.log(rank_fractions(values)) if form == "log" else rank_fractions(values))
+             for name, values in columns.items()]
+    return np.sum(terms, axis=0)
