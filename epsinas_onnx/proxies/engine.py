@@ -142,34 +142,42 @@ def _session(payload: bytes, execution: ExecutionOptions):
 
 
 def _run_group(fresh, scheme: str, members: list, context: Context, execution: ExecutionOptions) -> dict:
-    start = time.perf_counter()
-    model = _normalised(fresh())
-    RandomInitPass(scheme, context.options.seed)(model)
-    common_passes.ShapeInferencePass()(model)  # ranks and types, for the batch statistics and the probes
-    TrainingBatchNormPass()(model)
-    probes, timings, results = {}, {}, {}
-    for proxy in members:
+    timings, results, feeds = {}, {}, {}
+    for proxy in members:  # the inputs first: a proxy that cannot take this batch costs no model
         begin = time.perf_counter()
         try:
-            probes[proxy.name] = proxy.probe(model)
+            feeds[proxy.name] = proxy.feeds(context)
         except NotApplicable as why:
             results[proxy.name] = Outcome.nan(str(why))
         timings[proxy.name] = time.perf_counter() - begin
-    session = None
-    if probes:
-        session = _session(session_payload(model), execution)
-    share = (time.perf_counter() - start - sum(timings.values())) / len(members)
-    for proxy in members:
+    runnable = [p for p in members if p.name in feeds]
+    start = time.perf_counter()
+    probes, probing = {}, 0.0
+    if runnable:
+        model = _normalised(fresh())
+        RandomInitPass(scheme, context.options.seed)(model)
+        common_passes.ShapeInferencePass()(model)  # ranks and types, for the batch statistics and the probes
+        TrainingBatchNormPass()(model)
+        for proxy in runnable:
+            begin = time.perf_counter()
+            try:
+                probes[proxy.name] = proxy.probe(model)
+            except NotApplicable as why:
+                results[proxy.name] = Outcome.nan(str(why))
+            probing += time.perf_counter() - begin
+            timings[proxy.name] += time.perf_counter() - begin
+    session = _session(session_payload(model), execution) if probes else None
+    share = (time.perf_counter() - start - probing) / max(len(runnable), 1)  # the copy, initialisation, session
+    for proxy in runnable:
         begin = time.perf_counter()
         if proxy.name in probes:
             probe = probes[proxy.name]
 
             def work():
                 fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout)
-                           for feed in proxy.feeds(context)]
+                           for feed in feeds[proxy.name]]
                 return proxy.value(probe, fetched, context)
 
             results[proxy.name] = _guarded(work)
-        timings[proxy.name] += time.perf_counter() - begin
-    return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name] + share)
-            for name, outcome in results.items()}
+        timings[proxy.name] += time.perf_counter() - begin + share
+    return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name]) for name, outcome in results.items()}
