@@ -72,6 +72,11 @@ def test_rank_fractions_are_scipys_average_ranks_with_nan_last():
     assert both == pytest.approx([4 / 3, 4 / 3, 4 / 3])
     twice = aggregate.aggregate({"a": [1, 2, 3], "b": [3, 2, 1]}, weights={"a": 2})
     assert twice == pytest.approx(2 * np.log([1 / 3, 2 / 3, 1]) + np.log([1, 2 / 3, 1 / 3]))
+    # --rank-by a,a,b: a name listed twice counts twice
+    assert aggregate.of_members({"a": [1, 2, 3], "b": [3, 2, 1]}, ("a", "a", "b")) == pytest.approx(twice)
+    from epsinas_onnx.proxies.registry import parse_names
+
+    assert parse_names("meco,meco,params", repeats=True) == ("meco", "meco", "params")
 
 
 def test_bench_stores_the_proxies_and_resumes(tmp_path, capsys):

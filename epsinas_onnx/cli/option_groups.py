@@ -110,7 +110,7 @@ def _rank_by_names(ctx, param, value):
     from epsinas_onnx.proxies.registry import parse_names
 
     try:
-        return parse_names(value, allowed_extra=("epsinas",))
+        return parse_names(value, allowed_extra=("epsinas",), repeats=True)
     except Exception as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -118,8 +118,8 @@ def _rank_by_names(ctx, param, value):
 rank_by_option = click.option(
     "--rank-by", metavar="NAMES", default=None, callback=_rank_by_names,
     help="Rank the population by several scores at once, comma-separated among epsinas and the proxies "
-         "(e.g. epsinas,naswot,params): the sum over them of log(rank / n), n the candidates "
-         "(docs/proxies.md).")
+         "(e.g. epsinas,naswot,params; a name listed twice counts twice): the sum over them of log(rank / n), "
+         "n the candidates (docs/proxies.md).")
 
 
 # score --proxy and bench --proxies: one option, both spellings

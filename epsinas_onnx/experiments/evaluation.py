@@ -203,7 +203,8 @@ def evaluate(
     proxies bench --proxies stored for these architectures (label -> {arch:
     value}), each a row on the architectures every one of them covers, with
     epsinas and params again on those where they are fewer. rank_by: names
-    among "epsinas" (the scores of `rows`) and the stored proxies' labels: one more row, their rank aggregate over
+    among "epsinas" (the scores of `rows`) and the stored proxies' labels (a
+    name listed twice counts twice): one more row, their rank aggregate over
     those architectures (proxies.aggregate, the population being them)."""
     from epsinas_onnx.spaces import get_space
 
@@ -321,7 +322,7 @@ def _stored_rows(stored: dict, rank_by, target_of: dict, score_of: dict, params_
     for name, values in stored.items():
         out += rows_on(f"{name} (stored)", values, covered)
     if rank_by:
-        from epsinas_onnx.proxies.aggregate import aggregate
+        from epsinas_onnx.proxies.aggregate import of_members
 
         columns = {name: [score_of[a] if name == "epsinas" else stored[name][a] for a in covered] for name in rank_by}
         out += rows_on(f"rank-by {','.join(rank_by)}", dict(zip(covered, aggregate(columns))), covered)

@@ -179,10 +179,11 @@ class RankedScores(Scores):
     over its pool, --move over the tournament. Every member must be stored for
     every architecture the search draws (nothing is scored on demand)."""
 
-    def __init__(self, columns: dict[str, dict[str, float]], source: str = ""):
+    def __init__(self, columns: dict[str, dict[str, float]], source: str = "", members: tuple = ()):
         known = set.intersection(*(set(values) for values in columns.values()))
         super().__init__({t: math.nan for t in known}, None, source)
         self.columns = columns
+        self.members = tuple(members) or tuple(columns)  # a name listed twice counts twice
 
     def ensure(self, archs: list, texts: list[str]) -> None:
         missing = [t for t in texts if t not in self.known]
@@ -193,10 +194,10 @@ class RankedScores(Scores):
                             "first with `epsinas-onnx bench ... --proxies`")
 
     def population(self, texts: list[str]) -> np.ndarray:
-        from epsinas_onnx.proxies.aggregate import aggregate
+        from epsinas_onnx.proxies.aggregate import of_members
 
         self.ensure([], texts)
-        return aggregate({name: [values[t] for t in texts] for name, values in self.columns.items()})
+        return of_members({name: [values[t] for t in texts] for name, values in self.columns.items()}, self.members)
 
     def ordering(self, archs: list, texts: list[str]) -> np.ndarray:
         return self.population(texts)

@@ -147,7 +147,7 @@ def store_scores(opts: dict):
                             f"{', '.join(proxies) or 'none'}; bench --proxies stores them)")
         columns = {n: search.store_scores(rows) if n == "epsinas" else proxies[n] for n in rank_by}
         config["rank_by"] = list(rank_by)
-        return space, search.RankedScores(columns, source=str(store)), config
+        return space, search.RankedScores(columns, source=str(store), members=rank_by), config
     return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
 
 

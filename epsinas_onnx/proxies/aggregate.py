@@ -8,6 +8,8 @@ aggregate of a is
     log:   sum over members of log r(a)   (AZ-NAS's form: a low rank on any member costs much)
     mean:  sum over members of r(a)       (Borda: a low rank on one member can be made up)
 
+a member listed twice counting twice (of_members).
+
 docs/proxies.md lists the candidates measured and names the frozen one (FORM).
 Ranks are relative to the population: the same model can get another
 aggregate in another population.
@@ -15,6 +17,7 @@ aggregate in another population.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -53,3 +56,10 @@ def aggregate(columns: Mapping[str, Sequence[float]], form: str = FORM,
     terms = [weights.get(name, 1.0) * (np.log(rank_fractions(values)) if form == "log" else rank_fractions(values))
              for name, values in columns.items()]
     return np.sum(terms, axis=0)
+
+
+def of_members(columns: Mapping[str, Sequence[float]], members: Sequence[str], form: str = FORM) -> np.ndarray:
+    """aggregate() of `members`, names of `columns`, a name listed k times weighing k
+    (--rank-by meco,meco,naswot,params: MeCo's term counts twice)."""
+    counts = Counter(members)
+    return aggregate({name: columns[name] for name in counts}, form, weights=counts)

@@ -13,7 +13,7 @@ from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSet
 from epsinas_onnx.core.scoring.ranking import rank_models as rank_by_epsinas
 from epsinas_onnx.core.scoring.scorer import DEFAULT_WEIGHTS, ScoreResult
 from epsinas_onnx.proxies import engine
-from epsinas_onnx.proxies.aggregate import aggregate
+from epsinas_onnx.proxies.aggregate import of_members
 from epsinas_onnx.proxies.proxy import ProxyOptions
 
 EPSINAS = "epsinas"  # the name of the epsinas score among the --rank-by members
@@ -37,7 +37,7 @@ class Candidate:
 def check_rank_by(rank_by, proxies) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(rank_by, the proxies to compute: those asked plus those rank_by names)."""
     rank_by = tuple(rank_by or ())
-    extra = tuple(name for name in rank_by if name != EPSINAS and name not in proxies)
+    extra = tuple(name for name in dict.fromkeys(rank_by) if name != EPSINAS and name not in (proxies or ()))
     return rank_by, tuple(proxies or ()) + extra
 
 
@@ -45,7 +45,7 @@ def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = B
                 scoring: ScoringSettings = ScoringSettings(), execution: ExecutionOptions = ExecutionOptions(),
                 proxies=(), rank_by=(), proxy_options: ProxyOptions = ProxyOptions()) -> list[Candidate]:
     """Score each model with epsinas and `proxies`; rank by the aggregate of
-    `rank_by` (names among "epsinas" and the proxies) when given, else by
+    `rank_by` (names among "epsinas" and the proxies; one listed twice counts twice) when given, else by
     epsinas. A model that cannot be scored keeps its error and ranks last."""
     rank_by, proxies = check_rank_by(rank_by, proxies)
     scored = rank_by_epsinas(models, weights, batch_options, scoring, execution)
@@ -59,7 +59,7 @@ def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = B
     if not rank_by:
         return candidates
     ranked = [c for c in candidates if c.result is not None]
-    values = aggregate({name: [c.value(name) for c in ranked] for name in rank_by})
+    values = of_members({name: [c.value(name) for c in ranked] for name in rank_by}, rank_by)
     for candidate, value in zip(ranked, values):
         candidate.aggregate = float(value)
     ranked.sort(key=lambda c: -c.aggregate)  # stable: ties keep the order given

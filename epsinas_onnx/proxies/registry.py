@@ -39,8 +39,9 @@ def get(name: str) -> "Proxy":
     return TABLE[name]
 
 
-def parse_names(text: str | None, allowed_extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """'naswot,zen' -> ('naswot', 'zen'): known names, each once, in the order given.
+def parse_names(text: str | None, allowed_extra: tuple[str, ...] = (), repeats: bool = False) -> tuple[str, ...]:
+    """'naswot,zen' -> ('naswot', 'zen'): known names in the order given, each
+    once (repeats=True: as often as listed, for --rank-by's weights).
     `allowed_extra`: names that are not proxies but may be listed (e.g. epsinas)."""
     if text is None:
         return ()
@@ -52,7 +53,7 @@ def parse_names(text: str | None, allowed_extra: tuple[str, ...] = ()) -> tuple[
         if item not in names() and item not in allowed_extra:
             known = ", ".join((*allowed_extra, *names()))
             raise UserError(f"unknown proxy {item!r}: choose among {known} (comma-separated, e.g. naswot,zen)")
-        if item not in chosen:
+        if repeats or item not in chosen:
             chosen.append(item)
     if not chosen:
         raise UserError(f"no proxy named in {text!r}: give comma-separated names, e.g. naswot,zen")
