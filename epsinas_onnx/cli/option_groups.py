@@ -119,7 +119,8 @@ rank_by_option = click.option(
     "--rank-by", metavar="NAMES", default=None, callback=_rank_by_names,
     help="Rank the population by several scores at once, comma-separated among epsinas and the proxies "
          "(e.g. epsinas,naswot,params; a name listed twice counts twice): the sum over them of log(rank / n), "
-         "n the candidates (docs/proxies.md).")
+         "n the candidates. The aggregate chosen on NAS-Bench-201 and frozen: meco,meco,naswot,params "
+         "(docs/proxies.md).")
 
 
 # score --proxy and bench --proxies: one option, both spellings
