@@ -97,13 +97,18 @@ def test_zen_equals_naslibs_computation_on_nb201():
 def test_params_equal_the_packaged_table_exactly():
     from epsinas_onnx.core.tables import packaged
 
-    table = packaged("nb201_accuracies")
-    rows = {row["arch"]: row for row in table.rows}
+    rows = {row["arch"]: row for row in packaged("nb201_accuracies").rows}
     for arch in nb201.sample(6, seed=3) + [nb201.parse(ARCH)]:
         text = nb201.format_arch(arch)
         got = engine.compute(nb201.to_onnx(arch, num_classes=10), ["params"])["params"].value
         assert got == nb201.num_params(arch)
-        assert got / 1e6 == pytest.approx(float(rows[text]["params_m"]), abs=5e-7)  # the table's 6 decimals
+        assert got == round(float(rows[text]["params_m"]) * 1e6)  # a whole count in millions, 6 decimals
+    # over the whole table the count the proxy equals matches params_m for all but 204 architectures, whose
+    # table value is no count of their network (199 fractional, e.g. index 15403: 0.14797266666666667;
+    # 5 a count of another network, e.g. index 5065: 0.923946 for a network of 802,426)
+    differ = [r["index"] for r in rows.values() if nb201.num_params(nb201.parse(r["arch"])) != float(r["params_m"]) * 1e6
+              and nb201.num_params(nb201.parse(r["arch"])) != round(float(r["params_m"]) * 1e6)]
+    assert len(differ) == 204 and {"15403", "5065"} <= set(differ)
 
 
 def test_flops_count_the_multiply_accumulates_of_nb201():
