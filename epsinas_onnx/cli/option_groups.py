@@ -97,13 +97,6 @@ def _proxy_names(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
-def _proxy_help() -> str:
-    from epsinas_onnx.proxies.registry import names
-
-    return ("Other zero-cost proxies computed beside epsinas, comma-separated: " + ", ".join(names())
-            + " (docs/proxies.md: each with its paper's random initialisation and batch).")
-
-
 def _rank_by_names(ctx, param, value):
     if value is None:
         return ()
@@ -115,20 +108,17 @@ def _rank_by_names(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+# among epsinas and the proxies; a name listed twice counts twice (proxies/aggregate.py)
 rank_by_option = click.option(
     "--rank-by", metavar="NAMES", default=None, callback=_rank_by_names,
-    help="Rank the population by several scores at once, comma-separated among epsinas and the proxies "
-         "(e.g. epsinas,naswot,params; a name listed twice counts twice): the sum over them of log(rank / n), "
-         "n the candidates. The aggregate chosen on NAS-Bench-201 and frozen: meco,meco,naswot,params "
-         "(docs/proxies.md).")
+    help="Rank by an aggregate (docs/proxies.md).")
 
 
 # score --proxy and bench --proxies: one option, both spellings
 proxies_option = stack(
     click.option("--proxy", "--proxies", "proxies", metavar="NAMES", default=None, callback=_proxy_names,
-                 help=_proxy_help()),
-    click.option("--proxy-seed", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="Seed of the proxies' random weights and inputs."),
+                 help="Other proxies, e.g. naswot,zen."),
+    click.option("--proxy-seed", type=click.IntRange(min=0), default=0, help="Seed of the proxies' draws."),
 )
 
 

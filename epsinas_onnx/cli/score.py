@@ -86,10 +86,9 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, inpu
           input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
           torch_factory, torch_kwargs, input_shape, proxies, proxy_seed, rank_by, fmt):
     """Score MODEL (an .onnx file), rank several (files, a glob, folders of
-    *.onnx) on one batch, or with --torch score a PyTorch module; --proxy adds
-    other zero-cost proxies, --rank-by ranks several models by an aggregate
-    (docs/proxies.md). Exit 0 whenever a score, NaN included, was computed.
-    Every option at length: docs/commands/score.md."""
+    *.onnx) on one batch, or with --torch score a PyTorch module. Exit 0
+    whenever a score, NaN included, was computed. Every option at length:
+    docs/commands/score.md."""
     from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
     from epsinas_onnx.core.scoring.scorer import score_with
 

@@ -325,7 +325,7 @@ def _stored_rows(stored: dict, rank_by, target_of: dict, score_of: dict, params_
         from epsinas_onnx.proxies.aggregate import of_members
 
         columns = {name: [score_of[a] if name == "epsinas" else stored[name][a] for a in covered] for name in rank_by}
-        out += rows_on(f"rank-by {','.join(rank_by)}", dict(zip(covered, aggregate(columns))), covered)
+        out += rows_on(f"rank-by {','.join(rank_by)}", dict(zip(covered, of_members(columns, rank_by))), covered)
     return out
 
 
