@@ -598,11 +598,13 @@ class _Job:
     def died(self, arch, error: str) -> dict:
         """The error row of an architecture whose worker process died scoring
         it (a local worker, a Ray task): no result; the next run retries it."""
-        return {
+        row = {
             "arch": self.space_module.format_arch(arch), "score": math.nan, "nan_reason": None,
             "params": None, "seconds": 0.0, "device": self.device, "error": error,
-            "proxies": {name: _proxy_error(error) for name in self.proxies},
         }
+        if getattr(self, "proxies", ()):  # a job without proxies (and stand-ins that borrow this) add none
+            row["proxies"] = {name: _proxy_error(error) for name in self.proxies}
+        return row
 
     def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
         state = dict(self.__dict__)
