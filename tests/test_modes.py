@@ -18,7 +18,7 @@ from epsinas_onnx.core.scoring.modes import (ROUNDING_FACTOR, ladder, ladder_val
                                              score_ladder, score_upper, upper_value)
 from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, cifar10_batch, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 BATCH = 32
@@ -213,7 +213,7 @@ def exported(make, tmp_path):
 
 
 @pytest.mark.parametrize("make", [plain_cnn, mobilenet_stack], ids=["plain_cnn", "mobilenet_stack"])
-def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path, shared_data):
+def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path):
     """Full width, the ladder's score is PyTorch's. Collapsed, the rung is the
     same but the value is not: the first surviving rung's output is denormal
     (about 1e-40 here), where the one-channel graph rounds differently
@@ -234,7 +234,7 @@ def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tm
     assert collapsed.scored_weights == (rung, 1.0) and 1.0 <= collapsed.score < 2.0
 
 
-def test_upper_is_nan_where_its_pair_reads_rounding_as_float64_confirms(tmp_path, shared_data):
+def test_upper_is_nan_where_its_pair_reads_rounding_as_float64_confirms(tmp_path):
     """plain_cnn is one chain of Conv-BN-ReLU: from w2 = 1 up every
     BatchNorm's input variance dwarfs eps, so the network is one function at
     1 and 10 up to a scale. Its exact u (PyTorch, float64) is about 1e-15;
@@ -255,7 +255,7 @@ def test_upper_is_nan_where_its_pair_reads_rounding_as_float64_confirms(tmp_path
 
 
 @pytest.mark.parametrize("make", [mobilenet_stack], ids=["mobilenet_stack"])
-def test_upper_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path, shared_data):
+def test_upper_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path):
     """Both outputs of the upper pair are normal float32 numbers, so the
     collapsed graph agrees with PyTorch as closely as the full-width one
     (u = 1.04 here, far above rounding)."""
@@ -293,7 +293,7 @@ def test_on_a_small_transformer_the_ladder_is_the_reference_noise():
 
 
 @pytest.mark.parametrize("mode", ["ladder", "upper"])
-def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path, shared_data):
+def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path):
     store = tmp_path / "r.sqlite"
     archs = nb201.sample(12, 5)
     common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8, norm="cifar10"), store_path=store, progress=False)
@@ -324,15 +324,15 @@ def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path, shared
     assert nan > 0  # the sample holds architectures the reference cannot score
 
 
-def test_cli_mode_option_and_evaluate_side_by_side(tmp_path, shared_data):
+def test_cli_mode_option_and_evaluate_side_by_side(tmp_path):
     store = tmp_path / "r.sqlite"
     base = ("bench", "nb201", "--sample", 10, "--seed", 1, "--batch-size", 8, "--data", CIFAR10, "--store", store,
             "--no-progress")
     for mode in ("reference", "ladder", "upper"):
-        result = run_cli(*base, "--mode", mode)
+        result = run_cli_in_process(*base, "--mode", mode)
         assert result.returncode == 0, result.stderr
-    accuracies = shared_data / "nb201" / "accuracies.csv"
-    result = run_cli("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
+    accuracies = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
+    result = run_cli_in_process("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
     assert result.returncode == 0, result.stderr
     rows = {r["proxy"]: r for r in json.loads(result.stdout)["rows"]}
     assert {"epsinas", "epsinas (NaN last)", "epsinas [ladder]", "epsinas [ladder] (NaN last)",
@@ -342,8 +342,8 @@ def test_cli_mode_option_and_evaluate_side_by_side(tmp_path, shared_data):
     # search reads one mode's rows, and scores the architectures the store lacks in that mode
     before = {mode: len(rows) for mode, rows in stored_by_mode(store).items()}
     for mode in ("reference", "ladder"):
-        result = run_cli("search", "pick", "--store", store, "--accuracies", accuracies, "--n", 4, "--runs", 2,
-                         "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
+        result = run_cli_in_process("search", "pick", "--store", store, "--accuracies", accuracies, "--n", 4, "--runs", 2,
+                                    "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
         assert result.returncode == 0, result.stderr
     after = stored_by_mode(store)
     assert set(after) == {"reference", "ladder", "upper"} and len(after["ladder"]) > before["ladder"]
@@ -363,5 +363,5 @@ def test_bad_mode_input(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(nb201.to_onnx(nb201.parse("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"))
                       .SerializeToString())
-    assert_user_error(run_cli("score", model, "--mode", "ladder", "--weights", 1, 1e-7), "W1 must be the smaller")
-    assert_user_error(run_cli("score", model, "--mode", "everywhere"), "--mode")
+    assert_user_error(run_cli_in_process("score", model, "--mode", "ladder", "--weights", 1, 1e-7), "W1 must be the smaller")
+    assert_user_error(run_cli_in_process("score", model, "--mode", "everywhere"), "--mode")

@@ -135,3 +135,34 @@ def test_search_picks_by_the_aggregate_of_stored_scores(tmp_path, capsys):
     # a member not stored for the drawn architectures: one line naming it
     status, _, err = cli(capsys, "search", "pick", "--n", "3", "--runs", "2", "--store", store, "--rank-by", "naswot")
     assert status == 1 and "naswot" in err and err.count("\n") == 1
+
+
+def _rebuild_proxies_without_key(path):
+    """The proxies table made again without its UNIQUE key, rows kept (another program's doing)."""
+    db = sqlite3.connect(path)
+    columns = [r[1] for r in db.execute("PRAGMA table_info(proxies)")]
+    db.execute("ALTER TABLE proxies RENAME TO old")
+    db.execute(f"CREATE TABLE proxies ({', '.join(columns)})")
+    db.execute(f"INSERT INTO proxies SELECT {', '.join(columns)} FROM old")
+    db.execute("DROP TABLE old")
+    db.commit()
+    db.close()
+
+
+def test_a_store_with_or_without_the_proxies_table_is_a_store_and_a_changed_one_is_refused(tmp_path, capsys):
+    """The store's schema check: the proxies table is optional (an older store lacks it until a bench
+    --proxies adds it), and where it is there it must be what the store makes, as results and meta must."""
+    store = tmp_path / "s.sqlite"
+    bench = ("bench", "nb201", "--sample", "1", *SMALL, "--store", store, "--no-progress")
+    assert cli(capsys, *bench)[0] == 0
+    with sqlite3.connect(store) as db:
+        assert "proxies" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert cli(capsys, "results", "--store", store)[0] == 0
+    assert cli(capsys, *bench, "--proxies", "params")[0] == 0  # the table added to the existing store
+    assert cli(capsys, "results", "--store", store)[0] == 0
+    _rebuild_proxies_without_key(store)
+    for args in (("results", "--store", store), (*bench, "--proxies", "params")):
+        status, _, err = cli(capsys, *args)
+        assert status == 1 and err.count("\n") == 1, err
+        assert "not a results store of this version (its proxies table" in err
+        assert "move it aside or give --store another file" in err

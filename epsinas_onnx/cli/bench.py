@@ -8,20 +8,20 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, OutputFile, format_option,
                                             input_options, mode_option, policy_options, progress_option,
                                             proxies_option, rank_by_option,
                                             sample_seed_option, side_table_option, stored_mode_option,
                                             target_source_options,
                                             weights_option)
-from epsinas_onnx.cli.render import render, top64_text
+from epsinas_onnx.cli.render import say, show_rows, top64_text, warn
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.stop_signals import stoppable
 
 
 @click.command()
 @click.argument("space", type=SPACES)
-@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
 @sample_seed_option
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
@@ -34,7 +34,7 @@ from epsinas_onnx.core.stop_signals import stoppable
 @policy_options
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False), help="The SQLite results file (created if absent).")
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(), help="The SQLite results file (created if absent).")
 @click.option("--workers", type=int, default=None,
               help="Architectures scored at a time: local, worker processes (default 1); ray, at most this many "
                    "tasks (default: the cluster's CPUs / --threads).")
@@ -91,11 +91,11 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             chunk=chunk, proxies=proxies, proxy_options=_proxy_options(proxy_seed),
         )
     except BenchInterrupted as stop:
-        click.echo(str(stop), err=True)
+        say(str(stop), err=True)
         raise SystemExit(128 + stop.signum) from None  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
     for warning in summary.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(summary.line())
+        warn(warning)
+    say(summary.line())
 
 
 def _proxy_options(seed: int):
@@ -115,7 +115,7 @@ FULL_COLUMNS = (*LIST_COLUMNS, "weights", "data", "data_description", "settings"
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Only this space.")
 @click.option("--config", default=None, help="Only this config id (weights + batch + settings; see --format csv).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True,
@@ -130,11 +130,11 @@ def results(store, space, config, fmt):
     rows = [{c: r[c] for c in columns} for r in rows]
     if fmt == "json":
         rows = [{**r, "weights": json.loads(r["weights"]), "settings": json.loads(r["settings"])} for r in rows]
-    click.echo(render(rows, fmt), nl=False)
+    show_rows(rows, fmt)
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
 @target_source_options
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
@@ -149,7 +149,7 @@ def results(store, space, config, fmt):
                    "(packaged: nb201 the NAS-Bench-Suite-Zero proxies of 725 architectures, nb101 naslib_500's)")
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @stored_mode_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write score vs target (.png, .pdf, .svg).")
 @rank_by_option
 @format_option
 def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
@@ -184,8 +184,8 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     few = evaluation.few_architectures(report)
     if few:
         listed = ", ".join(f"{r['proxy']} {r['n']}" for r in few[:4]) + (", ..." if len(few) > 4 else "")
-        click.echo(f"warning: {len(few)} row(s) rest on fewer than {evaluation.FEW_ARCHITECTURES} architectures "
-                   f"({listed}): their statistics are mostly noise", err=True)
+        warn(f"{len(few)} row(s) rest on fewer than {evaluation.FEW_ARCHITECTURES} architectures "
+             f"({listed}): their statistics are mostly noise")
     if fmt == "json":
         out = {k: v for k, v in report.items() if k != "points"}
         out["rows"] = [{k: _clean(v) for k, v in r.items()} for r in out["rows"]]
@@ -196,12 +196,12 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
         c = report["counts"]
         direction = "lower is better" if report["lower_is_better"] else "higher is better"
         extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in c if k.startswith("not_in_"))
-        click.echo(
+        say(
             f"{space} vs {report['target']} ({direction}; from {report['targets_from']}), config {first['config']} (weights {first['weights']}, "
             f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "
             f"{c['no_target']} without a target; {c['compared']} compared{extra}"
         )
-    click.echo(render(table, fmt), nl=False)
+    show_rows(table, fmt)
 
 
 def _clean(v):

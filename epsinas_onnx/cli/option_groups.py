@@ -7,6 +7,8 @@ Imports click, epsinas_onnx.core.options and the spaces' names only: --help must
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from epsinas_onnx.core.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT_SEQ_LEN,
@@ -14,10 +16,44 @@ from epsinas_onnx.core.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT
                                   WEIGHT_INIT_CHOICES)
 from epsinas_onnx.spaces import SPACES as SPACE_NAMES  # the names only: no space module is imported
 
-# = limits.PER_CPU, limits.BENCH_TIMEOUT, bench.DEFAULT_STORE (tests/test_cli_options.py checks they agree)
+# = limits.PER_CPU, limits.BENCH_TIMEOUT, limits.MAX_TIMEOUT, bench.DEFAULT_STORE (tests/test_cli_options.py checks they agree)
 PER_CPU = 4
 BENCH_TIMEOUT = 300.0
+MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_STORE = "epsinas_results.sqlite"
+
+
+class Number(click.FloatRange):
+    """The type of every float option: a finite number, within [min, max]
+    where given; nan, inf and values out of range are refused with one line
+    naming the option (click's FloatRange lets nan through: nan < min is false)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class OutputFile(click.Path):
+    """The type of every option naming a file to write: a path that names a
+    folder (an existing one, or one written with a trailing slash) is refused,
+    where Path("newdir/") would quietly become the file "newdir"."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        import os
+
+        text = os.fspath(value)
+        if text.endswith(("/", os.sep)) or os.path.isdir(text):
+            self.fail(f"{text!r} is a directory (a folder), not a file: name a file, e.g. "
+                      f"{text.rstrip('/' + os.sep) or '.'}/NAME", param, ctx)
+        return super().convert(value, param, ctx)
+
 
 FORMATS = click.Choice(["table", "json", "csv"])
 TABLE_OR_JSON = click.Choice(["table", "json"])
@@ -55,7 +91,7 @@ BENCHMARK_FILE_HELP = (
 def weights_option(default_help: str = "the space's reference pair"):
     """--weights, default None: for bench and ablate the space's reference pair, for score the model's recorded one."""
     return click.option(
-        "--weights", nargs=2, type=float, default=None, metavar="W1 W2",
+        "--weights", nargs=2, type=Number(), default=None, metavar="W1 W2",
         help=f"The two shared weights (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3). Default: {default_help}.",
     )
 
@@ -80,7 +116,7 @@ collapse_option = click.option(
 
 
 def plot_option(help: str):
-    return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=help)
+    return click.option("--plot", "plot_path", type=OutputFile(), default=None, help=help)
 
 
 # ---------------------------------------------------------------- other proxies
@@ -170,13 +206,13 @@ def input_options(bench: bool = False):
         seed = input_seed_option
         threads = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                                help=f"ONNX Runtime threads per worker (at most {PER_CPU} per CPU).")
-        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=BENCH_TIMEOUT, show_default=True,
+        timeout = click.option("--timeout", type=Number(0, MAX_TIMEOUT), default=BENCH_TIMEOUT, show_default=True,
                                help="Seconds one ONNX Runtime run may take (0: no limit); past it, an error row.")
     else:
         seed = stack(input_seed_option, legacy_seed_option)
         threads = click.option("--threads", type=click.IntRange(min=1), default=None,
                                help=f"ONNX Runtime threads (default: all cores, at most {PER_CPU} per CPU).")
-        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+        timeout = click.option("--timeout", type=Number(0, MAX_TIMEOUT), default=0, show_default=True,
                                help="Seconds one ONNX Runtime run may take (0: no limit).")
     return stack(data_option, batch_size_option, shuffle_seed_option, norm_option, synthetic_option, seed,
                  seq_len_option, token_layout_option, input_name_option, output_option, device_option,

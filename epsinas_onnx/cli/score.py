@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from epsinas_onnx.cli import option_groups
-from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, format_option, init_settings, input_options, mode_option,
-                                            policy_options, proxies_option, rank_by_option, weights_option)
-from epsinas_onnx.cli.render import render, write_atomically
+from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, Number, OutputFile, format_option, init_settings,
+                                            input_options, mode_option, policy_options, proxies_option, rank_by_option,
+                                            weights_option)
+from epsinas_onnx.cli.render import say, show_rows, warn, write_atomically
 from epsinas_onnx.core.errors import UserError
 
 
@@ -109,7 +110,7 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, inpu
         raise UserError("give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE")
     elif input_shape is not None or torch_kwargs is not None:
         raise UserError("--input-shape and --torch-kwargs go with --torch")
-    elif len(models) == 1 and not Path(models[0]).is_dir():
+    elif len(models) == 1 and not _is_folder(models[0]):
         if rank_by:
             raise UserError("--rank-by ranks several models against each other: give two or more")
         model = models[0]
@@ -118,14 +119,14 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, inpu
         _rank(models, weights, (batch, scoring, execution), fmt, proxies, rank_by, proxy_seed)
         return
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     row = {"model": model, **result.to_dict()}
     if proxies:
         from epsinas_onnx.proxies import engine
 
         values = engine.compute(model, proxies, batch, _proxy_options(proxy_seed), execution)
         row.update(_proxy_columns(values, fmt))
-    click.echo(render([row], fmt, single=True), nl=False)
+    show_rows([row], fmt, single=True)
 
 
 def _proxy_options(seed: int):
@@ -153,7 +154,7 @@ def _check_model_arguments(models) -> None:
             float(model)
         except ValueError:
             continue
-        if not Path(model).exists():
+        if _status(model) is None:
             raise click.UsageError(f"MODEL {model!r} is a number, not a file: --weights takes exactly two values "
                                    "(W1 W2), and what follows them is a model")
 
@@ -174,7 +175,7 @@ def _rank(models, weights, options: tuple, fmt: str, proxies=(), rank_by=(), pro
             details = {"score": None, "nan_reason": None}
         else:
             for warning in entry.result.warnings:
-                click.echo(f"warning: {entry.model}: {warning}", err=True)
+                warn(f"{entry.model}: {warning}")
             details = entry.result.to_dict()
         # every row names the mode and the pair its score is of (the upper mode scores some at (w2, 10 w2))
         pair = {"mode": details.get("mode", scoring_mode), "scored_weights": details.get("scored_weights")}
@@ -186,7 +187,7 @@ def _rank(models, weights, options: tuple, fmt: str, proxies=(), rank_by=(), pro
             rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
                          "error": entry.error, **pair, "weights": details.get("weights"), "seconds": details.get("seconds"),
                          "input": details.get("input"), "warnings": details.get("warnings", [])})
-    click.echo(render(rows, fmt), nl=False)
+    show_rows(rows, fmt)
     if failed:
         raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
 
@@ -210,18 +211,18 @@ def _rank_population(paths, weights, options: tuple, fmt: str, proxies, rank_by,
             failed += 1
         elif fmt != "table":
             for warning in entry.result.warnings:
-                click.echo(f"warning: {entry.model}: {warning}", err=True)
+                warn(f"{entry.model}: {warning}")
         row["note"] = f"error: {entry.error}" if entry.error else nan_reasons(entry)
         rows.append(row)
-    click.echo(render(rows, fmt), nl=False)
+    show_rows(rows, fmt)
     if failed:
         raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
+@click.option("--weight", type=Number(), default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
+@click.option("-o", "--out", "out", type=OutputFile(), default=None, help="Where to write the rewritten model.")
 @click.option("--explain", is_flag=True, help="What channel collapse did, and the constant tensors of each role.")
 @click.option("--tensors", is_flag=True, help="With --explain: every constant tensor on its own row, not grouped by role.")
 @click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
@@ -246,25 +247,25 @@ def rewrite(model, weight, out, explain, tensors, collapse, bn_gamma, bias, embe
     policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
     for warning in rewritten.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     if explain:
         # what collapse would do, also when the written model stays full width; first, on stdout
         # for a table (on stderr for json / csv, whose stdout is the rows alone)
         report = rewritten.collapse or rewrite_for_scoring(load_model(model), policy, collapse=True).collapse
-        click.echo(report.summary(), err=fmt != "table")
+        say(report.summary(), err=fmt != "table")
         for where in report.expanded:
-            click.echo(f"  expanded to full width at {where}", err=fmt != "table")
+            say(f"  expanded to full width at {where}", err=fmt != "table")
         rows = [
             {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
              "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}
             for r in rewritten.roles
         ]
-        click.echo(render(rows if tensors else _roles_grouped(rows), fmt), nl=False)
+        show_rows(rows if tensors else _roles_grouped(rows), fmt)
     if out is not None:
         if weight is not None:
             fix_weight(rewritten.model, weight)
         write_atomically(Path(out), to_onnx(rewritten.model).SerializeToString())
-        click.echo(f"wrote {out}", err=True)
+        say(f"wrote {out}", err=True)
 
 
 def _roles_grouped(rows: list[dict]) -> list[dict]:
@@ -284,7 +285,7 @@ def _roles_grouped(rows: list[dict]) -> list[dict]:
 @click.command()
 @click.argument("space", type=SPACES)
 @click.argument("arch")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Where to write the model.")
+@click.option("-o", "--out", "out", type=OutputFile(), required=True, help="Where to write the model.")
 @click.option("--num-classes", type=int, default=None, help="Classifier outputs (nb201, nb101; default 1, as scored).")
 @click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp).")
@@ -308,14 +309,14 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
     model = module.export(parsed, **given)
     write_atomically(Path(out), model.SerializeToString())
     pair = " ".join(f"{w:g}" for w in module.reference_weights)
-    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)}; `score` takes its reference weights {pair})", err=True)
+    say(f"wrote {out} ({space} {module.format_arch(parsed)}; `score` takes its reference weights {pair})", err=True)
 
 
 @click.command()
 @click.argument("space", type=SPACES)
 @click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201 only).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes).")
 @click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
 def space(space, n, seed, everything, params):
     """List architectures of a benchmark SPACE, one per line."""
@@ -333,9 +334,25 @@ def space(space, n, seed, everything, params):
 
         check_sample(n)
         archs = module.sample(n, seed)
-    for arch in archs:
-        text = module.format_arch(arch)
-        click.echo(f"{text}\t{module.num_params(arch)}" if params else text)
+    # one write: nb101 --all is 423,624 lines
+    texts = map(module.format_arch, archs)
+    lines = [f"{text}\t{module.num_params(arch)}" for text, arch in zip(texts, archs)] if params else list(texts)
+    if lines:
+        click.echo("\n".join(lines))
+
+
+def _status(path):
+    """os.stat of a MODEL argument, None where nothing is there (textfile.file_status)."""
+    from epsinas_onnx.core.textfile import file_status
+
+    return file_status(path, "model file")
+
+
+def _is_folder(path) -> bool:
+    import stat
+
+    status = _status(path)
+    return status is not None and stat.S_ISDIR(status.st_mode)
 
 
 def _text_or_file(arg: str) -> str:

@@ -117,6 +117,11 @@ class ExecutionOptions:
     graph_optimization: str = "all"
     check: bool = True
 
+    def __post_init__(self):
+        from epsinas_onnx.core.limits import check_timeout
+
+        check_timeout(self.timeout)  # refused here, before any work, not at the first run
+
     def prepare(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import DEFAULT_MODE
+from epsinas_onnx.core.textfile import file_status
 from epsinas_onnx.experiments.store import ResultStore
 
 
@@ -114,7 +115,7 @@ def select_config(rows: list[dict], config: str | None) -> list[dict]:
 
 def space_of_store(store) -> str:
     """The only space of an existing store (a search without scores needs no store, only its space)."""
-    if not Path(store).is_file():
+    if file_status(store, "the results store") is None:
         raise UserError("give --space (a search without scores reads no store to take it from)")
     with ResultStore(store, create=False) as db:
         spaces = db.spaces()
@@ -220,7 +221,7 @@ def calibration_targets(what: list[str], *, sample: int | None = None, seed: int
                                          target_column=target_column, lower_is_better=lower_is_better)
             targets, lower = loaded.values, loaded.lower_is_better
         return CalibrationTargets(items, space.name, targets, lower, space.reference_weights)
-    missing = [p for p in what if not Path(p).is_file()]
+    missing = [p for p in what if file_status(p, "model file") is None]
     if missing:
         raise UserError(f"not a search space ({', '.join(SPACES)}) and no such model file: {missing[0]}")
     if sample is not None or arch_file is not None:

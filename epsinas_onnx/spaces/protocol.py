@@ -29,6 +29,9 @@ class Space:
     num_params_options: tuple[str, ...]  # export options num_params also takes
     reference_weights: tuple[float, float]  # the (w1, w2) pair of the paper's setting
     all_archs: Callable[[], list] | None = None  # the whole space, where it can be enumerated
+    # where an architecture has other encodings of the same network (nb101: unpruned
+    # cells, other vertex orders): arch -> the member of all_archs that is its network
+    canonical: Callable[[Any], Any] | None = None
     # the computation class of an architecture under constant weights (bench
     # scores one member per class), and the finer one that holds where the
     # FINITE_CHECK_OUTPUT output passes finite_check_passed

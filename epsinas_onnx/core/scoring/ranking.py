@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import stat
 from pathlib import Path
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.textfile import file_status
 from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
 from epsinas_onnx.core.scoring.scorer import ScoreResult, score_with
 
@@ -28,7 +30,8 @@ def model_paths(arguments) -> list[Path]:
     paths: list[Path] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        status = file_status(path, "model file")
+        if status is not None and stat.S_ISDIR(status.st_mode):
             inside = sorted(p for p in path.glob("*.onnx") if p.is_file())
             if not inside:
                 raise UserError(f"{path} is a folder with no .onnx file in it")

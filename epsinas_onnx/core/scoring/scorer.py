@@ -61,7 +61,11 @@ class PreparedModel:
     timeout: float | None = None  # seconds per run (runtime.run_outputs)
 
     def run(self, batch: np.ndarray, weight: float) -> np.ndarray:
-        return self.run_outputs(batch, weight, [self.output])[0]
+        (y,) = self.run_outputs(batch, weight, [self.output])
+        if y.dtype.kind in "OSU":  # strings where the model declared no type (_choose_output refuses declared ones)
+            raise UserError(f"output {self.output!r} holds strings, not numbers: there is nothing to score "
+                            "(pick a numeric output with --output)")
+        return y
 
     def run_outputs(self, batch: np.ndarray, weight: float, names: list[str]) -> list[np.ndarray]:
         """Several outputs of one run (run() fetches the scored one only)."""
@@ -146,11 +150,18 @@ def session_payload(model: ir.Model) -> bytes:
 
 
 def _choose_output(model: ir.Model, output: str | None) -> str:
+    """The scored output: the first, or the one named; never one of strings,
+    which has no numbers to normalise."""
     names = [v.name for v in model.graph.outputs]
     if output is None:
-        return names[0]
-    if output not in names:
+        output = names[0]
+    elif output not in names:
         raise UserError(f"the model has no output {output!r}; its outputs are: {', '.join(names)}")
+    value = model.graph.outputs[names.index(output)]
+    if value.dtype == ir.DataType.STRING:
+        numeric = [v.name for v in model.graph.outputs if v.dtype != ir.DataType.STRING]
+        pick = f"pick one of {', '.join(map(repr, numeric))} with --output" if numeric else "the model has no other"
+        raise UserError(f"output {output!r} holds strings, not numbers: there is nothing to score ({pick})")
     return output
 
 

@@ -59,6 +59,7 @@ from epsinas_onnx.core.rewriting.passes.build import constant, default_opset, no
 # value.meta key (onnx-ir's pass-to-pass metadata, never serialised): the rank
 # of a collapsed value, whose shape the pass clears
 RANK_META = "epsinas.rank"
+UNIFORM_THROUGH = frozenset({"Expand", "Cast", "CastLike", "Identity"})  # ops a uniform parameter stays uniform through
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +195,8 @@ class CollapseState:
     built: dict[tuple, ir.Value] = dataclasses.field(default_factory=dict)
     # Collapser.uniform's answers: parameters do not change during the walk
     uniform: dict[ir.Value, Uniform | None] = dataclasses.field(default_factory=dict)
+    # constant_array's, for the same reason
+    arrays: dict[ir.Value, np.ndarray | None] = dataclasses.field(default_factory=dict)
 
 
 class Collapser:
@@ -335,24 +338,33 @@ class Collapser:
         """`value` as a parameter with all elements equal, if it provably is
         one: an all-equal constant, the weight scalar, or either of them
         through Expand / Cast / CastLike / Identity (exporters compute zero
-        biases that way)."""
+        biases that way). The chain below `value` is found first, deepest
+        first, so that each step finds its input's answer kept: no recursion
+        however long a file makes the chain."""
         if value is None or self.is_collapsed(value):
             return None
-        if value not in self.state.uniform:
-            self.state.uniform[value] = self._find_uniform(value)
+        chain, current = [], value
+        while current is not None and current not in self.state.uniform and not self.is_collapsed(current):
+            chain.append(current)
+            producer = current.producer()
+            if producer is None or producer.op_type not in UNIFORM_THROUGH or not producer.inputs:
+                break
+            current = producer.inputs[0]
+        for current in reversed(chain):
+            self.state.uniform[current] = self._find_uniform(current)
         return self.state.uniform[value]
 
     def _find_uniform(self, value: ir.Value) -> Uniform | None:
         if self._is_weight_scalar(value):
             return Uniform((), value.dtype or ir.DataType.FLOAT, value=value)
-        array = constant_array(value)
+        array = constant_array(value, self.state.arrays)
         if array is not None:
             flat = array.reshape(-1)
             if flat.size and np.all(flat == flat[0]):
                 return Uniform(tuple(array.shape), ir.DataType.from_numpy(array.dtype), number=float(flat[0]))
             return None
         producer = value.producer()
-        if producer is None or producer.op_type not in ("Expand", "Cast", "CastLike", "Identity"):
+        if producer is None or producer.op_type not in UNIFORM_THROUGH:
             return None
         inner = self.uniform(producer.inputs[0])
         if inner is None:
@@ -370,10 +382,15 @@ class Collapser:
         return Uniform(inner.shape, dtype, inner.value, inner.number)
 
     def _is_weight_scalar(self, value: ir.Value) -> bool:
-        if value.name == self.weight_input_name and value.is_graph_input():
-            return True
-        producer = value.producer()
-        return producer is not None and producer.op_type == "Cast" and self._is_weight_scalar(producer.inputs[0])
+        """The weight input, or it through any number of Casts."""
+        while value is not None:
+            if value.name == self.weight_input_name and value.is_graph_input():
+                return True
+            producer = value.producer()
+            if producer is None or producer.op_type != "Cast" or not producer.inputs:
+                return False
+            value = producer.inputs[0]
+        return False
 
     def parameter(self, param: Uniform, factors: np.ndarray) -> ir.Value:
         """A parameter tensor equal to the uniform value times `factors`
@@ -414,10 +431,40 @@ class Collapser:
         return self.state.built[key]
 
 
-def constant_array(value: ir.Value) -> np.ndarray | None:
+def constant_array(value: ir.Value, memo: dict | None = None) -> np.ndarray | None:
     """The numpy value of an initializer or Constant-node output, also through
     the Reshape / Identity / Cast of constants that exporters emit for axes
-    and shapes; else None."""
+    and shapes; else None. Evaluated with a stack, not recursion (a file may
+    chain any number of such ops); `memo` keeps the values found between calls."""
+    done = memo if memo is not None else {}
+    stack = [(value, False)]
+    while stack:
+        current, inputs_done = stack.pop()
+        if current in done:
+            continue
+        inputs = _constant_inputs(current)
+        if not inputs_done and any(v not in done for v in inputs):
+            stack.append((current, True))
+            stack.extend((v, False) for v in inputs if v not in done)
+            continue
+        done[current] = _constant_step(current, [done[v] for v in inputs])
+    return done[value]
+
+
+def _constant_inputs(value: ir.Value) -> list[ir.Value]:
+    """The values constant_array needs first to find `value`'s."""
+    producer = value.producer()
+    if value.const_value is not None or producer is None:
+        return []
+    if producer.op_type in ("Identity", "Cast") and producer.inputs and producer.inputs[0] is not None:
+        return [producer.inputs[0]]
+    if producer.op_type == "Reshape" and len(producer.inputs) == 2 and None not in producer.inputs:
+        return list(producer.inputs)
+    return []
+
+
+def _constant_step(value: ir.Value, arrays: list) -> np.ndarray | None:
+    """`value`'s constant, given its inputs' (_constant_inputs, in order)."""
     if value.const_value is not None:
         return value.const_value.numpy()
     producer = value.producer()
@@ -425,15 +472,16 @@ def constant_array(value: ir.Value) -> np.ndarray | None:
         return None
     if producer.op_type == "Constant" and "value" in producer.attributes:
         return producer.attributes["value"].value.numpy()
+    if not arrays or any(a is None for a in arrays):
+        return None
     if producer.op_type == "Identity":
-        return constant_array(producer.inputs[0])
+        return arrays[0]
     if producer.op_type == "Cast":
-        array = constant_array(producer.inputs[0])
         to = ir.DataType(producer.attributes["to"].as_int())
-        return None if array is None else array.astype(to.numpy())
+        return arrays[0].astype(to.numpy())
     if producer.op_type == "Reshape":
-        data, shape = (constant_array(v) for v in producer.inputs)
-        if data is None or shape is None or (0 in shape and not int_attr(producer, "allowzero", 0)):
+        data, shape = arrays
+        if 0 in shape and not int_attr(producer, "allowzero", 0):
             return None
         return data.reshape([int(d) for d in shape])
     return None
