@@ -277,3 +277,11 @@ def test_the_registry_refuses_a_second_proxy_of_one_name():
     with pytest.raises(UserError, match="choose among"):
         registry.parse_names("naswot,nope")
     assert registry.parse_names("zen, naswot,zen") == ("zen", "naswot")
+
+
+def test_meco_on_a_constant_image_is_nan_with_its_reason_not_zero():
+    # an all-zero image (the grey default, normalised) leaves every feature map constant: the
+    # reference's undefined-correlations-0 would report MeCo 0, a number that ranks but means nothing
+    got = ours(small_model(), ["meco"], np.zeros((4, 3, 8, 8), dtype=np.float32))
+    assert math.isnan(got["meco"].value) and "constant over its positions" in got["meco"].nan_reason
+    assert not math.isnan(ours(small_model(), ["meco"], images(4, size=8))["meco"].value)

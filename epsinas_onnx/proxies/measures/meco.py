@@ -20,7 +20,9 @@ The probe adds a Slice of the first example of each layer output, so that the
 same session also serves a proxy's batch of 128 for the price of a copy of
 one image per layer.
 
-NaN: token inputs; no feature map of rank >= 3 in the model.
+NaN: token inputs; no feature map of rank >= 3 in the model; every channel of
+every feature map constant over its positions (a constant image: the
+reference's undefined-entries-0 would make MeCo 0 there).
 """
 
 from __future__ import annotations
@@ -63,7 +65,18 @@ class Meco(Proxy):
         return [context.images(self.name)[:1]]
 
     def value(self, probe, fetched, context) -> Outcome:
-        return Outcome(float(sum(min_correlation_eigenvalue(m[0]) for m in fetched[0])))
+        maps = [m[0] for m in fetched[0]]
+        if not any(varies_over_positions(m) for m in maps):
+            # the reference's nan-to-0 would give MeCo = 0 here, a number that ranks but means nothing
+            return Outcome.nan("every channel of every feature map is constant over its positions (a constant "
+                               "input image, such as the grey default): no correlation is defined; give --data images")
+        return Outcome(float(sum(min_correlation_eigenvalue(m) for m in maps)))
+
+
+def varies_over_positions(feature_map: np.ndarray) -> bool:
+    """Whether any channel (the first axis) of `feature_map` takes two values."""
+    rows = feature_map.reshape(feature_map.shape[0], -1)
+    return rows.shape[1] >= 2 and bool(np.any(rows.max(axis=1) > rows.min(axis=1)))
 
 
 def min_correlation_eigenvalue(feature_map: np.ndarray) -> float:
