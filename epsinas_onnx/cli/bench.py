@@ -9,11 +9,12 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, TARGET_SOURCE_OPTIONS, OptionGroup,
-                                            OutputFile, all_option, archs_group, bench_batch_group,
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, PROXY_OPTIONS, SPACES, TARGET_SOURCE_OPTIONS,
+                                            OptionGroup, OutputFile, all_option, archs_group, bench_batch_group,
                                             bench_execution_group, direction_option, format_option, progress_option,
-                                            run_group, sample_seed_option, scoring_group, side_table_option,
-                                            store_option, stored_mode_option, target_group, weights_option)
+                                            rank_by_option, run_group, sample_seed_option, scoring_group,
+                                            side_table_option, store_option, stored_mode_option, target_group,
+                                            weights_option)
 from epsinas_onnx.cli.render import say, show_rows, top64_text, warn
 from epsinas_onnx.core.stop_signals import stoppable
 
@@ -57,7 +58,8 @@ export_group = OptionGroup("export", lambda **values: values, (
                  help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16)."),
     click.option("--limit", type=int, default=None,
                  help="Score at most K architectures not yet stored, then stop (rerun to go on)."),
-    progress_option)
+    progress_option,
+    *PROXY_OPTIONS)
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, archs, weights, batch, scoring, execution, export, run):
     """Score architectures of a benchmark SPACE into a results store.
@@ -130,14 +132,16 @@ def results(store, space, config, fmt):
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @stored_mode_option
 @click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@rank_by_option
 @format_option
-def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path, fmt):
+def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path, rank_by, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies: each row on the
-    architectures it covers (docs/commands/bench.md)."""
+    architectures it covers, the proxies bench --proxies stored on those they
+    all cover (docs/commands/bench.md, docs/proxies.md)."""
     from epsinas_onnx.experiments import benchmark_tables, evaluation
 
-    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows
+    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows, stored_proxies
 
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
@@ -147,7 +151,8 @@ def evaluate(store, space, targets, baselines, proxies, config, mode, plot_path,
     baselines = benchmark_tables.side_table(space, baselines, "baselines")
     proxies = benchmark_tables.side_table(space, proxies, "proxies")
     report = evaluation.evaluate(rows, space, dataclasses.replace(targets, accuracies=table), baselines=baselines,
-                                 proxies=proxies, mode=row_mode(rows[0]), other_modes=other_modes)
+                                 proxies=proxies, mode=row_mode(rows[0]), other_modes=other_modes,
+                                 stored=evaluation.StoredProxies(stored_proxies(store, rows), rank_by))
     first = rows[0]
     report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
                         "data_description": first["data_description"], "settings": json.loads(first["settings"])}

@@ -13,8 +13,9 @@ from epsinas_onnx.cli.option_groups import (BATCH_OPTIONS, SPACES, TABLE_OR_JSON
                                             arch_column_option, archs_group, archs_option, batch_group,
                                             calibrate_execution_group, calibrate_scoring_group, dataset_option,
                                             device_group, device_option, direction_option, format_option,
-                                            mode_option, plot_option, progress_option, run_group, sample_option,
-                                            sample_seed_option, target_column_option, target_group, weights_option)
+                                            mode_option, plot_option, progress_option, rank_by_option, run_group,
+                                            sample_option, sample_seed_option, target_column_option, target_group,
+                                            weights_option)
 from epsinas_onnx.cli.render import say, show_rows, top64_text
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import BENCH_EXECUTION, DEFAULT_STORE, RunOptions, StoredScores, TargetOptions
@@ -26,14 +27,17 @@ targets_group = target_group(*TARGET_SOURCE_OPTIONS, dataset_option, arch_column
                              direction_option)
 
 
-def _stored_scores(store, space, config, mode, device, workers, progress, **batch) -> StoredScores:
-    return StoredScores(space, config, mode, batch_options(**batch), dataclasses.replace(BENCH_EXECUTION, device=device),
-                        RunOptions(store=store, workers=workers, progress=progress))
+def _stored_scores(store, space, config, mode, device, workers, progress, **rest) -> StoredScores:
+    rank_by = rest.pop("rank_by")  # the rest: the on-demand batch's options
+    return StoredScores(space, config, mode, batch_options(**rest), dataclasses.replace(BENCH_EXECUTION, device=device),
+                        RunOptions(store=store, workers=workers, progress=progress), rank_by)
 
 
-# the store the scores come from (--mode: its rows in that scoring mode), and the input options for
-# scoring missing architectures on demand: the batch the store was made with (as `bench`)
+# the store the scores come from (--mode: its rows in that scoring mode; --rank-by: the stored proxies that
+# rank the candidates), and the input options for scoring missing architectures on demand: the batch the
+# store was made with (as `bench`)
 scores_group = OptionGroup("scores", _stored_scores, (
+    rank_by_option,
     click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
                  help="The results store the scores come from; architectures it lacks are scored into it."),
     click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),

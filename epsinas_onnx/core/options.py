@@ -159,6 +159,10 @@ class RunOptions:
     chunk: int | None = None  # ray: items per task
     limit: int | None = None  # bench: score at most this many not yet stored
     progress: bool = True
+    # bench: other proxies (epsinas_onnx/proxies) computed for every item beside epsinas and kept in
+    # the store's proxies table, and the seed of their random draws (None: proxies.ProxyOptions' default)
+    proxies: tuple[str, ...] = ()
+    proxy_seed: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +216,7 @@ class StoredScores:
     batch: BatchOptions = BatchOptions()
     execution: ExecutionOptions = BENCH_EXECUTION
     run: RunOptions = RunOptions(workers=1)
+    rank_by: tuple[str, ...] = ()  # stored proxies (and epsinas) whose rank aggregate ranks the candidates
 
     @property
     def store(self) -> str:

@@ -76,6 +76,10 @@ class BenchSummary:
     data: str = ""  # fingerprint
     data_description: str = ""
     warnings: list = dataclasses.field(default_factory=list)  # the rewriter's, for the first architecture
+    # --proxies: per proxy, its seconds summed over the architectures (inside the workers), NaN and errors
+    proxy_seconds: dict = dataclasses.field(default_factory=dict)
+    proxy_nan: dict = dataclasses.field(default_factory=dict)
+    proxy_errors: dict = dataclasses.field(default_factory=dict)
 
     @property
     def finished(self) -> int:
@@ -91,7 +95,19 @@ class BenchSummary:
             f"{self.space}: {self.scored} scored ({self.nan} NaN{reused}), {errors}, "
             f"{self.skipped} skipped as already stored{repeats}; wall {self.wall:.1f} s, {per_arch} "
             f"({self.workers} worker{'s' if self.workers != 1 else ''}{inside}); store {self.store}"
+            + self.proxies_line()
         )
+
+    def proxies_line(self) -> str:
+        """--proxies: each proxy's seconds per architecture in a worker, beside epsinas's."""
+        if not self.proxy_seconds or not self.finished:
+            return ""
+        parts = [f"epsinas {self.arch_seconds / self.finished:.3g}"]
+        for name, seconds in self.proxy_seconds.items():
+            notes = [f"{n} {what}" for n, what in ((self.proxy_nan.get(name, 0), "NaN"),
+                                                   (self.proxy_errors.get(name, 0), "errors")) if n]
+            parts.append(f"{name} {seconds / self.finished:.3g}" + (f" ({', '.join(notes)})" if notes else ""))
+        return "\nseconds per architecture in a worker: " + ", ".join(parts)
 
     def interrupted_message(self) -> str:
         total = self.skipped + self.todo
@@ -120,6 +136,10 @@ class BenchJob:
     weights: tuple
     data: str = ""  # the batch's fingerprint (store.fingerprint), as the store key has it; "": not known yet
     finite_checks: frozenset = frozenset()  # texts of the architectures run with the finite check (ClassPlan)
+    proxies: tuple = ()  # other proxies computed beside epsinas (RunOptions.proxies)
+    proxy_seed: int | None = None  # their draws' seed (RunOptions.proxy_seed)
+    model_input: str = "input"  # the model input the batch feeds (the proxies' feeds)
+    examples: int | None = None  # examples in the batch (proxies: flops per example)
 
     @property
     def device(self) -> str:  # executors.Job
@@ -135,7 +155,10 @@ class BenchJob:
         return build_options(self.space, self.scoring)
 
     def run(self, arch) -> dict:
-        return score_architecture(self, arch, bool(self.finite_checks) and self.space.format_arch(arch) in self.finite_checks)
+        row = score_architecture(self, arch, bool(self.finite_checks) and self.space.format_arch(arch) in self.finite_checks)
+        if self.proxies:
+            row["proxies"] = proxy_values(self, arch)
+        return row
 
     def runner(self) -> Runner:
         """This process's runner for the job: the space's pieces where it has
@@ -149,10 +172,13 @@ class BenchJob:
     def died(self, arch, error: str) -> dict:
         """The error row of an architecture whose worker process died scoring
         it (a local worker, a Ray task): no result; the next run retries it."""
-        return {
+        row = {
             "arch": self.space.format_arch(arch), "score": math.nan, "nan_reason": None,
             "params": None, "seconds": 0.0, "device": self.device, "error": error,
         }
+        if getattr(self, "proxies", ()):  # a job without proxies (and stand-ins that borrow this) add none
+            row["proxies"] = {name: _proxy_error(error) for name in self.proxies}
+        return row
 
     def __getstate__(self):  # a Space holds functions: send its name; each worker makes its own runner
         state = dict(self.__dict__)
@@ -399,6 +425,46 @@ def follower_row(job: BenchJob, row: dict, arch, text: str) -> dict:
             "reused": True}
 
 
+def _proxy_keys(names: tuple, seed: int | None, export: dict, input_name: str | None) -> dict[str, str]:
+    """The store key's settings of each requested proxy: the export options and what its value depends on."""
+    if not names:
+        return {}
+    from epsinas_onnx.proxies import registry
+
+    options = proxy_options(seed)
+    return {name: settings_key({"export": dict(export), "input_name": input_name, "proxy": name,
+                                "options": registry.get(name).settings(options)})
+            for name in names}
+
+
+def proxy_options(seed: int | None):
+    """The proxies.ProxyOptions of RunOptions.proxy_seed (None: its default)."""
+    from epsinas_onnx.proxies.proxy import ProxyOptions
+
+    return ProxyOptions() if seed is None else ProxyOptions(seed=seed)
+
+
+def proxy_values(job: BenchJob, arch) -> dict:
+    """Every requested proxy of `arch` (epsinas_onnx.proxies.engine), as the
+    proxies table stores them; an exception is an error for each, retried by the next run."""
+    from epsinas_onnx.proxies import engine
+    from epsinas_onnx.proxies.proxy import Context
+
+    context = Context(job.batch, job.model_input, proxy_options(job.proxy_seed), job.examples)
+    # the exporter's untied graph, one fresh copy per initialisation; full width, ONNX Runtime's full optimisation
+    execution = ExecutionOptions(device=job.device, threads=job.threads, timeout=job.execution.timeout)
+    try:
+        results = engine.compute_on(lambda: job.space.to_ir(arch, **job.export), job.proxies, context, execution)
+    except Exception as exc:  # an architecture that fails is an error row, not a NaN
+        return {name: _proxy_error(error_text(exc)) for name in job.proxies}
+    return {name: {"value": r.value, "nan_reason": r.nan_reason, "seconds": r.seconds, "error": None}
+            for name, r in results.items()}
+
+
+def _proxy_error(error: str) -> dict:
+    return {"value": math.nan, "nan_reason": None, "seconds": 0.0, "error": error}
+
+
 def error_text(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0][:500]
     return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
@@ -508,7 +574,12 @@ def run_bench(space_name: str, archs, weights=None, *, batch: BatchOptions = Bat
     cluster: the one at run.address, else RAY_ADDRESS, else a local instance;
     run.workers caps the tasks at a time, default the cluster's CPUs;
     run.chunk architectures per task); see executors.py. The driver alone
-    writes the store either way."""
+    writes the store either way.
+    run.proxies: names of other proxies (epsinas_onnx/proxies) computed for
+    every architecture beside epsinas and stored in the store's proxies table,
+    each under its own key (export options, its settings from a
+    proxies.ProxyOptions of run.proxy_seed); an architecture is done when
+    epsinas and every one of them are stored."""
     from epsinas_onnx.spaces import get_space
 
     space = get_space(space_name)
@@ -541,6 +612,11 @@ def run_bench(space_name: str, archs, weights=None, *, batch: BatchOptions = Bat
         if store is None:
             store = ResultStore(run.store)
         done = store.done(key["space"], key["weights"], key["data"], key["settings"])
+        proxy_keys = _proxy_keys(run.proxies, run.proxy_seed, export, batch.input_name)
+        if proxy_keys:
+            store.ensure_proxies()
+            for name, proxy_key in proxy_keys.items():
+                done = done & store.proxies_done(key["space"], key["data"], proxy_key, name)
         todo = [(arch, text) for arch, text in zip(unique, texts) if text not in done]
         if run.limit is not None:
             todo = todo[:run.limit]
@@ -551,7 +627,11 @@ def run_bench(space_name: str, archs, weights=None, *, batch: BatchOptions = Bat
         )
         job_device = "cuda" if probe_device != execution.device else probe.device
         workers_run = dataclasses.replace(execution, device=job_device, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
-        job = BenchJob(space, export, scoring, batch.input_name, workers_run, fed.array, weights, data=key["data"])
+        job = BenchJob(space, export, scoring, batch.input_name, workers_run, fed.array, weights, data=key["data"],
+                       proxies=tuple(proxy_keys), proxy_seed=run.proxy_seed, model_input=probe.input_spec.name,
+                       examples=batch.batch_size)
+        summary.proxy_seconds = {name: 0.0 for name in proxy_keys}
+        key["proxy_settings"] = proxy_keys
         _score_all(job, todo, store, key, summary, run)
         _check_kept(store, key, [text for _, text in todo], summary)
     finally:
@@ -578,7 +658,9 @@ def _score_all(job: BenchJob, todo: list, store: ResultStore, key: dict, summary
     (executors.run_job), each row stored as it arrives (Recorder);
     BenchInterrupted on a stop signal."""
     start = time.perf_counter()
-    plan = computation_classes(job.space, todo, job.scoring)
+    # the classes say two networks compute the same under constant weights; the proxies' random weights
+    # and their reads of every layer (dead edges too) tell them apart: each architecture runs itself
+    plan = computation_classes(job.space, todo, job.scoring) if not job.proxies else ClassPlan(todo, {}, {})
     job.finite_checks = frozenset(plan.if_finite)
     summary.workers = min(summary.workers, max(len(plan.to_score), 1))
     with progress_bar(len(todo), f"bench {summary.space}", "arch", run.progress) as bar:
@@ -621,8 +703,18 @@ class Recorder:
             self.unproven.extend(conditional)
 
     def store_row(self, row: dict) -> None:
-        summary = self.summary
-        self.store.add({**row, **self.key, "data_description": summary.data_description, "created": now()})
+        summary, key = self.summary, self.key
+        created = now()
+        epsinas_key = {k: v for k, v in key.items() if k != "proxy_settings"}
+        self.store.add({**row, **epsinas_key, "data_description": summary.data_description, "created": created})
+        for name, value in (row.get("proxies") or {}).items():
+            self.store.add_proxy({**value, "space": key["space"], "arch": row["arch"], "data": key["data"],
+                                  "settings": key["proxy_settings"][name], "proxy": name, "created": created})
+            summary.proxy_seconds[name] = summary.proxy_seconds.get(name, 0.0) + (value.get("seconds") or 0.0)
+            if value.get("error"):
+                summary.proxy_errors[name] = summary.proxy_errors.get(name, 0) + 1
+            elif value.get("value") is None or math.isnan(value["value"]):
+                summary.proxy_nan[name] = summary.proxy_nan.get(name, 0) + 1
         self.store.commit()
         if row["error"] is not None:
             summary.errors += 1
