@@ -530,7 +530,9 @@ def _concat(c: Collapser, n: ir.Node) -> Decline | None:
 
 @collapse_rule("Slice")
 def _slice(c: Collapser, n: ir.Node) -> Decline | None:
-    """Contiguous channel slices, as NAS-Bench-101 cuts a projection's extra channels."""
+    """Contiguous channel slices, as NAS-Bench-101 cuts a projection's extra
+    channels; and slices of the spatial axes alone (any steps), which keep
+    every channel, as TransNAS-Bench-101's FactorizedReduce shifts a map by a pixel."""
     x = n.inputs[0]
     if x not in c.groups:
         return None
@@ -538,9 +540,12 @@ def _slice(c: Collapser, n: ir.Node) -> Decline | None:
     if starts is None or ends is None:
         return Decline("Slice with starts or ends computed at run time")
     axes = np.arange(len(starts)) if axes is None else axes
+    rank = c.rank(x)
+    if rank is not None and all(2 <= a % rank for a in axes) and all(-rank <= a < rank for a in axes):
+        c.set_groups(n.outputs[0], c.groups[x], rank)
+        return None
     if steps is not None and np.any(steps != 1):
         return Decline("Slice with a step other than 1")
-    rank = c.rank(x)
     if len(axes) != 1 or not (axes[0] == 1 or (rank is not None and axes[0] % rank == 1)):
         return Decline("Slice along an axis other than the channels (not worth a rule)")
     groups = c.groups[x]
@@ -621,6 +626,8 @@ def _pool_instead(c: Collapser, n: ir.Node, weight: Uniform, mult: int, bias: Un
     x = n.inputs[0]
     strides = list(n.attributes["strides"].as_ints()) if "strides" in n.attributes else [1] * len(kernel)
     pads = list(n.attributes["pads"].as_ints()) if "pads" in n.attributes else [0] * (2 * len(kernel))
+    if any(p >= k for p, k in zip(pads, list(kernel) * 2)):
+        return False  # a pool's padding must be smaller than its window (a padded 1x1 conv stays a conv)
     if any(k != 1 for k in kernel) or any(s != 1 for s in strides) or any(pads):
         x = c.emit(node("AveragePool", [x], kernel_shape=list(kernel), strides=strides, pads=pads, count_include_pad=1))
     scale = c.parameter(dataclasses.replace(weight, shape=()), np.array(float(mult * np.prod(kernel))))
