@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
+                                            arch_column_option, dataset_option, direction_option,
                                             input_options, mode_option, policy_options, progress_option,
-                                            sample_seed_option, side_table_option, target_source_options,
-                                            weights_option)
+                                            sample_seed_option, side_table_option, target_column_option,
+                                            target_source_options, weights_option)
 from epsinas_onnx.cli.render import render
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.stop_signals import stoppable
@@ -128,12 +129,10 @@ def results(store, space, config, fmt):
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
 @target_source_options
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
-              help="nb201: the target column, the baselines' zen_ column, the proxies' rows (default cifar10).")
-@click.option("--arch-column", default=None, help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops).")
-@click.option("--target-column", default=None, help="Target column (default nb201: --dataset; nb101: cifar_acc_108 or val_accuracy; nlp: final_test_loss).")
-@click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
-              help="The target's direction (default: lower for nlp's loss, else higher).")
+@dataset_option
+@arch_column_option
+@target_column_option
+@direction_option
 @side_table_option("baselines", "Other proxies over the space, side by side (packaged: nb201 NASWOT and Zen-score, "
                    "nb101 naslib_500's proxies)")
 @side_table_option("proxies", "Other proxies on a subset; every row is then computed on the architectures it covers "
