@@ -67,6 +67,20 @@ TABLES = {
         "fmsnew/nas-bench-nlp-release (`train_logs_wikitext-2/logs.zip`, Apache-2.0), summarised one row per "
         "log.",
     ),
+    "macro_accuracies": (
+        "macro/accuracies.csv", None,
+        "NAS-Bench-Macro, all 6,561 architectures (8 digits, one per searchable layer): CIFAR-10 test accuracy "
+        "(%) of three training runs and their mean (`mean_acc`) and standard deviation, parameters and FLOPs "
+        "as the benchmark counted them. Several keys share one trained network (get_real_arch): 3,969 "
+        "distinct results.",
+        "xiusu/NAS-Bench-Macro `data/nas-bench-macro_cifar10.json`, Apache-2.0.",
+    ),
+    "macro_baselines": (
+        "macro/accuracies.csv", ["arch", "flops"],
+        "NAS-Bench-Macro, all 6,561 architectures: FLOPs as the benchmark counted them (a baseline beside "
+        "the parameter count).",
+        "xiusu/NAS-Bench-Macro `data/nas-bench-macro_cifar10.json`, Apache-2.0.",
+    ),
 }
 
 
