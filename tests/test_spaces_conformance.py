@@ -14,7 +14,7 @@ from epsinas_onnx.spaces import SPACES, get_space
 from epsinas_onnx.spaces.protocol import Space
 
 # smaller models where the paper's size would be slow: the conformance checks do not need it
-SMALL = {"nlp": {"vocab_size": 50, "emb": 6, "hidden": 8}}
+SMALL = {"nlp": {"vocab_size": 50, "emb": 6, "hidden": 8}, "tnb_micro": {"resolution": 64}, "tnb_macro": {"resolution": 64}}
 GARBAGE = ("", "not an architecture", "{}", "|bogus~0|", "[[1]] bad")
 
 
