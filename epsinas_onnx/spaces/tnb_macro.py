@@ -32,8 +32,8 @@ import onnx_ir as ir
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
-from epsinas_onnx.spaces.tnb_micro import (BASE_CHANNELS, HEAD_CLASSES, RESOLUTION, TASKS, check_export, head,
-                                           relu_conv_bn, skeleton_layers, stem, stem_params)
+from epsinas_onnx.spaces.tnb_micro import (BASE_CHANNELS, HEAD_CLASSES, RESOLUTION, TASKS, cached_stem_for,
+                                           check_export, head, relu_conv_bn, skeleton_layers, stem, stem_params)
 
 NAME = "tnb_macro"
 
@@ -216,5 +216,5 @@ SPACE = Space(
     reference_weights=(1e-7, 1.0), all_archs=all_archs, ir_takes_tied=True,
     # the benchmark's results here are NASLib's validation accuracies of 662 skeletons per task, with its proxies
     target_tables=("tnb_macro_proxies",), proxies_table="tnb_macro_proxies", datasets=TASKS,
-    target_columns=("val_accuracy",),
+    target_columns=("val_accuracy",), pieces_for=cached_stem_for(to_ir, (4, 1, 4, 1)),
 )

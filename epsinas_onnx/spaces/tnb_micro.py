@@ -43,6 +43,7 @@ import itertools
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
@@ -343,11 +344,151 @@ def _zeros(g: GraphBuilder, x: str, name: str, c_in: int, c_out: int, stride: in
     return g.op("Concat", [zero] * (c_out // c_in), name=f"{name}.widen", axis=1)
 
 
+# ---------------------------------------------------------------------------
+# the stem run once per weight
+#
+# At the benchmark's 256x256 the stem (two stride-2 convs on the full image)
+# is four fifths of a collapsed network's run, and it is the same for every
+# architecture of both TransNAS spaces. So `bench` runs it once per weight:
+# the stem is cut out of the generic rewrite of one template architecture,
+# and each architecture's own generic rewrite is run from the stem's output
+# on (its stem nodes removed, the stem's output a graph input). Every node
+# run is a node of the generic rewrite, with the same inputs: the logits are
+# the generic path's bit for bit, as nb201.py's pieces argue
+# (tests/test_export_transnas.py compares them).
+
+STEM_OUTPUT = "stem.relu_conv_bn.bn"  # the tensor the stem ends in (its last BN, named by the builder)
+HEAD_OUTPUT = "logits"
+
+
+def stem_declines(settings: dict, device: str) -> str | None:
+    """Why the cached stem would not compute what the generic path does for
+    these prepare_model settings on `device`; None where it does."""
+    if device != "cpu":
+        return f"the cached stem runs on the CPU only, not {device}"
+    if settings.get("weight_init") not in (None, "constant"):
+        return "random weights (--weight-init) differ from layer to layer: each architecture is rewritten itself"
+    if settings.get("output") not in (None, HEAD_OUTPUT):
+        return f"the cached stem feeds the network's output {HEAD_OUTPUT!r}, not {settings['output']!r}"
+    if settings.get("input_name") not in (None, "input"):
+        return f"the network's input is 'input', not {settings['input_name']!r}"
+    return None
+
+
+class CachedStem:
+    """Space.pieces_for's runner for the TransNAS spaces: output(arch,
+    weight) is the generic path's logits, the stem's output made once per
+    weight (the last two kept: a pair, or a ladder's rungs) and each
+    architecture's session made once for all its weights."""
+
+    def __init__(self, to_ir, export: dict, settings: dict, batch: np.ndarray, threads: int | None,
+                 graph_optimization: str, template):
+        from epsinas_onnx.core.scoring import runtime
+
+        self.to_ir, self.export, self.settings = to_ir, export, settings
+        self.threads, self.graph_optimization = threads, graph_optimization
+        self._array = np.ascontiguousarray(batch, dtype=np.float32)  # the memory of the value below
+        self.batch = runtime.cpu_value(self._array)
+        self.stem = self._session(self._stem_model(template))
+        self._stems: dict[float, tuple] = {}  # weight -> (array, value, stem output)
+        self._arch: tuple = (None, None)  # the last architecture and its session
+
+    def _rewritten(self, arch):
+        from epsinas_onnx.core.scoring.scorer import rewrite_model
+
+        return rewrite_model(self.to_ir(arch, **self.export, tied=True), in_place=True, **self.settings).rewritten.model
+
+    def _stem_model(self, arch) -> ir.Model:
+        """The generic rewrite of `arch` cut after the stem."""
+        model = self._rewritten(arch)
+        graph = model.graph
+        stem = _value(graph, STEM_OUTPUT)
+        graph.outputs.clear()
+        graph.outputs.append(stem)
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+        return model
+
+    def _rest_model(self, arch) -> ir.Model:
+        """The generic rewrite of `arch` from the stem's output on."""
+        from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
+
+        model = self._rewritten(arch)
+        graph = model.graph
+        stem = _value(graph, STEM_OUTPUT)
+        stem.name = f"{STEM_OUTPUT}.computed"
+        fed = ir.Value(name=STEM_OUTPUT, type=ir.TensorType(ir.DataType.FLOAT))
+        stem.replace_all_uses_with(fed)
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+        weight = next(v for v in graph.inputs if v.name == WEIGHT_INPUT)
+        graph.inputs.clear()
+        graph.inputs.extend([fed, weight])
+        return model
+
+    def _session(self, model: ir.Model):
+        from epsinas_onnx.core.scoring import runtime
+        from epsinas_onnx.core.scoring.scorer import session_payload
+
+        session = runtime.make_session(session_payload(model), ["CPUExecutionProvider"], self.threads,
+                                       self.graph_optimization)
+        return session, tuple(i.name for i in session.get_inputs()), session.get_outputs()[0].name
+
+    @property
+    def sessions(self) -> int:
+        return 1 + (self._arch[0] is not None)
+
+    def output(self, arch, weight: float, finite_check: bool = False,
+               timeout: float | None = None) -> tuple[np.ndarray, None]:
+        """The logits of `arch` at `weight` (no finite check: these spaces declare none)."""
+        from epsinas_onnx.core.scoring import runtime
+
+        if self._arch[0] != arch:
+            self._arch = (arch, self._session(self._rest_model(arch)))
+        session, inputs, output = self._arch[1]
+        with runtime.WatchedRuns(timeout) as runs:
+            w, stem = self._at_weight(runs, weight)
+            feeds = tuple(stem if name == STEM_OUTPUT else w for name in inputs)
+            return runs.first_output(session, inputs, feeds, output).numpy(), None
+
+    def _at_weight(self, runs, weight: float) -> tuple:
+        from epsinas_onnx.core.scoring import runtime
+
+        key = float(weight)
+        if key not in self._stems:
+            while len(self._stems) >= 2:
+                self._stems.pop(next(iter(self._stems)))
+            array = np.array(weight, dtype=np.float32)
+            w = runtime.cpu_value(array)
+            session, inputs, output = self.stem
+            feeds = tuple(self.batch if name == "input" else w for name in inputs)
+            self._stems[key] = (array, w, runs.first_output(session, inputs, feeds, output))
+        _, w, stem = self._stems[key]
+        return w, stem
+
+
+def _value(graph: ir.Graph, name: str) -> ir.Value:
+    for node in graph:
+        for value in node.outputs:
+            if value.name == name:
+                return value
+    raise UserError(f"the rewritten network has no tensor {name!r} to cut the stem at")
+
+
+def cached_stem_for(to_ir, template):
+    """Space.pieces_for for a TransNAS space whose to_ir is `to_ir`."""
+    def pieces_for(export: dict, settings: dict, batch: np.ndarray, *, device: str, threads: int | None,
+                   graph_optimization: str) -> CachedStem | None:
+        if stem_declines(settings, device) is not None:
+            return None
+        return CachedStem(to_ir, export, settings, batch, threads, graph_optimization, template)
+
+    return pieces_for
+
+
 SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": RESOLUTION, "seed": 0}, num_params_options=("num_classes",),
     reference_weights=(1e-7, 1.0), all_archs=all_archs, computation_class=computation_class, ir_takes_tied=True,
     target_tables=("tnb_micro_all",), baselines_table="tnb_micro_zen", proxies_table="tnb_micro_proxies",
-    datasets=TASKS,
+    datasets=TASKS, pieces_for=cached_stem_for(to_ir, (1,) * len(EDGES)),
 )
