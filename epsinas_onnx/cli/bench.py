@@ -20,7 +20,7 @@ from epsinas_onnx.core.stop_signals import stoppable
 
 @click.command()
 @click.argument("space", type=SPACES)
-@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes; docs/spaces.md lists them).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
 @sample_seed_option
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
@@ -31,7 +31,7 @@ from epsinas_onnx.core.stop_signals import stoppable
 @weights_option(default=None)
 @input_options(bench=True)
 @policy_options
-@click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32).")
+@click.option("--resolution", type=int, default=None, help="Input size (default the space's: nb201 32, or 16 for ImageNet16-120; docs/spaces.md).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False), help="The SQLite results file (created if absent).")
 @click.option("--workers", type=int, default=None,
