@@ -1,7 +1,8 @@
 """Per-architecture scoring time on NAS-Bench-Macro and TransNAS-Bench-101:
 PyTorch eager (the independent reference networks of tests/torch_reference/,
 the reference initialisation) vs what a `bench` worker does (the generic
-path: export, rewrite, collapse, session, runs), on the same sample, in one run.
+path: export, rewrite, collapse, session, runs; for the TransNAS spaces also
+their pieces, the stem run once per weight), on the same sample, in one run.
 
     python benchmarks/speed_spaces.py --space macro [--n 10] [--data cifar10_test_1000.npz] [--whole-space]
     python benchmarks/speed_spaces.py --space tnb_micro --n 3 [--whole-space]
@@ -35,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from epsinas_onnx.core.options import BatchOptions  # noqa: E402
 from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model  # noqa: E402
-from epsinas_onnx.experiments.bench import build_options, run_bench, score_architecture  # noqa: E402
+from epsinas_onnx.experiments.bench import (  # noqa: E402
+    BENCH_GRAPH_OPTIMIZATION, build_options, run_bench, score_architecture,
+)
 from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E402
 from epsinas_onnx.spaces import get_space  # noqa: E402
 
@@ -75,11 +78,14 @@ def torch_eager(space: str, texts, x) -> list[float]:
     return scores
 
 
-def bench_path(module, archs, x) -> list[float]:
-    """What one bench worker does per architecture (tied parameters, collapse)."""
+def bench_path(module, archs, x, pieces=None) -> list[float]:
+    """What one bench worker does per architecture (tied parameters,
+    collapse): the generic path, or with `pieces` the space's
+    (Space.pieces_for: the TransNAS stem run once per weight)."""
     settings = {"collapse": True}
     build = build_options(module, settings)
-    rows = [score_architecture(module, arch, x, WEIGHTS, export={}, settings=settings, build=build) for arch in archs]
+    rows = [score_architecture(module, arch, x, WEIGHTS, export={}, settings=settings, build=build, pieces=pieces)
+            for arch in archs]
     return [row["score"] for row in rows]
 
 
@@ -112,13 +118,24 @@ def main() -> None:
           f"{args.space}, {batch.description}, {args.n} archs, 1 thread per path")
     texts = [module.format_arch(a) for a in archs]
     eager, eager_s = timed(torch_eager, args.space, texts, x)
-    ours, ours_s = timed(bench_path, module, archs, x)
+    paths = {"bench, generic": timed(bench_path, module, archs, x)}
+    if module.pieces_for is not None:  # what bench runs for this space: set-up once per worker, timed apart
+        export = dict(module.export_defaults)
+        settings = {"bn_gamma": "w", "collapse": True, "embedding": "uniform"}  # bench's explicit defaults
+        pieces, setup = timed(lambda: module.pieces_for(export, settings, x, device="cpu", threads=1,
+                                                        graph_optimization=BENCH_GRAPH_OPTIMIZATION))
+        paths["bench, pieces"] = timed(bench_path, module, archs, x, pieces)
     print(f"{'path':<16} {'s/arch':>8} {'vs torch':>9}")
     print(f"{'pytorch eager':<16} {eager_s / args.n:8.3f} {1:8.1f}x")
-    print(f"{'bench (generic)':<16} {ours_s / args.n:8.3f} {eager_s / ours_s:8.1f}x")
-    ref, got = np.array(eager, np.float64), np.array(ours, np.float64)
-    print(f"same NaN set as torch: {np.array_equal(np.isnan(ref), np.isnan(got))} "
-          f"({int(np.isnan(ref).sum())} of {args.n} NaN at {WEIGHTS[0]:g} {WEIGHTS[1]:g})")
+    ref = np.array(eager, np.float64)
+    for name, (scores, seconds) in paths.items():
+        print(f"{name:<16} {seconds / args.n:8.3f} {eager_s / seconds:8.1f}x")
+    if module.pieces_for is not None:
+        print(f"bench, pieces: set-up once per worker {setup:.2f} s")
+    for name, (scores, _) in paths.items():
+        got = np.array(scores, np.float64)
+        print(f"{name}: same NaN set as torch: {np.array_equal(np.isnan(ref), np.isnan(got))} "
+              f"({int(np.isnan(ref).sum())} of {args.n} NaN at {WEIGHTS[0]:g} {WEIGHTS[1]:g})")
     if args.whole_space:
         whole_space(module, options, args.workers, eager_s / args.n)
 
