@@ -94,10 +94,10 @@ def onnx_trainable_params(model) -> int:
 
 
 def test_exported_graphs_hold_the_benchmarks_params(rows):
-    """Counted from the graphs themselves (no ONNX Runtime) on 300 keys
+    """Counted from the graphs themselves (no ONNX Runtime) on 100 keys
     spread over the space, the extremes included; the formula above covers
-    all 6,561 (each build is ~6 ms, the whole space a minute of CI)."""
-    picked = rows[::22] + [rows[0], rows[-1]]
+    all 6,561 (the graphs of all of them would be a minute of CI)."""
+    picked = rows[::66] + [rows[0], rows[-1]]
     for r in picked:
         model = macro.to_onnx(macro.parse(r["arch"]), num_classes=10)
         assert onnx_trainable_params(model) == int(r["params"]), r["arch"]
@@ -141,7 +141,7 @@ def test_forward_matches_the_benchmarks_network(key, shared_data):
 
 
 # keys whose network is another key's (identities mid-stage), and the extremes
-SCORE_KEYS = ["10201022", "02002000", "21010100", "00000000", "22222222", "12012012"]
+SCORE_KEYS = ["10201022", "21010100", "00000000", "22222222"]
 
 
 @pytest.mark.parametrize("key", SCORE_KEYS)

@@ -183,7 +183,10 @@ def test_forward_at_the_benchmarks_resolution(shared_data):
     np.testing.assert_allclose(run_onnx(model, x), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("module, text", FORWARD, ids=[t for _, t in FORWARD])
+SCORED = [FORWARD[i] for i in (1, 2, 3, 5, 7)]
+
+
+@pytest.mark.parametrize("module, text", SCORED, ids=[t for _, t in SCORED])
 def test_score_matches_the_torch_reference(module, text, shared_data):
     """At 1e-7 1 the torch network's float32 score is NaN for every one of
     these (the stem alone is two conv-BN layers, and every path passes the
