@@ -33,6 +33,8 @@ from epsinas_onnx.spaces import nb201
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEIGHTS = (1e-7, 1.0)
 ABOVE = (2.0, 3.16, 10.0, 31.6, 100.0)  # weights above w2, for the round-2 candidates
+# the next float32 above w2: the upper mode's rounding guard runs it (modes.rounding_floor)
+NEXT_TO_W2 = float(np.nextafter(np.float32(WEIGHTS[1]), np.float32(np.inf)))
 
 
 def distinct_half(y: np.ndarray) -> bool:
@@ -100,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
 
     names = list(dict.fromkeys(nb201.format_arch(a) for a in nb201.sample(args.sample, args.seed)))
-    weights = [*ladder(WEIGHTS), WEIGHTS[1], *ABOVE]
+    weights = [*ladder(WEIGHTS), WEIGHTS[1], NEXT_TO_W2, *ABOVE]
     outputs = collect(names, weights, args.outputs)
     accuracy, _ = read_keyed(DATA / "nb201" / "accuracies.csv", nb201, arch_column="arch", columns=["cifar10", "params_m"])
     target = np.array([accuracy[n]["cifar10"] for n in names])

@@ -1,7 +1,10 @@
-"""Where the time of scoring one NAS-Bench-201 architecture goes, stage by stage,
-on the generic path and on the pieces bench runs, in one run.
+"""Where the time of scoring one architecture goes, stage by stage, on the
+generic path and (NAS-Bench-201) on the pieces bench runs, in one run.
 
-    python benchmarks/stage_times.py [--n 30] [--batch-size 256] [--no-collapse]
+    python benchmarks/stage_times.py [--space nb201] [--n 30] [--batch-size 256] [--no-collapse]
+
+--space nb101 (or another space bench takes the generic path for) times the
+generic path alone, on a sample of that space at its reference weights.
 
 Generic path (every architecture its own graph, one thread): build the model
 (the exporter builds onnx-ir objects directly, parameters tied as bench
@@ -40,18 +43,17 @@ from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT  # noqa: E402
 from epsinas_onnx.core.rewriting.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
 from epsinas_onnx.core.scoring.scorer import session_payload  # noqa: E402
-from epsinas_onnx.spaces import nb201  # noqa: E402
+from epsinas_onnx.spaces import get_space, nb201  # noqa: E402
 
-WEIGHTS = (1e-7, 1.0)
 WHOLE_SPACE_RUNS = 5_773  # computation classes bench runs (bench.computation_classes)
 WORKERS = 2
 
 
-def generic(archs, x, collapse: bool) -> tuple[collections.Counter, list]:
+def generic(space, archs, x, collapse: bool) -> tuple[collections.Counter, list]:
     """The stage times, and the sessions (for the_runs)."""
     times: collections.Counter = collections.Counter()
     sessions = []
-    build = build_options(nb201.SPACE, {})  # as bench builds (tied parameters)
+    build = build_options(space, {})  # as bench builds (NAS-Bench-201: tied parameters)
 
     def stage(name, fn, *a):
         start = time.perf_counter()
@@ -60,12 +62,12 @@ def generic(archs, x, collapse: bool) -> tuple[collections.Counter, list]:
         return result
 
     for arch in archs:
-        model = stage("build (exporter, onnx-ir)", lambda a: nb201.to_ir(a, **build), arch)
+        model = stage("build (exporter, onnx-ir)", lambda a: space.to_ir(a, **build), arch)
         rewritten = stage("rewrite", lambda m: rewrite_for_scoring(m, policy_for(m), collapse), model)
         payload = stage("serialise (BN inlined)", session_payload, rewritten.model)
         session = stage("ORT session", runtime.make_session, payload, ["CPUExecutionProvider"], 1,
                         BENCH_GRAPH_OPTIMIZATION)
-        for w in WEIGHTS:
+        for w in space.reference_weights:
             stage("runs, both weights", session.run, None, {"input": x, WEIGHT_INPUT: np.array(w, np.float32)})
         sessions.append(session)
     return times, sessions
@@ -79,12 +81,12 @@ def the_runs(archs, x, sessions, made, rounds: int = 3) -> tuple[float, float]:
     for _ in range(rounds):
         start = time.perf_counter()
         for session in sessions:
-            for w in WEIGHTS:
+            for w in nb201.SPACE.reference_weights:
                 session.run(None, {"input": x, WEIGHT_INPUT: np.array(w, np.float32)})
         generic_s += time.perf_counter() - start
         start = time.perf_counter()
         for arch in archs:
-            for w in WEIGHTS:
+            for w in nb201.SPACE.reference_weights:
                 made.output(arch, w)
         pieces_s += time.perf_counter() - start
     return generic_s / rounds / len(archs), pieces_s / rounds / len(archs)
@@ -109,7 +111,7 @@ def pieces(archs, x, collapse: bool) -> tuple[float, float, float, object]:
     try:
         start = time.perf_counter()
         for arch in archs:
-            for w in WEIGHTS:
+            for w in nb201.SPACE.reference_weights:
                 made.output(arch, w)
         total = time.perf_counter() - start
     finally:
@@ -119,23 +121,28 @@ def pieces(archs, x, collapse: bool) -> tuple[float, float, float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="nb201", help="nb201 (generic path and pieces) or nb101 (generic path)")
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--no-collapse", dest="collapse", action="store_false")
     args = parser.parse_args()
     x = cifar10(args.batch_size)
     freeze_startup_objects()  # as a bench worker does
-    archs = nb201.sample(args.n, 1)
+    space = get_space(args.space)
+    archs = space.sample(args.n, 1)
     n = args.n
-    print(f"NAS-Bench-201, {n} archs, batch {args.batch_size}, collapse {args.collapse}, 1 thread, both weights run")
+    print(f"{space.name}, {n} archs, batch {args.batch_size}, collapse {args.collapse}, 1 thread, "
+          f"weights {space.reference_weights} both run")
 
-    times, sessions = generic(archs, x, args.collapse)
+    times, sessions = generic(space, archs, x, args.collapse)
     total = sum(times.values())
     print("generic path, ms per architecture:")
     for name, seconds in times.items():
         print(f"  {name:<34} {seconds / n * 1000:7.1f}  {100 * seconds / total:4.0f} %")
     runs = times["runs, both weights"]
     print(f"  {'total':<34} {total / n * 1000:7.1f}   overhead / runs {(total - runs) / runs:.2f}")
+    if space.pieces_for is None:
+        return
 
     setup, inside, total, made = pieces(archs, x, args.collapse)
     per_worker = WHOLE_SPACE_RUNS / WORKERS

@@ -114,8 +114,8 @@ def cifar10_nchw(shared_data: Path, n: int) -> np.ndarray:
 
 
 def default_tokens(vocab: int, seq_len: int, batch: int, seed: int = 0) -> np.ndarray:
-    """The scorer's default token batch (README: random ids below the embedding
-    size, seed --seed), sequence-first (seq_len, batch) int64."""
+    """The scorer's default token batch (docs/commands/score.md: random ids below the embedding
+    size, seed --input-seed), sequence-first (seq_len, batch) int64."""
     return np.random.default_rng(seed).integers(0, vocab, size=(seq_len, batch))
 
 

@@ -15,7 +15,7 @@ from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.core.rewriting.passes.constant_weight import EMBEDDING_SEED, InitPolicy, embedding_table, random_weight
 from epsinas_onnx.core.scoring.scorer import prepare_model
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, cifar10_batch, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli_in_process
 from tests.onnx_graphs import init, model, out
 from tests.test_cli_errors import assert_user_error
 
@@ -140,10 +140,10 @@ def test_parse_values():
             ablation.parse_values(kind, text)
 
 
-def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
+def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path):
     store = tmp_path / "a.sqlite"
     archs = nb201.sample(5, 5)
-    acc = shared_data / "nb201" / "accuracies.csv"
+    acc = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
     kwargs = dict(accuracies=acc, store=store, batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     rows = ablation.run_ablation("nb201", archs, "synthetic", ["real", "grey"], **kwargs)
     assert [r["value"] for r in rows] == ["real", "grey"]
@@ -171,11 +171,12 @@ def test_ablate_evaluates_each_value_on_its_own_rows(tmp_path, shared_data):
     assert again == rows
 
 
-def test_ablate_repeats_report_mean_and_std(tmp_path, shared_data):
+def test_ablate_repeats_report_mean_and_std(tmp_path):
     plot = tmp_path / "bs.png"
-    result = run_cli("ablate", "nb201", "--vary", "batch-size", "--values", "8", "--repeats", 2, "--sample", 4,
-                     "--seed", 1, "--data", CIFAR10, "--accuracies", shared_data / "nb201" / "accuracies.csv",
-                     "--store", tmp_path / "b.sqlite", "--plot", plot, "--format", "json", "--no-progress")
+    acc = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
+    result = run_cli_in_process("ablate", "nb201", "--vary", "batch-size", "--values", "8", "--repeats", 2, "--sample", 4,
+                                "--seed", 1, "--data", CIFAR10, "--accuracies", acc,
+                                "--store", tmp_path / "b.sqlite", "--plot", plot, "--format", "json", "--no-progress")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
     assert rows[0]["draws"] == 2 and "spearman_std" in rows[0]
@@ -191,19 +192,20 @@ def test_ablate_repeats_report_mean_and_std(tmp_path, shared_data):
     (("nb201", "--vary", "batch-size", "--values", "8"), ("exactly one of --sample N or --archs FILE",)),
     (("nb201", "--vary", "colour", "--values", "8", "--sample", 2), ("colour",)),
 ])
-def test_cli_bad_input(args, fragments, shared_data, tmp_path):
-    result = run_cli("ablate", *args, "--accuracies", shared_data / "nb201" / "accuracies.csv", "--store", tmp_path / "s.sqlite")
+def test_cli_bad_input(args, fragments, tmp_path):
+    acc = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
+    result = run_cli_in_process("ablate", *args, "--accuracies", acc, "--store", tmp_path / "s.sqlite")
     assert_user_error(result, *fragments)
 
 
-def test_init_pair_compares_two_independent_initialisations(shared_data):
+def test_init_pair_compares_two_independent_initialisations(tmp_path):
     """The paper's protocol: seeds 0 and 1 at w = 1, BN gamma 1; the rows are
     the statistics of exactly those scores."""
     from epsinas_onnx.experiments.evaluation import statistics
     from epsinas_onnx.core.scoring.metric import epsinas_score
 
     archs = nb201.sample(4, 8)
-    acc = shared_data / "nb201" / "accuracies.csv"
+    acc = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
     rows = ablation.run_ablation("nb201", archs, "init-pair", ["normal"], accuracies=acc,
                                  batch_options=BatchOptions(data=CIFAR10, batch_size=8), progress=False)
     x = cifar10_batch(8)
@@ -231,15 +233,15 @@ def test_weight_init_on_the_command_line(tmp_path):
 
     path = tmp_path / "m.onnx"
     onnx.save(conv_bn_relu(c_out=6), path)
-    got = run_cli("score", path, "--weight-init", "kaiming_uniform", "--weight-seed", 4, "--batch-size", 8,
-                  "--weights", 1e-3, 1, "--format", "json")
+    got = run_cli_in_process("score", path, "--weight-init", "kaiming_uniform", "--weight-seed", 4, "--batch-size", 8,
+                             "--weights", 1e-3, 1, "--format", "json")
     assert got.returncode == 0, got.stderr
     expected = score(str(path), None, (1e-3, 1.0), batch_size=8, weight_init="kaiming_uniform", weight_seed=4)
     constant = score(str(path), None, (1e-3, 1.0), batch_size=8)
     assert json.loads(got.stdout)["score"] == pytest.approx(expected.score, rel=1e-6)
     assert expected.score != pytest.approx(constant.score, rel=1e-3)
     store = tmp_path / "s.sqlite"
-    made = run_cli("bench", "nb201", "--sample", 1, "--batch-size", 8, "--weight-init", "normal", "--store", store,
-                   "--no-progress")
+    made = run_cli_in_process("bench", "nb201", "--sample", 1, "--batch-size", 8, "--weight-init", "normal", "--store", store,
+                              "--no-progress")
     assert made.returncode == 0, made.stderr
     assert [json.loads(k)["prepare"]["weight_init"] for k in stored_settings(store)] == ["normal"]

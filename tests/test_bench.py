@@ -23,7 +23,7 @@ from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.core.scoring.scorer import score
 from epsinas_onnx.experiments.store import ResultStore, fingerprint
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, ROOT, default_sigint, run_cli
+from tests.conftest import CIFAR10, ROOT, default_sigint, run_cli, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 
@@ -59,7 +59,7 @@ def unique(archs):
     return sorted({nb201.format_arch(a) for a in archs})
 
 
-def test_bench_scores_resumes_and_lists(tmp_path, shared_data):
+def test_bench_scores_resumes_and_lists(tmp_path):
     store = tmp_path / "r.sqlite"
     archs = unique(nb201.sample(6, 3))
     result = run_cli(*bench_args(store, "--sample", 6, "--seed", 3, "--data", CIFAR10, "--workers", 2))
@@ -82,7 +82,7 @@ def test_bench_scores_resumes_and_lists(tmp_path, shared_data):
             assert value == pytest.approx(direct.score, rel=1e-6)
 
     # rerun: nothing new
-    again = run_cli(*bench_args(store, "--sample", 6, "--seed", 3, "--data", CIFAR10))
+    again = run_cli_in_process(*bench_args(store, "--sample", 6, "--seed", 3, "--data", CIFAR10))
     assert again.returncode == 0, again.stderr
     assert "nb201: 0 scored" in again.stdout and f"{len(archs)} skipped as already stored" in again.stdout
     assert stored(store) == rows
@@ -90,27 +90,27 @@ def test_bench_scores_resumes_and_lists(tmp_path, shared_data):
     # the same batch from another file is the same key: nothing new either
     images = np.load(CIFAR10)["images"][:8]
     np.save(tmp_path / "same.npy", images)
-    same = run_cli(*bench_args(store, "--sample", 6, "--seed", 3, "--data", tmp_path / "same.npy"))
+    same = run_cli_in_process(*bench_args(store, "--sample", 6, "--seed", 3, "--data", tmp_path / "same.npy"))
     assert "nb201: 0 scored" in same.stdout, same.stdout + same.stderr
     # another batch is another key
-    other = run_cli(*bench_args(store, "--archs", _arch_file(tmp_path, archs[:1]), "--synthetic", "grey"))
+    other = run_cli_in_process(*bench_args(store, "--archs", _arch_file(tmp_path, archs[:1]), "--synthetic", "grey"))
     assert "nb201: 1 scored" in other.stdout, other.stdout + other.stderr
     assert len(stored(store)) == len(archs) + 1
 
-    listing = run_cli("results", "--store", store, "--format", "csv")
+    listing = run_cli_in_process("results", "--store", store, "--format", "csv")
     assert listing.returncode == 0, listing.stderr
     table = list(csv.DictReader(io.StringIO(listing.stdout)))
     assert len(table) == len(archs) + 1
     assert {"space", "arch", "score", "nan_reason", "params", "seconds", "weights", "data", "config"} <= set(table[0])
     assert {r["data"] for r in table} == {_fingerprint_of_cifar8(), _fingerprint_grey8()}
 
-    as_json = json.loads(run_cli("results", "--store", store, "--format", "json").stdout)
+    as_json = json.loads(run_cli_in_process("results", "--store", store, "--format", "json").stdout)
     assert len(as_json) == len(archs) + 1
     for row in as_json:
         assert row["weights"] == [1e-7, 1.0]
         assert (row["score"] is None) == (row["nan_reason"] is not None)
         assert row["seconds"] > 0
-    table_out = run_cli("results", "--store", store, "--space", "nb101").stdout
+    table_out = run_cli_in_process("results", "--store", store, "--space", "nb101").stdout
     assert table_out == "(no rows)\n"
 
 
@@ -136,7 +136,7 @@ def test_repeats_in_the_list_are_scored_once(tmp_path):
     archs = unique(nb201.sample(3, 1))
     path = _arch_file(tmp_path, ["# a comment", archs[0], "", *archs, archs[1]])
     store = tmp_path / "r.sqlite"
-    result = run_cli(*bench_args(store, "--archs", path, "--synthetic", "normal"))
+    result = run_cli_in_process(*bench_args(store, "--archs", path, "--synthetic", "normal"))
     assert result.returncode == 0, result.stderr
     assert f"{len(archs)} scored" in result.stdout and "2 repeats in the list scored once" in result.stdout
     assert [r[0] for r in stored(store)] == archs
@@ -311,14 +311,14 @@ def _is_worker(pid: str) -> bool:
 
 
 def test_bad_input(tmp_path):
-    assert_user_error(run_cli("results", "--store", tmp_path / "absent.sqlite"), "results store not found")
-    assert_user_error(run_cli("bench", "nb999", "--sample", 2), "nb999")
-    assert_user_error(run_cli("bench", "nb201", "--sample", 2, "--all"), "exactly one of")
+    assert_user_error(run_cli_in_process("results", "--store", tmp_path / "absent.sqlite"), "results store not found")
+    assert_user_error(run_cli_in_process("bench", "nb999", "--sample", 2), "nb999")
+    assert_user_error(run_cli_in_process("bench", "nb201", "--sample", 2, "--all"), "exactly one of")
     bad = _arch_file(tmp_path, ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "|conv~0|"])
-    assert_user_error(run_cli("bench", "nb201", "--archs", bad, "--store", tmp_path / "r.sqlite"), "line 2")
+    assert_user_error(run_cli_in_process("bench", "nb201", "--archs", bad, "--store", tmp_path / "r.sqlite"), "line 2")
     not_a_store = tmp_path / "notes.sqlite"
     not_a_store.write_text("hello\n" * 100)
-    assert_user_error(run_cli("results", "--store", not_a_store), "not an SQLite results store")
+    assert_user_error(run_cli_in_process("results", "--store", not_a_store), "not an SQLite results store")
 
 
 def _workers_of(pid: int) -> list[int]:

@@ -17,7 +17,8 @@ from epsinas_onnx.experiments import benchmark_files
 from epsinas_onnx.core.tables import packaged
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces import get_space
-from tests.conftest import run_cli
+from epsinas_onnx.spaces.nb101 import nasbench_hash
+from tests.conftest import run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 from tests.test_packaged_tables import _store, cli_json
 
@@ -27,6 +28,28 @@ from tests.test_packaged_tables import _store, cli_json
 def test_crc32c_matches_the_standard_check_value():
     assert benchmark_files.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720)
     assert benchmark_files.crc32c(b"") == 0
+
+
+def test_crc32c_each_is_crc32c_of_each_chunk():
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 700, 300)]
+    chunks += [b"", b"123456789", b"\xff" * 3]
+    assert benchmark_files.crc32c_each(chunks) == [benchmark_files.crc32c(c) for c in chunks]
+    assert benchmark_files.crc32c_each([]) == []
+
+
+def test_a_bad_data_checksum_past_the_first_batch_names_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark_files, "TFRECORD_BATCH", 4)
+    path = tmp_path / "r.tfrecord"
+    records = [f"record {i}".encode() * (i % 3) for i in range(10)]
+    _write_tfrecord(path, records)
+    assert list(benchmark_files.tfrecords(path)) == records
+    raw = bytearray(path.read_bytes())
+    offset = sum(16 + len(r) for r in records[:7]) + 12  # the first data byte of record 8 (in the second batch)
+    raw[offset] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="record 8 has a bad data checksum"):
+        list(benchmark_files.tfrecords(path))
 
 
 def _write_tfrecord(path, records: list[bytes]) -> None:
@@ -124,7 +147,7 @@ def nb101_file(tmp_path_factory):
     for k, row in enumerate(packaged("nb101_test_143").rows):
         stored = nb101.format_arch(nb101.parse(row["cell"]))
         matrix, ops = _relabelled(nb101.prune(nb101.parse(row["cell"])), rng)
-        module_hash = benchmark_files.nasbench_hash(matrix, ops)
+        module_hash = nasbench_hash(matrix, ops)
         hashes.setdefault(module_hash, set()).add(stored)
         if module_hash not in by_hash:
             a, d = float(row["cifar_acc_108"]), 0.001 * (k % 5)
@@ -146,7 +169,7 @@ def test_nasbench_hash_is_the_benchmarks_own():
     matrix = [[0, 1, 0, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 1, 0],
               [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]]
     ops = ["input", "conv3x3-bn-relu", "maxpool3x3", "conv3x3-bn-relu", "conv3x3-bn-relu", "conv1x1-bn-relu", "output"]
-    assert benchmark_files.nasbench_hash(matrix, ops) == "00005c142e6f48ac74fdcf73e3439874"
+    assert nasbench_hash(matrix, ops) == "00005c142e6f48ac74fdcf73e3439874"
 
 
 def test_nasbench_hash_is_invariant_to_relabelling():
@@ -154,11 +177,11 @@ def test_nasbench_hash_is_invariant_to_relabelling():
     from epsinas_onnx.spaces import nb101  # the module: prune is nb101's own, not part of the protocol
     for arch in nb101.sample(30, 3):
         pruned = nb101.prune(arch)
-        first = benchmark_files.nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
+        first = nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
         matrix, ops = _relabelled(pruned, rng)
-        assert benchmark_files.nasbench_hash(matrix, ops) == first
+        assert nasbench_hash(matrix, ops) == first
     a, b = nb101.sample(2, 4)
-    hash_of = lambda x: benchmark_files.nasbench_hash([list(r) for r in nb101.prune(x).matrix], list(nb101.prune(x).ops))
+    hash_of = lambda x: nasbench_hash([list(r) for r in nb101.prune(x).matrix], list(nb101.prune(x).ops))
     assert hash_of(a) != hash_of(b)
 
 
@@ -269,14 +292,14 @@ def test_an_nb201_file_of_another_kind_is_one_clear_error(tmp_path):
     nb201 = get_space("nb201")
     _store(store, "nb201", [nb201.format_arch(nb201.sample(1, 0)[0])], [1.0])
     (tmp_path / "x.csv").write_text("a,b\n")
-    assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "x.csv"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--benchmark-file", tmp_path / "x.csv"),
                       "not a NAS-Bench-201 file")
-    assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "absent.pth"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--benchmark-file", tmp_path / "absent.pth"),
                       "benchmark file not found")
 
 
 def test_the_help_says_loading_a_pickle_runs_code():
-    result = run_cli("evaluate", "--help")
+    result = run_cli_in_process("evaluate", "--help")
     assert "runs code" in " ".join(result.stdout.split())
 
 
@@ -311,5 +334,5 @@ def test_nlp_logs_folder_written_by_the_test(shared_data, tmp_path, capsys):
            [float(k) for k in range(len(table.rows))])
     assert cli_json(capsys, "evaluate", "--store", store, "--benchmark-file", folder)["targets_from"] == str(folder)
     (tmp_path / "bad.zip").write_bytes(b"no zip")
-    assert_user_error(run_cli("evaluate", "--store", store, "--benchmark-file", tmp_path / "bad.zip"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--benchmark-file", tmp_path / "bad.zip"),
                       "neither a folder of NAS-Bench-NLP logs nor a zip")

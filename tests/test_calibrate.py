@@ -19,7 +19,7 @@ from epsinas_onnx.core.scoring.metric import epsinas_score
 from epsinas_onnx.core.options import BatchOptions
 from epsinas_onnx.core.scoring.scorer import prepare_model, score
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, cifar10_batch, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, run_cli_in_process
 from tests.onnx_graphs import conv_bn_relu
 from tests.test_cli_errors import assert_user_error
 
@@ -206,8 +206,8 @@ def test_cli_on_model_files(tmp_path):
         writer.writerow(["model", "accuracy"])
         for i, path in enumerate(paths):
             writer.writerow([path.name, 90 + i])
-    result = run_cli("calibrate", *paths, "--low", 1e-3, 1e-2, "--high", 1e-1, 1, "--batch-size", 8,
-                     "--accuracies", tmp_path / "acc.csv", "--compare", 1e-3, 1, "--format", "json", "--no-progress")
+    result = run_cli_in_process("calibrate", *paths, "--low", 1e-3, 1e-2, "--high", 1e-1, 1, "--batch-size", 8,
+                                "--accuracies", tmp_path / "acc.csv", "--compare", 1e-3, 1, "--format", "json", "--no-progress")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["models"] == 3 and out["weights"] == [1e-3, 1e-2, 1e-1, 1.0]
@@ -225,4 +225,4 @@ def test_cli_on_model_files(tmp_path):
     (("nb201", "--sample", 2, "--plot", "x.jpg2"), ("name it .png",)),
 ])
 def test_cli_bad_input(args, fragments):
-    assert_user_error(run_cli("calibrate", *args), *fragments)
+    assert_user_error(run_cli_in_process("calibrate", *args), *fragments)

@@ -126,13 +126,14 @@ def test_control_flow_is_left_at_full_width():
 
 
 def test_explain_reports_collapse(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import run_cli_in_process
 
     path = tmp_path / "nb201.onnx"
     onnx.save(nb201.to_onnx(nb201.parse(NB201_CASES[2])), path)
-    result = run_cli("rewrite", path, "--explain")
+    result = run_cli_in_process("rewrite", path, "--explain")
     assert result.returncode == 0, result.stderr
-    assert "channel collapse:" in result.stderr and "ops run at reduced width" in result.stderr
+    first = result.stdout.splitlines()[0]  # the summary first, on stdout
+    assert first.startswith("channel collapse:") and "ops run at reduced width" in first
 
 
 def grouped_conv_model(opset=17) -> onnx.ModelProto:
@@ -167,14 +168,14 @@ def test_declined_rules_say_why_in_the_report():
 
 
 def test_explain_prints_why_collapse_stopped(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import run_cli_in_process
 
     path = tmp_path / "grouped.onnx"
     onnx.save(grouped_conv_model(opset=13), path)
-    result = run_cli("rewrite", path, "--explain")
+    result = run_cli_in_process("rewrite", path, "--explain")
     assert result.returncode == 0, result.stderr
-    assert "expanded to full width at Conv 'grouped': Conv with group=2 mixes channels in groups" in result.stderr
-    assert "expanded to full width at Softmax 'soft': no collapse rule for Softmax (ai.onnx, opset 13)" in result.stderr
+    assert "expanded to full width at Conv 'grouped': Conv with group=2 mixes channels in groups" in result.stdout
+    assert "expanded to full width at Softmax 'soft': no collapse rule for Softmax (ai.onnx, opset 13)" in result.stdout
 
 
 def shifted_conv_model() -> onnx.ModelProto:

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
 
 
@@ -29,43 +29,43 @@ def assert_user_error(result, *fragments):
 
 
 def test_missing_model(tmp_path):
-    assert_user_error(run_cli("score", tmp_path / "absent.onnx"), "not found", "absent.onnx")
+    assert_user_error(run_cli_in_process("score", tmp_path / "absent.onnx"), "not found", "absent.onnx")
 
 
 def test_non_onnx_file(tmp_path):
     path = tmp_path / "notes.onnx"
     path.write_text("this is not a model\n" * 20)
-    assert_user_error(run_cli("score", path), "not a readable ONNX model")
+    assert_user_error(run_cli_in_process("score", path), "not a readable ONNX model")
 
 
 def test_truncated_model(tmp_path, good_model):
     path = tmp_path / "cut.onnx"
     path.write_bytes(good_model.read_bytes()[:200])
-    assert_user_error(run_cli("score", path), "truncated")
+    assert_user_error(run_cli_in_process("score", path), "truncated")
 
 
 def test_model_with_no_weights(tmp_path):
     path = tmp_path / "relu.onnx"
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
     onnx.save(model([helper.make_node("Relu", ["x"], ["y"])], [x], [out("y", 2)]), path)
-    assert_user_error(run_cli("score", path), "no weights")
+    assert_user_error(run_cli_in_process("score", path), "no weights")
 
 
 def test_input_shape_mismatch(tmp_path, good_model):
     data = tmp_path / "grey.npy"
     np.save(data, np.zeros((8, 8, 8, 1), dtype=np.uint8))  # 1 channel; the model takes 3
-    result = run_cli("score", good_model, "--data", data, "--batch-size", 8, "--norm", "none")
+    result = run_cli_in_process("score", good_model, "--data", data, "--batch-size", 8, "--norm", "none")
     assert_user_error(result, "[batch, 3, 8, 8]", "[8, 1, 8, 8]")
 
 
 def test_missing_data_file(tmp_path, good_model):
-    assert_user_error(run_cli("score", good_model, "--data", tmp_path / "none.npz"), "data file not found")
+    assert_user_error(run_cli_in_process("score", good_model, "--data", tmp_path / "none.npz"), "data file not found")
 
 
 def test_too_few_items(tmp_path, good_model):
     data = tmp_path / "few.npy"
     np.save(data, np.zeros((5, 8, 8, 3), dtype=np.uint8))
-    assert_user_error(run_cli("score", good_model, "--data", data, "--batch-size", 16), "has 5 items", "--batch-size 5")
+    assert_user_error(run_cli_in_process("score", good_model, "--data", data, "--batch-size", 16), "has 5 items", "--batch-size 5")
 
 
 def test_several_inputs_need_input_option(tmp_path):
@@ -75,18 +75,18 @@ def test_several_inputs_need_input_option(tmp_path):
     w = onnx.numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
     nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["y"])]
     onnx.save(model(nodes, [a, b], [out("y", 2)], [w]), path)
-    assert_user_error(run_cli("score", path), "2 inputs", "--input")
+    assert_user_error(run_cli_in_process("score", path), "2 inputs", "--input")
 
 
 def test_rewrite_writes_nothing_on_error(tmp_path):
     target = tmp_path / "out.onnx"
-    assert_user_error(run_cli("rewrite", tmp_path / "absent.onnx", "--weight", 1, "-o", target), "not found")
+    assert_user_error(run_cli_in_process("rewrite", tmp_path / "absent.onnx", "--weight", 1, "-o", target), "not found")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_option_is_one_line(good_model):
-    assert_user_error(run_cli("score", good_model, "--wieghts", 1, 2), "--wieghts")
+    assert_user_error(run_cli_in_process("score", good_model, "--wieghts", 1, 2), "--wieghts")
 
 
 def test_cuda_missing_is_one_line(good_model):
@@ -94,7 +94,7 @@ def test_cuda_missing_is_one_line(good_model):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA")
-    assert_user_error(run_cli("score", good_model, "--device", "cuda"), "CUDA")
+    assert_user_error(run_cli_in_process("score", good_model, "--device", "cuda"), "CUDA")
 
 
 # ---------------------------------------------------------------- in-process (no interpreter start-up each)

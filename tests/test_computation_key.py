@@ -4,6 +4,7 @@ different otherwise; bench reuses a result only under an equal key."""
 import math
 
 import numpy as np
+import pytest
 
 import onnx_ir as ir
 from onnx import TensorProto, helper
@@ -11,7 +12,7 @@ from onnx import TensorProto, helper
 from epsinas_onnx.experiments.bench import score_architecture
 from epsinas_onnx.core.rewriting.computation_key import computation_key
 from epsinas_onnx.core.scoring.scorer import rewrite_model
-from epsinas_onnx.spaces import nb201
+from epsinas_onnx.spaces import nb101, nb201
 from tests.conftest import cifar10_batch
 from tests.onnx_graphs import conv_bn_relu, image_input, init, model, out
 
@@ -122,24 +123,26 @@ def test_nb201_computation_class_does_not_hold_for_random_weights():
     assert random_key(a) != random_key(b)
 
 
-def test_nb201_tied_parameters_rewrite_to_the_same_graph():
+@pytest.mark.parametrize("space", [nb201.SPACE, nb101.SPACE], ids=lambda s: s.name)
+def test_tied_parameters_rewrite_to_the_same_graph(space):
     # bench exports with one initialiser per kind and shape of parameter under
     # constant weights (bench.build_options): the rewritten graph must be the
     # same as from one initialiser per layer, under every constant-weight setting
-    archs = nb201.sample(6, 21)
-    for settings in ({}, {"bias": "w"}, {"bn_gamma": "one"}):
+    archs = space.sample(6 if space is nb201.SPACE else 3, 21)
+    for settings in ({}, {"bias": "w"}, {"bn_gamma": "one"}, {"collapse": False}):
         for arch in archs:
             keys = []
             for tied in (False, True):
-                staged = rewrite_model(nb201.to_ir(arch, tied=tied), in_place=True, **settings)
+                staged = rewrite_model(space.to_ir(arch, tied=tied), in_place=True, **settings)
                 keys.append(computation_key(staged.rewritten.model, staged.output))
             assert keys[0] is not None and keys[0] == keys[1], (arch, settings)
-    tied = nb201.to_ir(archs[0], tied=True)
-    assert len(tied.graph.initializers) < len(nb201.to_ir(archs[0]).graph.initializers) // 5
+    tied = space.to_ir(archs[0], tied=True)
+    assert len(tied.graph.initializers) < len(space.to_ir(archs[0]).graph.initializers) // 3
 
 
 def test_bench_ties_parameters_only_under_constant_weights():
     from epsinas_onnx.experiments.bench import build_options
 
-    assert build_options(nb201.SPACE, {}) == {"tied": True}
-    assert build_options(nb201.SPACE, {"weight_init": "normal"}) == {}
+    for space in (nb201.SPACE, nb101.SPACE):
+        assert build_options(space, {}) == {"tied": True}
+        assert build_options(space, {"weight_init": "normal"}) == {}

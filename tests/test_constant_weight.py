@@ -62,3 +62,12 @@ def test_pipeline_leaves_no_original_weight_behind():
     scoring_pipeline(InitPolicy())(ir_model)
     assert "conv.w" not in ir_model.graph.initializers
     assert {v.name for v in ir_model.graph.inputs} == {"x", "epsinas_weight"}
+
+
+def test_every_role_is_set_or_kept_on_purpose():
+    # a new Role must get a rule in ConstantWeightPass (or join the roles it keeps)
+    from epsinas_onnx.core.rewriting.passes import ConstantWeightPass
+    from epsinas_onnx.core.rewriting.roles import Role
+
+    rules = ConstantWeightPass("epsinas_weight").rules
+    assert set(rules) == set(Role) - {Role.NORM_STATS, Role.OTHER}

@@ -14,12 +14,12 @@ import pytest
 
 from epsinas_onnx.core.scoring.datasets import STREAM_CHUNK_BYTES
 from epsinas_onnx.core.scoring.inputs import InputSpec, prepare_batch
-from tests.conftest import CIFAR10, ROOT, run_cli
+from tests.conftest import CIFAR10, CIFAR10_IMAGES, ROOT, run_cli, run_cli_in_process
 from tests.onnx_graphs import conv_bn_relu
 
 PIL = pytest.importorskip("PIL.Image")
 
-N = 60  # images written per test: enough for two batches and a shuffle
+N = CIFAR10_IMAGES  # images written per test (32): enough for two batches of 16 and a shuffle
 
 
 def image_spec(hw=32):
@@ -27,7 +27,7 @@ def image_spec(hw=32):
 
 
 @pytest.fixture(scope="module")
-def cifar(shared_data):
+def cifar():
     """The first N real CIFAR-10 test images (NHWC uint8) and their labels."""
     with np.load(CIFAR10) as loaded:
         return loaded["images"][:N], loaded["labels"][:N]
@@ -111,7 +111,7 @@ def test_cli_scores_a_folder_as_its_npz(tmp_path, cifar):
     np.savez(tmp_path / "same.npz", images=ordered)
     scores = []
     for data in (tmp_path / "folder", tmp_path / "same.npz"):
-        result = run_cli("score", model, "--data", data, "--batch-size", 8, "--format", "csv")
+        result = run_cli_in_process("score", model, "--data", data, "--batch-size", 8, "--format", "csv")
         assert result.returncode == 0, result.stderr
         scores.append(result.stdout.splitlines()[1].split(",")[1])
     assert scores[0] == scores[1] and scores[0] not in ("", "nan")
@@ -286,7 +286,7 @@ def test_bad_data_is_one_clear_error(tmp_path, name, make, fragments, tokens):
     data.parent.mkdir()
     make(data)
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    result = run_cli("score", model, "--data", data, "--batch-size", 2, "--seq-len", 4)
+    result = run_cli_in_process("score", model, "--data", data, "--batch-size", 2, "--seq-len", 4)
     assert result.returncode == 1, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

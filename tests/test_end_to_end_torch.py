@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import CIFAR10, cifar10_batch, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, run_cli_in_process
 from tests.torch_export import export_onnx
 from tests.torch_reference.cnns import CNNS
 from tests.torch_reference.metric import torch_score
@@ -16,7 +16,7 @@ BATCH = 32
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, shared_data):
+def exported(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("cnns")
     paths = {}
@@ -36,8 +36,8 @@ def exported(tmp_path_factory, shared_data):
 def test_cli_score_equals_pytorch(exported, name, weights):
     torch.set_num_threads(1)
     expected = torch_score(lambda: CNNS[name](track=False), torch.from_numpy(cifar10_batch(BATCH)), weights)
-    result = run_cli("score", exported[name], "--weights", *weights, "--data", CIFAR10,
-                     "--batch-size", BATCH, "--norm", "cifar10", "--device", "cpu", "--format", "json")
+    result = run_cli_in_process("score", exported[name], "--weights", *weights, "--data", CIFAR10,
+                                "--batch-size", BATCH, "--norm", "cifar10", "--device", "cpu", "--format", "json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["weights"] == list(weights)

@@ -14,7 +14,7 @@ from epsinas_onnx.cli import main
 from epsinas_onnx.experiments.evaluation import statistics
 from epsinas_onnx.experiments.plots import score_vs_target
 from epsinas_onnx.experiments.store import ResultStore, settings_key, weights_key
-from tests.conftest import ROOT, SHARED_DATA, run_cli
+from tests.conftest import ROOT, SHARED_DATA, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 NB201 = SHARED_DATA / "nb201"
@@ -100,11 +100,20 @@ def _store(path, archs, scores, *, weights=(1e-7, 1.0), error_arch=None):
 
 
 @pytest.fixture(scope="module")
-def nb201_tables(shared_data):
-    return _read(NB201 / "accuracies.csv")[:60], _read(NB201 / "baselines.csv")[:60]
+def nb201_files(tmp_path_factory):
+    """The development data's nb201/accuracies.csv and baselines.csv, from the tables packaged with epsinas-onnx."""
+    folder = tmp_path_factory.mktemp("nb201")
+    return (packaged_csv("nb201_accuracies", folder / "accuracies.csv"),
+            packaged_csv("nb201_baselines", folder / "baselines.csv"))
 
 
-def test_evaluate_against_scipy_with_baselines_and_plot(tmp_path, nb201_tables):
+@pytest.fixture(scope="module")
+def nb201_tables(nb201_files):
+    accuracies, baselines = nb201_files
+    return _read(accuracies)[:60], _read(baselines)[:60]
+
+
+def test_evaluate_against_scipy_with_baselines_and_plot(tmp_path, nb201_files, nb201_tables):
     accuracies, baselines = nb201_tables
     archs = [r["arch"] for r in accuracies[:50]]
     acc = np.array([float(r["cifar100"]) for r in accuracies[:50]])
@@ -115,8 +124,8 @@ def test_evaluate_against_scipy_with_baselines_and_plot(tmp_path, nb201_tables):
     _store(store, archs, scores, error_arch=accuracies[55]["arch"])
     figure = tmp_path / "fig.png"
 
-    result = run_cli("evaluate", "--store", store, "--accuracies", NB201 / "accuracies.csv", "--dataset", "cifar100",
-                     "--baselines", NB201 / "baselines.csv", "--plot", figure, "--format", "json")
+    result = run_cli_in_process("evaluate", "--store", store, "--accuracies", nb201_files[0], "--dataset", "cifar100",
+                                "--baselines", nb201_files[1], "--plot", figure, "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["target"] == "cifar100"
@@ -148,7 +157,7 @@ def test_evaluate_against_scipy_with_baselines_and_plot(tmp_path, nb201_tables):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
 
 
-def test_proxies_restrict_every_row_to_the_same_architectures(tmp_path, shared_data, capsys):
+def test_proxies_get_rows_on_their_subset_and_epsinas_keeps_every_architecture(tmp_path, shared_data, capsys):
     proxies = [r for r in _read(NB201 / "proxies_subset.csv") if r["dataset"] == "cifar10"]
     covered = [r["arch_str"] for r in proxies[:20]]
     accuracies = {r["arch"]: r for r in _read(NB201 / "accuracies.csv")}
@@ -162,9 +171,12 @@ def test_proxies_restrict_every_row_to_the_same_architectures(tmp_path, shared_d
                  "--proxies", str(NB201 / "proxies_subset.csv"), "--format", "json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"]["not_in_proxies"] == 1 and report["counts"]["compared"] == 20
+    assert report["counts"]["not_in_proxies"] == 1 and report["counts"]["in_proxies"] == 20
+    assert report["counts"]["compared"] == 21
     rows = {r["proxy"]: r for r in report["rows"]}
-    assert rows["epsinas"]["n"] == 20 and rows["epsinas"]["spearman"] == pytest.approx(1.0)  # score = accuracy here
+    assert rows["epsinas"]["n"] == 21 and rows["epsinas"]["spearman"] == pytest.approx(1.0)  # score = accuracy here
+    subset = rows["epsinas (proxies' subset)"]  # epsinas on the proxies' architectures, for a like-for-like row
+    assert subset["n"] == 20 and subset["spearman"] == pytest.approx(1.0)
     synflow = np.array([float(r["synflow"]) for r in proxies[:20]])
     assert rows["zc.synflow"]["n"] == 20
     assert rows["zc.synflow"]["spearman"] == pytest.approx(scipy_stats.spearmanr(synflow, acc).statistic)
@@ -200,11 +212,11 @@ def test_generic_columns_configs_and_bad_input(tmp_path, nb201_tables, capsys):
     assert json.loads(capsys.readouterr().out)["rows"][0]["spearman"] == pytest.approx(1.0)
 
     assert_user_error(
-        run_cli("evaluate", "--store", store, "--config", ids[1e-4], "--accuracies", table, "--arch-column", "name",
-                "--target-column", "acc"),
+        run_cli_in_process("evaluate", "--store", store, "--config", ids[1e-4], "--accuracies", table, "--arch-column", "name",
+                           "--target-column", "acc"),
         "no column 'acc'",
     )
-    assert_user_error(run_cli("evaluate", "--store", tmp_path / "absent.sqlite", "--accuracies", table),
+    assert_user_error(run_cli_in_process("evaluate", "--store", tmp_path / "absent.sqlite", "--accuracies", table),
                       "results store not found")
 
 

@@ -1,4 +1,4 @@
-"""The examples run as the README shows them, and do what they say."""
+"""The examples run as docs/exporting.md shows them, and do what they say."""
 
 import importlib.util
 import math

@@ -4,8 +4,9 @@ The reference network is nasbench-pytorch (tests/torch_reference/nb101.py),
 an independent PyTorch port of the official TensorFlow model builder.
 """
 
-import csv
+import functools
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -17,23 +18,22 @@ import torch
 from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 # `epsinas_onnx` without an install; `torch_reference` whether or not tests/ is a package.
 for path in (str(ROOT), str(ROOT / "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 from epsinas_onnx.core.errors import UserError  # noqa: E402
+from epsinas_onnx.core.tables import packaged  # noqa: E402
 from epsinas_onnx.spaces import nb101  # noqa: E402
+from tests.conftest import cifar10_batch, packaged_csv  # noqa: E402
 from torch_reference.metric import init_reference, reference_score  # noqa: E402
 from torch_reference.nb101 import UNUSED, make_network, onnx_names  # noqa: E402
 
 torch.set_num_threads(1)
-NASLIB = DATA / "nb101" / "naslib_500.csv"
-TEST_143 = DATA / "nb101" / "test_143.csv"
-
-CIFAR10_MEAN = np.array([125.3, 123.0, 113.9], np.float32) / 255
-CIFAR10_STD = np.array([63.0, 62.1, 66.7], np.float32) / 255
+# the development data's nb101/naslib_500.csv and test_143.csv, as packaged with epsinas-onnx
+# (every value their text: tests/test_packaged_tables.py)
+NASLIB, TEST_143 = "nb101_naslib_500", "nb101_test_143"
 
 C3, C1, MP = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
 
@@ -62,13 +62,18 @@ def ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def cifar_batch(n: int) -> np.ndarray:
-    images = np.load(DATA / "inputs" / "cifar10_test_1000.npz")["images"][:n]
-    x = (images.astype(np.float32) / 255 - CIFAR10_MEAN) / CIFAR10_STD
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return cifar10_batch(n)
+
+
+@functools.lru_cache(maxsize=None)
+def load_packaged_archs(name: str) -> tuple:
+    """nb101.load_archs on a packaged table written out as the csv file it was cut from."""
+    with tempfile.TemporaryDirectory() as folder:
+        return tuple(nb101.load_archs(packaged_csv(name, Path(folder) / f"{name}.csv")))
 
 
 def data_archs():
-    return nb101.load_archs(NASLIB), nb101.load_archs(TEST_143)
+    return list(load_packaged_archs(NASLIB)), list(load_packaged_archs(TEST_143))
 
 
 # --- forward equivalence ---------------------------------------------------------------
@@ -167,9 +172,8 @@ def test_initialisers_hold_num_params_parameters(arch):
 def test_num_params_matches_naslib_and_nasbench_pytorch():
     """NASLib's `params` (millions, 6 decimals) counts conv weights, BN gamma
     and beta and the 10-class classifier: it equals num_params on all 500."""
-    with NASLIB.open() as f:
-        params_m = [float(r["params"]) for r in csv.DictReader(f)]
-    archs = nb101.load_archs(NASLIB)
+    params_m = [float(r["params"]) for r in packaged(NASLIB).rows]
+    archs = list(load_packaged_archs(NASLIB))
     mismatches = [(i, nb101.num_params(a), p) for i, (a, p) in enumerate(zip(archs, params_m))
                   if nb101.num_params(a) != round(p * 1e6)]
     assert not mismatches
@@ -203,8 +207,7 @@ def test_load_both_csv_formats():
 
 
 def test_parse_all_encodings_of_one_cell():
-    with NASLIB.open() as f:
-        row = next(csv.DictReader(f))
+    row = packaged(NASLIB).rows[0]
     from_fields = nb101.parse(f"{row['adjacency']} {row['ops']}")
     from_comma = nb101.parse(f"{row['adjacency']},{row['ops']}")
     from_json = nb101.parse(f'{{"matrix": {row["adjacency"]}, "ops": {row["ops"]}}}')
@@ -259,7 +262,7 @@ def test_validate_rejects_too_many_vertices_and_bad_objects(tmp_path):
     with pytest.raises(UserError, match=r"bad.csv, line 2: unknown nb101 op 'conv9x9'"):
         nb101.load_archs(bad_csv)
     with pytest.raises(UserError, match="'adjacency' and 'ops', or 'cell'"):
-        nb101.load_archs(DATA / "nb201" / "accuracies.csv")
+        nb101.load_archs(packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv", rows=3))
 
 
 # --- sampling and mutation ---------------------------------------------------------

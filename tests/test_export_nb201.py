@@ -1,7 +1,6 @@
 """NAS-Bench-201 exporter: encoding, the space, parameter counts, forward
 equivalence with an independent PyTorch TinyNetwork, and epsinas scores."""
 
-import csv
 import functools
 import itertools
 import math
@@ -16,33 +15,30 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:  # so that `epsinas_onnx` imports without an install
     sys.path.insert(0, str(ROOT))
 
 from epsinas_onnx.core.errors import UserError  # noqa: E402
+from epsinas_onnx.core.tables import packaged  # noqa: E402
 from epsinas_onnx.spaces import nb201  # noqa: E402
+from tests.conftest import cifar10_batch  # noqa: E402
 from torch_reference.metric import torch_score  # noqa: E402
 from torch_reference.nb201 import TinyNetwork  # noqa: E402
 
 torch.set_num_threads(1)
 
-CIFAR10_MEAN = np.array([125.3, 123.0, 113.9], np.float32) / 255
-CIFAR10_STD = np.array([63.0, 62.1, 66.7], np.float32) / 255
-
 
 @functools.lru_cache(maxsize=None)
 def csv_rows():
-    with open(DATA / "nb201" / "accuracies.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of the development data's nb201/accuracies.csv, from the copy
+    packaged with epsinas-onnx (every value its text: tests/test_packaged_tables.py)."""
+    return packaged("nb201_accuracies").rows
 
 
 @functools.lru_cache(maxsize=None)
 def cifar_batch(n=16):
     """The first n real CIFAR-10 test images, NCHW float32, CIFAR-10 normalised."""
-    images = np.load(DATA / "inputs" / "cifar10_test_1000.npz")["images"][:n]
-    x = (images.astype(np.float32) / 255 - CIFAR10_MEAN) / CIFAR10_STD
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    return cifar10_batch(n)
 
 
 def run_onnx(model, x):

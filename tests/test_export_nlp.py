@@ -15,7 +15,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:  # so that `epsinas_onnx` imports without an install
     sys.path.insert(0, str(ROOT))
 
@@ -81,7 +80,10 @@ def test_every_logged_recipe_parses_and_round_trips():
     assert sum(np.isnan(r["final_test_loss"]) for r in rows) == 4
     for r in rows:
         assert nlp.parse(nlp.format_arch(r["arch"])) == r["arch"]
-    assert len(nlp.example_recipes(DATA / "nlp")) == 10
+
+
+def test_example_recipes_of_the_data_folder_parse(shared_data):
+    assert len(nlp.example_recipes(shared_data / "nlp")) == 10
 
 
 def test_parse_is_canonical_and_keeps_input_order():

@@ -1,6 +1,6 @@
 """epsinas_onnx.torch.score and `score --torch`: a PyTorch module exported and
 scored in one call gives the same score, bit for bit, as exporting it by hand
-with the README's command and scoring the file; the fallback exporter, the
+with docs/exporting.md's command and scoring the file; the fallback exporter, the
 errors, and the missing-extra messages (torch for .torch, tf2onnx for .keras)."""
 
 import contextlib
@@ -32,14 +32,14 @@ def quiet_export():
 
 
 def export_by_hand(model, x, path):
-    """README, "PyTorch, torch.onnx.export (dynamo, the default exporter)"."""
+    """docs/exporting.md, "PyTorch, torch.onnx.export (dynamo, the default exporter)"."""
     with quiet_export():
         torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, optimize=False,
                           dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
 def export_by_hand_torchscript(model, x, path):
-    """README, "PyTorch, the older TorchScript exporter"."""
+    """docs/exporting.md, "PyTorch, the older TorchScript exporter"."""
     with quiet_export():
         torch.onnx.export(model.eval(), (x,), str(path), dynamo=False,
                           training=torch.onnx.TrainingMode.PRESERVE,
@@ -80,8 +80,8 @@ def test_torch_score_equals_scoring_the_hand_export(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg11_bn"])
 def test_real_torchvision_models(name, tmp_path):
-    """Where torchvision imports (not beside this project's torch 2.13: its
-    wheels need their own torch). At w = 1e-7 the last two underflow to a
+    """Where torchvision imports (0.28 for torch 2.13, beside the index's default torch build:
+    docs/exporting.md). At w = 1e-7 the last two underflow to a
     constant output: NaN with its reason, the same both ways."""
     torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed")
     model = getattr(torchvision.models, name)()

@@ -51,9 +51,9 @@ def _fields(line: str) -> dict:
     return dict(item.split("=", 1) for item in line.split()[1:])
 
 
-def test_gpu_check_on_cpu(tmp_path, shared_data):
+def test_gpu_check_on_cpu(tmp_path):
     out = tmp_path / "check.json"
-    result = _run("--devices", "cpu", "--n", 4, "--batch-size", 32, "--cpu-workers", 2, "--json", out)
+    result = _run("--devices", "cpu", "--n", 4, "--batch-size", 32, "--cpu-workers", 2, "--json", out, "--data", CIFAR10)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("gpu_check: nb201, 4 architectures") and "first 32, norm cifar10" in lines[0]
@@ -82,10 +82,10 @@ def test_gpu_check_on_cpu(tmp_path, shared_data):
             assert value == pytest.approx(direct.score, rel=1e-6)
 
 
-def test_gpu_check_without_cuda_is_one_error_line(shared_data):
+def test_gpu_check_without_cuda_is_one_error_line():
     if runtime.cuda_problem() is None and "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA works here")
-    result = _run("--devices", "cpu", "cuda", "--n", 2)
+    result = _run("--devices", "cpu", "cuda", "--n", 2, "--data", CIFAR10)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     (line,) = result.stderr.strip().splitlines()

@@ -35,6 +35,19 @@ def test_shuffle_seed_draws_a_repeatable_subset(tmp_path):
     assert sorted(a[:, 0, 0, 0]) != list(range(5))  # not the first five
 
 
+def test_a_float32_array_batch_of_its_first_items_is_not_copied():
+    # a 224x224 batch of 256 is 154 MB: the first items of an array that needs no
+    # conversion are its own memory; any other choice of items is a copy of those items
+    images = np.random.default_rng(0).standard_normal((12, 3, 32, 32)).astype(np.float32)
+    batch = prepare_batch(image_spec(), images, batch_size=8)
+    assert np.shares_memory(batch.array, images) and np.array_equal(batch.array, images[:8])
+    shuffled = prepare_batch(image_spec(), images, batch_size=8, shuffle_seed=1)
+    assert not np.shares_memory(shuffled.array, images)
+    normalised = prepare_batch(image_spec(), images, batch_size=8, norm="cifar10")
+    assert not np.shares_memory(normalised.array, images)
+    np.testing.assert_array_equal(images, np.random.default_rng(0).standard_normal((12, 3, 32, 32)).astype(np.float32))
+
+
 def test_resize_by_block_average_and_bilinear():
     images = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     halved = resize(images, [2, 2], (2, 3))

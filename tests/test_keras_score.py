@@ -1,5 +1,5 @@
 """epsinas_onnx.keras.score gives the same score, bit for bit, as converting
-the model by hand with the README's tf2onnx command and scoring the file.
+the model by hand with docs/exporting.md's tf2onnx command and scoring the file.
 Needs the keras extra (TensorFlow, tf-keras, tf2onnx), which the test
 environment does not install: skipped without it."""
 
@@ -33,7 +33,7 @@ def cnn(K):
 
 
 def convert_by_hand(model, path):
-    """README, "TensorFlow / Keras through tf2onnx"."""
+    """docs/exporting.md, "TensorFlow / Keras through tf2onnx"."""
     spec = (tf.TensorSpec((None, 16, 16, 3), tf.float32),)
     keep_bn = {k: v for k, v in tf2onnx.optimizer._get_optimizers().items() if k != "remove_back_to_back"}
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, optimizers=keep_bn, output_path=str(path))

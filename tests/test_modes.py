@@ -14,10 +14,11 @@ import pytest
 
 from epsinas_onnx.experiments import bench
 from epsinas_onnx.core.scoring.metric import epsinas_score, score_runs
-from epsinas_onnx.core.scoring.modes import ladder, ladder_value, score_in_mode, score_ladder, score_upper, upper_value
+from epsinas_onnx.core.scoring.modes import (ROUNDING_FACTOR, ladder, ladder_value, rounding_floor, score_in_mode,
+                                             score_ladder, score_upper, upper_value)
 from epsinas_onnx.core.options import BatchOptions, ScoringSettings
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, cifar10_batch, run_cli
+from tests.conftest import CIFAR10, cifar10_batch, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 BATCH = 32
@@ -94,11 +95,37 @@ def test_the_upper_mode_scores_w2_against_a_decade_above_it_reversed():
 
     value, reason, outputs, pair = score_upper((1e-7, 1.0), run)
     assert reason is None and pair == (1.0, 10.0)
-    assert ran == [1e-7, 1.0, 10.0]  # one run more than the reference, only where it is NaN
+    # two runs more than the reference, only where it is NaN: 10 * w2, and the next float32 above w2 (the guard's floor)
+    assert ran == [1e-7, 1.0, 10.0, float(np.nextafter(np.float32(1.0), np.float32(2.0)))]
     u = epsinas_score(outputs[1.0], outputs[10.0])
     assert 0 < u and value == 2.0 - u / (1.0 + u) == upper_value(u, True)
     # a smaller difference between w2 and 10 * w2 ranks higher, every upper score above every reference score
     assert upper_value(0.01, True) > upper_value(0.1, True) > 1.0 > upper_value(1e6, False)
+
+
+def test_the_upper_mode_refuses_a_u_that_is_float32_rounding():
+    """A network with no BatchNorm eps between w2 and 10 * w2 is one function
+    at both, up to a scale: u then measures float32 rounding, and NaN says so
+    (modes.ROUNDING_GUARD). Here y(w) = w^3 * f, f fixed, rounded to float32
+    at each weight as a network's output is."""
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=256)
+
+    def run(w):  # constant at w1 (underflow), homogeneous above
+        return np.zeros(256, np.float32) if w < 1e-3 else (np.float32(w) ** 3 * f.astype(np.float32)).astype(np.float32)
+
+    value, reason, outputs, pair = score_upper((1e-7, 1.0), run)
+    u = epsinas_score(outputs[1.0], outputs[10.0])
+    floor, step = rounding_floor(1.0, outputs[1.0], run)
+    assert step == float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    assert 0 <= u <= ROUNDING_FACTOR * floor and u < 1e-5  # the scale of float32 rounding
+    assert math.isnan(value) and pair is None
+    assert reason.startswith("constant output at w = 1e-07") and "no more than float32 rounding" in reason
+    # a u far above the floor is kept: the function does bend between w2 and 10 * w2
+    bend = rng.normal(size=256).astype(np.float32)
+    value, reason, _, pair = score_upper(
+        (1e-7, 1.0), lambda w: run(w) * (1 + np.float32(0.01 * np.log10(w)) * bend) if w >= 1e-3 else run(w))
+    assert reason is None and pair == (1.0, 10.0) and 1.0 < value < 2.0
 
 
 def test_the_upper_mode_keeps_the_reasons_of_its_nan():
@@ -186,7 +213,7 @@ def exported(make, tmp_path):
 
 
 @pytest.mark.parametrize("make", [plain_cnn, mobilenet_stack], ids=["plain_cnn", "mobilenet_stack"])
-def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path, shared_data):
+def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path):
     """Full width, the ladder's score is PyTorch's. Collapsed, the rung is the
     same but the value is not: the first surviving rung's output is denormal
     (about 1e-40 here), where the one-channel graph rounds differently
@@ -207,10 +234,31 @@ def test_ladder_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tm
     assert collapsed.scored_weights == (rung, 1.0) and 1.0 <= collapsed.score < 2.0
 
 
-@pytest.mark.parametrize("make", [plain_cnn, mobilenet_stack], ids=["plain_cnn", "mobilenet_stack"])
-def test_upper_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path, shared_data):
+def test_upper_is_nan_where_its_pair_reads_rounding_as_float64_confirms(tmp_path):
+    """plain_cnn is one chain of Conv-BN-ReLU: from w2 = 1 up every
+    BatchNorm's input variance dwarfs eps, so the network is one function at
+    1 and 10 up to a scale. Its exact u (PyTorch, float64) is about 1e-15;
+    the float32 u is rounding, and the rounding guard makes the score NaN."""
+    import re
+
+    import epsinas_onnx
+    from tests.torch_reference.metric import float64_score
+
+    path, kwargs = exported(plain_cnn, tmp_path)
+    exact = float64_score(plain_cnn, cifar10_batch(BATCH), (1.0, 10.0))
+    for collapse in (False, True):
+        result = epsinas_onnx.score(path, mode="upper", collapse=collapse, **kwargs)
+        assert math.isnan(result.score) and result.scored_weights is None
+        assert "no more than float32 rounding" in result.nan_reason
+        floor = float(re.search(r"the ([0-9.e+-]+) of w = 1 against", result.nan_reason).group(1))
+        assert 0 < floor < 1e-5 and exact < floor / 1000
+
+
+@pytest.mark.parametrize("make", [mobilenet_stack], ids=["mobilenet_stack"])
+def test_upper_is_finite_where_the_reference_is_nan_and_equals_pytorch(make, tmp_path):
     """Both outputs of the upper pair are normal float32 numbers, so the
-    collapsed graph agrees with PyTorch as closely as the full-width one."""
+    collapsed graph agrees with PyTorch as closely as the full-width one
+    (u = 1.04 here, far above rounding)."""
     import torch
 
     import epsinas_onnx
@@ -245,7 +293,7 @@ def test_on_a_small_transformer_the_ladder_is_the_reference_noise():
 
 
 @pytest.mark.parametrize("mode", ["ladder", "upper"])
-def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path, shared_data):
+def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path):
     store = tmp_path / "r.sqlite"
     archs = nb201.sample(12, 5)
     common = dict(batch_options=BatchOptions(data=CIFAR10, batch_size=8, norm="cifar10"), store_path=store, progress=False)
@@ -269,19 +317,22 @@ def test_bench_keys_the_mode_and_keeps_the_reference_rows(mode, tmp_path, shared
         elif nb201.computation_class(nb201.parse(arch)) != nb201.computation_class(nb201.parse(
                 "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")):
             nan += 1
+            if mode == "upper" and ladder_value_ is None:  # at batch 8 some outputs are one value and zeros,
+                assert "no more than float32 rounding" in ladder_reason  # identical at 1 and 10: u = 0
+                continue
             assert ladder_value_ is not None and 1.0 <= ladder_value_ <= 2.0 and ladder_reason is None
     assert nan > 0  # the sample holds architectures the reference cannot score
 
 
-def test_cli_mode_option_and_evaluate_side_by_side(tmp_path, shared_data):
+def test_cli_mode_option_and_evaluate_side_by_side(tmp_path):
     store = tmp_path / "r.sqlite"
     base = ("bench", "nb201", "--sample", 10, "--seed", 1, "--batch-size", 8, "--data", CIFAR10, "--store", store,
             "--no-progress")
     for mode in ("reference", "ladder", "upper"):
-        result = run_cli(*base, "--mode", mode)
+        result = run_cli_in_process(*base, "--mode", mode)
         assert result.returncode == 0, result.stderr
-    accuracies = shared_data / "nb201" / "accuracies.csv"
-    result = run_cli("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
+    accuracies = packaged_csv("nb201_accuracies", tmp_path / "accuracies.csv")
+    result = run_cli_in_process("evaluate", "--store", store, "--accuracies", accuracies, "--format", "json")
     assert result.returncode == 0, result.stderr
     rows = {r["proxy"]: r for r in json.loads(result.stdout)["rows"]}
     assert {"epsinas", "epsinas (NaN last)", "epsinas [ladder]", "epsinas [ladder] (NaN last)",
@@ -291,8 +342,8 @@ def test_cli_mode_option_and_evaluate_side_by_side(tmp_path, shared_data):
     # search reads one mode's rows, and scores the architectures the store lacks in that mode
     before = {mode: len(rows) for mode, rows in stored_by_mode(store).items()}
     for mode in ("reference", "ladder"):
-        result = run_cli("search", "pick", "--store", store, "--accuracies", accuracies, "--n", 4, "--runs", 2,
-                         "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
+        result = run_cli_in_process("search", "pick", "--store", store, "--accuracies", accuracies, "--n", 4, "--runs", 2,
+                                    "--mode", mode, "--data", CIFAR10, "--batch-size", 8, "--no-progress", "--format", "json")
         assert result.returncode == 0, result.stderr
     after = stored_by_mode(store)
     assert set(after) == {"reference", "ladder", "upper"} and len(after["ladder"]) > before["ladder"]
@@ -312,5 +363,5 @@ def test_bad_mode_input(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(nb201.to_onnx(nb201.parse("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"))
                       .SerializeToString())
-    assert_user_error(run_cli("score", model, "--mode", "ladder", "--weights", 1, 1e-7), "W1 must be the smaller")
-    assert_user_error(run_cli("score", model, "--mode", "everywhere"), "--mode")
+    assert_user_error(run_cli_in_process("score", model, "--mode", "ladder", "--weights", 1, 1e-7), "W1 must be the smaller")
+    assert_user_error(run_cli_in_process("score", model, "--mode", "everywhere"), "--mode")

@@ -79,3 +79,11 @@ def test_a_second_collapse_rule_for_conv_is_refused():
     with pytest.raises(ValueError, match="Conv"):
         channel_collapse.collapse_rule("Conv")(lambda c, n: None)
     assert channel_collapse.RULES.lookup("", "Conv", 17) is before
+
+
+def test_rules_lists_each_rule_once_in_registration_order():
+    registry = OpRegistry("test rules")
+    registry.register("Add", "Sub")(rule_b)
+    registry.add("", "Relu", rule_a, since=1, until=12)
+    registry.add("", "Relu", rule_b, since=13)
+    assert registry.rules() == [rule_b, rule_a]

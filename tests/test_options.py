@@ -3,6 +3,7 @@ the key of the code before the option objects (old stores must resume)."""
 
 import inspect
 import itertools
+import json
 
 import pytest
 
@@ -30,7 +31,10 @@ def old_key(export: dict, settings: dict, mode: str) -> str:
         and p.default is not None
     }
     settings = {**defaults, **settings}
-    return settings_key({"export": export, "prepare": settings, **({} if mode == "reference" else {"mode": mode})})
+    key = {"export": export, "prepare": settings, **({} if mode == "reference" else {"mode": mode})}
+    if mode == "upper":  # the upper mode's rounding guard came after its first stores: a key of its own
+        key["mode_revision"] = 2
+    return settings_key(key)
 
 
 CASES = [
@@ -55,6 +59,17 @@ def test_key_equals_the_old_key(case):
                                     bias=case["bias"], embedding=case["embedding"], collapse=case["collapse"],
                                     mode=case["mode"])
     assert settings_key(new.key(NB201_EXPORT, case["input_name"])) == old_key(NB201_EXPORT, settings, case["mode"])
+
+
+def test_the_upper_modes_rule_change_is_a_new_key_and_the_others_keep_theirs():
+    """Rows of the upper mode scored before its rounding guard are not resumed as
+    the guarded rule's; the reference and ladder keys are what they were."""
+    upper = settings_key(ScoringSettings(mode="upper").key(NB201_EXPORT))
+    assert json.loads(upper)["mode_revision"] == 2
+    before_the_guard = settings_key({**ScoringSettings(mode="upper").key(NB201_EXPORT), "mode_revision": None})
+    assert upper != before_the_guard
+    for mode in ("reference", "ladder"):
+        assert "mode_revision" not in json.loads(settings_key(ScoringSettings(mode=mode).key(NB201_EXPORT)))
 
 
 def test_library_callers_neutral_values_give_the_old_key():

@@ -12,7 +12,7 @@ import numpy as np
 from epsinas_onnx.core import tables
 from epsinas_onnx.experiments.store import ResultStore, settings_key, weights_key
 from epsinas_onnx.spaces import get_space
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 from tools.build_tables import TABLES, build
 
@@ -155,14 +155,14 @@ def test_evaluate_nlp_by_default_and_no_packaged_nlp_baselines(shared_data, tmp_
     _, by_file = _evaluate_json(capsys, "--store", store, "--accuracies", shared_data / "nlp" / "wt2_summary.csv")
     assert source == "the packaged table nlp_wt2_summary" and out == by_file
     assert out["target"] == "final_test_loss" and out["lower_is_better"]
-    assert_user_error(run_cli("evaluate", "--store", store, "--baselines"), "no packaged baselines for nlp",
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--baselines"), "no packaged baselines for nlp",
                       "--baselines FILE")
 
 
 def test_accuracies_and_benchmark_file_together_is_one_clear_error(tmp_path):
     store = tmp_path / "s.sqlite"
     _store(store, "nb201", [get_space("nb201").format_arch(get_space("nb201").sample(1, 0)[0])], [1.0])
-    assert_user_error(run_cli("evaluate", "--store", store, "--accuracies", "a.csv", "--benchmark-file", "b.pth"),
+    assert_user_error(run_cli_in_process("evaluate", "--store", store, "--accuracies", "a.csv", "--benchmark-file", "b.pth"),
                       "not both")
 
 
@@ -192,9 +192,9 @@ def test_bench_archs_from_a_packaged_table_equal_those_of_the_source_file(shared
         assert load_arch_file(nb101, f"packaged:{name}") == load_arch_file(nb101, shared_data / source)
     assert load_arch_file(nlp, "packaged:nlp_wt2_summary") == load_arch_file(nlp, shared_data / "nlp" / "wt2_summary.csv")
     assert len(load_arch_file(nb101, "packaged:nb101_test_143")) == 143
-    assert_user_error(run_cli("bench", "nb101", "--archs", "packaged:nb201_accuracies", "--store", "x.sqlite"),
+    assert_user_error(run_cli_in_process("bench", "nb101", "--archs", "packaged:nb201_accuracies", "--store", "x.sqlite"),
                       "the packaged table nb201_accuracies", "nb101")
-    assert_user_error(run_cli("bench", "nb101", "--archs", "packaged:nope", "--store", "x.sqlite"),
+    assert_user_error(run_cli_in_process("bench", "nb101", "--archs", "packaged:nope", "--store", "x.sqlite"),
                       "no packaged table 'nope'")
 
 

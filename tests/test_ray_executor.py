@@ -19,7 +19,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 from epsinas_onnx.experiments import bench, executors
 from epsinas_onnx.core.options import BatchOptions
 from epsinas_onnx.spaces import nb201
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_cli_in_process
 from tests.test_bench import ctrl_c_after_first_row, stored, unique
 from tests.test_cli_errors import assert_user_error
 
@@ -74,9 +74,9 @@ def test_without_ray_executor_ray_is_one_line_error(tmp_path):
 
 def test_ray_only_options_are_refused_by_the_local_executor(tmp_path):
     store = tmp_path / "r.sqlite"
-    assert_user_error(run_cli("bench", "nb201", "--sample", 2, "--store", store, "--address", "auto"),
+    assert_user_error(run_cli_in_process("bench", "nb201", "--sample", 2, "--store", store, "--address", "auto"),
                       "--address applies to --executor ray only")
-    assert_user_error(run_cli("bench", "nb201", "--sample", 2, "--store", store, "--chunk", 2),
+    assert_user_error(run_cli_in_process("bench", "nb201", "--sample", 2, "--store", store, "--chunk", 2),
                       "--chunk applies to --executor ray only")
     assert not store.exists()
 

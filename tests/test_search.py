@@ -15,7 +15,7 @@ from epsinas_onnx.experiments import search
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.experiments.store import ResultStore
 from epsinas_onnx.spaces import nb201
-from tests.conftest import CIFAR10, run_cli
+from tests.conftest import CIFAR10, packaged_csv, run_cli_in_process
 from tests.test_cli_errors import assert_user_error
 
 
@@ -209,8 +209,14 @@ def test_unknown_target_is_a_user_error():
 ACCURACIES = None
 
 
-def nb201_accuracies(shared_data):
-    with open(shared_data / "nb201" / "accuracies.csv") as f:
+@pytest.fixture(scope="module")
+def accuracies_csv(tmp_path_factory):
+    """The development data's nb201/accuracies.csv, from the table packaged with epsinas-onnx."""
+    return packaged_csv("nb201_accuracies", tmp_path_factory.mktemp("nb201") / "accuracies.csv")
+
+
+def nb201_accuracies(path):
+    with open(path) as f:
         import csv
 
         return {nb201.format_arch(nb201.parse(r["arch"])): float(r["cifar10"]) for r in csv.DictReader(f)}
@@ -226,21 +232,21 @@ def handmade_store(path, scores: dict):
 
 
 @pytest.fixture(scope="module")
-def oracle_store(tmp_path_factory, shared_data):
+def oracle_store(tmp_path_factory, accuracies_csv):
     """Every NAS-Bench-201 architecture, score = its CIFAR-10 accuracy, NaN where it is below 80."""
-    acc = nb201_accuracies(shared_data)
+    acc = nb201_accuracies(accuracies_csv)
     path = tmp_path_factory.mktemp("search") / "oracle.sqlite"
     handmade_store(path, {a: (v if v >= 80 else math.nan) for a, v in acc.items()})
     return path, acc
 
 
 def search_cli(*args):
-    return run_cli("search", *args, "--format", "json")
+    return run_cli_in_process("search", *args, "--format", "json")
 
 
-def test_cli_pick_finds_the_best_accuracy_of_each_draw(oracle_store, shared_data):
+def test_cli_pick_finds_the_best_accuracy_of_each_draw(oracle_store, accuracies_csv):
     path, acc = oracle_store
-    result = search_cli("pick", "--store", path, "--accuracies", shared_data / "nb201" / "accuracies.csv",
+    result = search_cli("pick", "--store", path, "--accuracies", accuracies_csv,
                         "--n", 20, "--runs", 30, "--seed", 7)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -255,10 +261,10 @@ def test_cli_pick_finds_the_best_accuracy_of_each_draw(oracle_store, shared_data
     assert out["config"]["rows"] == len(acc) and out["scored_on_demand"] == 0
 
 
-def test_cli_curves_all_variants_and_plot(oracle_store, shared_data, tmp_path):
+def test_cli_curves_all_variants_and_plot(oracle_store, accuracies_csv, tmp_path):
     path, acc = oracle_store
     plot = tmp_path / "fig.png"
-    result = search_cli("curves", "--store", path, "--accuracies", shared_data / "nb201" / "accuracies.csv",
+    result = search_cli("curves", "--store", path, "--accuracies", accuracies_csv,
                         "--warmup", 200, "--budget", 30, "--population", 8, "--tournament", 3, "--runs", 5,
                         "--plot", plot)
     assert result.returncode == 0, result.stderr
@@ -274,23 +280,23 @@ def test_cli_curves_all_variants_and_plot(oracle_store, shared_data, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
 
 
-def test_cli_plain_search_needs_no_store(shared_data, tmp_path):
-    result = search_cli("random", "--space", "nb201", "--accuracies", shared_data / "nb201" / "accuracies.csv",
+def test_cli_plain_search_needs_no_store(accuracies_csv, tmp_path):
+    result = search_cli("random", "--space", "nb201", "--accuracies", accuracies_csv,
                         "--budget", 10, "--runs", 3, "--store", tmp_path / "absent.sqlite")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["variant"] == "random" and out["runs"] == 3 and "config" not in out
 
 
-def test_cli_scores_missing_architectures_on_demand(tmp_path, shared_data):
+def test_cli_scores_missing_architectures_on_demand(tmp_path, accuracies_csv):
     store = tmp_path / "s.sqlite"
-    acc = shared_data / "nb201" / "accuracies.csv"
-    made = run_cli("bench", "nb201", "--sample", 2, "--seed", 0, "--batch-size", 8, "--data", CIFAR10,
-                   "--store", store, "--no-progress")
+    acc = accuracies_csv
+    made = run_cli_in_process("bench", "nb201", "--sample", 2, "--seed", 0, "--batch-size", 8, "--data", CIFAR10,
+                              "--store", store, "--no-progress")
     assert made.returncode == 0, made.stderr
     # another batch than the store's: refused before anything is scored
-    wrong = run_cli("search", "pick", "--store", store, "--accuracies", acc, "--n", 2, "--runs", 2,
-                    "--data", CIFAR10, "--batch-size", 16, "--no-progress")
+    wrong = run_cli_in_process("search", "pick", "--store", store, "--accuracies", acc, "--n", 2, "--runs", 2,
+                               "--data", CIFAR10, "--batch-size", 16, "--no-progress")
     assert_user_error(wrong, "another batch")
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
@@ -316,8 +322,8 @@ def test_cli_scores_missing_architectures_on_demand(tmp_path, shared_data):
     (("random", "--budget", 5), ("give --space",)),
     (("pick", "--store", "STORE", "--plot", "fig.txt"), ("name it .png",)),
 ])
-def test_cli_bad_input(args, fragments, oracle_store, shared_data, tmp_path):
+def test_cli_bad_input(args, fragments, oracle_store, accuracies_csv, tmp_path):
     path, _ = oracle_store
     args = [str(path) if a == "STORE" else str(tmp_path / a) if a == "ABSENT.sqlite" else a for a in args]
-    result = run_cli("search", *args, "--accuracies", shared_data / "nb201" / "accuracies.csv")
+    result = run_cli_in_process("search", *args, "--accuracies", accuracies_csv)
     assert_user_error(result, *fragments)

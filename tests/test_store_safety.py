@@ -1,8 +1,12 @@
 """Output files and the results store under hostile or careless use.
 
-Every case runs the CLI in a subprocess on files made in a temporary folder
-and checks the error contract: exit 1, exactly one `error:` line on stderr,
-no traceback, and no file written (or an existing one left as it was).
+Every case runs the CLI on files made in a temporary folder and checks the
+error contract: exit 1, exactly one `error:` line on stderr, no traceback, and
+no file written (or an existing one left as it was). A case runs the command
+in a process of its own where the process matters (another user, a resource
+limit, a signal, a kill, several processes at once, a FIFO that could block),
+the others in this process (conftest.run_cli_in_process: the same exit status
+and output, without an interpreter start-up each).
 
 Permissions: root ignores them, so where the suite runs as root the
 read-only cases run the CLI as the unprivileged user `nobody` (uid 65534) in a
@@ -34,7 +38,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_cli_in_process
 from epsinas_onnx.core.atomic import write_atomically
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.experiments.store import ResultStore
@@ -136,14 +140,14 @@ def test_bad_store_is_one_line_and_left_alone(tmp_path, case, command):
     before = digest(store)
     args = ("results", "--store", store) if command == "results" else (
         "bench", "nb201", "--sample", "2", "--store", store, *FAST)
-    line = assert_one_error(cli(*args), message)
+    line = assert_one_error(run_cli_in_process(*args), message)
     assert str(store) in line
     assert digest(store) == before  # nothing added to it, not even tables
     assert listing(tmp_path) == ["r.sqlite"]
 
 
 def test_store_that_is_a_folder(tmp_path):
-    assert_one_error(cli("results", "--store", tmp_path), "is a directory")
+    assert_one_error(run_cli_in_process("results", "--store", tmp_path), "is a directory")
 
 
 # ---------------------------------------------------------------- read-only stores and folders
@@ -192,7 +196,7 @@ def test_read_only_folder_with_rows_pending_in_the_wal(open_folder, shm):
     subprocess.run([sys.executable, "-c", (
         "import os, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
         "db.execute(\"INSERT INTO results (space, arch, weights, data, settings, created) "
-        "VALUES ('nb201', 'late', 'w', 'd', 's', 'now')\"); db.commit(); os._exit(0)"),
+        "VALUES ('nb201', 'late', '[1]', 'd', '{}', 'now')\"); db.commit(); os._exit(0)"),
         shelf / "r.sqlite"], check=True)
     assert (shelf / "r.sqlite-wal").stat().st_size > 0
     if shm == "gone":
@@ -228,13 +232,13 @@ def test_bench_into_a_read_only_store(open_folder, what):
 
 
 def test_bench_into_a_missing_folder_creates_nothing(tmp_path):
-    assert_one_error(cli("bench", "nb201", "--sample", "2", "--store", tmp_path / "no" / "r.sqlite", *FAST),
-                     "does not exist")
+    store = tmp_path / "no" / "r.sqlite"
+    assert_one_error(run_cli_in_process("bench", "nb201", "--sample", "2", "--store", store, *FAST), "does not exist")
     assert listing(tmp_path) == []
 
 
 def test_bad_input_creates_no_store(tmp_path):
-    assert_one_error(cli("bench", "nb201", "--sample", "2", "--store", tmp_path / "r.sqlite", "--data",
+    assert_one_error(run_cli_in_process("bench", "nb201", "--sample", "2", "--store", tmp_path / "r.sqlite", "--data",
                          tmp_path / "absent.npz", *FAST))
     assert listing(tmp_path) == []
 
@@ -362,7 +366,11 @@ def test_stop_signal_is_like_ctrl_c(tmp_path, signum):
 # ---------------------------------------------------------------- output files
 
 
-def export(out, **kwargs):
+def export(out, in_process=True, **kwargs):
+    """export in this process; in a process of its own where it runs as another
+    user, under a limit (cli's options) or could block (in_process=False)."""
+    if in_process and not kwargs:
+        return run_cli_in_process("export", "nb201", ARCH, "-o", out)
     return cli("export", "nb201", ARCH, "-o", out, **kwargs)
 
 
@@ -427,7 +435,7 @@ def test_export_to_a_fifo_writes_through_it(tmp_path):
     received = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
     reader.start()
-    result = export(fifo)
+    result = export(fifo, in_process=False)
     reader.join(timeout=60)
     assert result.returncode == 0, result.stderr
     assert onnx.load_from_string(received[0]).graph.node
@@ -456,7 +464,7 @@ def test_export_through_a_symlink_into_a_missing_folder(tmp_path):
 def test_rewrite_into_a_missing_folder(tmp_path):
     model = tmp_path / "m.onnx"
     assert export(model).returncode == 0
-    assert_one_error(cli("rewrite", model, "-o", tmp_path / "no" / "r.onnx"), "does not exist")
+    assert_one_error(run_cli_in_process("rewrite", model, "-o", tmp_path / "no" / "r.onnx"), "does not exist")
     assert listing(tmp_path) == ["m.onnx"]
 
 

@@ -1,4 +1,4 @@
-"""Score a Keras model directly: convert it with tf2onnx as the README
+"""Score a Keras model directly: convert it with tf2onnx as docs/exporting.md
 documents ("TensorFlow / Keras through tf2onnx"), into a temporary folder,
 and score that file with the usual scorer.
 

@@ -1,4 +1,4 @@
-"""Score a PyTorch nn.Module directly: export it to ONNX as the README
+"""Score a PyTorch nn.Module directly: export it to ONNX as docs/exporting.md
 documents ("Exporting your own models so the score is meaningful"), into a
 temporary folder, and score that file with the usual scorer.
 

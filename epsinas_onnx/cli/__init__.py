@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
 from epsinas_onnx.cli import bench, score, search
-from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.errors import UserError, printable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,36 +33,62 @@ for command in (score.score, score.rewrite, score.export, score.space, bench.ben
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI: one line on stderr and exit 1 for any user error, never a traceback."""
+    """Run the CLI: one line on stderr and exit 1 for any user error, never a
+    traceback; every line escaped (errors.printable), so a name from a file
+    cannot split it or reach the terminal as an escape sequence."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line  # a library's warning: one line of ours, not two of Python's
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="epsinas-onnx", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _error(str(exc))
         return 1
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "epsinas-onnx"
-        click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
+        _error(f"{exc.format_message()} (see {command} --help)")
         return 1
     except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
+        _error("interrupted")
         return 130
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        _error(exc.format_message())
         return 1
     except KeyboardInterrupt as stop:  # Ctrl-C 130; SIGTERM / SIGHUP (stop_signals.StopSignal) 143 / 129
-        click.echo("error: interrupted", err=True)
+        _error("interrupted")
         return 128 + getattr(stop, "signum", 2)
     except MemoryError as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        click.echo(f"error: out of memory{f' ({detail})' if detail else ''}: try a smaller --batch-size", err=True)
+        fix = ": try a smaller --batch-size" if _takes_batch_size(argv) else ""
+        _error(f"out of memory{f' ({detail})' if detail else ''}{fix}")
         return 1
     except Exception as exc:  # the promise: never a traceback
         if os.environ.get("EPSINAS_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        click.echo(f"error: internal error ({type(exc).__name__}: {first}); rerun with EPSINAS_DEBUG=1 and report it", err=True)
+        _error(f"internal error ({type(exc).__name__}: {first}); rerun with EPSINAS_DEBUG=1 and report it")
         return 3
     return 0
+
+
+def _takes_batch_size(argv: list[str] | None) -> bool:
+    """Whether the command run has a --batch-size to name as the fix."""
+    command = cli
+    for arg in sys.argv[1:] if argv is None else argv:  # down the groups (search pick) to the command
+        command = getattr(command, "commands", {}).get(arg, command)
+    return any("--batch-size" in getattr(p, "opts", ()) for p in command.params)
+
+
+def _error(message: str) -> None:
+    click.echo(f"error: {printable(message)}", err=True)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning: a library's warning as one line of ours."""
+    click.echo(f"warning: {printable(str(message).strip())[:500]}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

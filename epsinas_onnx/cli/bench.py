@@ -8,19 +8,19 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, format_option,
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, OutputFile, format_option,
                                             arch_column_option, dataset_option, direction_option,
                                             input_options, mode_option, policy_options, progress_option,
-                                            sample_seed_option, side_table_option, target_column_option,
-                                            target_source_options, weights_option)
-from epsinas_onnx.cli.render import render
+                                            sample_seed_option, side_table_option, stored_mode_option,
+                                            target_column_option, target_source_options, weights_option)
+from epsinas_onnx.cli.render import say, show_rows, top64_text, warn
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.stop_signals import stoppable
 
 
 @click.command()
 @click.argument("space", type=SPACES)
-@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nlp: the 291 WikiText-2 recipes; docs/spaces.md lists them).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture of the space (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes; docs/spaces.md lists them).")
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly (with replacement: repeats are scored once).")
 @sample_seed_option
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,
@@ -28,12 +28,12 @@ from epsinas_onnx.core.stop_signals import stoppable
                    "test_143.csv, nlp wt2_summary.csv; packaged:NAME takes those of a table shipped with epsinas-onnx "
                    "(packaged:nb101_test_143, packaged:nb101_naslib_500, packaged:nlp_wt2_summary).")
 @click.option("--limit", type=int, default=None, help="Score at most K architectures not yet stored, then stop (rerun to go on).")
-@weights_option(default=None)
+@weights_option()
 @input_options(bench=True)
 @policy_options
 @click.option("--resolution", type=int, default=None, help="Input size (default the space's: nb201 32, or 16 for ImageNet16-120; docs/spaces.md).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's).")
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False), help="The SQLite results file (created if absent).")
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(), help="The SQLite results file (created if absent).")
 @click.option("--workers", type=int, default=None,
               help="Architectures scored at a time: local, worker processes (default 1); ray, at most this many "
                    "tasks (default: the cluster's CPUs / --threads).")
@@ -89,11 +89,11 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
             chunk=chunk,
         )
     except BenchInterrupted as stop:
-        click.echo(str(stop), err=True)
+        say(str(stop), err=True)
         raise SystemExit(128 + stop.signum) from None  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
     for warning in summary.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(summary.line())
+        warn(warning)
+    say(summary.line())
 
 
 def _open(store):
@@ -107,7 +107,7 @@ FULL_COLUMNS = (*LIST_COLUMNS, "weights", "data", "data_description", "settings"
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Only this space.")
 @click.option("--config", default=None, help="Only this config id (weights + batch + settings; see --format csv).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True,
@@ -122,11 +122,11 @@ def results(store, space, config, fmt):
     rows = [{c: r[c] for c in columns} for r in rows]
     if fmt == "json":
         rows = [{**r, "weights": json.loads(r["weights"]), "settings": json.loads(r["settings"])} for r in rows]
-    click.echo(render(rows, fmt), nl=False)
+    show_rows(rows, fmt)
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
 @target_source_options
 @dataset_option
@@ -135,22 +135,24 @@ def results(store, space, config, fmt):
 @direction_option
 @side_table_option("baselines", "Other proxies over the space, side by side (packaged: nb201 NASWOT and Zen-score, "
                    "nb101 naslib_500's proxies)")
-@side_table_option("proxies", "Other proxies on a subset; every row is then computed on the architectures it covers "
+@side_table_option("proxies", "Other proxies on a subset, each row on the architectures it covers, epsinas beside them "
                    "(packaged: nb201 the NAS-Bench-Suite-Zero proxies of 725 architectures, nb101 naslib_500's)")
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@stored_mode_option
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write score vs target (.png, .pdf, .svg).")
 @format_option
 def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
-             baselines, proxies, config, plot_path, fmt):
+             baselines, proxies, config, mode, plot_path, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
-    (reference-semantics §8), next to other proxies on the same architectures."""
+    (reference-semantics §8), next to other proxies: each row on the
+    architectures it covers (docs/commands/bench.md)."""
     from epsinas_onnx.experiments import benchmark_tables, evaluation
 
     from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows
 
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
-    rows, other_modes = rows_by_mode(rows, config)
+    rows, other_modes = rows_by_mode(rows, config, mode)
     targets = benchmark_tables.targets_table(space, accuracies=accuracies, benchmark_file=benchmark_file,
                                              archs=[r["arch"] for r in rows])
     baselines = benchmark_tables.side_table(space, baselines, "baselines")
@@ -167,6 +169,11 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
         from epsinas_onnx.experiments import plots
 
         plots.score_vs_target(report, Path(plot_path))
+    few = evaluation.few_architectures(report)
+    if few:
+        listed = ", ".join(f"{r['proxy']} {r['n']}" for r in few[:4]) + (", ..." if len(few) > 4 else "")
+        warn(f"{len(few)} row(s) rest on fewer than {evaluation.FEW_ARCHITECTURES} architectures "
+             f"({listed}): their statistics are mostly noise")
     if fmt == "json":
         out = {k: v for k, v in report.items() if k != "points"}
         out["rows"] = [{k: _clean(v) for k, v in r.items()} for r in out["rows"]]
@@ -177,12 +184,12 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
         c = report["counts"]
         direction = "lower is better" if report["lower_is_better"] else "higher is better"
         extra = "".join(f", {c[k]} {k.replace('_', ' ')}" for k in c if k.startswith("not_in_"))
-        click.echo(
+        say(
             f"{space} vs {report['target']} ({direction}; from {report['targets_from']}), config {first['config']} (weights {first['weights']}, "
             f"{first['data_description']}): {c['stored']} stored, {c['errors']} errors, "
-            f"{c['no_target']} without a target{extra}; {c['compared']} compared"
+            f"{c['no_target']} without a target; {c['compared']} compared{extra}"
         )
-    click.echo(render(table, fmt), nl=False)
+    show_rows(table, fmt)
 
 
 def _clean(v):
@@ -194,7 +201,7 @@ def _table_row(r: dict) -> dict:
         "proxy": r["proxy"], "n": r["n"], "nan": r["nan_dropped"] or r["nan_last"],
         "spearman": _round(r["spearman"]), "n_top10": r["n_top10"], "spearman_top10": _round(r["spearman_top10"]),
         "kendall": _round(r["kendall"]), "kendall_top10": _round(r["kendall_top10"]),
-        "top10_top10": _round(r["top10_top10"], 2), "top64_top5": f"{r['top64_top5']}/{r['n_top64']}",
+        "top10_top10": _round(r["top10_top10"], 2), "top64_top5": top64_text(r["top64_top5"], r["n_top64"]),
     }
 
 

@@ -7,17 +7,53 @@ Imports click, epsinas_onnx.core.options and the spaces' names only: --help must
 
 from __future__ import annotations
 
+import math
+
 import click
 
-from epsinas_onnx.core.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS,
+from epsinas_onnx.core.options import (DEFAULT_BATCH_SIZE, DEFAULT_MODE, DEFAULT_SEQ_LEN,
                                   EMBEDDING_CHOICES, MODE_CHOICES, NORM_CHOICES, SYNTHETIC_CHOICES,
                                   WEIGHT_INIT_CHOICES)
 from epsinas_onnx.spaces import SPACES as SPACE_NAMES  # the names only: no space module is imported
 
-# = limits.PER_CPU, limits.BENCH_TIMEOUT, bench.DEFAULT_STORE (tests/test_cli_options.py checks they agree)
+# = limits.PER_CPU, limits.BENCH_TIMEOUT, limits.MAX_TIMEOUT, bench.DEFAULT_STORE (tests/test_cli_options.py checks they agree)
 PER_CPU = 4
 BENCH_TIMEOUT = 300.0
+MAX_TIMEOUT = 7 * 24 * 3600.0
 DEFAULT_STORE = "epsinas_results.sqlite"
+
+
+class Number(click.FloatRange):
+    """The type of every float option: a finite number, within [min, max]
+    where given; nan, inf and values out of range are refused with one line
+    naming the option (click's FloatRange lets nan through: nan < min is false)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class OutputFile(click.Path):
+    """The type of every option naming a file to write: a path that names a
+    folder (an existing one, or one written with a trailing slash) is refused,
+    where Path("newdir/") would quietly become the file "newdir"."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        import os
+
+        text = os.fspath(value)
+        if text.endswith(("/", os.sep)) or os.path.isdir(text):
+            self.fail(f"{text!r} is a directory (a folder), not a file: name a file, e.g. "
+                      f"{text.rstrip('/' + os.sep) or '.'}/NAME", param, ctx)
+        return super().convert(value, param, ctx)
+
 
 FORMATS = click.Choice(["table", "json", "csv"])
 TABLE_OR_JSON = click.Choice(["table", "json"])
@@ -33,24 +69,11 @@ def stack(*options):
     return decorate
 
 
-BN_GAMMA_HELP = (
-    "BatchNorm gamma: 'w' (default) sets it to the shared weight as the reference code does; "
-    "'one' follows the paper's prose, which on NAS-Bench-201 inverts the ranking "
-    "(Spearman -0.77 instead of +0.89)."
-)
-
-DATA_HELP = (
-    "Images: an .npz ('images' or its only array) or .npy of NHWC uint8 or NCHW float32; a folder of PNG / JPEG "
-    "images (class sub-folders allowed; sorted relative paths; needs the 'images' extra); the CIFAR-10 / CIFAR-100 "
-    "binary version (test_batch.bin, test.bin, or their folder). For token models, a text file. Pickles are never read."
-)
-
-SYNTHETIC_HELP = (
-    "Synthetic images instead of --data, fed as they are (no --norm): grey (one value per image, black to white), "
-    "normal N(0, 1), uniform U(-1, 1), uniform+ U(0, 1). With neither, image models get grey: on 500 NAS-Bench-201 "
-    "architectures its Spearman is 0.854, against 0.877 for real CIFAR-10 images and 0.477 for normal "
-    "(docs/search-and-ablations.md). Token models get random ids below the embedding size."
-)
+# the helps are one line each; docs/commands/*.md explains every option at length
+BN_GAMMA_HELP = "BatchNorm gamma: w (the reference code) or one (the paper's prose; docs/reference-semantics.md)."
+DATA_HELP = ("Images (.npz, .npy, a folder of PNG / JPEG, CIFAR binary) or, for token models, a text file "
+             "(docs/commands/score.md).")
+SYNTHETIC_HELP = "A synthetic batch instead of --data: grey (the default without --data), normal, uniform, uniform+."
 
 BENCHMARK_FILE_HELP = (
     "Targets from an official benchmark file instead of the packaged table: nb201 a NAS-Bench-201 .pth or the "
@@ -64,33 +87,35 @@ BENCHMARK_FILE_HELP = (
 # ---------------------------------------------------------------- weights and mode
 
 
-def weights_option(default=DEFAULT_WEIGHTS):
-    """--weights; default None (bench, ablate): the space's reference pair."""
+def weights_option(default_help: str = "the space's reference pair"):
+    """--weights, default None: for bench and ablate the space's reference pair, for score the model's recorded one."""
     return click.option(
-        "--weights", nargs=2, type=float, default=default, show_default=True, metavar="W1 W2",
-        help="The two constant shared weights (NAS-Bench-201 1e-7 1; NAS-Bench-101 1e-4 10; NAS-Bench-NLP 1e-5 1e-3).",
+        "--weights", nargs=2, type=Number(), default=None, metavar="W1 W2",
+        help=f"The two shared weights (nb201 1e-7 1, nb101 1e-4 10, nlp 1e-5 1e-3). Default: {default_help}.",
     )
 
 
 mode_option = click.option(
     "--mode", type=click.Choice(MODE_CHOICES), default=DEFAULT_MODE, show_default=True,
-    help="reference: the published score (NaN where the output at W1 is constant); ladder: where it is, "
-    "W1 climbs half-decade rungs until the output survives; upper: where it is, W2 is scored against "
-    "10 x W2, ranked above the rest. Both give a score to every model whose output depends on its input "
-    "(docs/score-everywhere.md).",
+    help="reference: the published score; ladder, upper: also where it is NaN (docs/score-everywhere.md).",
 )
+
+# evaluate: which of the modes a store holds
+stored_mode_option = click.option(
+    "--mode", type=click.Choice(MODE_CHOICES), default=None,
+    help="Evaluate (and plot) this scoring mode's rows only (default: every mode the store holds for the config, "
+    "side by side, the plot the first).")
 
 format_option = click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 collapse_option = click.option(
     "--collapse/--no-collapse", default=True, show_default=True,
-    help="Run at the reduced channel width that constant weights allow (the same function, faster on CPU); "
-    "--no-collapse runs the full-width graph (faster on CUDA).")
+    help="Run at the reduced width constant weights allow (the same function); full width is faster on CUDA.")
 
 
 def plot_option(help: str):
-    return click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help=help)
+    return click.option("--plot", "plot_path", type=OutputFile(), default=None, help=help)
 
 
 # ---------------------------------------------------------------- the batch
@@ -100,23 +125,33 @@ data_option = click.option("--data", type=click.Path(), default=None, help=DATA_
 batch_size_option = click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True)
 shuffle_seed_option = click.option(
     "--shuffle-seed", type=click.IntRange(min=0), default=None,
-    help="Draw the batch at random with this seed instead of taking the first items.")
+    help="Draw the batch at random with this seed (default: the first items).")
 norm_option = click.option(
     "--norm", type=click.Choice(NORM_CHOICES), default="auto", show_default=True,
-    help="Per-channel normalisation; auto = cifar10 for uint8 images, none for float arrays.")
+    help="Per-channel normalisation (auto: cifar10 for uint8 images, none for floats).")
 synthetic_option = click.option("--synthetic", type=click.Choice(SYNTHETIC_CHOICES), default=None, help=SYNTHETIC_HELP)
 seq_len_option = click.option("--seq-len", type=click.IntRange(min=1), default=DEFAULT_SEQ_LEN, show_default=True,
-                              help="Time steps for token models.")
+                              help="Time steps (token models).")
 token_layout_option = click.option(
     "--token-layout", type=click.Choice(["seq-first", "batch-first"]), default=None,
-    help="Token input layout; default: from the model's fixed dims, else seq-first.")
-input_name_option = click.option("--input", "input_name", default=None, help="The model input to feed, when it has several.")
+    help="Token input layout (default: from the model's dims, else seq-first).")
+input_name_option = click.option("--input", "input_name", default=None, help="The model input to feed (default: the only one).")
 output_option = click.option("--output", default=None, help="The model output to score (default: the first).")
-# score's --seed; the commands with a --seed of their own (the sample's) call it --input-seed
-seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                           help="Seed of synthetic inputs and default tokens.")
+# --input-seed is the synthetic batch's seed in every command; --seed is a sample's or a search's
 input_seed_option = click.option("--input-seed", type=click.IntRange(min=0), default=0, show_default=True,
-                                 help="Seed of synthetic inputs and default tokens (`score --seed`).")
+                                 help="Seed of synthetic batches and default tokens.")
+# score's name for --input-seed before it was made one across commands, still read
+legacy_seed_option = click.option("--seed", "legacy_seed", type=click.IntRange(min=0), default=None, hidden=True)
+
+
+def input_seed(input_seed: int, legacy_seed: int | None) -> int:
+    """score's --input-seed, or the --seed it was once called."""
+    if legacy_seed is None:
+        return input_seed
+    if input_seed not in (0, legacy_seed):
+        raise click.UsageError(f"--seed is the old name of --input-seed: give one of them, not --seed {legacy_seed} "
+                               f"and --input-seed {input_seed}")
+    return legacy_seed
 
 # the batch as calibrate, ablate and search's on-demand scoring take it
 batch_options = stack(data_option, batch_size_option, shuffle_seed_option, norm_option, synthetic_option,
@@ -125,22 +160,20 @@ batch_options = stack(data_option, batch_size_option, shuffle_seed_option, norm_
 
 def input_options(bench: bool = False):
     """The options that say which batch is fed and how the model runs, for
-    `score` and, with bench=True, for `bench`: there --seed is the sample's
-    seed, so the synthetic batch's is --input-seed, and --threads counts per
+    `score` and, with bench=True, for `bench`: there --threads counts per
     worker, default 1 (two 1-thread processes beat one 2-thread one)."""
     if bench:
         seed = input_seed_option
         threads = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-                               help=f"ONNX Runtime threads per worker (at most {PER_CPU} per CPU; EPSINAS_MAX_THREADS raises it).")
-        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=BENCH_TIMEOUT, show_default=True,
-                               help="Seconds one ONNX Runtime run may take; an architecture past it is an error row (0: no limit).")
+                               help=f"ONNX Runtime threads per worker (at most {PER_CPU} per CPU).")
+        timeout = click.option("--timeout", type=Number(0, MAX_TIMEOUT), default=BENCH_TIMEOUT, show_default=True,
+                               help="Seconds one ONNX Runtime run may take (0: no limit); past it, an error row.")
     else:
-        seed = seed_option
+        seed = stack(input_seed_option, legacy_seed_option)
         threads = click.option("--threads", type=click.IntRange(min=1), default=None,
-                               help=f"ONNX Runtime intra-op threads (default: all cores; at most {PER_CPU} per CPU, "
-                                    "EPSINAS_MAX_THREADS raises it).")
-        timeout = click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
-                               help="Seconds one ONNX Runtime run may take before it is stopped (0: no limit).")
+                               help=f"ONNX Runtime threads (default: all cores, at most {PER_CPU} per CPU).")
+        timeout = click.option("--timeout", type=Number(0, MAX_TIMEOUT), default=0, show_default=True,
+                               help="Seconds one ONNX Runtime run may take (0: no limit).")
     return stack(data_option, batch_size_option, shuffle_seed_option, norm_option, synthetic_option, seed,
                  seq_len_option, token_layout_option, input_name_option, output_option, device_option,
                  collapse_option, threads, timeout)
@@ -152,21 +185,16 @@ def input_options(bench: bool = False):
 # listed as --help has always shown them
 policy_options = stack(
     click.option("--weight-seed", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="Seed of the random weights of --weight-init."),
+                 help="Seed of --weight-init's random weights."),
     click.option(
         "--weight-init", type=click.Choice(list(WEIGHT_INIT_CHOICES)), default="constant", show_default=True,
-        help="Weights: 'constant' (every weight is w, the reference) or an ablation: every weight tensor is "
-        "w * R, R a fixed random tensor (normal N(0, 1), uniform U(0, 1), kaiming_normal, kaiming_uniform); "
-        "such models run at full width."),
+        help="constant: every weight is w (the reference); the others, w * R, R random (docs/commands/rewrite.md)."),
     click.option(
         "--embedding", type=click.Choice(list(EMBEDDING_CHOICES)), default="uniform", show_default=True,
-        help="Embedding tables: U(0, 1) from a fixed seed (the reference), or keep the model's values; "
-        "the others are the paper's embedding ablation: uniform-0.1 U(0, 0.1), centered U(-1, 1), "
-        "centered-0.1 U(-0.1, 0.1), normal N(0, 1), normal-0.1 N(0, 0.1)."),
+        help="Embedding tables: uniform U(0, 1) (the reference), keep, or an ablation (docs/commands/rewrite.md)."),
     click.option(
         "--bias", type=click.Choice(["zero", "w"]), default=None,
-        help="Biases: 'zero' (the reference for CNNs) or 'w' (NAS-Bench-NLP's cells). Default: zero, "
-        "unless the model's metadata says otherwise."),
+        help="Biases: zero (CNNs) or w (NAS-Bench-NLP's cells); default: zero, unless the model's metadata says w."),
     click.option("--bn-gamma", type=click.Choice(["w", "one"]), default="w", show_default=True, help=BN_GAMMA_HELP),
 )
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, format_option, init_settings, input_options, mode_option,
-                                            policy_options, weights_option)
-from epsinas_onnx.cli.render import render, write_atomically
+from epsinas_onnx.cli import option_groups
+from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, Number, OutputFile, format_option, init_settings,
+                                            input_options, mode_option, policy_options, weights_option)
+from epsinas_onnx.cli.render import say, show_rows, warn, write_atomically
 from epsinas_onnx.core.errors import UserError
 
 
@@ -20,18 +21,15 @@ def torch_options(fn):
     """score --torch: a PyTorch module from a factory, exported and scored in place of MODEL."""
     fn = click.option(
         "--input-shape", metavar="NxCxHxW", default=None, callback=_shape,
-        help="The shape of the example input the --torch module is exported with (zeros, float32; the batch "
-        "dim is exported as dynamic, so --batch-size still decides the batch scored).",
+        help="The --torch example input's shape (zeros; the batch dim is exported dynamic).",
     )(fn)
     fn = click.option(
         "--torch-kwargs", metavar="JSON", default=None, callback=_json_object,
-        help="Keyword arguments for the --torch factory, a JSON object, e.g. '{\"num_classes\": 10}'.",
+        help="The --torch factory's keyword arguments, a JSON object.",
     )(fn)
     fn = click.option(
         "--torch", "torch_factory", metavar="MODULE:CALLABLE", default=None,
-        help="Score the nn.Module this class or function returns (e.g. torchvision.models:resnet18; MODULE is "
-        "imported from the current directory or the installed packages), exported to ONNX as the README "
-        'documents; needs torch (pip install "epsinas-onnx[export]").',
+        help="Score the nn.Module this factory returns, e.g. examples.small_resnet:Net (docs/exporting.md).",
     )(fn)
     return fn
 
@@ -76,24 +74,26 @@ def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, wei
 
 @click.command()
 @click.argument("models", nargs=-1, type=click.Path(), metavar="[MODEL...]")
-@weights_option()
+@weights_option("the pair the model's metadata records (a model `export` wrote), else 1e-7 1")
 @input_options()
 @policy_options
 @torch_options
 @mode_option
 @format_option
-def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed, seq_len, token_layout,
+def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, input_seed, legacy_seed, seq_len, token_layout,
           input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
           torch_factory, torch_kwargs, input_shape, fmt):
-    """Score MODEL (an .onnx file), rank several (files, a shell glob, or
-    folders of *.onnx) on the same batch, highest first, or with --torch score
-    a PyTorch module. Exit 0 whenever a score, NaN included, was computed;
-    ranking several, exit 1 if any of them could not be scored (its row says why)."""
+    """Score MODEL (an .onnx file), rank several (files, a glob, folders of
+    *.onnx) on one batch, or with --torch score a PyTorch module. Exit 0
+    whenever a score, NaN included, was computed. Every option at length:
+    docs/commands/score.md."""
     from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings, score_keywords
     from epsinas_onnx.core.scoring.scorer import score_with
 
+    _check_model_arguments(models)
     batch = BatchOptions(data=data, batch_size=batch_size, norm=norm, synthetic=synthetic, shuffle_seed=shuffle_seed,
-                         seed=seed, seq_len=seq_len, token_layout=token_layout, input_name=input_name)
+                         seed=option_groups.input_seed(input_seed, legacy_seed), seq_len=seq_len,
+                         token_layout=token_layout, input_name=input_name)
     scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
                                         embedding=embedding, collapse=collapse, mode=mode)
     execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
@@ -105,22 +105,35 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, seed
         raise UserError("give MODEL (an .onnx file, several, or a folder) or --torch MODULE:CALLABLE")
     elif input_shape is not None or torch_kwargs is not None:
         raise UserError("--input-shape and --torch-kwargs go with --torch")
-    elif len(models) == 1 and not Path(models[0]).is_dir():
+    elif len(models) == 1 and not _is_folder(models[0]):
         model = models[0]
         result = score_with(model, weights, batch, scoring, execution)
     else:
         _rank(models, weights, (batch, scoring, execution), fmt)
         return
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     row = {"model": model, **result.to_dict()}
-    click.echo(render([row], fmt, single=True), nl=False)
+    show_rows([row], fmt, single=True)
+
+
+def _check_model_arguments(models) -> None:
+    """A MODEL that is a number and no file is a third --weights value (--weights takes two)."""
+    for model in models:
+        try:
+            float(model)
+        except ValueError:
+            continue
+        if _status(model) is None:
+            raise click.UsageError(f"MODEL {model!r} is a number, not a file: --weights takes exactly two values "
+                                   "(W1 W2), and what follows them is a model")
 
 
 def _rank(models, weights, options: tuple, fmt: str) -> None:
     from epsinas_onnx.core.scoring.ranking import model_paths, rank_models
 
     ranked = rank_models(model_paths(models), weights, *options)
+    scoring_mode = options[1].mode
     failed = 0
     rows = []
     for entry in ranked:
@@ -129,34 +142,39 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
             details = {"score": None, "nan_reason": None}
         else:
             for warning in entry.result.warnings:
-                click.echo(f"warning: {entry.model}: {warning}", err=True)
+                warn(f"{entry.model}: {warning}")
             details = entry.result.to_dict()
+        # every row names the mode and the pair its score is of (the upper mode scores some at (w2, 10 w2))
+        pair = {"mode": details.get("mode", scoring_mode), "scored_weights": details.get("scored_weights")}
         if fmt == "table":
             note = f"error: {entry.error}" if entry.error else details["nan_reason"]
             score_value = entry.result.score if entry.result is not None else None  # nan stays nan, an error is blank
-            rows.append({"rank": entry.rank, "score": score_value, "model": entry.model, "note": note})
+            rows.append({"rank": entry.rank, "score": score_value, **pair, "model": entry.model, "note": note})
         else:
             rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
-                         "error": entry.error, "seconds": details.get("seconds"), "input": details.get("input"),
-                         "weights": details.get("weights"), "warnings": details.get("warnings", [])})
-    click.echo(render(rows, fmt), nl=False)
+                         "error": entry.error, **pair, "weights": details.get("weights"), "seconds": details.get("seconds"),
+                         "input": details.get("input"), "warnings": details.get("warnings", [])})
+    show_rows(rows, fmt)
     if failed:
         raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--weight", type=float, default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None, help="Where to write the rewritten model.")
-@click.option("--explain", is_flag=True, help="List every constant tensor with its role, and what channel collapse did.")
+@click.option("--weight", type=Number(), default=None, help="Bake this weight in; without it the model keeps the scalar input 'epsinas_weight'.")
+@click.option("-o", "--out", "out", type=OutputFile(), default=None, help="Where to write the rewritten model.")
+@click.option("--explain", is_flag=True, help="What channel collapse did, and the constant tensors of each role.")
+@click.option("--tensors", is_flag=True, help="With --explain: every constant tensor on its own row, not grouped by role.")
 @click.option("--collapse/--no-collapse", default=False, show_default=True, help="Also collapse channels (the graph then runs at reduced width).")
 @policy_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
+def rewrite(model, weight, out, explain, tensors, collapse, bn_gamma, bias, embedding, weight_init, weight_seed, fmt):
     """Write MODEL rewritten for scoring, and/or explain the role of each tensor."""
     from epsinas_onnx.core.scoring.model_io import load_model
     from epsinas_onnx.core.rewriting.rewrite import fix_weight, policy_for, rewrite_for_scoring, to_onnx
 
+    if tensors and not explain:
+        raise UserError("--tensors goes with --explain")
     if out is None and not explain:
         raise UserError("rewrite needs -o OUT.onnx, --explain, or both")
     if weight is not None and not math.isfinite(weight):
@@ -169,30 +187,45 @@ def rewrite(model, weight, out, explain, collapse, bn_gamma, bias, embedding, we
     policy = policy_for(ir_model, bn_gamma, bias, embedding, **init_settings(weight_init, weight_seed))
     rewritten = rewrite_for_scoring(ir_model, policy, collapse=collapse)
     for warning in rewritten.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     if explain:
-        # what collapse would do, also when the written model stays full width
+        # what collapse would do, also when the written model stays full width; first, on stdout
+        # for a table (on stderr for json / csv, whose stdout is the rows alone)
         report = rewritten.collapse or rewrite_for_scoring(load_model(model), policy, collapse=True).collapse
-        click.echo(report.summary(), err=True)
+        say(report.summary(), err=fmt != "table")
         for where in report.expanded:
-            click.echo(f"  expanded to full width at {where}", err=True)
+            say(f"  expanded to full width at {where}", err=fmt != "table")
         rows = [
             {"tensor": r.name, "shape": "x".join(map(str, r.shape)) or "scalar", "role": r.role.value,
              "read by": " ".join(r.readers) or "-", "also": " ".join(a.value for a in r.also)}
             for r in rewritten.roles
         ]
-        click.echo(render(rows, fmt), nl=False)
+        show_rows(rows if tensors else _roles_grouped(rows), fmt)
     if out is not None:
         if weight is not None:
             fix_weight(rewritten.model, weight)
         write_atomically(Path(out), to_onnx(rewritten.model).SerializeToString())
-        click.echo(f"wrote {out}", err=True)
+        say(f"wrote {out}", err=True)
+
+
+def _roles_grouped(rows: list[dict]) -> list[dict]:
+    """The per-tensor rows of `rewrite --explain` as one row per role: how many
+    tensors, the op inputs that read them, and the first one's name."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["role"], []).append(row)
+    out = []
+    for role, members in groups.items():
+        readers = sorted({reader for m in members for reader in m["read by"].split() if reader != "-"})
+        out.append({"role": role, "tensors": len(members), "read by": " ".join(readers[:6]) + (" ..." if len(readers) > 6 else ""),
+                    "first": members[0]["tensor"]})
+    return out
 
 
 @click.command()
 @click.argument("space", type=SPACES)
 @click.argument("arch")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Where to write the model.")
+@click.option("-o", "--out", "out", type=OutputFile(), required=True, help="Where to write the model.")
 @click.option("--num-classes", type=int, default=None, help="Classifier outputs (the image spaces; default 1, as scored).")
 @click.option("--resolution", type=int, default=None, help="Input size (default the space's: nb201 32, or 16 for ImageNet16-120; docs/spaces.md).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp).")
@@ -213,16 +246,17 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
         if key not in module.export_defaults:
             raise UserError(f"--{key.replace('_', '-')} does not apply to {space}")
     parsed = module.parse(_text_or_file(arch))
-    model = module.to_onnx(parsed, **given)
+    model = module.export(parsed, **given)
     write_atomically(Path(out), model.SerializeToString())
-    click.echo(f"wrote {out} ({space} {module.format_arch(parsed)})", err=True)
+    pair = " ".join(f"{w:g}" for w in module.reference_weights)
+    say(f"wrote {out} ({space} {module.format_arch(parsed)}; `score` takes its reference weights {pair})", err=True)
 
 
 @click.command()
 @click.argument("space", type=SPACES)
 @click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--all", "everything", is_flag=True, help="Every architecture (spaces that can be enumerated: not nb101).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes; docs/spaces.md lists them).")
 @click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
 def space(space, n, seed, everything, params):
     """List architectures of a benchmark SPACE, one per line."""
@@ -240,9 +274,25 @@ def space(space, n, seed, everything, params):
 
         check_sample(n)
         archs = module.sample(n, seed)
-    for arch in archs:
-        text = module.format_arch(arch)
-        click.echo(f"{text}\t{module.num_params(arch)}" if params else text)
+    # one write: nb101 --all is 423,624 lines
+    texts = map(module.format_arch, archs)
+    lines = [f"{text}\t{module.num_params(arch)}" for text, arch in zip(texts, archs)] if params else list(texts)
+    if lines:
+        click.echo("\n".join(lines))
+
+
+def _status(path):
+    """os.stat of a MODEL argument, None where nothing is there (textfile.file_status)."""
+    from epsinas_onnx.core.textfile import file_status
+
+    return file_status(path, "model file")
+
+
+def _is_folder(path) -> bool:
+    import stat
+
+    status = _status(path)
+    return status is not None and stat.S_ISDIR(status.st_mode)
 
 
 def _text_or_file(arg: str) -> str:

@@ -7,12 +7,12 @@ import math
 
 import click
 
-from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON, arch_column_option,
+from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON, Number, OutputFile, arch_column_option,
                                             batch_options, batch_size_option, collapse_option, data_option, dataset_option, device_option,
                                             direction_option, format_option, init_settings, input_seed_option, norm_option, seq_len_option, mode_option,
                                             plot_option, policy_options, progress_option, target_column_option,
                                             target_source_options, weights_option)
-from epsinas_onnx.cli.render import render
+from epsinas_onnx.cli.render import say, show_rows, top64_text
 from epsinas_onnx.core.errors import UserError
 VARIANTS = ("random", "random+warmup", "evolution", "evolution+warmup", "evolution+move", "evolution+warmup+move")
 
@@ -34,7 +34,7 @@ def store_options(fn):
     """The store the scores come from (--mode: its rows in that scoring mode), and the input options for
     scoring missing architectures on demand."""
     return _options(mode_option(fn), [
-        click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+        click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
                      help="The results store the scores come from; architectures it lacks are scored into it."),
         click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),
         click.option("--config", default=None, help="The config id, when the store holds several for the space."),
@@ -139,7 +139,7 @@ def search():
 @search.command()
 @click.option("--n", "n", type=int, default=1000, show_default=True, help="Architectures drawn per run.")
 @run_options(500)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Histogram of the picks (.png/.pdf/.svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Histogram of the picks (.png/.pdf/.svg).")
 @target_options
 @store_options
 def pick(n, runs, seed, fmt, plot_path, **opts):
@@ -160,8 +160,8 @@ def pick(n, runs, seed, fmt, plot_path, **opts):
     if fmt == "json":
         click.echo(json.dumps(_clean(out), indent=2))
         return
-    click.echo(_header_line(ctx))
-    click.echo(
+    say(_header_line(ctx))
+    say(
         f"pick 1 of {n}, {runs} runs (seed {seed}): {ctx.targets.name} {_fmt(stats)} "
         f"(median {stats['median']:.2f}, quartiles {stats['q25']:.2f}..{stats['q75']:.2f}, "
         f"{out['distinct_picks']} distinct picks; {result.all_nan_runs} runs drew only NaN scores)"
@@ -183,7 +183,7 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
             out = {**ctx.header(), **extra, "variants": summaries}
         click.echo(json.dumps(_clean(out), indent=2))
         return
-    click.echo(_header_line(ctx))
+    say(_header_line(ctx))
     rows = []
     for name, s in summaries.items():
         row = {"variant": name, "runs": s["runs"]}
@@ -191,7 +191,7 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
             row[f"best@{mark}"] = _fmt(stats)
         row["median"] = round(s["median"], 2)
         rows.append(row)
-    click.echo(render(rows, "table"), nl=False)
+    show_rows(rows, "table")
 
 
 @search.command(name="random")
@@ -199,7 +199,7 @@ def _curve_output(ctx: _Context, curves: dict, fmt: str, plot_path, title: str, 
               help="Score W random architectures and train them best score first (0: plain random search, no scores).")
 @click.option("--budget", type=int, default=300, show_default=True, help="Architectures trained per run.")
 @run_options(100)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="The curve (.png/.pdf/.svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="The curve (.png/.pdf/.svg).")
 @target_options
 @store_options
 def random_(warmup, budget, runs, seed, fmt, plot_path, **opts):
@@ -231,7 +231,7 @@ def random_(warmup, budget, runs, seed, fmt, plot_path, **opts):
               help="Column the tournament compares (default: the target; the reference compares validation "
                    "accuracy, e.g. cifar10_valid, and reports test accuracy).")
 @run_options(100)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="The curve (.png/.pdf/.svg).")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="The curve (.png/.pdf/.svg).")
 @target_options
 @store_options
 def evolution_(warmup, move, population, tournament, budget, select_column, runs, seed, fmt, plot_path, **opts):
@@ -260,7 +260,7 @@ def evolution_(warmup, move, population, tournament, budget, select_column, runs
               help=f"Comma-separated, of: {', '.join(VARIANTS)}.")
 @click.option("--select-by", "select_column", default=None, help="As for `search evolution`.")
 @run_options(100)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=OutputFile(), default=None,
               help="All variants in one figure (.png/.pdf/.svg): the paper's Fig. 5.")
 @target_options
 @store_options
@@ -305,10 +305,10 @@ def curves(warmup, population, tournament, budget, variants, select_column, runs
 @click.option("--sample", "n", type=int, default=None, help="SPACE: N architectures drawn uniformly (repeats used once).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="SPACE: a file of architectures, as `bench --archs`.")
-@click.option("--low", nargs=2, type=float, default=(1e-9, 1e-1), show_default=True, metavar="FROM TO", help="w_low grid range.")
-@click.option("--high", nargs=2, type=float, default=(1e-3, 1e2), show_default=True, metavar="FROM TO", help="w_high grid range.")
+@click.option("--low", nargs=2, type=Number(), default=(1e-9, 1e-1), show_default=True, metavar="FROM TO", help="w_low grid range.")
+@click.option("--high", nargs=2, type=Number(), default=(1e-3, 1e2), show_default=True, metavar="FROM TO", help="w_high grid range.")
 @click.option("--per-decade", type=int, default=1, show_default=True, help="Grid points per decade.")
-@click.option("--compare", "compare", multiple=True, nargs=2, type=float, metavar="W1 W2",
+@click.option("--compare", "compare", multiple=True, nargs=2, type=Number(), metavar="W1 W2",
               help="Also report these pairs (must be on the grid); default for a space: the paper's pair.")
 @click.option("--accuracies", type=click.Path(dir_okay=False), is_flag=False, flag_value="packaged", default=None,
               help="Targets: for a SPACE a csv as `evaluate`, or given alone the table packaged for the space; "
@@ -322,7 +322,7 @@ def curves(warmup, population, tournament, budget, variants, select_column, runs
 @policy_options
 @device_option
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one model each at a time.")
-@click.option("--outputs", "cache", type=click.Path(dir_okay=False), default=None,
+@click.option("--outputs", "cache", type=OutputFile(), default=None,
               help="An .npz that keeps every output: a rerun with the same batch and settings reuses it.")
 @plot_option("Heat maps over the grid (.png/.pdf/.svg).")
 @progress_option
@@ -337,8 +337,10 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     w_low < w_high is scored from those outputs. Reported per pair: NaN rate,
     share of distinct scores, spread (IQR / median), agreement with the
     neighbouring pairs, and with --accuracies the rank correlations."""
-    from epsinas_onnx.experiments import plots
+    import stat
     from pathlib import Path
+
+    from epsinas_onnx.experiments import plots
 
     from epsinas_onnx.experiments import calibrate as lib
     from epsinas_onnx.experiments import evaluation
@@ -350,8 +352,14 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
         plots.check_plot_path(plot_path)
     if cache and Path(cache).suffix != ".npz":
         raise UserError(f"--outputs must name an .npz file, not {cache}")
-    if cache and not Path(cache).resolve().parent.is_dir():
-        raise UserError(f"cannot write {cache}: folder {Path(cache).parent} does not exist")
+    if cache:
+        from epsinas_onnx.core.textfile import check_regular_file, file_status
+
+        folder = file_status(Path(cache).parent, "--outputs folder")
+        if folder is None or not stat.S_ISDIR(folder.st_mode):
+            raise UserError(f"cannot write {cache}: folder {Path(cache).parent} does not exist")
+        if file_status(cache, "--outputs file") is not None:  # read back at the start, written at the end
+            check_regular_file(cache, "--outputs file", kind=": it is read back and written again; name an .npz file")
     weights, pairs = lib.weight_grid(low, high, per_decade)
     chosen = calibration_targets(list(what), sample=n, seed=seed, arch_file=arch_file, accuracies=accuracies,
                                  dataset=dataset, arch_column=arch_column, target_column=target_column,
@@ -384,14 +392,14 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
     table = [{k: (round(v, 3) if isinstance(v, float) and k not in ("w_low", "w_high") else v) for k, v in r.items()}
              for r in rows]
     if fmt == "csv":
-        click.echo(render(table, "csv"), nl=False)
+        show_rows(table, "csv")
         return
-    click.echo(f"{space or 'models'}: {len(outputs.arrays)} of {len(items)} models ran at {len(weights)} weights "
+    say(f"{space or 'models'}: {len(outputs.arrays)} of {len(items)} models ran at {len(weights)} weights "
                f"({outputs.batch_description}; {outputs.seconds:.0f} s){'; failed: ' + str(len(outputs.errors)) if outputs.errors else ''}")
-    click.echo(render(table, "table"), nl=False)
-    click.echo(f"rule: {lib.RULE}")
+    show_rows(table, "table")
+    say(f"rule: {lib.RULE}")
     if pick is None:
-        click.echo("recommended: none (every score is NaN)")
+        say("recommended: none (every score is NaN)")
         return
     for label, r in [("recommended", pick)] + [("compare", c) for c in compared]:
         line = (f"{label}: [{r['w_low']:g}, {r['w_high']:g}]  NaN rate {r['nan_rate']:.2f}, distinct {r['distinct']:.2f}, "
@@ -399,7 +407,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
         if "spearman" in r:
             line += (f"; Spearman {r['spearman']:.3f} over {r['n_ranked']} (NaN dropped), "
                      f"{r['spearman_nan_last']:.3f} (NaN last)")
-        click.echo(line)
+        say(line)
 
 
 # ---------------------------------------------------------------- ablate
@@ -417,7 +425,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @click.option("--sample", "n", type=int, default=None, help="N architectures drawn uniformly.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None, help="A file of architectures, as `bench --archs`.")
-@weights_option(default=None)
+@weights_option()
 @target_source_options
 @dataset_option
 @target_column_option
@@ -426,7 +434,7 @@ def calibrate(what, n, seed, arch_file, low, high, per_decade, compare, accuraci
 @norm_option
 @input_seed_option
 @seq_len_option
-@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
               help="The results store every value is benched into (values already there are not scored again).")
 @click.option("--workers", type=int, default=1, show_default=True)
 @device_option
@@ -477,14 +485,18 @@ def ablate(space, vary, values_text, repeats, n, seed, arch_file, weights, accur
     for r in rows:
         line = {"value": r["value"], "n": r["n"], "nan": r["nan"]}
         for key in (*ablation.STATISTICS, "spearman_nan_last"):
-            digits = 1 if key in ("top10_top10", "top64_top5") else 3
-            v = r[key]
+            v, std = r[key], r.get(f"{key}_std", math.nan) if repeats > 1 else math.nan
+            if key == "top64_top5":  # as evaluate prints it: hits / the best-scored looked at
+                line[key] = top64_text(v if repeats > 1 else int(v) if math.isfinite(v) else v, r["n_top64"],
+                                       std if math.isfinite(std) else None)
+                continue
+            digits = 1 if key == "top10_top10" else 3
             text = "nan" if not math.isfinite(v) else f"{v:.{digits}f}"
-            if repeats > 1 and math.isfinite(r.get(f"{key}_std", math.nan)):
-                text += f" \u00b1 {r[f'{key}_std']:.{digits}f}"
+            if math.isfinite(std):
+                text += f" \u00b1 {std:.{digits}f}"
             line[key] = text
         table.append(line)
     if fmt == "table":
-        click.echo(f"{space}: --vary {vary}, {len({module.format_arch(a) for a in archs})} architectures, "
+        say(f"{space}: --vary {vary}, {len({module.format_arch(a) for a in archs})} architectures, "
                    f"{repeats} draw(s) per value; store {store}")
-    click.echo(render(table, fmt), nl=False)
+    show_rows(table, fmt)

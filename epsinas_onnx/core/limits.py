@@ -15,6 +15,7 @@ from epsinas_onnx.core.errors import UserError
 PER_CPU = 4  # threads or worker processes per CPU before the tool refuses
 MAX_SAMPLE = 1_000_000  # architectures one --sample draws (the list is built in memory)
 BENCH_TIMEOUT = 300.0  # seconds per ONNX Runtime run in bench (scorer runs take milliseconds to seconds)
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: the longest --timeout (past it, give 0: no limit)
 
 
 def cpus() -> int:
@@ -54,6 +55,16 @@ def check_threads(threads: int | None) -> None:
 
 def check_workers(workers: int | None) -> None:
     check_count("--workers", workers, "EPSINAS_MAX_WORKERS")
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A run's time limit in seconds: None (no limit) or a number from 0 to
+    MAX_TIMEOUT; nan, infinities and negative numbers are no duration."""
+    if timeout is None:
+        return
+    if not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_TIMEOUT:
+        raise UserError(f"--timeout {timeout!r} is not a number of seconds from 0 to {MAX_TIMEOUT:,.0f} (a week); "
+                        "without a limit, give --timeout 0 (the library: timeout=None)")
 
 
 def check_sample(n: int) -> None:

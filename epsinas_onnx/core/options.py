@@ -14,6 +14,10 @@ import dataclasses
 # the two shared weights of a model of no known space: NAS-Bench-201's pair (a
 # benchmark space declares its own, Space.reference_weights)
 DEFAULT_WEIGHTS = (1e-7, 1.0)
+# model metadata `export` writes: the space a model comes from and its reference
+# pair, which score takes when no weights are given
+SPACE_METADATA_KEY = "epsinas.space"
+WEIGHTS_METADATA_KEY = "epsinas.weights"
 DEFAULT_SEQ_LEN = 70  # NAS-Bench-NLP's BPTT length
 DEFAULT_BATCH_SIZE = 256
 
@@ -22,6 +26,10 @@ SYNTHETIC_CHOICES = ("grey", "normal", "uniform", "uniform+")  # inputs.SYNTHETI
 WEIGHT_INIT_CHOICES = ("constant", "normal", "uniform", "kaiming_normal", "kaiming_uniform")
 EMBEDDING_CHOICES = ("uniform", "uniform-0.1", "centered", "centered-0.1", "normal", "normal-0.1", "keep")
 MODE_CHOICES = ("reference", "ladder", "upper")  # modes.MODES
+# a mode whose rule changed after stores were written with it: its store key names
+# the revision, so a rerun scores anew rather than resuming rows of the old rule
+# (upper, revision 2: the rounding guard, docs/score-everywhere.md)
+MODE_REVISIONS = {"upper": 2}
 DEFAULT_MODE = "reference"
 
 # prepare_model options that change the speed, never the result (not part of a results-store key)
@@ -76,7 +84,9 @@ class ScoringSettings:
     def key(self, export: dict | None = None, input_name: str | None = None) -> dict:
         """The `settings` part of a results-store key, before store.settings_key
         serialises it: {"export": ..., "prepare": ...} plus {"mode": ...} where
-        the mode is not the reference. Byte-identical to the keys bench has
+        the mode is not the reference, and {"mode_revision": N} for a mode
+        whose rule changed since stores were first written with it
+        (MODE_REVISIONS). Otherwise byte-identical to the keys bench has
         written since stores began: every prepare_model setting made explicit
         at its default, a setting at its neutral value (NEUTRAL_SETTINGS) left
         out, no weight_seed without random weights. `export`: the space's
@@ -92,6 +102,8 @@ class ScoringSettings:
         key = {"export": dict(export or {}), "prepare": settings}
         if self.mode != DEFAULT_MODE:
             key["mode"] = self.mode
+        if self.mode in MODE_REVISIONS:
+            key["mode_revision"] = MODE_REVISIONS[self.mode]
         return key
 
 
@@ -104,6 +116,11 @@ class ExecutionOptions:
     timeout: float | None = None  # seconds per ONNX Runtime run; None: no limit
     graph_optimization: str = "all"
     check: bool = True
+
+    def __post_init__(self):
+        from epsinas_onnx.core.limits import check_timeout
+
+        check_timeout(self.timeout)  # refused here, before any work, not at the first run
 
     def prepare(self) -> dict:
         return dataclasses.asdict(self)

@@ -148,6 +148,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
             report = evaluation.evaluate(rows, space, accuracies, dataset=dataset, target_column=target_column)
             dropped, last = report["rows"][0], report["rows"][1]
             draws.append({**{k: dropped[k] for k in STATISTICS}, "n": dropped["n"], "nan": dropped["nan_dropped"],
+                          "n_top64": dropped["n_top64"],
                           "spearman_nan_last": last["spearman"], "batch": summary.data_description,
                           "seconds": summary.arch_seconds / max(summary.finished, 1) if summary.finished else None})
         out.append(_summarise(value, draws, repeats))
@@ -156,7 +157,7 @@ def run_ablation(space: str, archs: list, kind: str, values: list, *, accuracies
 
 def _summarise(value, draws: list[dict], repeats: int) -> dict:
     row = {"value": value, "n": draws[0]["n"], "nan": int(round(np.mean([d["nan"] for d in draws]))),
-           "draws": len(draws)}
+           "draws": len(draws), "n_top64": min(d["n_top64"] for d in draws)}
     for key in (*STATISTICS, "spearman_nan_last"):
         values = np.array([d[key] for d in draws], dtype=np.float64)
         row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
@@ -203,6 +204,7 @@ def _init_pair_rows(module, archs, schemes, *, accuracies, dataset, target_colum
             dropped = statistics(scores, target, lower_is_better=targets.lower_is_better)
             last = statistics(scores, target, nan="last", lower_is_better=targets.lower_is_better)
             draws.append({**{k: dropped[k] for k in STATISTICS}, "n": dropped["n"], "nan": dropped["nan_dropped"],
+                          "n_top64": dropped["n_top64"],
                           "spearman_nan_last": last["spearman"], "batch": batch.description})
         out.append(_summarise(scheme, draws, repeats))
     return out

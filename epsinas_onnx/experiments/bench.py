@@ -42,7 +42,7 @@ from epsinas_onnx.core.scoring.scorer import (
 )
 from epsinas_onnx.core.limits import BENCH_TIMEOUT, check_workers
 from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
-from epsinas_onnx.core.textfile import read_text
+from epsinas_onnx.core.textfile import file_status, read_text
 from epsinas_onnx.core.stop_signals import stoppable
 from epsinas_onnx.experiments.store import ResultStore, fingerprint, now, settings_key, weights_key
 
@@ -273,8 +273,9 @@ def build_options(space_module, settings: dict) -> dict:
     shape, GraphBuilder.tied_parameter) under constant weights, where every
     layer's parameters hold the same values anyway; the rewrite then has a few
     initialisers to handle instead of hundreds (NAS-Bench-201: 33 -> 25 ms of
-    Python per architecture; the same rewritten graph: tests/test_computation_key.py)."""
-    if class_function(space_module, settings) is None:
+    Python per architecture; NAS-Bench-101: no longer draws millions of
+    placeholder numbers per cell; the same rewritten graph: tests/test_computation_key.py)."""
+    if settings.get("weight_init") not in (None, "constant"):
         return {}
     return {"tied": True} if space_module.ir_takes_tied else {}
 
@@ -331,7 +332,7 @@ def load_arch_file(space_module, path) -> list:
     if str(path).startswith(PACKAGED_PREFIX):
         return _packaged_archs(space_module, str(path)[len(PACKAGED_PREFIX):])
     path = Path(path)
-    if not path.exists():
+    if file_status(path, "architecture file") is None:
         raise UserError(f"architecture file not found: {path} (check the path)")
     if path.suffix == ".csv" and space_module.read_csv_archs is not None:
         return space_module.read_csv_archs(path)
@@ -443,7 +444,7 @@ def run_bench(
 
     # an existing store is checked before any work (a bad one fails at once);
     # a new one is created only once the input has proved good
-    store = ResultStore(store_path) if Path(store_path).exists() else None
+    store = ResultStore(store_path) if file_status(store_path, "the results store") is not None else None
     try:
         # the batch, once: shaped by the first architecture's model. On Ray the
         # driver need not have the workers' GPU: --device cuda probes on the CPU
@@ -472,10 +473,23 @@ def run_bench(
         job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed,
                    build=build_options(module, settings), timeout=timeout, mode=mode, data=key["data"])
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
+        _check_kept(store, key, [text for _, text in todo], summary)
     finally:
         if store is not None:
             store.close()
     return summary
+
+
+def _check_kept(store: ResultStore, key: dict, texts: list[str], summary: BenchSummary) -> None:
+    """The summary counts what the store keeps: the file is still where it was
+    opened, and holds a row for every architecture this run stored one for
+    (read back; a trigger or another program could have removed them)."""
+    store.check_still_there()
+    kept = store.kept(key, texts)
+    if kept < summary.finished:
+        raise UserError(f"the results store {store.path} holds {kept} of the {summary.finished} rows this run "
+                        "wrote: something else (a trigger, another program) removed the others; "
+                        "rerun the command into a store nothing else changes")
 
 
 @dataclasses.dataclass

@@ -19,34 +19,44 @@
                           log_stats_model_*.json or their .zip), one row per
                           log, as wt2_summary.
 
+Every file is opened through textfile's checked reader (a FIFO, a device or
+a name the file system cannot hold is one line) and read within bounds: a
+TFRecord record no longer than the file holds nor MAX_RECORD_BYTES, a log no
+larger than MAX_LOG_BYTES (a zip's member checked before it is inflated),
+JSON nested too deeply refused as such.
+
 NAS-Bench-101 stores each cell once, pruned, in one labelling; a stored cell
 (any labelling) finds its row by the benchmark's own graph hash, computed here
-(`nasbench_hash`), when `archs` are given.
+(`nb101.nasbench_hash`), when `archs` are given.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
+import os
+import stat
 import struct
 import zipfile
 from pathlib import Path
 
 from epsinas_onnx.core.tables import Table
 from epsinas_onnx.core.errors import UserError, first_line
+from epsinas_onnx.core.textfile import (check_regular_file, file_status, open_regular_file, parse_json, read_member,
+                                        read_regular_file, size_text)
 
 NB201_EXTRA = 'pip install "epsinas-onnx[nasbench]"'
 NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "ImageNet16-120"}
-NB101_OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")  # the benchmark's labels 0, 1, 2
+MAX_RECORD_BYTES = 64 * 2**20  # a NAS-Bench-101 record is about 1 KB
+MAX_LOG_BYTES = 16 * 2**20  # a NAS-Bench-NLP log is a few KB
 WT2_COLUMNS = ("recepie_id", "status", "num_params", "epochs_logged", "final_val_loss", "min_val_loss",
                "final_test_loss", "recepie")
 
 
 def read(space: str, path, archs=None) -> Table:
     path = Path(path)
-    if not path.exists():
+    if file_status(path, "benchmark file") is None:
         raise UserError(f"benchmark file not found: {path} (check the path)")
     if space == "nb201":
         return read_nb201(path)
@@ -73,13 +83,15 @@ def _load_api(load, path: Path, package: str):
 
 def read_nb201(path: Path) -> Table:
     name = path.name
+    if name.endswith((".pth", ".pickle.pbz2")):  # the packages open it by name: checked here first
+        check_regular_file(path, "benchmark file")
     if name.endswith(".pth"):
         try:
             from nas_201_api import NASBench201API
         except ImportError:
             raise UserError(f"reading {name} needs the nas-bench-201 package (and torch): {NB201_EXTRA}") from None
         api = _load_api(lambda: NASBench201API(str(path), verbose=False), path, "nas-bench-201")
-    elif name.endswith(".pickle.pbz2") and path.is_file():
+    elif name.endswith(".pickle.pbz2"):
         try:
             import nats_bench
         except ImportError:
@@ -129,33 +141,87 @@ def crc32c(data: bytes) -> int:
 
 def masked_crc32c(data: bytes) -> int:
     """TFRecord's CRC: the CRC32-C rotated right by 15 bits plus a constant."""
-    crc = crc32c(data)
+    return _masked(crc32c(data))
+
+
+def _masked(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def crc32c_each(chunks: list[bytes]) -> list[int]:
+    """crc32c of each chunk, computed side by side with numpy, one byte
+    position at a time (the same table as crc32c: about 100 times its speed
+    on the few hundred bytes of a NAS-Bench-101 record)."""
+    import numpy as np
+
+    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
+    order = np.argsort(-lengths, kind="stable")  # longest first: the rows still going are a prefix
+    longest = int(lengths.max()) if len(chunks) else 0
+    rows = np.zeros((len(chunks), longest), np.uint8)
+    for row, k in enumerate(order):
+        rows[row, :lengths[k]] = np.frombuffer(chunks[k], np.uint8)
+    table = np.array(_CRC32C, np.uint32)
+    crc = np.full(len(chunks), 0xFFFFFFFF, np.uint32)
+    going = np.searchsorted(-lengths[order], -np.arange(longest), side="left")  # rows longer than j: [:going[j]]
+    for j in range(longest):
+        k = going[j]
+        crc[:k] = table[(crc[:k] ^ rows[:k, j]) & 0xFF] ^ (crc[:k] >> 8)
+    result = np.empty_like(crc)
+    result[order] = crc ^ np.uint32(0xFFFFFFFF)
+    return [int(c) for c in result]
+
+
+TFRECORD_BATCH = 4096  # records whose data checksums are computed together
 
 
 def tfrecords(path: Path, check_data_crc: bool = True):
     """The records of a TFRecord file: uint64 length, uint32 masked CRC of the
-    length, the data, uint32 masked CRC of the data (little-endian)."""
-    with path.open("rb") as f:
+    length, the data, uint32 masked CRC of the data (little-endian). The data
+    checksums of TFRECORD_BATCH records are checked together (crc32c_each)
+    before any of them is handed on. A length past the end of the file, or
+    past MAX_RECORD_BYTES, is refused before it is read."""
+    with open_regular_file(path, "TFRecord file", kind="; give nasbench_only108.tfrecord") as f:
+        size = os.fstat(f.fileno()).st_size
         number = 0
+        batch: list[bytes] = []
+        expected: list[int] = []
+        held = 0  # bytes in `batch`
         while True:
             head = f.read(12)
+            if head:
+                number += 1
+                if len(head) < 12:
+                    raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
+                length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
+                if masked_crc32c(length_bytes) != length_crc:
+                    raise UserError(f"{path}: record {number} has a bad length checksum (not a TFRecord file, or corrupt)")
+                (length,) = struct.unpack("<Q", length_bytes)
+                left = size - f.tell()
+                if length + 4 > left:
+                    raise UserError(f"{path}: record {number} claims {length} bytes, but the file has only "
+                                    f"{max(left - 4, 0)} left: it is cut short (not a complete TFRecord file)")
+                if length > MAX_RECORD_BYTES:
+                    raise UserError(f"{path}: record {number} claims {size_text(length)}, over the "
+                                    f"{size_text(MAX_RECORD_BYTES)} a NAS-Bench-101 record can be (about 1 KB): "
+                                    "is it the benchmark's file?")
+                data = f.read(length)
+                tail = f.read(4)
+                if len(data) < length or len(tail) < 4:
+                    raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
+                batch.append(data)
+                expected.append(struct.unpack("<I", tail)[0])
+                held += length
+            # a batch ends at TFRECORD_BATCH records, or MAX_RECORD_BYTES of them: memory stays bounded
+            if batch and (not head or len(batch) == TFRECORD_BATCH or held >= MAX_RECORD_BYTES):
+                if check_data_crc:
+                    for i, crc in enumerate(crc32c_each(batch)):
+                        if _masked(crc) != expected[i]:
+                            bad = number - len(batch) + 1 + i
+                            raise UserError(f"{path}: record {bad} has a bad data checksum (the file is corrupt)")
+                yield from batch
+                batch, expected, held = [], [], 0
             if not head:
                 return
-            number += 1
-            if len(head) < 12:
-                raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
-            length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
-            if masked_crc32c(length_bytes) != length_crc:
-                raise UserError(f"{path}: record {number} has a bad length checksum (not a TFRecord file, or corrupt)")
-            (length,) = struct.unpack("<Q", length_bytes)
-            data = f.read(length)
-            tail = f.read(4)
-            if len(data) < length or len(tail) < 4:
-                raise UserError(f"{path}: record {number} is cut short (not a complete TFRecord file)")
-            if check_data_crc and masked_crc32c(data) != struct.unpack("<I", tail)[0]:
-                raise UserError(f"{path}: record {number} has a bad data checksum (the file is corrupt)")
-            yield data
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -190,68 +256,52 @@ def proto_fields(buf: bytes):
         yield key >> 3, value
 
 
-def model_metrics(buf: bytes) -> dict:
+def model_metrics(buf: bytes, final_only: bool = False) -> dict:
     """nasbench.ModelMetrics (model_metrics.proto): evaluation_data = 1
     (repeated EvaluationData: current_epoch 1, training_time 2, train_accuracy
     3, validation_accuracy 4, test_accuracy 5, doubles), trainable_parameters = 2
-    (int32), total_time = 3 (double)."""
+    (int32), total_time = 3 (double). final_only: decode the last
+    evaluation_data alone (the end of training; the reader needs no other)."""
     names = {1: "current_epoch", 2: "training_time", 3: "train_accuracy", 4: "validation_accuracy",
              5: "test_accuracy"}
     out = {"evaluation_data": [], "trainable_parameters": 0}
+    evaluations = []
     for field, value in proto_fields(buf):
         if field == 1:
-            out["evaluation_data"].append({names[f]: struct.unpack("<d", v)[0]
-                                           for f, v in proto_fields(value) if f in names})
+            evaluations.append(value)
         elif field == 2:
             out["trainable_parameters"] = value - (1 << 64) if value >= 1 << 63 else value
         elif field == 3:
             out["total_time"] = struct.unpack("<d", value)[0]
+    out["evaluation_data"] = [{names[f]: struct.unpack("<d", v)[0] for f, v in proto_fields(e) if f in names}
+                              for e in (evaluations[-1:] if final_only else evaluations)]
     return out
-
-
-def nasbench_hash(matrix, ops) -> str:
-    """NAS-Bench-101's graph hash of a pruned cell (the `module_hash` of its
-    records): each vertex starts from the MD5 of (out-degree, in-degree,
-    label), label -1 input, -2 output, else the op's index in NB101_OPS; then,
-    as many rounds as vertices, each vertex hashes its sorted in-neighbours',
-    its sorted out-neighbours' and its own hash; the result is the MD5 of the
-    sorted final hashes. Isomorphic cells get the same hash."""
-    n = len(matrix)
-    labels = [-1] + [NB101_OPS.index(op) for op in ops[1:-1]] + [-2]
-    ins = [sum(matrix[w][v] for w in range(n)) for v in range(n)]
-    outs = [sum(matrix[v]) for v in range(n)]
-    hashes = [hashlib.md5(str((outs[v], ins[v], labels[v])).encode()).hexdigest() for v in range(n)]
-    for _ in range(n):
-        hashes = [
-            hashlib.md5(("".join(sorted(hashes[w] for w in range(n) if matrix[w][v])) + "|"
-                         + "".join(sorted(hashes[w] for w in range(n) if matrix[v][w])) + "|"
-                         + hashes[v]).encode()).hexdigest()
-            for v in range(n)
-        ]
-    return hashlib.md5(str(sorted(hashes)).encode()).hexdigest()
 
 
 def read_nb101_tfrecord(path: Path, archs=None) -> Table:
     """One row per cell trained for 108 epochs; with `archs` (format_arch
     texts of stored cells), also a row under each of those texts whose pruned
-    cell the file holds (matched by nasbench_hash)."""
-    if not path.is_file():
-        raise UserError(f"{path} is not a file: give nasbench_only108.tfrecord")
+    cell the file holds (matched by nb101.nasbench_hash)."""
+    if stat.S_ISDIR(file_status(path, "benchmark file").st_mode):
+        raise UserError(f"{path} is a folder, not a file: give nasbench_only108.tfrecord")
     cells: dict[str, dict] = {}
     for number, record in enumerate(tfrecords(path), start=1):
+        fields = parse_json(record, f"{path}: record {number}")
         try:
-            module_hash, epochs, raw_adjacency, raw_ops, raw_metrics = json.loads(record.decode("utf-8"))
+            module_hash, epochs, raw_adjacency, raw_ops, raw_metrics = fields
             if epochs != 108:
                 continue
-            n = math.isqrt(len(raw_adjacency))
-            bits = [int(c) for c in raw_adjacency]
-            matrix = [bits[i * n:(i + 1) * n] for i in range(n)]
-            metrics = model_metrics(base64.b64decode(raw_metrics))
+            metrics = model_metrics(base64.b64decode(raw_metrics), final_only=True)
             final = metrics["evaluation_data"][-1]  # the end of training (the API's evaluation_data[2])
+            if module_hash not in cells:  # the first record of a cell: its matrix (the others repeat it)
+                n = math.isqrt(len(raw_adjacency))
+                bits = [int(c) for c in raw_adjacency]
+                cells[module_hash] = {"matrix": [bits[i * n:(i + 1) * n] for i in range(n)],
+                                      "ops": raw_ops.split(","), "test": [], "valid": [],
+                                      "params": metrics["trainable_parameters"]}
         except (ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise UserError(f"{path}: record {number} is not a NAS-Bench-101 record ({exc})") from None
-        cell = cells.setdefault(module_hash, {"matrix": matrix, "ops": raw_ops.split(","), "test": [], "valid": [],
-                                              "params": metrics["trainable_parameters"]})
+        cell = cells[module_hash]
         cell["test"].append(final.get("test_accuracy", math.nan))
         cell["valid"].append(final.get("validation_accuracy", math.nan))
     if not cells:
@@ -273,7 +323,7 @@ def read_nb101_tfrecord(path: Path, archs=None) -> Table:
             if text in in_file:
                 continue
             pruned = nb101.prune(nb101.parse(text))
-            module_hash = nasbench_hash([list(r) for r in pruned.matrix], list(pruned.ops))
+            module_hash = nb101.nasbench_hash(pruned.matrix, pruned.ops)
             if module_hash in cells:
                 rows.append(row(text, module_hash, cells[module_hash]))
     columns = ["arch", "module_hash", "cifar_acc_108", "val_accuracy", "trainable_parameters", "repeats"]
@@ -284,17 +334,26 @@ def read_nb101_tfrecord(path: Path, archs=None) -> Table:
 
 
 def _log_files(path: Path):
-    """(name, bytes) of each log_stats_model_*.json in a folder or a zip, by name."""
-    if path.is_dir():
+    """(name, bytes) of each log_stats_model_*.json in a folder or a zip, by
+    name; each no larger than MAX_LOG_BYTES, a zip's member checked before it
+    is inflated."""
+    too_large = "a NAS-Bench-NLP training log can be (a few KB): is it the benchmark's log?"
+    if stat.S_ISDIR(file_status(path, "benchmark file").st_mode):
         for file in sorted(path.rglob("*.json")):
-            yield file.name, file.read_bytes()
+            yield file.name, read_regular_file(file, "training log", MAX_LOG_BYTES, too_large)
         return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for name in sorted(n for n in archive.namelist() if n.endswith(".json")):
-                yield Path(name).name, archive.read(name)
-    except zipfile.BadZipFile:
-        raise UserError(f"{path} is neither a folder of NAS-Bench-NLP logs nor a zip of them") from None
+    with open_regular_file(path, "benchmark file", kind="; give a folder of NAS-Bench-NLP logs or their .zip") as handle:
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                for info in sorted((i for i in archive.infolist() if i.filename.endswith(".json")),
+                                   key=lambda i: i.filename):
+                    yield Path(info.filename).name, read_member(archive, info, f"{path}: {info.filename}",
+                                                                MAX_LOG_BYTES, too_large)
+        except UserError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+            raise UserError(f"{path} is neither a folder of NAS-Bench-NLP logs nor a zip of them "
+                            f"({first_line(exc, 120)})") from None
 
 
 def read_nlp_logs(path: Path) -> Table:
@@ -303,8 +362,8 @@ def read_nlp_logs(path: Path) -> Table:
     the run diverged), min_val_loss the least finite one."""
     rows = []
     for name, data in _log_files(path):
+        log = parse_json(data, f"{path}: {name}")
         try:
-            log = json.loads(data)
             val, test = list(log["val_losses"]), list(log["test_losses"])
             finite_val = [v for v in val if v is not None and math.isfinite(v)]
             rows.append({

@@ -157,19 +157,33 @@ class Outputs:
 
 
 def _load_cache(path, fingerprint: str, weights: list[float], settings: str) -> dict[str, np.ndarray]:
-    """Outputs already computed for the same batch, weights and settings."""
-    path = Path(path)
-    if not path.is_file():
+    """Outputs already computed for the same batch, weights and settings. The
+    file is opened as every user file is (a FIFO or a device is refused: it is
+    written back at the end); one that is not ours, or whose arrays would
+    inflate past a quarter of the memory available, is recomputed (and replaced)."""
+    import zipfile
+
+    from epsinas_onnx.core.scoring.inputs import available_memory
+    from epsinas_onnx.core.textfile import file_status, open_regular_file
+
+    if file_status(path, "--outputs file") is None:
         return {}
-    try:
-        with np.load(path) as data:
-            meta = json.loads(str(data["meta"]))
-            if (meta["fingerprint"], meta["settings"]) != (fingerprint, settings):
+    with open_regular_file(path, "--outputs file", kind=": it is read back and written again; name an .npz file") as handle:
+        try:
+            inflated = sum(i.file_size for i in zipfile.ZipFile(handle).infolist())
+            available = available_memory()
+            if available is not None and inflated > available / 4:
                 return {}
-            index = [meta["weights"].index(w) for w in weights]
-            return {name: data[f"out{i}"][index] for i, name in enumerate(meta["names"])}
-    except (ValueError, KeyError, OSError, json.JSONDecodeError):
-        return {}  # another batch, other weights, or not ours: recompute
+            handle.seek(0)
+            with np.load(handle) as data:
+                meta = json.loads(str(data["meta"]))
+                if (meta["fingerprint"], meta["settings"]) != (fingerprint, settings):
+                    return {}
+                index = [meta["weights"].index(w) for w in weights]
+                return {name: data[f"out{i}"][index] for i, name in enumerate(meta["names"])}
+        except (ValueError, KeyError, OSError, json.JSONDecodeError, RecursionError, zipfile.BadZipFile, EOFError,
+                TypeError, IndexError):
+            return {}  # another batch, other weights, or not ours: recompute
 
 
 def collect_outputs(items: list[Item], weights: list[float], *, batch_options: BatchOptions = BatchOptions(),

@@ -14,9 +14,11 @@ loss), "top" means the lowest values, and the correlations are negative when
 the score works.
 
 `evaluate` joins a results store with a table of targets (accuracies) and
-optional side tables of other proxies (each a tables.Table or a csv
-path), and computes every row on the same
-architectures. scipy and matplotlib are the `eval` extra, imported on use.
+optional side tables of other proxies (each a tables.Table or a csv path).
+epsinas, its other stored modes and the parameter count are computed on
+every scored architecture with a target; a side table's proxies on the
+architectures that table covers, with epsinas beside them on the same ones
+where they are fewer. scipy and matplotlib are the `eval` extra, imported on use.
 """
 
 from __future__ import annotations
@@ -185,7 +187,6 @@ def target_spec(module, table, *, dataset: str | None = None, arch_column: str |
     return dataset, arch_column, target_column, lower_is_better
 
 
-
 def evaluate(
     rows: list[dict],
     space: str,
@@ -201,12 +202,14 @@ def evaluate(
     other_modes: dict[str, list[dict]] | None = None,
 ) -> dict:
     """The statistics of stored `rows` (one space, one config; from
-    ResultStore.rows) against a table of targets (a Table or a csv path), with side-by-side rows for the
-    parameter count and any baseline / proxy tables, all on the same
-    architectures: those scored without error, with a finite target, and present
-    in every side table given. mode: the scoring mode of `rows`; other_modes:
-    the rows of the same config in other modes (mode -> rows), each given its
-    two rows beside the first, on the architectures that every mode scored."""
+    ResultStore.rows) against a table of targets (a Table or a csv path), with
+    side-by-side rows for the parameter count and any baseline / proxy tables.
+    Each row keeps the architectures it has: epsinas and params every one
+    scored without error with a finite target; a side table's proxies those
+    it covers, where "epsinas (baselines' subset)" / "(proxies' subset)"
+    repeats epsinas on them when they are fewer. mode: the scoring mode of
+    `rows`; other_modes: the rows of the same config in other modes (mode ->
+    rows), each given its two rows beside the first."""
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -224,57 +227,80 @@ def evaluate(
     errors = len(rows) - len(scored)
     with_target = [r for r in scored if math.isfinite(targets.get(r["arch"], {}).get(target_column, math.nan))]
     counts = {"stored": len(rows), "errors": errors, "no_target": len(scored) - len(with_target),
-              "repeated_in_target_file": repeated}
-
-    side: list[tuple[str, dict[str, float]]] = []  # (row name, {arch: value})
-    common = {r["arch"] for r in with_target}
-    mode_scores = {}  # the other modes' scores: mode -> {arch: score}
-    for other, other_rows in (other_modes or {}).items():
-        mode_scores[other] = {r["arch"]: r["score"] for r in other_rows if r["error"] is None}
-        counts[f"not_in_{other}_mode"] = len(common - set(mode_scores[other]))
-        common &= set(mode_scores[other])
-    if baselines is not None:
-        b_names = baselines.columns
-        b_arch = pick_column(b_names, module.arch_columns, "architecture", baselines, "--arch-column")
-        wanted = [c for c in proxy_columns(baselines, b_arch, {target_column})
-                  if not (c.startswith("zen_") and dataset is not None and c != f"zen_{dataset}")]
-        table, _ = read_keyed(baselines, module, arch_column=b_arch, columns=wanted, failed_marker=FAILED_MARKER)
-        common &= set(table)
-        counts["not_in_baselines"] = len(with_target) - len({r["arch"] for r in with_target} & set(table))
-        side += [(c, {a: v[c] for a, v in table.items()}) for c in wanted]
-    if proxies is not None:
-        p_names = proxies.columns
-        p_arch = pick_column(p_names, (*module.arch_columns, "arch_str"), "architecture", proxies, "--arch-column")
-        wanted = proxy_columns(proxies, p_arch, {target_column})
-        table, _ = read_keyed(proxies, module, arch_column=p_arch, columns=wanted, dataset=dataset)
-        common &= set(table)
-        counts["not_in_proxies"] = len(with_target) - len({r["arch"] for r in with_target} & set(table))
-        side += [(f"zc.{c}", {a: v[c] for a, v in table.items()}) for c in wanted]
-    chosen = [r for r in with_target if r["arch"] in common]
-    counts["compared"] = len(chosen)
-    if not chosen:
-        where = "every side table given" if (baselines or proxies) else str(accuracies)
+              "repeated_in_target_file": repeated, "compared": len(with_target)}
+    if not with_target:
         raise UserError(
-            f"none of the {len(scored)} scored {space} architectures has a finite {target_column!r} in {where} "
+            f"none of the {len(scored)} scored {space} architectures has a finite {target_column!r} in {accuracies} "
             f"(is --space, --arch-column or the file right?)"
         )
+    target_of = {r["arch"]: targets[r["arch"]][target_column] for r in with_target}
+    score_of = {r["arch"]: r["score"] for r in with_target}
+    label = mode_label(mode)
 
-    target = [targets[r["arch"]][target_column] for r in chosen]
-    score = [r["score"] for r in chosen]
-    params = [math.nan if r["params"] is None else r["params"] for r in chosen]
-    table_rows = _score_rows(mode_label(mode), score, target, lower_is_better)
-    for other, values in mode_scores.items():
-        table_rows += _score_rows(mode_label(other), [values[r["arch"]] for r in chosen], target, lower_is_better)
-    table_rows.append({"proxy": "params", **statistics(params, target, lower_is_better=lower_is_better)})
-    for name, values in side:
-        proxy = [values.get(r["arch"], math.nan) for r in chosen]
-        table_rows.append({"proxy": name, **statistics(proxy, target, lower_is_better=lower_is_better)})
+    def rows_on(name: str, values: dict, archs, nan_last: bool = False) -> list[dict]:
+        """The statistics of `values` (arch -> value) on `archs`; NaN where a value is missing."""
+        archs = list(archs)
+        value = [values.get(a, math.nan) for a in archs]
+        target = [target_of[a] for a in archs]
+        out = [{"proxy": name, **statistics(value, target, lower_is_better=lower_is_better)}]
+        if nan_last:
+            out.append({"proxy": f"{name} (NaN last)",
+                        **statistics(value, target, nan="last", lower_is_better=lower_is_better)})
+        return out
+
+    # epsinas, each other stored mode and params keep every architecture they have
+    table_rows = rows_on(label, score_of, target_of, nan_last=True)
+    for other, other_rows in (other_modes or {}).items():
+        values = {r["arch"]: r["score"] for r in other_rows if r["error"] is None}
+        covered = [a for a in target_of if a in values]
+        counts[f"not_in_{other}_mode"] = len(target_of) - len(covered)
+        table_rows += rows_on(mode_label(other), values, covered, nan_last=True)
+    params_of = {r["arch"]: math.nan if r["params"] is None else r["params"] for r in with_target}
+    table_rows += rows_on("params", params_of, target_of)
+
+    # a side table's proxies on the architectures it covers; where that is fewer
+    # than epsinas has, epsinas again on those, so that the comparison is like for like
+    for kind, side_table in (("baselines", baselines), ("proxies", proxies)):
+        if side_table is None:
+            continue
+        names = side_table.columns
+        if kind == "baselines":
+            side_arch = pick_column(names, module.arch_columns, "architecture", side_table, "--arch-column")
+            wanted = [c for c in proxy_columns(side_table, side_arch, {target_column})
+                      if not (c.startswith("zen_") and dataset is not None and c != f"zen_{dataset}")]
+            table, _ = read_keyed(side_table, module, arch_column=side_arch, columns=wanted, failed_marker=FAILED_MARKER)
+            prefix = ""
+        else:
+            side_arch = pick_column(names, (*module.arch_columns, "arch_str"), "architecture", side_table, "--arch-column")
+            wanted = proxy_columns(side_table, side_arch, {target_column})
+            table, _ = read_keyed(side_table, module, arch_column=side_arch, columns=wanted, dataset=dataset)
+            prefix = "zc."
+        covered = [a for a in target_of if a in table]
+        counts[f"not_in_{kind}"] = len(target_of) - len(covered)
+        counts[f"in_{kind}"] = len(covered)
+        if not covered:
+            continue
+        if len(covered) < len(target_of):
+            table_rows += rows_on(f"{label} ({kind}' subset)", score_of, covered)
+        for column in wanted:
+            table_rows += rows_on(f"{prefix}{column}", {a: v[column] for a, v in table.items()}, covered)
+
+    archs = list(target_of)
     return {
         "space": space, "dataset": dataset, "target": target_column, "lower_is_better": lower_is_better,
-        "targets_from": str(accuracies),
+        "targets_from": str(accuracies), "mode": mode,
         "counts": counts, "rows": table_rows,
-        "points": {"score": score, "target": target, "params": params},
+        "points": {"score": [score_of[a] for a in archs], "target": [target_of[a] for a in archs],
+                   "params": [params_of[a] for a in archs]},
     }
+
+
+FEW_ARCHITECTURES = 30  # fewer than this: a row's statistics are mostly noise
+
+
+def few_architectures(report: dict) -> list[dict]:
+    """The rows of an evaluate report computed on fewer than FEW_ARCHITECTURES architectures."""
+    return [r for r in report["rows"] if r["n"] < FEW_ARCHITECTURES]
 
 
 def mode_label(mode: str) -> str:

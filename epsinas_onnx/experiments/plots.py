@@ -9,6 +9,7 @@ the path is checked before the work that fills it (check_plot_path).
 from __future__ import annotations
 
 import math
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,13 @@ def save(fig, path: Path) -> None:
 
 def check_plot_path(path) -> Path:
     """A path a plot can be written to, checked before the work that draws it."""
+    from epsinas_onnx.core.textfile import file_status
+
     path = Path(path)
-    if not path.parent.is_dir():
+    folder = file_status(path.parent, "the plot's folder")
+    if folder is None or not stat.S_ISDIR(folder.st_mode):
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    file_status(path, "plot file")  # a name too long for the file system: one line now, not after the work
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"cannot write a plot as {path.name!r}: name it .png, .pdf or .svg")
     return path

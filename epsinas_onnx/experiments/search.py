@@ -32,6 +32,7 @@ import collections
 import dataclasses
 import math
 import sqlite3
+import sys
 from typing import Callable
 
 import numpy as np
@@ -415,6 +416,8 @@ class BenchFiller:
     workers: int = 1
     progress: bool = True
     checked: bool = False
+    stored: int = 0  # rows of the config in the store, for the messages
+    announce: bool = True  # a line on stderr before the first scoring on demand
 
     def _config(self):
         import json
@@ -440,13 +443,24 @@ class BenchFiller:
             probe = run_bench(self.space, archs[:1], limit=0, progress=False, **common)
             if probe.data != self.config_row["data"]:
                 raise UserError(
-                    f"{len(archs)} architecture(s) are not in the store and must be scored, but the input options "
-                    f"give another batch ({probe.data_description}) than the store's ({self.config_row['data_description']}): "
-                    "pass the --data / --batch-size / --norm / --shuffle-seed / --synthetic the store was made with"
+                    f"{self._missing(archs)}, but the input options give another batch ({probe.data_description}) "
+                    f"than the store's ({self.config_row['data_description']}): score them first with `epsinas-onnx "
+                    f"bench {self.space}` and the store's options (--all scores the whole space, resumably), or pass "
+                    "the --data / --batch-size / --norm / --shuffle-seed / --synthetic the store was made with to "
+                    "score them here, or draw fewer (--runs, --n)"
                 )
             self.checked = True
+        if self.announce:  # never silently (this may be most of the space); once, not for each child of a search
+            print(f"{self._missing(archs)}: scoring them into it on the store's batch and settings (Ctrl-C stops; "
+                  "a rerun resumes)", file=sys.stderr, flush=True)
+            self.announce = False
         run_bench(self.space, archs, progress=self.progress, **common)
         return self._read(archs)
+
+    def _missing(self, archs: list) -> str:
+        """How many architectures the search lacks, against what the store holds."""
+        return (f"{len(archs)} architecture(s) the search draws are not in the store {self.store_path} "
+                f"(it holds {self.stored} of this config)")
 
     def _read(self, archs: list) -> dict[str, float]:
         from epsinas_onnx.spaces import get_space

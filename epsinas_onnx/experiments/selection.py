@@ -10,6 +10,7 @@ from pathlib import Path
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import DEFAULT_MODE
+from epsinas_onnx.core.textfile import file_status
 from epsinas_onnx.experiments.store import ResultStore
 
 
@@ -44,26 +45,31 @@ def row_mode(row: dict) -> str:
 
 
 def _without_mode(row: dict) -> tuple:
-    settings = {k: v for k, v in json.loads(row["settings"]).items() if k != "mode"}
+    settings = {k: v for k, v in json.loads(row["settings"]).items() if k not in ("mode", "mode_revision")}
     return row["weights"], row["data"], json.dumps(settings, sort_keys=True)
 
 
-def rows_by_mode(rows: list[dict], config: str | None) -> tuple[list[dict], dict[str, list[dict]]]:
+def rows_by_mode(rows: list[dict], config: str | None,
+                 mode: str | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
     """One config's rows (see select_config) and those of the configs that
     differ from it in the scoring mode only (mode -> rows). Without --config a
     store whose configs differ only in the mode is one comparison, the
-    reference first."""
+    reference first. With `mode`, that mode's rows alone (and no others)."""
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for row in rows:
         groups.setdefault(_without_mode(row), {}).setdefault(row_mode(row), []).append(row)
     if config is None and len(groups) == 1:
         (modes,) = groups.values()
         first = DEFAULT_MODE if DEFAULT_MODE in modes else sorted(modes)[0]
+    else:
+        chosen = select_config(rows, config)
+        modes = groups[_without_mode(chosen[0])]
+        first = row_mode(chosen[0])
+    if mode is None:
         return modes[first], {m: r for m, r in sorted(modes.items()) if m != first}
-    chosen = select_config(rows, config)
-    modes = groups[_without_mode(chosen[0])]
-    mode = row_mode(chosen[0])
-    return chosen, {m: r for m, r in sorted(modes.items()) if m != mode}
+    if mode not in modes:
+        raise UserError(f"the store holds no rows in --mode {mode} for this config (it holds {', '.join(sorted(modes))})")
+    return modes[mode], {}
 
 
 def select_config(rows: list[dict], config: str | None) -> list[dict]:
@@ -87,7 +93,7 @@ def select_config(rows: list[dict], config: str | None) -> list[dict]:
 
 def space_of_store(store) -> str:
     """The only space of an existing store (a search without scores needs no store, only its space)."""
-    if not Path(store).is_file():
+    if file_status(store, "the results store") is None:
         raise UserError("give --space (a search without scores reads no store to take it from)")
     with ResultStore(store, create=False) as db:
         spaces = db.spaces()
@@ -108,7 +114,7 @@ def store_scores(opts: dict):
     batch = BatchOptions(data=opts["data"], batch_size=opts["batch_size"], shuffle_seed=opts["shuffle_seed"],
                          norm=opts["norm"], synthetic=opts["synthetic"], seed=opts["input_seed"], seq_len=opts["seq_len"])
     filler = search.BenchFiller(space, store, first, batch, device=opts["device"], workers=opts["workers"],
-                                progress=opts["progress"])
+                                progress=opts["progress"], stored=len(rows))
     config = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
               "data_description": first["data_description"], "rows": len(rows)}
     return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
@@ -183,7 +189,7 @@ def calibration_targets(what: list[str], *, sample: int | None = None, seed: int
                                          target_column=target_column, lower_is_better=lower_is_better)
             targets, lower = loaded.values, loaded.lower_is_better
         return CalibrationTargets(items, space.name, targets, lower, space.reference_weights)
-    missing = [p for p in what if not Path(p).is_file()]
+    missing = [p for p in what if file_status(p, "model file") is None]
     if missing:
         raise UserError(f"not a search space ({', '.join(SPACES)}) and no such model file: {missing[0]}")
     if sample is not None or arch_file is not None:

@@ -9,7 +9,10 @@ A row's key is (space, arch, weights, data, settings):
               read from another path is the same key, another batch is not
     settings  canonical JSON of the options that change the score (`settings_key`)
 
-The key is UNIQUE, so rerunning a bench never duplicates a row. A row holds
+The key is UNIQUE, so rerunning a bench never duplicates a row. An existing
+file is a store of this version when its tables are exactly what _CREATE
+makes (columns, UNIQUE keys, no triggers: `schema`), and its rows' weights
+and settings are the JSON bench writes (`rows` checks them). A row holds
 either a result (`score`, NULL for NaN, with `nan_reason`) or an `error` (the
 architecture could not be scored: not a result, retried by the next run).
 
@@ -27,12 +30,14 @@ import json
 import math
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
 import numpy as np
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.textfile import NOT_REGULAR, file_status, open_regular_file
 
 SCHEMA_VERSION = 1
 
@@ -63,6 +68,51 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+NOT_THIS_VERSION = "move it aside or give --store another file"
+
+
+def schema(db: sqlite3.Connection) -> dict:
+    """What makes a file a store: each table's columns (name, type, NOT NULL,
+    default, primary key), its UNIQUE keys (their columns), and the triggers."""
+    found = {}
+    for table in ("results", "meta"):
+        columns = [tuple(r[1:]) for r in db.execute(f"PRAGMA table_info({table})")]
+        unique = sorted(tuple(c[2] for c in db.execute(f"PRAGMA index_info('{index[1]}')"))
+                        for index in db.execute(f"PRAGMA index_list({table})") if index[2])
+        found[table] = {"columns": columns, "unique": unique}
+    found["triggers"] = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+    return found
+
+
+def _expected_schema() -> dict:
+    """The schema _CREATE makes, read back from an empty database in memory."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_CREATE)
+        return schema(db)
+    finally:
+        db.close()
+
+
+def schema_difference(found: dict, expected: dict) -> str | None:
+    """What in `found` differs from `expected` (schema), in words, or None."""
+    if found["triggers"]:
+        return f"it has triggers ({', '.join(found['triggers'])}), which change what is stored"
+    for table in ("results", "meta"):
+        have, want = found[table], expected[table]
+        names = [c[0] for c in have["columns"]]
+        missing = [c[0] for c in want["columns"] if c[0] not in names]
+        extra = [n for n in names if n not in {c[0] for c in want["columns"]}]
+        if missing or extra:
+            parts = ([f"no column {', '.join(missing)}"] if missing else []) + \
+                    ([f"columns {', '.join(extra)} it should not have"] if extra else [])
+            return f"its {table} table has {' and '.join(parts)}"
+        if have["columns"] != want["columns"]:
+            return f"its {table} table's columns are declared otherwise (types, NOT NULL, keys)"
+        if have["unique"] != want["unique"]:
+            keys = "; ".join(f"UNIQUE ({', '.join(k)})" for k in want["unique"])
+            return f"its {table} table lacks the key {keys}"
+    return None
 
 
 def fingerprint(array: np.ndarray) -> str:
@@ -120,16 +170,24 @@ class ResultStore:
     def __init__(self, path, create: bool = True):
         self.path = Path(path)
         self.db = None
-        if create and self.path.is_dir() or not create and self.path.exists() and not self.path.is_file():
+        self.identity = None  # (device, inode) of the file opened: check_still_there
+        status = file_status(self.path, "the results store")
+        if status is not None and stat.S_ISDIR(status.st_mode):
             raise UserError(f"the results store {self.path} is not a file: give --store a file name")
-        if not create and not self.path.is_file():
+        if status is not None and not stat.S_ISREG(status.st_mode):
+            raise UserError(f"the results store {self.path} {NOT_REGULAR}: give --store a file name")
+        if not create and status is None:
             raise UserError(f"results store not found: {self.path} (run `epsinas-onnx bench ... --store {self.path}` first)")
-        if create and not self.path.parent.is_dir():
+        parent = file_status(self.path.parent, "the results store's folder")
+        if create and (parent is None or not stat.S_ISDIR(parent.st_mode)):
             raise UserError(f"cannot create the results store {self.path}: folder {self.path.parent} does not exist")
-        if create and not (os.access(self.path.parent, os.W_OK) and (not self.path.exists() or self._writable())):
+        if create and not (os.access(self.path.parent, os.W_OK) and (status is None or self._writable())):
             # checked first: SQLite would open it read-only and leave -wal / -shm files beside it
             raise UserError(f"cannot write the results store {self.path}: it or its folder is read-only "
                             "(make both writable, or give --store another file)")
+        if status is not None:  # a regular file now, on the descriptor (a FIFO swapped in would block SQLite)
+            with open_regular_file(self.path, "the results store", kind=": give --store a file name"):
+                pass
         try:
             self.db = sqlite3.connect(self.path, timeout=self.BUSY_SECONDS) if create or self._writable() \
                 else self._connect_read_only()
@@ -139,12 +197,17 @@ class ResultStore:
             self._check()
             if create:
                 self._use_wal()
+            info = os.stat(self.path)
+            self.identity = (info.st_dev, info.st_ino)
         except sqlite3.Error as exc:
             self.close()
             raise self._error(exc) from None
         except UserError:
             self.close()
             raise
+        except OSError as exc:  # the file gone between SQLite's open and the stat
+            self.close()
+            raise UserError(f"cannot open the results store {self.path}: {exc.strerror or exc}") from None
 
     def _writable(self) -> bool:
         """Where the file and its folder are writable, a reader opens it as a writer
@@ -209,6 +272,9 @@ class ResultStore:
             found = "no schema_version" if version is None else f"schema_version {version[0]}"
             raise UserError(f"{self.path} is a results store of another epsinas-onnx version ({found}; this one "
                             f"reads {SCHEMA_VERSION}): use the version that wrote it, or give --store a new file")
+        difference = schema_difference(schema(self.db), _expected_schema())
+        if difference is not None:  # changed by hand or by another program: no rerun would fix it
+            raise UserError(f"{self.path} is not a results store of this version ({difference}): {NOT_THIS_VERSION}")
         problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
         if problem != "ok":
             raise UserError(f"{self.path} is damaged ({problem}): restore it from a copy or give --store a new file "
@@ -298,8 +364,9 @@ class ResultStore:
     # ---------------------------------------------------------------- reading
 
     def rows(self, space: str | None = None) -> list[dict]:
-        """Every row (of one space), oldest first, with its `config` id."""
-        query = f"SELECT {', '.join(COLUMNS)} FROM results"
+        """Every row (of one space), oldest first, with its `config` id; a row
+        whose weights or settings are not what bench writes is one line."""
+        query = f"SELECT id, {', '.join(COLUMNS)} FROM results"
         args: tuple = ()
         if space is not None:
             query += " WHERE space = ?"
@@ -309,10 +376,53 @@ class ResultStore:
         out = []
         for r in fetched:
             row = dict(r)
+            self._check_row(row.pop("id"), row)
             row["config"] = config_id(row["weights"], row["data"], row["settings"])
             row["score"] = float("nan") if row["score"] is None and row["error"] is None else row["score"]
             out.append(row)
         return out
+
+    def _check_row(self, row_id: int, row: dict) -> None:
+        """weights: a JSON list of numbers; settings: a JSON object (weights_key, settings_key)."""
+        for column, valid, what in (
+            ("weights", lambda v: isinstance(v, list) and all(isinstance(w, (int, float)) for w in v),
+             "a JSON list of numbers"),
+            ("settings", lambda v: isinstance(v, dict), "a JSON object"),
+        ):
+            text = row[column]
+            try:
+                ok = isinstance(text, str) and valid(json.loads(text))
+            except (ValueError, RecursionError):
+                ok = False
+            if not ok:
+                shown = repr(text)[:60] + ("..." if len(repr(text)) > 60 else "")
+                raise UserError(f"{self.path}: row {row_id} holds {column} {shown}, not {what} as bench writes: "
+                                f"another program changed the store; delete that row, or {NOT_THIS_VERSION}")
+
+    def kept(self, key: dict, archs) -> int:
+        """How many of `archs` have a row (a result or an error) under `key`
+        (space, weights, data, settings), read back from the file."""
+        wanted = set(archs)
+        with self._sqlite_errors():
+            rows = self.db.execute(
+                "SELECT arch FROM results WHERE space = ? AND weights = ? AND data = ? AND settings = ?",
+                (key["space"], key["weights"], key["data"], key["settings"]),
+            )
+            return sum(r[0] in wanted for r in rows)
+
+    def check_still_there(self) -> None:
+        """A UserError if the file opened is no longer at its path (deleted or
+        replaced while open: SQLite goes on writing the file it holds, which
+        nobody can open again)."""
+        try:
+            info = os.stat(self.path)
+            here = (info.st_dev, info.st_ino)
+        except OSError:
+            here = None
+        if here != self.identity:
+            what = "deleted" if here is None else "replaced by another file"
+            raise UserError(f"the results store {self.path} was {what} while this command wrote it: the rows it "
+                            "wrote are lost with it; rerun the command (into a store that stays where it is)")
 
     def count(self) -> int:
         with self._sqlite_errors():

@@ -29,7 +29,9 @@ dangling vertex; `prune` gives the network actually built.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import itertools
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -79,33 +81,33 @@ def make_arch(matrix, ops) -> Arch:
     if n == 0 or any(len(row) != n for row in rows):
         raise UserError(f"nb101 adjacency must be square (n x n), got row lengths {[len(r) for r in rows]}")
     entries = [v for row in rows for v in row]
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v in (0, 1) for v in entries):
+    # by type first (a bool is not an int here), then by value: bench checks 423,624 cells
+    if not all(t is int or issubclass(t, np.integer) for t in set(map(type, entries))) or not set(entries) <= {0, 1}:
         raise UserError("nb101 adjacency entries must be the integers 0 or 1")
     if isinstance(ops, str) or not all(isinstance(op, str) for op in ops):
         raise UserError(f"nb101 ops must be a list of op names, got {ops!r}")
-    return Arch(tuple(tuple(int(v) for v in row) for row in rows), tuple(ops))
+    return Arch(tuple(tuple(map(int, row)) for row in rows), tuple(ops))
 
 
 def _pruned(arch: Arch) -> Arch | None:
     """The cell without the vertices that lie on no input-to-output path,
     renumbered in order (ModelSpec._prune); None if input cannot reach output."""
-    m = np.array(arch.matrix, dtype=np.int64)
+    m = arch.matrix
     n = len(m)
     # reach[j]: j is reachable from input; feeds[j]: output is reachable from j.
     # Edges go from low to high index, so one pass in each direction suffices.
-    reach = np.zeros(n, bool)
-    reach[0] = True
+    reach = [True] + [False] * (n - 1)
     for j in range(1, n):
-        reach[j] = bool(np.any(reach[:j] & (m[:j, j] == 1)))
-    feeds = np.zeros(n, bool)
-    feeds[n - 1] = True
+        reach[j] = any(reach[i] and m[i][j] == 1 for i in range(j))
+    feeds = [False] * (n - 1) + [True]
     for i in range(n - 2, -1, -1):
-        feeds[i] = bool(np.any(feeds[i + 1:] & (m[i, i + 1:] == 1)))
-    keep = np.flatnonzero(reach & feeds)
+        feeds[i] = any(feeds[j] and m[i][j] == 1 for j in range(i + 1, n))
+    keep = [v for v in range(n) if reach[v] and feeds[v]]
     if len(keep) < 2:
         return None
-    return Arch(tuple(tuple(int(v) for v in m[i, keep]) for i in keep),
-                tuple(arch.ops[i] for i in keep))
+    if len(keep) == n:
+        return arch
+    return Arch(tuple(tuple(m[i][j] for j in keep) for i in keep), tuple(arch.ops[i] for i in keep))
 
 
 def prune(arch: Arch) -> Arch:
@@ -114,15 +116,14 @@ def prune(arch: Arch) -> Arch:
     return _pruned(_checked(arch))
 
 
-def _checked(arch) -> Arch:
-    """`arch` (an Arch or any pair matrix, ops) as a validated Arch."""
-    validate(arch)
-    return make_arch(*arch)
-
-
 def validate(arch) -> None:
     """Raise UserError naming what is wrong, as the official api.is_valid
     would reject it (edges counted after pruning, as there)."""
+    _checked(arch)
+
+
+def _checked(arch) -> Arch:
+    """`arch` (an Arch or any pair matrix, ops) as a validated Arch (UserError: `validate`)."""
     if not (isinstance(arch, (tuple, list)) and len(arch) == 2):
         raise UserError("an nb101 architecture is a pair (adjacency matrix, ops list)")
     arch = make_arch(*arch)
@@ -144,6 +145,7 @@ def validate(arch) -> None:
     edges = sum(map(sum, pruned.matrix))
     if edges > MAX_EDGES:
         raise UserError(f"nb101 cell has {edges} edges on input-output paths, at most {MAX_EDGES} allowed")
+    return arch
 
 
 def _is_valid(arch: Arch) -> bool:
@@ -294,6 +296,126 @@ def mutate(arch: Arch, rng: np.random.Generator) -> Arch:
     return choices[int(rng.integers(len(choices)))]
 
 
+# --- the whole space --------------------------------------------------------------
+#
+# The benchmark's generator (nasbench/scripts/generate_graphs.py) walks, for
+# 2..7 vertices, every adjacency bitmask in increasing order (bit x + y(y-1)/2
+# is the edge x -> y), keeps the "full" DAGs (every vertex but the output has
+# an out-edge, every vertex but the input an in-edge: nothing to prune) of at
+# most 9 edges, labels the inner vertices in itertools.product order and keeps
+# the first cell of each graph hash (`nasbench_hash`): 423,624 cells. The hash
+# is invariant under relabelling and, on this space, tells every two
+# non-isomorphic cells apart (the generator checked it), so its classes are the
+# isomorphism classes. `all_archs` finds them without hashing 1.3 million
+# labelled graphs: a class's first cell lies on the first bitmask of its
+# unlabelled graph (every relabelling of the graph carries every labelling),
+# labelled with the first labelling of its orbit under that graph's
+# automorphisms. tests/test_nb101_space.py compares it, cell for cell and in
+# order, with the generator's own loop on up to 5 vertices and checks the
+# count; benchmarks/nb101_space.py runs that comparison on all 7.
+
+
+def nasbench_hash(matrix, ops) -> str:
+    """NAS-Bench-101's graph hash of a pruned cell (graph_util.hash_module,
+    the `module_hash` of its records): each vertex starts from the MD5 of
+    (out-degree, in-degree, label), label -1 input, -2 output, else the op's
+    index in OPS; then, as many rounds as vertices, each vertex hashes its
+    sorted in-neighbours', its sorted out-neighbours' and its own hash; the
+    result is the MD5 of the sorted final hashes."""
+    n = len(matrix)
+    labels = [-1] + [OPS.index(op) for op in ops[1:-1]] + [-2]
+    ins = [[w for w in range(n) if matrix[w][v]] for v in range(n)]
+    outs = [[w for w in range(n) if matrix[v][w]] for v in range(n)]
+    md5 = hashlib.md5
+    hashes = [md5(str((len(outs[v]), len(ins[v]), labels[v])).encode()).hexdigest() for v in range(n)]
+    for _ in range(n):
+        hashes = [md5(("".join(sorted([hashes[w] for w in ins[v]])) + "|"
+                       + "".join(sorted([hashes[w] for w in outs[v]])) + "|" + hashes[v]).encode()).hexdigest()
+                  for v in range(n)]
+    return md5(str(sorted(hashes)).encode()).hexdigest()
+
+
+def _edges(n: int) -> list[tuple[int, int]]:
+    """The generator's edge of each bit: bit x + y(y-1)/2 is x -> y (column by column)."""
+    return [(x, y) for y in range(n) for x in range(y)]
+
+
+def _full_dag_masks(n: int) -> np.ndarray:
+    """The bitmasks, in increasing order, of n-vertex DAGs of at most
+    MAX_EDGES edges whose every vertex lies on an input-output path
+    (graph_util.is_full_dag: each vertex but the last has an out-edge, each
+    but the first an in-edge)."""
+    edges = _edges(n)
+    masks = np.arange(1 << len(edges), dtype=np.int64)
+    keep = np.bitwise_count(masks) <= MAX_EDGES
+    for v in range(n):
+        if v < n - 1:
+            keep &= (masks & sum(1 << k for k, (x, _) in enumerate(edges) if x == v)) != 0
+        if v > 0:
+            keep &= (masks & sum(1 << k for k, (_, y) in enumerate(edges) if y == v)) != 0
+    return masks[keep]
+
+
+def _cells_of_size(n: int) -> list[Arch]:
+    """The generator's first cell of each graph hash among the n-vertex cells, in its order."""
+    edges = _edges(n)
+    masks = _full_dag_masks(n)
+    # every relabelling that keeps the input and the output; a graph's code under
+    # it: its n x n matrix as bits p(x) * n + p(y); equal minima = isomorphic graphs
+    perms = [(0, *p, n - 1) for p in itertools.permutations(range(1, n - 1))]
+    codes = np.zeros((len(perms), len(masks)), np.int64)
+    for i, p in enumerate(perms):
+        for k, (x, y) in enumerate(edges):
+            codes[i] |= ((masks >> k) & 1) << (p[x] * n + p[y])
+    _, first = np.unique(codes.min(axis=0), return_index=True)  # each graph's first bitmask
+    inner = n - 2
+    labellings = np.array(list(itertools.product(range(len(OPS)), repeat=inner)), np.int64).reshape(len(OPS) ** inner, inner)
+    place = len(OPS) ** np.arange(inner - 1, -1, -1)  # a labelling's rank in product order
+    rank = labellings @ place
+    cells = []
+    for j in np.sort(first):
+        least = rank
+        for i in np.flatnonzero(codes[:, j] == codes[0, j])[1:]:  # the automorphisms but the identity
+            moved = np.empty_like(labellings)
+            moved[:, [v - 1 for v in perms[i][1:-1]]] = labellings
+            least = np.minimum(least, moved @ place)
+        mask = int(masks[j])
+        matrix = tuple(tuple(int(mask >> edges.index((x, y)) & 1) if x < y else 0 for y in range(n))
+                       for x in range(n))
+        cells += [Arch(matrix, (INPUT, *(OPS[v] for v in labels), OUTPUT)) for labels in labellings[least == rank]]
+    return cells
+
+
+def all_archs(max_vertices: int = MAX_VERTICES) -> list[Arch]:
+    """The 423,624 cells of NAS-Bench-101, pruned, each once, in the
+    labelling and the order of the benchmark's generator (the labelling its
+    records store): 2 to 7 vertices, at most 9 edges. `max_vertices`: the
+    cells of at most that many vertices (the generator's --max_vertices)."""
+    return [arch for n in range(2, max_vertices + 1) for arch in _cells_of_size(n)]
+
+
+def canonical(arch) -> Arch:
+    """The cell of `all_archs` that is the same network as `arch`: pruned,
+    then relabelled as the benchmark's generator first met it (the least
+    bitmask, then the least labelling in product order, over the relabellings
+    that keep the edges going forward)."""
+    cell = prune(arch)
+    n = len(cell.matrix)
+    edges = _edges(n)
+    best = None
+    for inner in itertools.permutations(range(1, n - 1)):
+        order = (0, *inner, n - 1)  # vertex order[i] becomes vertex i
+        if any(cell.matrix[order[y]][order[x]] for x, y in edges):
+            continue  # an edge would go backward
+        mask = sum(1 << k for k, (x, y) in enumerate(edges) if cell.matrix[order[x]][order[y]])
+        labels = tuple(OPS.index(cell.ops[v]) for v in inner)
+        if best is None or (mask, labels) < best[:2]:
+            best = (mask, labels, order)
+    _, _, order = best
+    return Arch(tuple(tuple(cell.matrix[order[x]][order[y]] for y in range(n)) for x in range(n)),
+                tuple(cell.ops[v] for v in order))
+
+
 # --- the network ----------------------------------------------------------------
 
 
@@ -408,15 +530,17 @@ def to_onnx(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 
     return ir.to_proto(to_ir(arch, num_classes=num_classes, resolution=resolution, seed=seed))
 
 
-def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0) -> ir.Model:
-    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites)."""
+def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0, tied: bool = False) -> ir.Model:
+    """to_onnx's model as onnx-ir objects, not serialised (what bench rewrites).
+    tied: one initialiser per kind of parameter and shape (GraphBuilder.tied_parameter),
+    for constant weights only."""
     cell = prune(arch)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not isinstance(resolution, int) or resolution < 4:
         raise UserError(f"resolution must be an integer >= 4 (two 2x2 poolings), got {resolution!r}")
 
-    g = GraphBuilder(seed)
+    g = GraphBuilder(seed, tied=tied)
     x = g.input("input", ["batch", IN_CHANNELS, resolution, resolution])
     y = _conv_bn_relu(g, x, "stem", IN_CHANNELS, STEM_CHANNELS, 3)
     for i, (c_in, c_out) in enumerate(_cell_shapes()):
@@ -436,7 +560,8 @@ SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
-    reference_weights=(1e-4, 10.0), read_csv_archs=load_archs,
+    reference_weights=(1e-4, 10.0), read_csv_archs=load_archs, all_archs=all_archs,
+    canonical=canonical, ir_takes_tied=True,
     # test_143: test accuracy of 143 cells; naslib_500: validation accuracy and proxies of 500
     target_tables=("nb101_test_143", "nb101_naslib_500"), baselines_table="nb101_naslib_500",
     proxies_table="nb101_naslib_500", arch_columns=("cell", "adjacency,ops", "arch"),

@@ -59,6 +59,7 @@ import onnx_ir as ir
 from onnx import TensorProto
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.textfile import parse_json, read_text
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
@@ -126,25 +127,32 @@ def num_states(arch) -> int:
 
 
 def _topological_order(recipe: dict) -> list[str]:
-    """Recipe nodes, each after the nodes it reads. Assumes inputs exist."""
+    """Recipe nodes, each after the nodes it reads: a depth-first walk of the
+    inputs, in their order, from each node in sorted order. A stack, not
+    recursion: a recipe may chain any number of nodes. Assumes inputs exist."""
     order, state = [], {}  # state: 1 = on the current path, 2 = done
-
-    def visit(node, path):
-        if state.get(node) == 2:
-            return
-        if state.get(node) == 1:
-            cycle = path[path.index(node):] + [node]
-            raise UserError(f"NLP recipe has a cycle: {' -> '.join(cycle)}; "
-                            "only h_prev_i may feed a node back from the previous step")
-        state[node] = 1
-        for inp in recipe[node]["input"]:
-            if inp in recipe:
-                visit(inp, path + [inp])
-        state[node] = 2
-        order.append(node)
-
-    for node in sorted(recipe):
-        visit(node, [node])
+    for root in sorted(recipe):
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        path, pending = [root], [iter(recipe[root]["input"])]  # the walk's path, and each node's inputs left
+        while path:
+            for inp in pending[-1]:
+                if inp not in recipe or state.get(inp) == 2:
+                    continue
+                if state.get(inp) == 1:
+                    cycle = path[path.index(inp):] + [inp]
+                    raise UserError(f"NLP recipe has a cycle: {' -> '.join(cycle)}; "
+                                    "only h_prev_i may feed a node back from the previous step")
+                state[inp] = 1
+                path.append(inp)
+                pending.append(iter(recipe[inp]["input"]))
+                break
+            else:  # every input done
+                node = path.pop()
+                pending.pop()
+                state[node] = 2
+                order.append(node)
     return order
 
 
@@ -239,8 +247,6 @@ def load_recipes(data_dir: str | Path | None = None) -> list[dict]:
         table = packaged("nlp_wt2_summary")
     else:
         path = Path(data_dir) / "wt2_summary.csv"
-        if not path.exists():
-            raise UserError(f"{path} not found: pass data_dir, the folder holding wt2_summary.csv")
         table = read_csv(path)
 
     def number(text):
@@ -265,9 +271,7 @@ def example_recipes(data_dir: str | Path) -> list[str]:
     """The recipes of recipes_example.json (upstream data/recepies_example.json)
     in `data_dir`: the package does not ship that file, so the folder is given."""
     path = Path(data_dir) / "recipes_example.json"
-    if not path.exists():
-        raise UserError(f"{path} not found: pass data_dir, the folder holding recipes_example.json")
-    return [parse(json.dumps(r)) for r in json.loads(path.read_text())]
+    return [parse(json.dumps(r)) for r in parse_json(read_text(path, "recipes file"), str(path))]
 
 
 def all_archs(data_dir: str | Path | None = None) -> list[str]:

@@ -29,6 +29,9 @@ class Space:
     num_params_options: tuple[str, ...]  # export options num_params also takes
     reference_weights: tuple[float, float]  # the (w1, w2) pair of the paper's setting
     all_archs: Callable[[], list] | None = None  # the whole space, where it can be enumerated
+    # where an architecture has other encodings of the same network (nb101: unpruned
+    # cells, other vertex orders): arch -> the member of all_archs that is its network
+    canonical: Callable[[Any], Any] | None = None
     # the computation class of an architecture under constant weights (bench
     # scores one member per class), and the finer one that holds where the
     # FINITE_CHECK_OUTPUT output passes finite_check_passed
@@ -64,6 +67,21 @@ class Space:
 
     def export_options(self) -> tuple[str, ...]:
         return tuple(self.export_defaults)
+
+    def export(self, arch, **options):
+        """to_onnx's model, with metadata naming the space and its reference
+        pair (`epsinas.space`, `epsinas.weights`): `score` without --weights
+        scores the file at that pair, as bench scores the space."""
+        from epsinas_onnx.core.options import SPACE_METADATA_KEY, WEIGHTS_METADATA_KEY
+
+        model = self.to_onnx(arch, **options)
+        recorded = {SPACE_METADATA_KEY: self.name,
+                    WEIGHTS_METADATA_KEY: " ".join(repr(float(w)) for w in self.reference_weights)}
+        kept = [(p.key, p.value) for p in model.metadata_props if p.key not in recorded]
+        del model.metadata_props[:]
+        for key, value in [*kept, *recorded.items()]:
+            model.metadata_props.add(key=key, value=value)
+        return model
 
     def check_export_options(self, given: Mapping[str, Any], what: str | None = None) -> None:
         """UserError for an option to_onnx does not take (message as bench's before the protocol)."""

@@ -90,6 +90,10 @@ class OpRegistry(Generic[Rule]):
                 return entry.rule
         return None
 
+    def rules(self) -> list[Rule]:
+        """Every distinct rule of the table, in the order registered."""
+        return list(dict.fromkeys(entry.rule for entries in self._entries.values() for entry in entries))
+
     def op_types(self, domain: str = DEFAULT_DOMAIN) -> Iterable[str]:
         """The op types of `domain` that have a rule at some opset."""
         domain = canonical_domain(domain)

@@ -174,19 +174,27 @@ def _is_norm_scaling(node: ir.Node | None) -> bool:
 
 def is_constant_data(value: ir.Value | None) -> bool:
     """Whether `value` holds constants only: an initializer or Constant, seen
-    through data-movement and join ops (their other inputs are shapes)."""
-    if value is None:
-        return True
-    node = value.producer()
-    if node is None:
-        return value.is_initializer() or value.const_value is not None
-    if node.op_type == "Constant":
-        return True
-    if node.op_type in TRANSPARENT_OPS and node.inputs:
-        return is_constant_data(node.inputs[0])
-    if node.op_type in JOIN_OPS:
-        return all(is_constant_data(v) for v in node.inputs)
-    return False
+    through data-movement and join ops (their other inputs are shapes).
+    A walk with a stack, not recursion: a file may chain any number of ops."""
+    stack, seen = [value], set()
+    while stack:
+        value = stack.pop()
+        if value is None or id(value) in seen:
+            continue
+        seen.add(id(value))
+        node = value.producer()
+        if node is None:
+            if not (value.is_initializer() or value.const_value is not None):
+                return False
+        elif node.op_type == "Constant":
+            continue
+        elif node.op_type in TRANSPARENT_OPS and node.inputs:
+            stack.append(node.inputs[0])
+        elif node.op_type in JOIN_OPS:
+            stack.extend(node.inputs)
+        else:
+            return False
+    return True
 
 
 @dataclasses.dataclass
@@ -227,34 +235,41 @@ def _is_carried_state(node: ir.Node, i: int) -> bool:
     return node.op_type == "Loop" and i >= 2
 
 
-def _reader_roles(value: ir.Value, seen: set[int], opset: int) -> Iterable[tuple[Role, str]]:
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    for node, i in value.uses():
-        if node.op_type in SHAPE_ONLY_OPS:
+def _reader_roles(value: ir.Value, opset: int) -> Iterable[tuple[Role, str]]:
+    """(role, reader) of every use of `value`, looking through data-movement
+    ops and into Scan / Loop bodies: a walk with a stack, not recursion (a
+    file may chain thousands of Identity nodes), in the order of the uses."""
+    stack, seen = [value], set()
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
             continue
-        if node.domain not in ("", "ai.onnx"):
-            yield Role.OTHER, f"{node.domain}.{node.op_type}:{i}"
-        elif (node.op_type in TRANSPARENT_OPS and i == 0) or (
-            node.op_type in JOIN_OPS and all(is_constant_data(v) for v in node.inputs)
-        ):
-            for out in node.outputs:
-                yield from _reader_roles(out, seen, opset)
-        elif _is_carried_state(node, i):
-            # the initial value of a Scan / Loop state: a recurrent initial state,
-            # whatever the body then does with it
-            yield Role.INITIAL_STATE, f"{node.op_type}:{i}"
-        elif (body_input := _subgraph_input(node, i)) is not None:
-            yield from _reader_roles(body_input, seen, opset)
-        else:
-            rule = RULES.lookup("", node.op_type, opset)
-            yield (rule(node, i) if rule else Role.OTHER), f"{node.op_type}:{i}"
+        seen.add(id(value))
+        followed = []  # values to walk next, in use order
+        for node, i in value.uses():
+            if node.op_type in SHAPE_ONLY_OPS:
+                continue
+            if node.domain not in ("", "ai.onnx"):
+                yield Role.OTHER, f"{node.domain}.{node.op_type}:{i}"
+            elif (node.op_type in TRANSPARENT_OPS and i == 0) or (
+                node.op_type in JOIN_OPS and all(is_constant_data(v) for v in node.inputs)
+            ):
+                followed.extend(node.outputs)
+            elif _is_carried_state(node, i):
+                # the initial value of a Scan / Loop state: a recurrent initial state,
+                # whatever the body then does with it
+                yield Role.INITIAL_STATE, f"{node.op_type}:{i}"
+            elif (body_input := _subgraph_input(node, i)) is not None:
+                followed.append(body_input)
+            else:
+                rule = RULES.lookup("", node.op_type, opset)
+                yield (rule(node, i) if rule else Role.OTHER), f"{node.op_type}:{i}"
+        stack.extend(reversed(followed))
 
 
 def classify_value(value: ir.Value, opset: int) -> TensorRole:
     """`opset`: the model's default-domain opset, which picks the rules."""
-    found = list(_reader_roles(value, set(), opset))
+    found = list(_reader_roles(value, opset))
     roles = {role for role, _ in found}
     if not is_float(value):
         roles = {Role.OTHER}  # integer tensors are shapes, axes, indices

@@ -4,15 +4,22 @@ are ever held in memory, whatever the size of the file.
 A source says how many items it holds and their shape and type from the
 file's headers alone; `take(indices)` then reads those items (in that order).
 
-- .npy: memory-mapped (np.load mmap_mode="r"); pickled object arrays refused.
+Every file is opened through textfile.open_regular_file: a FIFO, a device
+(a link to /dev/zero) or a name the file system cannot hold is one line,
+never a read.
+
+- .npy: memory-mapped (numpy.memmap of the checked file); pickled object
+  arrays refused.
 - .npz: its `images` member, else its only one, streamed through once (the
   zip's CRC is checked at the end); its declared size is checked against its
   npy header before anything is read.
 - CIFAR-10 / CIFAR-100 binary version: `test_batch.bin` (records of 1 label
   byte + 3,072 pixel bytes), `test.bin` (2 label bytes + 3,072), or their
   folder (`cifar-10-batches-bin`, `cifar-100-binary`: the test set).
-- a folder of PNG / JPEG images, class sub-folders allowed, in the order of
-  their sorted relative paths (Pillow: the `images` extra).
+- a folder of PNG / JPEG images (its regular files), class sub-folders
+  allowed, in the order of their sorted relative paths (Pillow: the
+  `images` extra); each image's size is read from its header, and checked,
+  before any image is decoded.
 
 No pickle is ever read: the CIFAR python version is refused with a pointer
 to the binary version.
@@ -20,8 +27,12 @@ to the binary version.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
+import stat
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from epsinas_onnx.core.errors import UserError, first_line
+from epsinas_onnx.core.textfile import file_status, open_regular_file
 
 CIFAR_PIXELS = 3 * 32 * 32
 CIFAR_LABEL_BYTES = {"CIFAR-10": 1, "CIFAR-100": 2}
@@ -38,6 +50,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth")
 STREAM_CHUNK_BYTES = 16 * 2**20  # an .npz member is read this much at a time
 NO_PICKLE = "pickles are never loaded, as loading one runs code"
+# the most pixels one image may have: Pillow's own Image.MAX_IMAGE_PIXELS, past which it
+# warns of a decompression bomb (and refuses at twice it); checked from the header first
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclasses.dataclass
@@ -59,12 +74,17 @@ class ImageSource:
 def open_source(data) -> ImageSource:
     """The image source behind `data`: an array, or the path of a file or folder."""
     if isinstance(data, np.ndarray):
-        return ImageSource(data.shape[0] if data.ndim else 0, tuple(data.shape[1:]), data.dtype, "array",
-                           lambda indices: data[indices])
+        def take(indices: np.ndarray) -> np.ndarray:
+            if np.array_equal(indices, np.arange(len(indices))):
+                return data[:len(indices)]  # the first items: a view (a 224x224 batch of 256 is 154 MB)
+            return data[indices]
+
+        return ImageSource(data.shape[0] if data.ndim else 0, tuple(data.shape[1:]), data.dtype, "array", take)
     path = Path(data)
-    if not path.exists():
+    status = file_status(path, "data file")
+    if status is None:
         raise UserError(f"data file not found: {path} (check the path)")
-    if path.is_dir():
+    if stat.S_ISDIR(status.st_mode):
         return _open_folder(path)
     _refuse_pickle(path)
     if path.suffix == ".npy":
@@ -87,7 +107,7 @@ def _refuse_pickle(path: Path) -> None:
     if path.name in ("test_batch", "data_batch_1", "test", "train", "batches.meta", "meta") or path.parent.name in (
         "cifar-10-batches-py", "cifar-100-python"
     ):
-        with open(path, "rb") as handle:
+        with _open(path) as handle:
             if handle.read(1) == b"\x80":  # the pickle protocol opcode
                 _refuse_cifar_python(path)
 
@@ -97,6 +117,11 @@ def _refuse_cifar_python(path: Path):
         f"{path} is the CIFAR python version, which is pickles ({NO_PICKLE}): use the binary version "
         "(cifar-10-binary.tar.gz: cifar-10-batches-bin/test_batch.bin; cifar-100-binary.tar.gz: cifar-100-binary/test.bin)"
     )
+
+
+def _open(path: Path):
+    """The data file open for reading, if it is a regular file (textfile.open_regular_file)."""
+    return open_regular_file(path, "data file", kind="; give an .npz, .npy, .bin or text file, or a folder of images")
 
 
 def _check_header(path: Path, shape: tuple, dtype: np.dtype) -> None:
@@ -112,16 +137,26 @@ def _check_header(path: Path, shape: tuple, dtype: np.dtype) -> None:
 
 
 def _open_npy(path: Path) -> ImageSource:
+    """The array memory-mapped from the checked file itself (np.load would open the path again)."""
     try:
-        with open(path, "rb") as handle:
-            shape, _, dtype = _read_npy_header(handle)
-        _check_header(path, shape, dtype)
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with _open(path) as handle:
+            shape, fortran, dtype = _read_npy_header(handle)
+            _check_header(path, shape, dtype)
+            offset = handle.tell()
+            needed = offset + math.prod(shape) * dtype.itemsize
+            size = _file_size(handle)
+            if size < needed:
+                raise ValueError(f"the array needs {needed} bytes, the file has {size}: is it cut short?")
+            array = np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
     except UserError:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npy file ({first_line(exc, 200)})") from None
     return ImageSource(shape[0], tuple(shape[1:]), dtype, path.name, lambda indices: np.asarray(array[indices]))
+
+
+def _file_size(handle) -> int:
+    return os.fstat(handle.fileno()).st_size
 
 
 def _read_npy_header(handle) -> tuple[tuple, bool, np.dtype]:
@@ -137,8 +172,13 @@ def _read_npy_header(handle) -> tuple[tuple, bool, np.dtype]:
 
 
 def _open_npz(path: Path) -> ImageSource:
+    with _open(path) as handle:
+        return _open_npz_file(path, handle)
+
+
+def _open_npz_file(path: Path, handle) -> ImageSource:
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(handle)
     except NPZ_ERRORS as exc:
         raise _npz_error(path, exc) from None
     with archive:
@@ -157,7 +197,7 @@ def _open_npz(path: Path) -> ImageSource:
 
     def take(indices: np.ndarray) -> np.ndarray:
         try:
-            with zipfile.ZipFile(path) as reopened, reopened.open(info) as member:
+            with _open(path) as handle, zipfile.ZipFile(handle) as reopened, reopened.open(info) as member:
                 _read_npy_header(member)
                 return _stream_items(member, shape, fortran, dtype, indices)
         except NPZ_ERRORS as exc:
@@ -228,15 +268,16 @@ def _stream_items(member, shape, fortran: bool, dtype: np.dtype, indices: np.nda
 
 
 def _open_cifar_binary(path: Path, kind: str | None = None) -> ImageSource:
-    size = path.stat().st_size
-    kind = kind or CIFAR_FILES.get(path.name) or _cifar_kind_from_size(path, size)
-    record = CIFAR_LABEL_BYTES[kind] + CIFAR_PIXELS
-    if size == 0 or size % record:
-        raise UserError(
-            f"{path} is not a {kind} binary file: its {size} bytes are not whole records of {record} bytes "
-            f"({CIFAR_LABEL_BYTES[kind]} label byte(s) + 3,072 pixels)"
-        )
-    records = np.memmap(path, dtype=np.uint8, mode="r", shape=(size // record, record))
+    with _open(path) as handle:
+        size = _file_size(handle)
+        kind = kind or CIFAR_FILES.get(path.name) or _cifar_kind_from_size(path, size)
+        record = CIFAR_LABEL_BYTES[kind] + CIFAR_PIXELS
+        if size == 0 or size % record:
+            raise UserError(
+                f"{path} is not a {kind} binary file: its {size} bytes are not whole records of {record} bytes "
+                f"({CIFAR_LABEL_BYTES[kind]} label byte(s) + 3,072 pixels)"
+            )
+        records = np.memmap(handle, dtype=np.uint8, mode="r", shape=(size // record, record))
     label_bytes = CIFAR_LABEL_BYTES[kind]
 
     def take(indices: np.ndarray) -> np.ndarray:
@@ -262,7 +303,7 @@ def _cifar_kind_from_size(path: Path, size: int) -> str:
 
 def _open_folder(path: Path) -> ImageSource:
     for name, kind in (("test_batch.bin", "CIFAR-10"), ("test.bin", "CIFAR-100")):
-        if (path / name).is_file():
+        if (path / name).exists():  # a FIFO or a device of that name is refused when opened
             return _open_cifar_binary(path / name, kind)
     if (path / "batches.meta").is_file() or ((path / "meta").is_file() and (path / "test").is_file()):
         _refuse_cifar_python(path)
@@ -270,23 +311,23 @@ def _open_folder(path: Path) -> ImageSource:
         (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
          and not any(part.startswith(".") for part in p.relative_to(path).parts)),
         key=lambda p: p.relative_to(path).as_posix(),
-    )
+    )  # is_file: regular files (through links); a FIFO or a link to a device is no image
     if not files:
         raise UserError(f"{path} holds no PNG or JPEG images (nor CIFAR binary files)")
     image_module = _pillow()
-    first = _read_image(image_module, files[0])
-    shape = first.shape
+    width, height = _image_size(image_module, files[0])  # the batch's shape, before anything is decoded
+    shape = (height, width, 3)
 
     def take(indices: np.ndarray) -> np.ndarray:
         images = np.empty((len(indices), *shape), dtype=np.uint8)
         for slot, index in enumerate(indices):
-            image = _read_image(image_module, files[index])
-            if image.shape != shape:
+            other_width, other_height = _image_size(image_module, files[index])
+            if (other_width, other_height) != (width, height):
                 raise UserError(
-                    f"{files[index]} is {image.shape[1]}x{image.shape[0]} but {files[0].name} is "
-                    f"{shape[1]}x{shape[0]}: the images of a folder must share one size (resize them first)"
+                    f"{files[index]} is {other_width}x{other_height} but {files[0].name} is "
+                    f"{width}x{height}: the images of a folder must share one size (resize them first)"
                 )
-            images[slot] = image
+            images[slot] = _read_image(image_module, files[index])
         return images
 
     return ImageSource(len(files), shape, np.dtype(np.uint8), f"{path.name}/ ({len(files)} images)", take)
@@ -300,14 +341,46 @@ def _pillow():
     return Image
 
 
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+
+
+def _image_size(image_module, path: Path) -> tuple[int, int]:
+    """(width, height) from the image's header alone, refused past MAX_IMAGE_PIXELS."""
+    try:
+        with _open(path) as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)  # the size is checked below
+            with image_module.open(handle) as image:
+                width, height = image.size
+    except UserError:
+        raise
+    except (*IMAGE_ERRORS, image_module.DecompressionBombError) as exc:
+        raise UserError(f"{path} is not a readable image ({first_line(exc, 200)})") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(f"{path} is {width}x{height}, over the {MAX_IMAGE_PIXELS:,} pixels one image may have "
+                        "(Pillow's decompression-bomb limit): resize it to the size the model takes")
+    if width == 0 or height == 0:
+        raise UserError(f"{path} is an empty image ({width}x{height})")
+    return width, height
+
+
+@contextlib.contextmanager
+def _no_bomb_warning(image_module):
+    """Pillow's DecompressionBombWarning as an error, never a warning printed
+    (MAX_IMAGE_PIXELS refuses such images first, unless Pillow's limit was lowered)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", image_module.DecompressionBombWarning)
+        yield
+
+
 def _read_image(image_module, path: Path) -> np.ndarray:
     """One image as HWC uint8 RGB (grey and palette images converted, alpha dropped)."""
     try:
-        with image_module.open(path) as image:
+        with _open(path) as handle, _no_bomb_warning(image_module), image_module.open(handle) as image:
             pixels = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
+    except UserError:
+        raise
+    except (*IMAGE_ERRORS, image_module.DecompressionBombError, image_module.DecompressionBombWarning) as exc:
         raise UserError(f"{path} is not a readable image ({first_line(exc, 200)})") from None
     if 0 in pixels.shape:
         raise UserError(f"{path} is an empty image ({pixels.shape[1]}x{pixels.shape[0]})")
     return pixels
-

@@ -6,8 +6,10 @@ from __future__ import annotations
 import array as py_array
 import contextlib
 import dataclasses
+import io
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import onnx_ir as ir
 
 from epsinas_onnx.core.scoring.datasets import open_source
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.textfile import file_status, open_regular_file
 from epsinas_onnx.core.options import DEFAULT_SEQ_LEN  # NAS-Bench-NLP's BPTT length (inputs.DEFAULT_SEQ_LEN as before)
 
 # reference-semantics §5 (per channel, in 0..255 units)
@@ -153,7 +156,7 @@ def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed
     if source.dtype == np.uint8:
         images = items.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     else:
-        images = items.astype(np.float32)
+        images = items.astype(np.float32, copy=False)  # take() copied already: no second copy of a float32 batch
     del items
     images = _normalise(images, norm)
     chosen = f"first {batch_size}" if shuffle_seed is None else f"{batch_size} shuffled with seed {shuffle_seed}"
@@ -242,7 +245,7 @@ def _fit_to_input(spec: InputSpec, images: np.ndarray) -> np.ndarray:
     if [images.shape[a] for a in spatial] != target:
         images = resize(images, target, spatial)
     _check_dims(spec, images)
-    return np.ascontiguousarray(images.astype(spec.dtype))
+    return np.ascontiguousarray(images.astype(spec.dtype, copy=False))
 
 
 def _check_dims(spec: InputSpec, array: np.ndarray) -> None:
@@ -369,31 +372,31 @@ def _synthetic_batch(spec: InputSpec, kind: str, batch_size: int, seed: int, def
 def read_token_stream(path: Path) -> tuple[np.ndarray, int]:
     """Token ids of a whitespace-tokenised text, `<eos>` at each line end;
     the vocabulary numbers words in order of first appearance."""
-    if not path.is_file():
-        raise UserError(f"{path} is not a regular file: token models need a text file of whitespace-separated tokens")
-    size = path.stat().st_size
-    if size == 0:
-        raise UserError(f"{path} is empty: token models need a text file of whitespace-separated tokens")
-    # the whole text is the stream the batch's columns are cut from (as the
-    # reference batchifies it): at most one id (8 bytes) per 2 bytes of text,
-    # plus the vocabulary and the batch: refuse a text far past that
-    available = available_memory()
-    if available is not None and 10 * size > available:
-        raise UserError(
-            f"{path} ({size / 2**30:.1f} GiB) is too large to tokenise in the {available / 2**30:.1f} GiB available: "
-            "pass a shorter text (the batch needs only --seq-len x --batch-size tokens of it)"
-        )
-    vocabulary: dict[str, int] = {}
-    ids = py_array.array("q")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+    what = "text file"
+    kind = ": token models need a text file of whitespace-separated tokens"
+    with open_regular_file(path, what, kind=kind) as raw:
+        size = os.fstat(raw.fileno()).st_size
+        if size == 0:
+            raise UserError(f"{path} is empty{kind}")
+        # the whole text is the stream the batch's columns are cut from (as the
+        # reference batchifies it): at most one id (8 bytes) per 2 bytes of text,
+        # plus the vocabulary and the batch: refuse a text far past that
+        available = available_memory()
+        if available is not None and 10 * size > available:
+            raise UserError(
+                f"{path} ({size / 2**30:.1f} GiB) is too large to tokenise in the {available / 2**30:.1f} GiB available: "
+                "pass a shorter text (the batch needs only --seq-len x --batch-size tokens of it)"
+            )
+        vocabulary: dict[str, int] = {}
+        ids = py_array.array("q")
+        try:
+            for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
                 if "\0" in line:
-                    raise UserError(f"{path} is binary (a NUL byte on line {number}), not text: token models need a text file of whitespace-separated tokens")
+                    raise UserError(f"{path} is binary (a NUL byte on line {number}), not text{kind}")
                 for word in line.split() + ["<eos>"]:
                     ids.append(vocabulary.setdefault(word, len(vocabulary)))
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: token models need a text file of whitespace-separated tokens") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text{kind}") from None
     return np.frombuffer(ids, dtype=np.int64), len(vocabulary)
 
 
@@ -420,9 +423,10 @@ def _token_batch(spec, data, batch_size, seq_len, vocab_size, token_layout, seed
             stream, label = data.reshape(-1).astype(np.int64), "token array"
         else:
             path = Path(data)
-            if not path.exists():
+            status = file_status(path, "data file")
+            if status is None:
                 raise UserError(f"data file not found: {path} (check the path)")
-            if path.is_dir() or path.suffix in (".npz", ".npy", ".bin"):
+            if stat.S_ISDIR(status.st_mode) or path.suffix in (".npz", ".npy", ".bin"):
                 raise UserError(f"input {spec.describe()} takes integer token ids, but {path.name} holds images: pass a text file")
             stream, words = read_token_stream(path)
             label = f"{path.name} ({words} words)"

@@ -10,7 +10,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from epsinas_onnx.core.errors import UserError, first_line
-from epsinas_onnx.core.textfile import read_regular_file
+from epsinas_onnx.core.textfile import open_regular_file, path_error, read_regular_file
 
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit on one message
 
@@ -109,30 +109,31 @@ def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: 
     if not target.resolve().is_relative_to(folder):
         raise UserError(f"{where} is stored in {location!r}, outside the model's folder; "
                         f"external data must be a file in {folder}")
-    if target.is_symlink():
-        raise UserError(f"{where} is stored in {location!r}, a symbolic link; copy the file it points to into {folder}")
-    if not target.exists():
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
         raise UserError(f"{where} is stored in external file {location!r}, which is missing next to the model; "
-                        f"copy it into {folder}")
+                        f"copy it into {folder}") from None
+    except OSError as exc:
+        raise path_error(exc, location, f"{where}: its external file") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UserError(f"{where} is stored in {location!r}, a symbolic link; copy the file it points to into {folder}")
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{where} is stored in {location!r}, which is not a regular file "
+                        "(a directory, device or FIFO)")
     offset, length = _offset_and_length(fields, where)
     expected = _tensor_bytes(tensor)
     if length is None:
         length = expected
     elif expected is not None and length != expected:
         raise UserError(f"{where} needs {expected} bytes but its external data says {length}; is the model corrupted?")
-    try:  # O_NOFOLLOW: a symlink swapped in since the check above fails here; O_NONBLOCK: a FIFO does not block
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise UserError(f"{where}: cannot open its external file {location!r} ({exc.strerror or first_line(exc)})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-        os.close(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{where} is stored in {location!r}, which is not a regular file "
-                            "(a directory, device or FIFO)")
-        raise UserError(f"{where} is stored in {location!r}, which has {info.st_nlink} hard links (the others "
-                        f"may be outside the model's folder); replace the link by a copy (cp, not ln)")
-    with os.fdopen(fd, "rb") as file:
+    # opened without following a link and checked again on the descriptor: a
+    # symlink or FIFO swapped in since the checks above is refused there
+    with open_regular_file(target, f"{where}: its external file", follow_symlinks=False) as file:
+        info = os.fstat(file.fileno())
+        if info.st_nlink > 1:
+            raise UserError(f"{where} is stored in {location!r}, which has {info.st_nlink} hard links (the others "
+                            f"may be outside the model's folder); replace the link by a copy (cp, not ln)")
         if length is None:
             length = info.st_size - offset
         if offset + length > info.st_size:

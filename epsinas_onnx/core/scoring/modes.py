@@ -10,7 +10,8 @@ ladder     the same two runs, except that where the output at w1 is constant
            what the reference formula gives there (LADDER_RULE).
 upper      the reference where it is finite; where the output at w1 is
            constant, the reference formula of w2 and a weight a decade above
-           it, ranked above every reference-scored architecture (UPPER_RULE).
+           it, ranked above every reference-scored architecture (UPPER_RULE),
+           NaN where that formula reads float32 rounding only (ROUNDING_GUARD).
 
 Each mode takes the two weights and run(w) -> output, and returns
 (score, nan_reason, outputs, pair): pair is the two weights the score was
@@ -24,7 +25,7 @@ import math
 import numpy as np
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.scoring.metric import decisive_nan_reason, score_runs, score_with_reason
+from epsinas_onnx.core.scoring.metric import decisive_nan_reason, epsinas_score, score_runs, score_with_reason
 
 MODES = ("reference", "ladder", "upper")
 DEFAULT_MODE = "reference"
@@ -39,6 +40,14 @@ UPPER_STEP = 10.0  # the upper pair is (w2, UPPER_STEP * w2)
 UPPER_RULE = (
     "the reference score s of (w1, w2) where it is finite, as s / (1 + s) (the reference's order); where it is "
     "NaN and the output at w2 is not constant, 2 - u / (1 + u), u the reference formula of (w2, 10 * w2)"
+)
+# u no larger than this many times the rounding floor (the reference formula
+# of the outputs at w2 and at the next float32 above it) is rounding
+ROUNDING_FACTOR = 10.0
+ROUNDING_GUARD = (
+    "where u is at most 10 times the rounding floor f, the reference formula of the outputs at w2 and at the next "
+    "float32 number above w2 (two weights whose networks differ by rounding only), the upper score is NaN: the "
+    "network is the same function at w2 and 10 * w2 up to rounding, so u orders nothing"
 )
 
 
@@ -133,7 +142,30 @@ def score_upper(weights, run):
     upper, why = score_with_reason({high: outputs[high], top: outputs[top]})
     if np.isnan(upper):
         return math.nan, f"{reason}; and at the upper pair ({high:g}, {top:g}): {why}", outputs, None
+    rounding = rounding_reason(high, top, upper, outputs, run)
+    if rounding is not None:
+        return math.nan, f"{reason}; and {rounding}", outputs, None
     return upper_value(upper, True), None, outputs, (high, top)
+
+
+def rounding_floor(high: float, y_high: np.ndarray, run) -> tuple[float, float]:
+    """(f, w): the reference formula of the outputs at `high` and at w, the
+    next float32 number above it. The two networks differ by rounding only
+    (a relative weight step of 2^-23, which no BatchNorm eps can make
+    visible), so f is what float32 rounding alone makes the formula read."""
+    step = float(np.nextafter(np.float32(high), np.float32(np.inf)))
+    return epsinas_score(y_high, run(step)), step
+
+
+def rounding_reason(high: float, top: float, u: float, outputs: dict, run) -> str | None:
+    """Why u, the reference formula of (high, top), is float32 rounding
+    (ROUNDING_GUARD), or None where it is more."""
+    floor, _ = rounding_floor(high, outputs[high], run)
+    if not u <= ROUNDING_FACTOR * floor:  # a NaN floor guards nothing
+        return None
+    return (f"at the upper pair ({high:g}, {top:g}) u = {u:.3g} is no more than float32 rounding (at most "
+            f"{ROUNDING_FACTOR:g} x the {floor:.3g} of w = {high:g} against the next float32 above it): one function "
+            "at both weights")
 
 
 def score_in_mode(mode: str, weights, run):

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import stat
 from pathlib import Path
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.textfile import file_status
 from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, ScoringSettings
-from epsinas_onnx.core.scoring.scorer import DEFAULT_WEIGHTS, ScoreResult, score_with
+from epsinas_onnx.core.scoring.scorer import ScoreResult, score_with
 
 
 @dataclasses.dataclass
@@ -28,7 +30,8 @@ def model_paths(arguments) -> list[Path]:
     paths: list[Path] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        status = file_status(path, "model file")
+        if status is not None and stat.S_ISDIR(status.st_mode):
             inside = sorted(p for p in path.glob("*.onnx") if p.is_file())
             if not inside:
                 raise UserError(f"{path} is a folder with no .onnx file in it")
@@ -44,10 +47,11 @@ def model_paths(arguments) -> list[Path]:
     return unique
 
 
-def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = BatchOptions(),
+def rank_models(models, weights=None, batch_options: BatchOptions = BatchOptions(),
                 scoring: ScoringSettings = ScoringSettings(),
                 execution: ExecutionOptions = ExecutionOptions()) -> list[Ranked]:
-    """Score each model on the same batch (scorer.score_with) and rank them. A
+    """Score each model on the same batch (scorer.score_with) and rank them
+    (weights None: each model's recorded pair, else DEFAULT_WEIGHTS). A
     model that cannot be scored (a UserError) keeps its error on its row; when
     none can, the first error is raised, as for one model."""
     rows = []
@@ -58,6 +62,13 @@ def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = B
             rows.append(Ranked(str(model), None, str(exc)))
     if all(row.result is None for row in rows):
         raise UserError(rows[0].error if len(rows) == 1 else f"{rows[0].model}: {rows[0].error}")
+    pairs = {row.result.weights for row in rows if row.result is not None}
+    if len(pairs) > 1:  # no weights given, and the models record different pairs
+        for row in rows:
+            if row.result is not None:
+                row.result.warnings.append(
+                    f"the models were scored at {len(pairs)} different weight pairs (each its recorded one), whose "
+                    "scores do not compare: give --weights to rank them at one pair")
 
     def order(row: Ranked):
         if row.result is None:

@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnxruntime.capi import _pybind_state as _ort_c
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.limits import check_threads
+from epsinas_onnx.core.limits import check_threads, check_timeout
 
 # ONNX Runtime's own logger (the default environment's: provider set-up,
 # telemetry) writes coloured lines to stderr; the tool's stderr holds only its
@@ -308,7 +308,12 @@ class _Watchdog:
         self.thread = threading.Thread(target=self._loop, name="epsinas-onnx-watchdog", daemon=True)
         self.thread.start()
 
+    # the longest the thread sleeps before it looks at the deadlines again: a
+    # far deadline is never one select() could not take (an OverflowError would end the thread)
+    MAX_SLEEP = 60.0
+
     def watching(self, options, timeout: float | None) -> "_Watching":
+        check_timeout(timeout)  # nan would make the thread spin, 1e300 overflow select()
         return _Watching(self, _Run(options, math.inf if timeout is None else time.monotonic() + timeout))
 
     def add(self, run: _Run) -> None:
@@ -334,7 +339,7 @@ class _Watchdog:
         while True:
             with self.lock:
                 self.wake_at = min((r.deadline for r in self.runs), default=math.inf)
-                wait = None if self.wake_at == math.inf else max(0.0, self.wake_at - time.monotonic())
+                wait = None if self.wake_at == math.inf else min(max(0.0, self.wake_at - time.monotonic()), self.MAX_SLEEP)
             ready, _, _ = select.select([self.read_fd], [], [], wait)
             signals = set()
             if ready:

@@ -23,7 +23,8 @@ from epsinas_onnx.core.scoring import runtime
 # the execution options change the speed, never the result (not part of a results-store key);
 # the neutral settings, at their "as before" values, are left out of store keys (options.py)
 from epsinas_onnx.core.options import (DEFAULT_SEQ_LEN, DEFAULT_WEIGHTS, EXECUTION_OPTIONS, NEUTRAL_SETTINGS,  # noqa: F401
-                                  BatchOptions, ExecutionOptions, ScoringSettings)
+                                  SPACE_METADATA_KEY, WEIGHTS_METADATA_KEY, BatchOptions, ExecutionOptions,
+                                  ScoringSettings)
 
 
 @dataclasses.dataclass
@@ -60,7 +61,11 @@ class PreparedModel:
     timeout: float | None = None  # seconds per run (runtime.run_outputs)
 
     def run(self, batch: np.ndarray, weight: float) -> np.ndarray:
-        return self.run_outputs(batch, weight, [self.output])[0]
+        (y,) = self.run_outputs(batch, weight, [self.output])
+        if y.dtype.kind in "OSU":  # strings where the model declared no type (_choose_output refuses declared ones)
+            raise UserError(f"output {self.output!r} holds strings, not numbers: there is nothing to score "
+                            "(pick a numeric output with --output)")
+        return y
 
     def run_outputs(self, batch: np.ndarray, weight: float, names: list[str]) -> list[np.ndarray]:
         """Several outputs of one run (run() fetches the scored one only)."""
@@ -145,11 +150,18 @@ def session_payload(model: ir.Model) -> bytes:
 
 
 def _choose_output(model: ir.Model, output: str | None) -> str:
+    """The scored output: the first, or the one named; never one of strings,
+    which has no numbers to normalise."""
     names = [v.name for v in model.graph.outputs]
     if output is None:
-        return names[0]
-    if output not in names:
+        output = names[0]
+    elif output not in names:
         raise UserError(f"the model has no output {output!r}; its outputs are: {', '.join(names)}")
+    value = model.graph.outputs[names.index(output)]
+    if value.dtype == ir.DataType.STRING:
+        numeric = [v.name for v in model.graph.outputs if v.dtype != ir.DataType.STRING]
+        pick = f"pick one of {', '.join(map(repr, numeric))} with --output" if numeric else "the model has no other"
+        raise UserError(f"output {output!r} holds strings, not numbers: there is nothing to score ({pick})")
     return output
 
 
@@ -164,7 +176,7 @@ def embedding_rows(prepared: PreparedModel) -> int | None:
 def score(
     model,
     data=None,
-    weights=DEFAULT_WEIGHTS,
+    weights=None,
     *,
     output: str | None = None,
     input_name: str | None = None,
@@ -189,7 +201,9 @@ def score(
     """The epsinas score of `model` (a path, onnx.ModelProto or onnx_ir.Model).
 
     data: a path (.npz / .npy images, or a text file for token models) or an
-    array; None uses a synthetic batch (see README). Raises UserError on bad
+    array; None uses a synthetic batch (docs/commands/score.md). weights: the
+    two constants; None: the pair the model's metadata records (a model
+    `epsinas-onnx export` wrote), else DEFAULT_WEIGHTS (NAS-Bench-201's). Raises UserError on bad
     input; a NaN score is a result, with its reason in `nan_reason`. timeout:
     seconds each ONNX Runtime run may take (None: no limit).
     mode: "reference" (the published score), "ladder" or "upper" (defined
@@ -205,12 +219,39 @@ def score(
 
 def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
                execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
-    """score() with its options as the option objects (options.py) a command builds once."""
-    weights = check_weights(weights)
-    check_mode(scoring.mode, weights)
+    """score() with its options as the option objects (options.py) a command
+    builds once. weights None: the pair the model's metadata records (a model
+    `epsinas-onnx export` wrote: its space's reference pair), else DEFAULT_WEIGHTS."""
+    if weights is not None:
+        weights = check_weights(weights)
+        check_mode(scoring.mode, weights)
     start = time.perf_counter()
     prepared = prepare_model(model, input_name=batch.input_name, **scoring.prepare(), **execution.prepare())
-    return score_prepared(prepared, batch_for(prepared, batch), weights, batch.batch_size, start, scoring.mode)
+    notes = []
+    if weights is None:
+        weights, notes = model_weights(prepared.rewritten.model)
+        check_mode(scoring.mode, weights)
+    result = score_prepared(prepared, batch_for(prepared, batch), weights, batch.batch_size, start, scoring.mode)
+    result.warnings[:0] = notes
+    return result
+
+
+def model_weights(model: ir.Model) -> tuple[tuple[float, float], list[str]]:
+    """The pair a model is scored at when none is given: the one its metadata
+    records (WEIGHTS_METADATA_KEY, written by `export`), with a note saying
+    so, else DEFAULT_WEIGHTS."""
+    recorded = model.metadata_props.get(WEIGHTS_METADATA_KEY)
+    if recorded is None:
+        return DEFAULT_WEIGHTS, []
+    try:
+        weights = check_weights(recorded.split())
+    except (UserError, ValueError):
+        raise UserError(f"the model's metadata {WEIGHTS_METADATA_KEY!r} = {recorded[:60]!r} is not two weights: "
+                        "give --weights W1 W2") from None
+    space = model.metadata_props.get(SPACE_METADATA_KEY)
+    whose = f"{space}'s reference pair, " if space else ""
+    return weights, [f"scored at weights {weights[0]:g} {weights[1]:g}, {whose}which the model's metadata records "
+                     "(--weights chooses others)"]
 
 
 def batch_for(prepared: PreparedModel, options: BatchOptions) -> Batch:

@@ -108,82 +108,120 @@ class InitPolicy:
 
 
 class ConstantWeightPass(ir.passes.InPlacePass):
-    """Rewrite initializers by role. Needs the weight input to exist already."""
+    """Give each constant tensor its value by role (`roles`, computed here when
+    not given). Needs the weight input to exist already. The rules, by role:
+
+    - weight: w; with weight_init other than "constant", w * R (random_weight).
+    - initial state (of a recurrent op or loop): w.
+    - norm scale: w (bn_gamma="w") or 1 (bn_gamma="one").
+    - norm bias: 0.
+    - bias: 0 (bias="zero") or w (bias="w").
+    - embedding: a fixed table (embedding_table), or kept (embedding="keep").
+    - norm statistics, other: kept.
+
+    w reaches each tensor as Expand(w, shape), one node per distinct dtype and
+    shape; filled values replace the tensor's own; initializers nobody reads
+    afterwards are dropped.
+    """
 
     def __init__(self, weight_input_name: str, policy: InitPolicy = InitPolicy(), roles: list[TensorRole] | None = None):
         super().__init__()
         self.weight_input_name = weight_input_name
         self.policy = policy
         self.roles = roles  # computed here when not given
+        # role -> the method that sets a tensor of that role; roles not here are kept
+        self.rules = {
+            Role.WEIGHT: self.set_weight,
+            Role.INITIAL_STATE: self.set_to_w,
+            Role.NORM_SCALE: self.set_norm_scale,
+            Role.NORM_BIAS: self.set_to_zero,
+            Role.BIAS: self.set_bias,
+            Role.EMBEDDING: self.set_embedding,
+        }
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        w = next(v for v in graph.inputs if v.name == self.weight_input_name)
-        new_nodes: list[ir.Node] = []
-        w_by_dtype: dict[ir.DataType, ir.Value] = {ir.DataType.FLOAT: w}
-
-        def w_as(dtype: ir.DataType) -> ir.Value:
-            if dtype not in w_by_dtype:
-                cast = node("Cast", [w], to=dtype)
-                new_nodes.append(cast)
-                w_by_dtype[dtype] = cast.outputs[0]
-            return w_by_dtype[dtype]
-
-        # one Expand per distinct shape: the tensors are equal, and a graph of
-        # hundreds of weights then holds a handful of nodes for them
-        w_by_shape: dict[tuple, ir.Value] = {}
-
-        def broadcast_w(value: ir.Value) -> None:
-            tensor = value.const_value
-            key = (tensor.dtype, tuple(tensor.shape))
-            if key not in w_by_shape:
-                shape = constant(np.array(tensor.shape, dtype=np.int64))
-                expand = node("Expand", [w_as(tensor.dtype), shape.outputs[0]])
-                new_nodes.extend([shape, expand])
-                expand.outputs[0].name = f"{value.name}__epsinas"
-                w_by_shape[key] = expand.outputs[0]
-            value.replace_all_uses_with(w_by_shape[key])
-
-        def fill(value: ir.Value, array: np.ndarray) -> None:
-            tensor = value.const_value
-            value.const_value = ir.Tensor(array.astype(tensor.dtype.numpy()), name=value.name)
-
-        def scaled_random(value: ir.Value) -> None:
-            """value := w * R, R drawn once (a constant), the same for every w."""
-            tensor = value.const_value
-            r = random_weight(self.policy.weight_init, tuple(tensor.shape), value.name or "", self.policy.weight_seed)
-            table = constant(r.astype(tensor.dtype.numpy()))
-            mul = node("Mul", [w_as(tensor.dtype), table.outputs[0]])
-            new_nodes.extend([table, mul])
-            mul.outputs[0].name = f"{value.name}__epsinas"
-            value.replace_all_uses_with(mul.outputs[0])
-
+        w = _WeightNodes(next(v for v in graph.inputs if v.name == self.weight_input_name))
         for entry in self.roles if self.roles is not None else classify_model(model):
-            value, role = entry.value, entry.role
-            tensor = value.const_value
-            if tensor is None or role in (Role.OTHER, Role.NORM_STATS):
-                continue
-            shape = tuple(tensor.shape)
-            if role == Role.WEIGHT and self.policy.weight_init != "constant":
-                scaled_random(value)
-            elif role in (Role.WEIGHT, Role.INITIAL_STATE):
-                broadcast_w(value)
-            elif role == Role.NORM_SCALE:
-                if self.policy.bn_gamma == "w":
-                    broadcast_w(value)
-                else:
-                    fill(value, np.ones(shape))
-            elif role == Role.NORM_BIAS:
-                fill(value, np.zeros(shape))
-            elif role == Role.BIAS:
-                if self.policy.bias == "w":
-                    broadcast_w(value)
-                else:
-                    fill(value, np.zeros(shape))
-            elif role == Role.EMBEDDING and self.policy.embedding != "keep":
-                fill(value, embedding_table(self.policy.embedding, shape))
-        insert_at_start(graph, new_nodes)
+            rule = self.rules.get(entry.role)
+            if rule is not None and entry.value.const_value is not None:
+                rule(entry.value, w)
+        insert_at_start(graph, w.nodes)
         # Initializers now read by nobody (replaced weights) are dropped.
         for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
             graph.initializers.pop(name)
         return ir.passes.PassResult(model, modified=True)
+
+    def set_weight(self, value: ir.Value, w: _WeightNodes) -> None:
+        if self.policy.weight_init == "constant":
+            w.broadcast_to(value)
+        else:
+            r = random_weight(self.policy.weight_init, tuple(value.const_value.shape), value.name or "", self.policy.weight_seed)
+            w.scale(value, r)
+
+    def set_to_w(self, value: ir.Value, w: _WeightNodes) -> None:
+        w.broadcast_to(value)
+
+    def set_norm_scale(self, value: ir.Value, w: _WeightNodes) -> None:
+        if self.policy.bn_gamma == "w":
+            w.broadcast_to(value)
+        else:
+            _fill(value, np.ones(tuple(value.const_value.shape)))
+
+    def set_to_zero(self, value: ir.Value, w: _WeightNodes) -> None:
+        _fill(value, np.zeros(tuple(value.const_value.shape)))
+
+    def set_bias(self, value: ir.Value, w: _WeightNodes) -> None:
+        if self.policy.bias == "w":
+            w.broadcast_to(value)
+        else:
+            self.set_to_zero(value, w)
+
+    def set_embedding(self, value: ir.Value, w: _WeightNodes) -> None:
+        if self.policy.embedding != "keep":
+            _fill(value, embedding_table(self.policy.embedding, tuple(value.const_value.shape)))
+
+
+def _fill(value: ir.Value, array: np.ndarray) -> None:
+    """Replace the constant's values by `array`, in its dtype."""
+    value.const_value = ir.Tensor(array.astype(value.const_value.dtype.numpy()), name=value.name)
+
+
+class _WeightNodes:
+    """The nodes that bring w to the tensors of one graph, each built once:
+    a Cast per dtype, and one Expand per distinct shape (the tensors are
+    equal, and a graph of hundreds of weights then holds a handful of nodes
+    for them)."""
+
+    def __init__(self, w: ir.Value):
+        self.nodes: list[ir.Node] = []  # in the order built, inserted at the graph's start
+        self.by_dtype: dict[ir.DataType, ir.Value] = {ir.DataType.FLOAT: w}
+        self.by_shape: dict[tuple, ir.Value] = {}
+
+    def w_as(self, dtype: ir.DataType) -> ir.Value:
+        if dtype not in self.by_dtype:
+            cast = node("Cast", [self.by_dtype[ir.DataType.FLOAT]], to=dtype)
+            self.nodes.append(cast)
+            self.by_dtype[dtype] = cast.outputs[0]
+        return self.by_dtype[dtype]
+
+    def broadcast_to(self, value: ir.Value) -> None:
+        """value := w, broadcast to its shape."""
+        tensor = value.const_value
+        key = (tensor.dtype, tuple(tensor.shape))
+        if key not in self.by_shape:
+            shape = constant(np.array(tensor.shape, dtype=np.int64))
+            expand = node("Expand", [self.w_as(tensor.dtype), shape.outputs[0]])
+            self.nodes.extend([shape, expand])
+            expand.outputs[0].name = f"{value.name}__epsinas"
+            self.by_shape[key] = expand.outputs[0]
+        value.replace_all_uses_with(self.by_shape[key])
+
+    def scale(self, value: ir.Value, r: np.ndarray) -> None:
+        """value := w * r, r a constant: the same for every w."""
+        tensor = value.const_value
+        table = constant(r.astype(tensor.dtype.numpy()))
+        mul = node("Mul", [self.w_as(tensor.dtype), table.outputs[0]])
+        self.nodes.extend([table, mul])
+        mul.outputs[0].name = f"{value.name}__epsinas"
+        value.replace_all_uses_with(mul.outputs[0])
