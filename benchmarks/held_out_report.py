@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from epsinas_onnx.core.options import MODE_REVISIONS  # noqa: E402
 from epsinas_onnx.experiments import benchmark_tables, evaluation  # noqa: E402
 from epsinas_onnx.experiments.selection import row_mode, space_rows  # noqa: E402
 from epsinas_onnx.spaces import get_space  # noqa: E402
@@ -42,7 +43,10 @@ def label(rows: list[dict]) -> str:
     first = rows[0]
     weights = " ".join(f"{w:g}" for w in json.loads(first["weights"]))
     data = "grey" if first["data_description"].startswith("synthetic grey") else first["data_description"].split("[")[0]
-    return f"{row_mode(first)} [{weights}], {data}"
+    mode = row_mode(first)
+    # a mode's rows stored before its current revision (the upper mode before its rounding guard)
+    stale = mode in MODE_REVISIONS and json.loads(first["settings"]).get("mode_revision") != MODE_REVISIONS[mode]
+    return f"{mode} [{weights}], {data}" + (" (an earlier revision of the mode)" if stale else "")
 
 
 def fmt(value, digits: int = 3) -> str:
