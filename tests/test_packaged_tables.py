@@ -117,7 +117,9 @@ def test_evaluate_nb201_by_default_equals_the_source_files(shared_data, tmp_path
     assert packaged == by_file
     names = [r["proxy"] for r in packaged["rows"]]
     assert "naswot_cifar10" in names and "zen_cifar100" in names and "zc.synflow" in names
-    assert 0 < packaged["counts"]["compared"] < 300  # the proxies cover a subset
+    n_of = {r["proxy"]: r["n"] for r in packaged["rows"]}
+    assert n_of["epsinas"] == 300  # each row on the architectures it covers:
+    assert 0 < n_of["zc.synflow"] < 300  # the subset proxies on their subset
     _, same = _evaluate_json(capsys, "--store", store, "--dataset", "cifar100", "--baselines", "packaged")
     assert [r["proxy"] for r in same["rows"]][3:] == ["naswot_cifar10", "zen_cifar100"]
 

@@ -20,6 +20,7 @@ and an in-process writer that fails with ENOSPC.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import resource
@@ -58,7 +59,16 @@ def cli(*args, user=None, timeout=120, **kwargs) -> subprocess.CompletedProcess:
             pytest.skip("running as root, and no setpriv to drop the privileges that ignore permissions")
         env["HOME"] = kwargs.pop("home")
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+        if not _user_can_import(user):
+            pytest.skip(f"user {user} cannot import epsinas_onnx with {sys.executable} (its virtual environment "
+                        "or this checkout lies in a folder only its owner can enter)")
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env, **kwargs)
+
+
+@functools.cache
+def _user_can_import(user: str) -> bool:
+    probe = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", sys.executable, "-c", "import epsinas_onnx"]
+    return subprocess.run(probe, capture_output=True, cwd=ROOT, timeout=60).returncode == 0
 
 
 def assert_one_error(result, *fragments) -> str:

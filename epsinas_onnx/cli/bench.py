@@ -11,6 +11,7 @@ import click
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, SPACES, OutputFile, format_option,
                                             arch_column_option, dataset_option, direction_option,
                                             input_options, mode_option, policy_options, progress_option,
+                                            proxies_option, rank_by_option,
                                             sample_seed_option, side_table_option, stored_mode_option,
                                             target_column_option, target_source_options, weights_option)
 from epsinas_onnx.cli.render import say, show_rows, top64_text, warn
@@ -46,11 +47,12 @@ from epsinas_onnx.core.stop_signals import stoppable
               help="Ray: architectures per task (default: enough for 4 tasks per worker, at most 16).")
 @progress_option
 @mode_option
+@proxies_option
 @stoppable  # SIGTERM / SIGHUP are Ctrl-C from here on, before the slow imports
 def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_size, shuffle_seed, norm, synthetic,
           input_seed, seq_len, token_layout, input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding,
           weight_init, weight_seed, resolution, vocab_size, store, workers, executor, address, chunk, progress,
-          mode):
+          mode, proxies, proxy_seed):
     """Score architectures of a benchmark SPACE into a results store.
 
     Rows already stored under the same weights, batch and settings are skipped,
@@ -86,7 +88,7 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
         summary = run_bench(
             space, archs, weights, batch_options=batch, scoring=scoring, execution=execution, export=export,
             store_path=store, workers=workers, limit=limit, progress=progress, executor=executor, address=address,
-            chunk=chunk,
+            chunk=chunk, proxies=proxies, proxy_options=_proxy_options(proxy_seed),
         )
     except BenchInterrupted as stop:
         say(str(stop), err=True)
@@ -94,6 +96,12 @@ def bench(space, everything, n, seed, arch_file, limit, weights, data, batch_siz
     for warning in summary.warnings:
         warn(warning)
     say(summary.line())
+
+
+def _proxy_options(seed: int):
+    from epsinas_onnx.proxies.proxy import ProxyOptions
+
+    return ProxyOptions(seed=seed)
 
 
 def _open(store):
@@ -140,15 +148,17 @@ def results(store, space, config, fmt):
 @click.option("--config", default=None, help="The config id, when the store holds several for the space.")
 @stored_mode_option
 @click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write score vs target (.png, .pdf, .svg).")
+@rank_by_option
 @format_option
 def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, target_column, lower_is_better,
-             baselines, proxies, config, mode, plot_path, fmt):
+             baselines, proxies, config, mode, plot_path, rank_by, fmt):
     """Rank correlations and top-k agreement of stored scores with a target
     (reference-semantics §8), next to other proxies: each row on the
-    architectures it covers (docs/commands/bench.md)."""
+    architectures it covers, the proxies bench --proxies stored on those they
+    all cover (docs/commands/bench.md, docs/proxies.md)."""
     from epsinas_onnx.experiments import benchmark_tables, evaluation
 
-    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows
+    from epsinas_onnx.experiments.selection import row_mode, rows_by_mode, space_rows, stored_proxies
 
     evaluation.scipy_stats()  # a missing extra: one line, before any work
     space, rows = space_rows(store, space)
@@ -160,7 +170,7 @@ def evaluate(store, space, accuracies, benchmark_file, dataset, arch_column, tar
     report = evaluation.evaluate(
         rows, space, targets, dataset=dataset, arch_column=arch_column, target_column=target_column,
         lower_is_better=lower_is_better, baselines=baselines, proxies=proxies, mode=row_mode(rows[0]),
-        other_modes=other_modes,
+        other_modes=other_modes, stored_proxies=stored_proxies(store, rows), rank_by=rank_by,
     )
     first = rows[0]
     report["config"] = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],

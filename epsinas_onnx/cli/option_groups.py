@@ -118,6 +118,45 @@ def plot_option(help: str):
     return click.option("--plot", "plot_path", type=OutputFile(), default=None, help=help)
 
 
+# ---------------------------------------------------------------- other proxies
+
+
+def _proxy_names(ctx, param, value):
+    if value is None:
+        return ()
+    from epsinas_onnx.proxies.registry import parse_names
+
+    try:
+        return parse_names(value)
+    except Exception as exc:  # UserError: one line, as click's own
+        raise click.BadParameter(str(exc)) from None
+
+
+def _rank_by_names(ctx, param, value):
+    if value is None:
+        return ()
+    from epsinas_onnx.proxies.registry import parse_names
+
+    try:
+        return parse_names(value, allowed_extra=("epsinas",), repeats=True)
+    except Exception as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# among epsinas and the proxies; a name listed twice counts twice (proxies/aggregate.py)
+rank_by_option = click.option(
+    "--rank-by", metavar="NAMES", default=None, callback=_rank_by_names,
+    help="Rank by an aggregate (docs/proxies.md).")
+
+
+# score --proxy and bench --proxies: one option, both spellings
+proxies_option = stack(
+    click.option("--proxy", "--proxies", "proxies", metavar="NAMES", default=None, callback=_proxy_names,
+                 help="Other proxies, e.g. naswot,zen."),
+    click.option("--proxy-seed", type=click.IntRange(min=0), default=0, help="Seed of the proxies' draws."),
+)
+
+
 # ---------------------------------------------------------------- the batch
 
 

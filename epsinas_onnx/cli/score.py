@@ -12,7 +12,8 @@ import click
 
 from epsinas_onnx.cli import option_groups
 from epsinas_onnx.cli.option_groups import (FORMATS, SPACES, Number, OutputFile, format_option, init_settings,
-                                            input_options, mode_option, policy_options, weights_option)
+                                            input_options, mode_option, policy_options, proxies_option, rank_by_option,
+                                            weights_option)
 from epsinas_onnx.cli.render import say, show_rows, warn, write_atomically
 from epsinas_onnx.core.errors import UserError
 
@@ -79,10 +80,12 @@ def _score_torch_factory(models, factory, factory_kwargs, input_shape, data, wei
 @policy_options
 @torch_options
 @mode_option
+@proxies_option
+@rank_by_option
 @format_option
 def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, input_seed, legacy_seed, seq_len, token_layout,
           input_name, output, device, collapse, threads, timeout, bn_gamma, bias, embedding, weight_init, weight_seed, mode,
-          torch_factory, torch_kwargs, input_shape, fmt):
+          torch_factory, torch_kwargs, input_shape, proxies, proxy_seed, rank_by, fmt):
     """Score MODEL (an .onnx file), rank several (files, a glob, folders of
     *.onnx) on one batch, or with --torch score a PyTorch module. Exit 0
     whenever a score, NaN included, was computed. Every option at length:
@@ -97,6 +100,8 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, inpu
     scoring = ScoringSettings.from_init(weight_init, weight_seed, output=output, bn_gamma=bn_gamma, bias=bias,
                                         embedding=embedding, collapse=collapse, mode=mode)
     execution = ExecutionOptions(device=device, threads=threads, timeout=timeout or None)
+    if torch_factory is not None and (proxies or rank_by):
+        raise UserError("--proxy and --rank-by take ONNX models: export the --torch module first (docs/exporting.md)")
     if torch_factory is not None:
         result = _score_torch_factory(models, torch_factory, torch_kwargs, input_shape, data, weights,
                                       score_keywords(batch, scoring, execution))
@@ -106,15 +111,40 @@ def score(models, weights, data, batch_size, shuffle_seed, norm, synthetic, inpu
     elif input_shape is not None or torch_kwargs is not None:
         raise UserError("--input-shape and --torch-kwargs go with --torch")
     elif len(models) == 1 and not _is_folder(models[0]):
+        if rank_by:
+            raise UserError("--rank-by ranks several models against each other: give two or more")
         model = models[0]
         result = score_with(model, weights, batch, scoring, execution)
     else:
-        _rank(models, weights, (batch, scoring, execution), fmt)
+        _rank(models, weights, (batch, scoring, execution), fmt, proxies, rank_by, proxy_seed)
         return
     for warning in result.warnings:
         warn(warning)
     row = {"model": model, **result.to_dict()}
+    if proxies:
+        from epsinas_onnx.proxies import engine
+
+        values = engine.compute(model, proxies, batch, _proxy_options(proxy_seed), execution)
+        row.update(_proxy_columns(values, fmt))
     show_rows([row], fmt, single=True)
+
+
+def _proxy_options(seed: int):
+    from epsinas_onnx.proxies.proxy import ProxyOptions
+
+    return ProxyOptions(seed=seed)
+
+
+def _proxy_columns(values: dict, fmt: str) -> dict:
+    """Each proxy's value as a column (and its NaN reason, where it has one); json also its seconds."""
+    columns = {}
+    for name, result in values.items():
+        columns[name] = result.value
+        if result.nan_reason:
+            columns[f"{name}_nan_reason"] = result.nan_reason
+    if fmt == "json":
+        columns["proxy_seconds"] = {name: result.seconds for name, result in values.items()}
+    return columns
 
 
 def _check_model_arguments(models) -> None:
@@ -129,9 +159,12 @@ def _check_model_arguments(models) -> None:
                                    "(W1 W2), and what follows them is a model")
 
 
-def _rank(models, weights, options: tuple, fmt: str) -> None:
+def _rank(models, weights, options: tuple, fmt: str, proxies=(), rank_by=(), proxy_seed: int = 0) -> None:
     from epsinas_onnx.core.scoring.ranking import model_paths, rank_models
 
+    if proxies or rank_by:
+        _rank_population(model_paths(models), weights, options, fmt, proxies, rank_by, proxy_seed)
+        return
     ranked = rank_models(model_paths(models), weights, *options)
     scoring_mode = options[1].mode
     failed = 0
@@ -154,6 +187,33 @@ def _rank(models, weights, options: tuple, fmt: str) -> None:
             rows.append({"rank": entry.rank, "model": entry.model, "score": details["score"], "nan_reason": details["nan_reason"],
                          "error": entry.error, **pair, "weights": details.get("weights"), "seconds": details.get("seconds"),
                          "input": details.get("input"), "warnings": details.get("warnings", [])})
+    show_rows(rows, fmt)
+    if failed:
+        raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")
+
+
+def _rank_population(paths, weights, options: tuple, fmt: str, proxies, rank_by, proxy_seed: int) -> None:
+    """Several models with their proxies, ranked by the aggregate of rank_by (else by epsinas)."""
+    from epsinas_onnx.proxies.population import nan_reasons, rank_models
+
+    ranked = rank_models(paths, weights, *options, proxies=proxies, rank_by=rank_by,
+                         proxy_options=_proxy_options(proxy_seed))
+    rows, failed = [], 0
+    for entry in ranked:
+        row = {"rank": entry.rank}
+        if rank_by:
+            row["aggregate"] = entry.aggregate
+        row["epsinas"] = entry.result.score if entry.result is not None else None
+        for name in dict.fromkeys((*proxies, *(n for n in rank_by if n != "epsinas"))):
+            row[name] = entry.proxies[name].value if name in entry.proxies else None
+        row["model"] = entry.model
+        if entry.result is None:
+            failed += 1
+        elif fmt != "table":
+            for warning in entry.result.warnings:
+                warn(f"{entry.model}: {warning}")
+        row["note"] = f"error: {entry.error}" if entry.error else nan_reasons(entry)
+        rows.append(row)
     show_rows(rows, fmt)
     if failed:
         raise UserError(f"{failed} of {len(ranked)} models could not be scored (their rows say why)")

@@ -10,8 +10,8 @@ import click
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, SPACES, TABLE_OR_JSON, Number, OutputFile, arch_column_option,
                                             batch_options, batch_size_option, collapse_option, data_option, dataset_option, device_option,
                                             direction_option, format_option, init_settings, input_seed_option, norm_option, seq_len_option, mode_option,
-                                            plot_option, policy_options, progress_option, target_column_option,
-                                            target_source_options, weights_option)
+                                            plot_option, policy_options, progress_option, rank_by_option,
+                                            target_column_option, target_source_options, weights_option)
 from epsinas_onnx.cli.render import say, show_rows, top64_text
 from epsinas_onnx.core.errors import UserError
 VARIANTS = ("random", "random+warmup", "evolution", "evolution+warmup", "evolution+move", "evolution+warmup+move")
@@ -34,6 +34,7 @@ def store_options(fn):
     """The store the scores come from (--mode: its rows in that scoring mode), and the input options for
     scoring missing architectures on demand."""
     return _options(mode_option(fn), [
+        rank_by_option,
         click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile(),
                      help="The results store the scores come from; architectures it lacks are scored into it."),
         click.option("--space", type=SPACES, default=None, help="Default: the only space in the store."),

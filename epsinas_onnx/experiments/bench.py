@@ -80,6 +80,10 @@ class BenchSummary:
     data: str = ""  # fingerprint
     data_description: str = ""
     warnings: list = dataclasses.field(default_factory=list)  # the rewriter's, for the first architecture
+    # --proxies: per proxy, its seconds summed over the architectures (inside the workers), NaN and errors
+    proxy_seconds: dict = dataclasses.field(default_factory=dict)
+    proxy_nan: dict = dataclasses.field(default_factory=dict)
+    proxy_errors: dict = dataclasses.field(default_factory=dict)
 
     @property
     def finished(self) -> int:
@@ -95,7 +99,19 @@ class BenchSummary:
             f"{self.space}: {self.scored} scored ({self.nan} NaN{reused}), {errors}, "
             f"{self.skipped} skipped as already stored{repeats}; wall {self.wall:.1f} s, {per_arch} "
             f"({self.workers} worker{'s' if self.workers != 1 else ''}{inside}); store {self.store}"
+            + self.proxies_line()
         )
+
+    def proxies_line(self) -> str:
+        """--proxies: each proxy's seconds per architecture in a worker, beside epsinas's."""
+        if not self.proxy_seconds or not self.finished:
+            return ""
+        parts = [f"epsinas {self.arch_seconds / self.finished:.3g}"]
+        for name, seconds in self.proxy_seconds.items():
+            notes = [f"{n} {what}" for n, what in ((self.proxy_nan.get(name, 0), "NaN"),
+                                                   (self.proxy_errors.get(name, 0), "errors")) if n]
+            parts.append(f"{name} {seconds / self.finished:.3g}" + (f" ({', '.join(notes)})" if notes else ""))
+        return "\nseconds per architecture in a worker: " + ", ".join(parts)
 
     def interrupted_message(self) -> str:
         total = self.skipped + self.todo
@@ -297,6 +313,40 @@ def _follower_row(job: "_Job", row: dict, arch, text: str) -> dict:
             "reused": True}
 
 
+def _proxy_keys(proxies, proxy_options, export: dict, input_name: str | None) -> dict[str, str]:
+    """The store key's settings of each requested proxy: the export options and what its value depends on."""
+    if not proxies:
+        return {}
+    from epsinas_onnx.proxies import registry
+    from epsinas_onnx.proxies.proxy import ProxyOptions
+
+    options = proxy_options or ProxyOptions()
+    return {name: settings_key({"export": dict(export), "input_name": input_name, "proxy": name,
+                                "options": registry.get(name).settings(options)})
+            for name in proxies}
+
+
+def proxy_values(job: "_Job", arch) -> dict:
+    """Every requested proxy of `arch` (epsinas_onnx.proxies.engine), as the
+    proxies table stores them; an exception is an error for each, retried by the next run."""
+    from epsinas_onnx.proxies import engine
+    from epsinas_onnx.proxies.proxy import Context, ProxyOptions
+
+    context = Context(job.batch, job.input_name, job.proxy_options or ProxyOptions(), job.examples)
+    # the exporter's untied graph, one fresh copy per initialisation; full width, ONNX Runtime's full optimisation
+    execution = ExecutionOptions(device=job.device, threads=job.threads, timeout=job.timeout)
+    try:
+        results = engine.compute_on(lambda: job.space_module.to_ir(arch, **job.export), job.proxies, context, execution)
+    except Exception as exc:  # an architecture that fails is an error row, not a NaN
+        return {name: _proxy_error(_error_text(exc)) for name in job.proxies}
+    return {name: {"value": r.value, "nan_reason": r.nan_reason, "seconds": r.seconds, "error": None}
+            for name, r in results.items()}
+
+
+def _proxy_error(error: str) -> dict:
+    return {"value": math.nan, "nan_reason": None, "seconds": 0.0, "error": error}
+
+
 def _error_text(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0][:500]
     return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"
@@ -397,6 +447,8 @@ def run_bench(
     executor: str = "local",
     address: str | None = None,
     chunk: int | None = None,
+    proxies: tuple[str, ...] = (),
+    proxy_options=None,
 ) -> BenchSummary:
     """Score `archs` (architectures or their strings) of `space` into the store.
 
@@ -414,7 +466,12 @@ def run_bench(
     execution.timeout: seconds each ONNX Runtime run may take (None: no limit); an
     architecture past it is an error row, retried by the next run.
     scoring.mode: the scoring mode (modes.py); a store key names it only where it is not
-    the reference, so stores written before modes existed keep their keys."""
+    the reference, so stores written before modes existed keep their keys.
+    proxies: names of other proxies (epsinas_onnx/proxies) computed for every
+    architecture beside epsinas and stored in the store's proxies table, each
+    under its own key (export options, its settings from `proxy_options`, a
+    proxies.ProxyOptions); an architecture is done when epsinas and every one
+    of them are stored."""
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -458,6 +515,11 @@ def run_bench(
         if store is None:
             store = ResultStore(store_path)
         done = store.done(key["space"], key["weights"], key["data"], key["settings"])
+        proxy_keys = _proxy_keys(proxies, proxy_options, export, batch_options.input_name)
+        if proxy_keys:
+            store.ensure_proxies()
+            for name, proxy_key in proxy_keys.items():
+                done = done & store.proxies_done(key["space"], key["data"], proxy_key, name)
         todo = [(arch, text) for arch, text in zip(unique, texts) if text not in done]
         if limit is not None:
             todo = todo[:limit]
@@ -471,7 +533,11 @@ def run_bench(
         # computation keys would find (NAS-Bench-201: 7,871 of each): no key needed
         computed = None if class_function(module, settings) else {}
         job = _Job(module, batch.array, weights, export, settings, job_device, threads, param_kwargs, computed,
-                   build=build_options(module, settings), timeout=timeout, mode=mode, data=key["data"])
+                   build=build_options(module, settings), timeout=timeout, mode=mode, data=key["data"],
+                   proxies=tuple(proxy_keys), proxy_options=proxy_options, input_name=probe.input_spec.name,
+                   examples=batch_options.batch_size)
+        summary.proxy_seconds = {name: 0.0 for name in proxy_keys}
+        key["proxy_settings"] = proxy_keys
         _score_all(job, todo, store, key, summary, progress, executor, dict(workers=workers, address=address, chunk=chunk))
         _check_kept(store, key, [text for _, text in todo], summary)
     finally:
@@ -516,15 +582,22 @@ class _Job:
     timeout: float | None = None  # seconds per ONNX Runtime run
     mode: str = DEFAULT_MODE
     data: str = ""  # the batch's fingerprint (store.fingerprint), as the store key has it; "": not known yet
+    proxies: tuple = ()  # other proxies computed beside epsinas (run_bench's `proxies`)
+    proxy_options: object = None  # proxies.ProxyOptions
+    input_name: str = "input"  # the model input the batch feeds (for the proxies)
+    examples: int | None = None  # examples in the batch (proxies: flops per example)
 
     def run(self, arch) -> dict:
         finite_check = bool(self.finite_checks) and self.space_module.format_arch(arch) in self.finite_checks
-        return score_architecture(
+        row = score_architecture(
             self.space_module, arch, self.batch, self.weights, export=self.export, settings=self.settings,
             device=self.device, threads=self.threads, param_kwargs=self.param_kwargs, computed=self.computed,
             finite_check=finite_check, build=self.build, timeout=self.timeout, mode=self.mode,
             pieces=self.pieces(),
         )
+        if self.proxies:
+            row["proxies"] = proxy_values(self, arch)
+        return row
 
     def pieces(self):
         """The space's network run piece by piece for this job (Space.pieces_for),
@@ -538,10 +611,13 @@ class _Job:
     def died(self, arch, error: str) -> dict:
         """The error row of an architecture whose worker process died scoring
         it (a local worker, a Ray task): no result; the next run retries it."""
-        return {
+        row = {
             "arch": self.space_module.format_arch(arch), "score": math.nan, "nan_reason": None,
             "params": None, "seconds": 0.0, "device": self.device, "error": error,
         }
+        if getattr(self, "proxies", ()):  # a job without proxies (and stand-ins that borrow this) add none
+            row["proxies"] = {name: _proxy_error(error) for name in self.proxies}
+        return row
 
     def __getstate__(self):  # a module does not pickle: send its name; each worker starts an empty table
         state = dict(self.__dict__)
@@ -587,7 +663,9 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
     bar = tqdm(total=len(todo), unit="arch", file=sys.stderr, disable=not progress or not todo,
                desc=f"bench {summary.space}", dynamic_ncols=True, smoothing=0.1)
 
-    plan = computation_classes(job.space_module, todo, job.settings)
+    # the classes say two networks compute the same under constant weights; the proxies' random weights
+    # and their reads of every layer (dead edges too) tell them apart: each architecture runs itself
+    plan = computation_classes(job.space_module, todo, job.settings) if not job.proxies else ClassPlan(todo, {}, {})
     job.finite_checks = frozenset(plan.if_finite)
     summary.workers = min(summary.workers, max(len(plan.to_score), 1))
     unproven = []  # if_finite architectures whose check failed: run them after the others
@@ -617,8 +695,19 @@ def _score_all(job: _Job, todo: list, store: ResultStore, key: dict, summary: Be
                 for row in pool.imap([arch for arch, _ in to_score]):
                     record(row)
 
+    epsinas_key = {k: v for k, v in key.items() if k != "proxy_settings"}
+
     def store_row(row: dict) -> None:
-        store.add({**row, **key, "data_description": summary.data_description, "created": now()})
+        created = now()
+        store.add({**row, **epsinas_key, "data_description": summary.data_description, "created": created})
+        for name, value in (row.get("proxies") or {}).items():
+            store.add_proxy({**value, "space": key["space"], "arch": row["arch"], "data": key["data"],
+                             "settings": key["proxy_settings"][name], "proxy": name, "created": created})
+            summary.proxy_seconds[name] = summary.proxy_seconds.get(name, 0.0) + (value.get("seconds") or 0.0)
+            if value.get("error"):
+                summary.proxy_errors[name] = summary.proxy_errors.get(name, 0) + 1
+            elif value.get("value") is None or math.isnan(value["value"]):
+                summary.proxy_nan[name] = summary.proxy_nan.get(name, 0) + 1
         store.commit()
         if row["error"] is not None:
             summary.errors += 1

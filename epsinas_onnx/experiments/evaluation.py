@@ -200,6 +200,8 @@ def evaluate(
     proxies=None,
     mode: str = "reference",
     other_modes: dict[str, list[dict]] | None = None,
+    stored_proxies: dict[str, dict[str, float]] | None = None,
+    rank_by: tuple[str, ...] = (),
 ) -> dict:
     """The statistics of stored `rows` (one space, one config; from
     ResultStore.rows) against a table of targets (a Table or a csv path), with
@@ -209,7 +211,13 @@ def evaluate(
     it covers, where "epsinas (baselines' subset)" / "(proxies' subset)"
     repeats epsinas on them when they are fewer. mode: the scoring mode of
     `rows`; other_modes: the rows of the same config in other modes (mode ->
-    rows), each given its two rows beside the first."""
+    rows), each given its two rows beside the first. stored_proxies: the
+    proxies bench --proxies stored for these architectures (label -> {arch:
+    value}), each a row on the architectures every one of them covers, with
+    epsinas and params again on those where they are fewer. rank_by: names
+    among "epsinas" (the scores of `rows`) and the stored proxies' labels (a
+    name listed twice counts twice): one more row, their rank aggregate over
+    those architectures (proxies.aggregate, the population being them)."""
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
@@ -285,6 +293,8 @@ def evaluate(
         for column in wanted:
             table_rows += rows_on(f"{prefix}{column}", {a: v[column] for a, v in table.items()}, covered)
 
+    table_rows += _stored_rows(stored_proxies or {}, rank_by, target_of, score_of, params_of, label, counts, rows_on)
+
     archs = list(target_of)
     return {
         "space": space, "dataset": dataset, "target": target_column, "lower_is_better": lower_is_better,
@@ -293,6 +303,33 @@ def evaluate(
         "points": {"score": [score_of[a] for a in archs], "target": [target_of[a] for a in archs],
                    "params": [params_of[a] for a in archs]},
     }
+
+
+def _stored_rows(stored: dict, rank_by, target_of: dict, score_of: dict, params_of: dict, label: str, counts: dict,
+                 rows_on) -> list[dict]:
+    """evaluate's rows of the stored proxies and of the rank-by aggregate, on the
+    architectures that have every one of them."""
+    unknown = [n for n in rank_by if n != "epsinas" and n not in stored]
+    if unknown:
+        raise UserError(f"--rank-by {', '.join(dict.fromkeys(unknown))}: not stored for these architectures (stored: "
+                        f"{', '.join(stored) or 'none'}; bench --proxies {','.join(dict.fromkeys(unknown))} stores them)")
+    covered = [a for a in target_of if all(a in values for values in stored.values())]
+    if stored:
+        counts["in_stored_proxies"] = len(covered)
+    if not covered:
+        return []
+    out = []
+    if stored and len(covered) < len(target_of):
+        out += rows_on(f"{label} (stored proxies' subset)", score_of, covered, nan_last=True)
+        out += rows_on("params (stored proxies' subset)", params_of, covered)
+    for name, values in stored.items():
+        out += rows_on(f"{name} (stored)", values, covered)
+    if rank_by:
+        from epsinas_onnx.proxies.aggregate import of_members
+
+        columns = {name: [score_of[a] if name == "epsinas" else stored[name][a] for a in covered] for name in rank_by}
+        out += rows_on(f"rank-by {','.join(rank_by)}", dict(zip(covered, of_members(columns, rank_by))), covered)
+    return out
 
 
 FEW_ARCHITECTURES = 30  # fewer than this: a row's statistics are mostly noise

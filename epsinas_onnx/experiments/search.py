@@ -150,6 +150,46 @@ class Scores:
     def raw(self, text: str) -> float:
         return self.known[text]
 
+    def population(self, texts: list[str]) -> np.ndarray:
+        """What ranks the candidates `texts` against each other, higher first:
+        here each one's own score (NaN stays NaN: never picked)."""
+        return np.array([self.known[t] for t in texts], dtype=np.float64)
+
+    def ordering(self, archs: list, texts: list[str]) -> np.ndarray:
+        """What orders a pool (a warm-up, a tournament): the scores, NaN as 0."""
+        return self.of(archs, texts)
+
+
+class RankedScores(Scores):
+    """Several stored scores per architecture (epsinas and other proxies) whose
+    rank aggregate over each population of candidates ranks them
+    (proxies.aggregate): pick 1 of N aggregates over the N drawn, a warm-up
+    over its pool, --move over the tournament. Every member must be stored for
+    every architecture the search draws (nothing is scored on demand)."""
+
+    def __init__(self, columns: dict[str, dict[str, float]], source: str = "", members: tuple = ()):
+        known = set.intersection(*(set(values) for values in columns.values()))
+        super().__init__({t: math.nan for t in known}, None, source)
+        self.columns = columns
+        self.members = tuple(members) or tuple(columns)  # a name listed twice counts twice
+
+    def ensure(self, archs: list, texts: list[str]) -> None:
+        missing = [t for t in texts if t not in self.known]
+        if missing:
+            lacking = [name for name, values in self.columns.items() if missing[0] not in values]
+            raise UserError(f"{len(set(missing))} architecture(s) the search draws have no stored "
+                            f"{', '.join(lacking)} in {self.source or 'the store'} (e.g. {missing[0]}): store them "
+                            "first with `epsinas-onnx bench ... --proxies`")
+
+    def population(self, texts: list[str]) -> np.ndarray:
+        from epsinas_onnx.proxies.aggregate import of_members
+
+        self.ensure([], texts)
+        return of_members({name: [values[t] for t in texts] for name, values in self.columns.items()}, self.members)
+
+    def ordering(self, archs: list, texts: list[str]) -> np.ndarray:
+        return self.population(texts)
+
 
 class _Texts:
     """format_arch with a cache (a search formats the same architectures often)."""
@@ -215,7 +255,7 @@ def pick_one_of_n(space, targets: Targets, scores: Scores, n: int, runs: int, se
     scores.ensure([a for archs, _ in draws for a in archs], [t for _, texts in draws for t in texts])
     picked, values, all_nan = [], [], 0
     for archs, texts in draws:
-        raw = np.array([scores.raw(t) for t in texts], dtype=np.float64)
+        raw = scores.population(texts)
         if not np.isfinite(raw).any():
             picked.append(None)
             values.append(math.nan)
@@ -260,7 +300,7 @@ def random_search(space, targets: Targets, scores: Scores | None, *, budget: int
     curves = np.empty((runs, budget), dtype=np.float64)
     for run, (rng, archs, texts) in enumerate(pools):
         if warmup:
-            order = _by_score(scores.of(archs, texts))
+            order = _by_score(scores.ordering(archs, texts))
             trained = [texts[i] for i in order[:budget]]
         else:
             trained = []
@@ -279,7 +319,7 @@ class Member:
     arch: object
     text: str
     select: float  # the tournament's accuracy (higher is better)
-    score: float | None  # NaN as 0; None when not needed (no move)
+    score: float | None  # unused: --move orders each tournament by Scores.ordering
 
 
 def evolution(space, targets: Targets, scores: Scores | None, *, budget: int, population: int = 64,
@@ -319,12 +359,13 @@ def evolution(space, targets: Targets, scores: Scores | None, *, budget: int, po
         scores.ensure([a for _, archs, _ in starts for a in archs], [t for _, _, texts in starts for t in texts])
 
     def member(arch, t: str) -> Member:
-        score = float(scores.of([arch], [t])[0]) if move else None
-        return Member(arch, t, targets.select_good(t), score)
+        if move:
+            scores.ensure([arch], [t])
+        return Member(arch, t, targets.select_good(t), None)
 
     for run, (rng, archs, texts) in enumerate(starts):
         if warmup:
-            order = _by_score(scores.of(archs, texts))[:population]
+            order = _by_score(scores.ordering(archs, texts))[:population]
             if len(order) < population:
                 raise UserError(f"the warm-up drew only {len(order)} distinct architectures, fewer than --population "
                                 f"({population}): raise --warmup")
@@ -334,9 +375,13 @@ def evolution(space, targets: Targets, scores: Scores | None, *, budget: int, po
         snapshots = [[m.text for m in pop]] if history is not None else None
         while len(goods) < budget:
             picks = np.sort(rng.choice(len(pop), size=tournament, replace=False))
-            key = (lambda m: m.score) if move else (lambda m: m.select)
+            sample = [pop[i] for i in picks]
             # the last best of the (index-sorted) sample: the reference's sorted(sample, key)[-1]
-            parent = max(reversed([pop[i] for i in picks]), key=key)
+            if move:  # by score (NaN as 0), or the aggregate over the tournament
+                values = scores.ordering([m.arch for m in sample], [m.text for m in sample])
+                parent = sample[len(sample) - 1 - int(np.argmax(values[::-1]))]
+            else:
+                parent = max(reversed(sample), key=lambda m: m.select)
             child = space.mutate(parent.arch, rng)
             child_member = member(child, text(child))
             pop.append(child_member)

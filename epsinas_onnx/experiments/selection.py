@@ -72,6 +72,28 @@ def rows_by_mode(rows: list[dict], config: str | None,
     return modes[mode], {}
 
 
+def stored_proxies(store, rows: list[dict]) -> dict[str, dict[str, float]]:
+    """The proxies stored (bench --proxies) for the architectures of `rows` (one
+    epsinas config): those computed on the same batch and export options, as
+    {label: {arch: value}}; the label is the proxy's name, with a short id of
+    its settings where one proxy is stored under several."""
+    import hashlib
+
+    first = rows[0]
+    export = json.loads(first["settings"]).get("export", {})
+    with ResultStore(store, create=False) as db:
+        found = db.proxy_rows(first["space"])
+    keyed: dict[tuple[str, str], dict[str, float]] = {}
+    for row in found:
+        settings = json.loads(row["settings"])
+        if row["data"] != first["data"] or settings.get("export", {}) != export or row["error"] is not None:
+            continue
+        keyed.setdefault((row["proxy"], row["settings"]), {})[row["arch"]] = row["value"]
+    names = [proxy for proxy, _ in keyed]
+    return {(proxy if names.count(proxy) == 1 else f"{proxy} [{hashlib.sha256(key.encode()).hexdigest()[:8]}]"): values
+            for (proxy, key), values in keyed.items()}
+
+
 def select_config(rows: list[dict], config: str | None) -> list[dict]:
     """The rows of one config: the one given, or the only one there is."""
     groups: dict[str, list[dict]] = {}
@@ -117,6 +139,16 @@ def store_scores(opts: dict):
                                 progress=opts["progress"], stored=len(rows))
     config = {"id": first["config"], "weights": json.loads(first["weights"]), "data": first["data"],
               "data_description": first["data_description"], "rows": len(rows)}
+    rank_by = opts.get("rank_by") or ()
+    if rank_by:
+        proxies = stored_proxies(store, rows)
+        unknown = [n for n in rank_by if n != "epsinas" and n not in proxies]
+        if unknown:
+            raise UserError(f"--rank-by {', '.join(unknown)}: not stored with config {first['config']} (stored: "
+                            f"{', '.join(proxies) or 'none'}; bench --proxies stores them)")
+        columns = {n: search.store_scores(rows) if n == "epsinas" else proxies[n] for n in rank_by}
+        config["rank_by"] = list(rank_by)
+        return space, search.RankedScores(columns, source=str(store), members=rank_by), config
     return space, search.Scores(search.store_scores(rows), filler, source=str(store)), config
 
 

@@ -16,6 +16,17 @@ and settings are the JSON bench writes (`rows` checks them). A row holds
 either a result (`score`, NULL for NaN, with `nan_reason`) or an `error` (the
 architecture could not be scored: not a result, retried by the next run).
 
+`bench --proxies` keeps the other proxies' values in a second table,
+`proxies`, one row per (space, arch, data, settings, proxy): `settings` is the
+canonical JSON of the export options and what the proxy's value depends on
+(epsinas_onnx/proxies: its initialisation, batch, seed), `data` the batch's
+fingerprint as above; a row holds `value` (NULL for NaN, with `nan_reason`) or
+an `error`, and the seconds the proxy took. A store written before the table
+existed gets it from the first `bench --proxies` (ensure_proxies); readers that
+do not know it ignore it (the schema version is unchanged). A store with or
+without it is a store; where it is there, it must be what _CREATE_PROXIES makes,
+checked as the other tables are.
+
 A bench driver writes its rows (its workers never touch the file); WAL mode
 lets `results` and `evaluate` read while a bench runs, and another bench
 write at the same time.
@@ -68,14 +79,38 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_CREATE_PROXIES = """
+CREATE TABLE IF NOT EXISTS proxies (
+    id         INTEGER PRIMARY KEY,
+    space      TEXT NOT NULL,
+    arch       TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    settings   TEXT NOT NULL,
+    proxy      TEXT NOT NULL,
+    value      REAL,
+    nan_reason TEXT,
+    error      TEXT,
+    seconds    REAL,
+    created    TEXT NOT NULL,
+    UNIQUE (space, arch, data, settings, proxy)
+)
+"""
+PROXY_KEY = ("space", "arch", "data", "settings", "proxy")
+
 NOT_THIS_VERSION = "move it aside or give --store another file"
+
+
+REQUIRED_TABLES = ("results", "meta")
+OPTIONAL_TABLES = ("proxies",)  # made by the first bench --proxies (ensure_proxies)
 
 
 def schema(db: sqlite3.Connection) -> dict:
     """What makes a file a store: each table's columns (name, type, NOT NULL,
-    default, primary key), its UNIQUE keys (their columns), and the triggers."""
+    default, primary key), its UNIQUE keys (their columns), and the triggers.
+    An optional table the file lacks is absent from the result."""
+    present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     found = {}
-    for table in ("results", "meta"):
+    for table in REQUIRED_TABLES + tuple(t for t in OPTIONAL_TABLES if t in present):
         columns = [tuple(r[1:]) for r in db.execute(f"PRAGMA table_info({table})")]
         unique = sorted(tuple(c[2] for c in db.execute(f"PRAGMA index_info('{index[1]}')"))
                         for index in db.execute(f"PRAGMA index_list({table})") if index[2])
@@ -85,20 +120,21 @@ def schema(db: sqlite3.Connection) -> dict:
 
 
 def _expected_schema() -> dict:
-    """The schema _CREATE makes, read back from an empty database in memory."""
+    """The schema _CREATE and _CREATE_PROXIES make, read back from an empty database in memory."""
     db = sqlite3.connect(":memory:")
     try:
-        db.executescript(_CREATE)
+        db.executescript(_CREATE + ";" + _CREATE_PROXIES)
         return schema(db)
     finally:
         db.close()
 
 
 def schema_difference(found: dict, expected: dict) -> str | None:
-    """What in `found` differs from `expected` (schema), in words, or None."""
+    """What in `found` differs from `expected` (schema), in words, or None.
+    An optional table is compared only where `found` has it."""
     if found["triggers"]:
         return f"it has triggers ({', '.join(found['triggers'])}), which change what is stored"
-    for table in ("results", "meta"):
+    for table in REQUIRED_TABLES + tuple(t for t in OPTIONAL_TABLES if t in found):
         have, want = found[table], expected[table]
         names = [c[0] for c in have["columns"]]
         missing = [c[0] for c in want["columns"] if c[0] not in names]
@@ -427,6 +463,63 @@ class ResultStore:
     def count(self) -> int:
         with self._sqlite_errors():
             return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    # ---------------------------------------------------------------- the proxies' table
+
+    def has_proxies(self) -> bool:
+        return "proxies" in self._tables()
+
+    def ensure_proxies(self) -> None:
+        """The proxies' table, made where a store lacks it (nothing else changes)."""
+        with self._sqlite_errors():
+            self.db.execute(_CREATE_PROXIES)
+            self.db.commit()
+
+    def proxies_done(self, space: str, data: str, settings: str, proxy: str) -> set[str]:
+        """The archs with a value (NaN included) of `proxy` under this key; errors are retried."""
+        if not self.has_proxies():
+            return set()
+        with self._sqlite_errors():
+            rows = self.db.execute(
+                "SELECT arch FROM proxies WHERE space = ? AND data = ? AND settings = ? AND proxy = ? "
+                "AND error IS NULL", (space, data, settings, proxy))
+            return {r[0] for r in rows}
+
+    def add_proxy(self, row: dict) -> None:
+        """Insert one proxy value; a value replaces an earlier error of the same key, nothing else is replaced."""
+        value = row.get("value")
+        if value is not None and math.isnan(value):
+            value = None
+        values = {"space": row["space"], "arch": row["arch"], "data": row["data"], "settings": row["settings"],
+                  "proxy": row["proxy"], "value": value, "nan_reason": row.get("nan_reason"),
+                  "error": row.get("error"), "seconds": row.get("seconds"), "created": row.get("created") or now()}
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in PROXY_KEY)
+        with self._sqlite_errors():
+            self.db.execute(
+                f"INSERT INTO proxies ({names}) VALUES ({marks}) "
+                f"ON CONFLICT ({', '.join(PROXY_KEY)}) DO UPDATE SET {updates} WHERE proxies.error IS NOT NULL",
+                values,
+            )
+
+    def proxy_rows(self, space: str | None = None) -> list[dict]:
+        """Every proxy row (of one space), oldest first; value NaN for a NaN result."""
+        if not self.has_proxies():
+            return []
+        query = "SELECT space, arch, data, settings, proxy, value, nan_reason, error, seconds, created FROM proxies"
+        args: tuple = ()
+        if space is not None:
+            query += " WHERE space = ?"
+            args = (space,)
+        with self._sqlite_errors():
+            fetched = self.db.execute(query + " ORDER BY id", args).fetchall()
+        out = []
+        for r in fetched:
+            row = dict(r)
+            row["value"] = float("nan") if row["value"] is None and row["error"] is None else row["value"]
+            out.append(row)
+        return out
 
     def spaces(self) -> list[str]:
         with self._sqlite_errors():

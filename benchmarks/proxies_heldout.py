@@ -1,0 +1,76 @@
+"""The frozen aggregate (docs/proxies.md) on a held-out space, computed
+without a results store: every proxy of the packaged architectures of the
+space, then each one's Spearman and Kendall with the target beside the
+aggregate's, all on the same architectures.
+
+    python -m benchmarks.proxies_heldout nlp --data ptb.test.txt
+
+NAS-Bench-NLP's models read token ids: NASWOT, Zen and MeCo are NaN there
+(defined for image inputs), so the frozen aggregate ranks by its other member,
+params, alone (its NaN members tie every architecture). bench --proxies
+computes the same values with epsinas beside them, at the cost of epsinas's
+own runs (for NAS-Bench-NLP, most of the time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions
+from epsinas_onnx.core.scoring.inputs import model_input, prepare_batch
+from epsinas_onnx.core.tables import packaged
+from epsinas_onnx.experiments.bench import load_arch_file
+from epsinas_onnx.experiments.evaluation import LOWER_IS_BETTER, TARGET_COLUMNS, read_keyed, statistics
+from epsinas_onnx.proxies import engine
+from epsinas_onnx.proxies.aggregate import FROZEN_MEMBERS, of_members
+from epsinas_onnx.proxies.proxy import Context, ProxyOptions
+from epsinas_onnx.spaces import get_space
+
+NAMES = ("naswot", "zen", "meco", "params", "flops")
+TABLES = {"nlp": "nlp_wt2_summary"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("space", choices=sorted(TABLES))
+    parser.add_argument("--data", required=True, help="the batch's data, as bench's --data")
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    space = get_space(args.space)
+    archs = load_arch_file(space, f"packaged:{TABLES[args.space]}")
+    seen = {}
+    for arch in archs:
+        seen.setdefault(space.format_arch(arch), arch)
+    texts = list(seen)[:args.limit]
+    first = space.to_ir(seen[texts[0]], **space.export_defaults)
+    spec = model_input(first, None, exclude=set())
+    batch = prepare_batch(spec, args.data, batch_size=BatchOptions().batch_size)
+    context = Context(batch.array, spec.name, ProxyOptions(), BatchOptions().batch_size)
+    values = {name: [] for name in NAMES}
+    start = time.perf_counter()
+    for text in texts:
+        got = engine.compute_on(lambda: space.to_ir(seen[text], **space.export_defaults), NAMES, context,
+                                ExecutionOptions(device="cpu", threads=1))
+        for name in NAMES:
+            values[name].append(got[name].value)
+    column = TARGET_COLUMNS[args.space][0]
+    table, _ = read_keyed(packaged(TABLES[args.space]), space, arch_column="recepie", columns=[column])
+    target = [table[t][column] for t in texts]
+    lower = LOWER_IS_BETTER[args.space]
+    print(f"{args.space}: {len(texts)} architectures, target {column} ({'lower' if lower else 'higher'} is better), "
+          f"{(time.perf_counter() - start) / len(texts):.2f} s per architecture")
+    print(f"{'score':<40} {'n':>5} {'NaN':>5} {'spearman':>9} {'kendall':>9}")
+    rows = {**{name: values[name] for name in NAMES},
+            f"frozen aggregate ({','.join(FROZEN_MEMBERS)})": of_members(values, FROZEN_MEMBERS)}
+    for label, score in rows.items():
+        s = statistics(score, target, nan="last", lower_is_better=lower)
+        print(f"{label:<40} {s['n']:>5} {s['nan_last']:>5} {s['spearman']:>9.3f} {s['kendall']:>9.3f}")
+    nan = {name: int(np.isnan(values[name]).sum()) for name in NAMES}
+    print("NaN per proxy:", nan)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""compute(): the requested proxies of one model, with ONNX Runtime.
+
+Per model: the proxies that read the graph alone (params, flops) read one
+copy of it; the others are grouped by the initialisation their papers use
+(init.py), and each group gets one copy of the model initialised that way,
+BatchNormalization turned into batch statistics (what a PyTorch network in
+training mode computes: batch_norm.py), each member's probe (its graph
+outputs), and ONE ONNX Runtime session that runs every member's feeds. A proxy's seconds are its own probe, runs and arithmetic plus an equal
+share of its group's set-up (the copy, the initialisation, the session).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes import common as common_passes
+
+from epsinas_onnx.core.errors import UserError, first_line
+from epsinas_onnx.core.options import BatchOptions, ExecutionOptions
+from epsinas_onnx.core.rewriting.passes.pipeline import normalising_passes
+from epsinas_onnx.core.rewriting.roles import Role, classify_model
+from epsinas_onnx.core.scoring import runtime
+from epsinas_onnx.core.scoring.inputs import model_input, prepare_batch
+from epsinas_onnx.core.scoring.model_io import load_model
+from epsinas_onnx.core.scoring.scorer import session_payload
+from epsinas_onnx.proxies import registry
+from epsinas_onnx.proxies.batch_norm import TrainingBatchNormPass
+from epsinas_onnx.proxies.init import RandomInitPass
+from epsinas_onnx.proxies.proxy import Context, NotApplicable, Outcome, ProxyOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyResult:
+    value: float  # NaN is a result, with nan_reason
+    nan_reason: str | None
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"value": None if math.isnan(self.value) else self.value, "nan_reason": self.nan_reason,
+                "seconds": self.seconds}
+
+
+def compute(model, names, batch: BatchOptions = BatchOptions(), options: ProxyOptions = ProxyOptions(),
+            execution: ExecutionOptions = ExecutionOptions()) -> dict[str, ProxyResult]:
+    """The proxies `names` of `model` (a path, onnx.ModelProto or onnx_ir.Model),
+    on the batch `batch` describes (as epsinas_onnx.score prepares it).
+    Returns {name: ProxyResult} in the order asked; UserError on bad input."""
+    names = tuple(names)
+    for name in names:
+        registry.get(name)  # an unknown name fails before any work
+    base = load_model(model)
+    spec = model_input(base, batch.input_name, exclude=set())
+    prepared = prepare_batch(spec, batch.data, batch_size=batch.batch_size, norm=batch.norm,
+                             synthetic=batch.synthetic, shuffle_seed=batch.shuffle_seed, seed=batch.seed,
+                             seq_len=batch.seq_len, vocab_size=embedding_rows(base), token_layout=batch.token_layout)
+    copies = iter([base])
+
+    def fresh() -> ir.Model:  # the loaded copy first, then new ones
+        return next(copies, None) or load_model(model)
+
+    return compute_on(fresh, names, Context(prepared.array, spec.name, options, batch.batch_size), execution)
+
+
+def embedding_rows(model: ir.Model) -> int | None:
+    for entry in classify_model(model):
+        if entry.role == Role.EMBEDDING and len(entry.shape) == 2:
+            return entry.shape[0]
+    return None
+
+
+def compute_on(fresh: Callable[[], ir.Model], names, context: Context,
+               execution: ExecutionOptions = ExecutionOptions()) -> dict[str, ProxyResult]:
+    """compute() for a batch already prepared: `fresh()` returns a new copy of
+    the model each call (an exporter's to_ir, or a loader), which this changes."""
+    proxies = [registry.get(name) for name in names]
+    results: dict[str, ProxyResult] = {}
+    static = [p for p in proxies if p.init is None]
+    if static:
+        start = time.perf_counter()
+        model = _normalised(fresh())
+        share = (time.perf_counter() - start) / len(static)
+        for proxy in static:
+            begin = time.perf_counter()
+            outcome = _guarded(lambda: proxy.measure(model, context))
+            results[proxy.name] = ProxyResult(outcome.value, outcome.nan_reason, time.perf_counter() - begin + share)
+    groups: dict[str, list] = {}
+    for proxy in proxies:
+        if proxy.init is not None:
+            groups.setdefault(proxy.init, []).append(proxy)
+    for scheme, members in groups.items():
+        results.update(_run_group(fresh, scheme, members, context, execution))
+    return {name: results[name] for name in names}
+
+
+def _normalised(model: ir.Model) -> ir.Model:
+    ir.passes.Sequential(*normalising_passes())(model)
+    return model
+
+
+def initialised(model, scheme: str, seed: int = ProxyOptions().seed) -> ir.Model:
+    """A copy of `model` with the weights a proxy of `scheme` runs it with
+    (init.py): what a proxy computes, in another framework, starts from these."""
+    return RandomInitPass(scheme, seed)(_normalised(load_model(model))).model
+
+
+def _guarded(work: Callable[[], Outcome]) -> Outcome:
+    try:
+        return work()
+    except NotApplicable as why:
+        return Outcome.nan(str(why))
+
+
+_SHARED_ARENA: list = []  # registered once per process (ONNX Runtime's environment allocators)
+
+
+def _session(payload: bytes, execution: ExecutionOptions):
+    """An ONNX Runtime session for a proxy group. On the CPU its memory comes
+    from one arena shared by every such session of the process: a new
+    architecture's session then reuses the pages the previous one touched
+    instead of faulting in its own (a NAS-Bench-201 run of 128 images: 20 %
+    less CPU time, benchmarks/proxies_nb201.py)."""
+    import onnxruntime as ort
+
+    providers = runtime.providers_for(execution.device)
+    if runtime.device_name(providers) != "cpu":
+        return runtime.make_session(payload, providers, execution.threads, execution.graph_optimization)
+    options = runtime.session_options(execution.threads, execution.graph_optimization)
+    if not _SHARED_ARENA:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        _SHARED_ARENA.append(info)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    try:
+        return ort.InferenceSession(payload, options, providers=providers)
+    except Exception as exc:  # ONNX Runtime raises its own types; one line, as runtime.make_session
+        raise UserError(f"ONNX Runtime cannot load the proxies' model: {first_line(exc)}") from None
+
+
+def _run_group(fresh, scheme: str, members: list, context: Context, execution: ExecutionOptions) -> dict:
+    timings, results, feeds = {}, {}, {}
+    for proxy in members:  # the inputs first: a proxy that cannot take this batch costs no model
+        begin = time.perf_counter()
+        try:
+            feeds[proxy.name] = proxy.feeds(context)
+        except NotApplicable as why:
+            results[proxy.name] = Outcome.nan(str(why))
+        timings[proxy.name] = time.perf_counter() - begin
+    runnable = [p for p in members if p.name in feeds]
+    start = time.perf_counter()
+    probes, probing = {}, 0.0
+    if runnable:
+        model = _normalised(fresh())
+        RandomInitPass(scheme, context.options.seed)(model)
+        common_passes.ShapeInferencePass()(model)  # ranks and types, for the batch statistics and the probes
+        TrainingBatchNormPass()(model)
+        for proxy in runnable:
+            begin = time.perf_counter()
+            try:
+                probes[proxy.name] = proxy.probe(model)
+            except NotApplicable as why:
+                results[proxy.name] = Outcome.nan(str(why))
+            probing += time.perf_counter() - begin
+            timings[proxy.name] += time.perf_counter() - begin
+    session = _session(session_payload(model), execution) if probes else None
+    share = (time.perf_counter() - start - probing) / max(len(runnable), 1)  # the copy, initialisation, session
+    for proxy in runnable:
+        begin = time.perf_counter()
+        if proxy.name in probes:
+            probe = probes[proxy.name]
+
+            def work():
+                fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout)
+                           for feed in feeds[proxy.name]]
+                return proxy.value(probe, fetched, context)
+
+            results[proxy.name] = _guarded(work)
+        timings[proxy.name] += time.perf_counter() - begin + share
+    return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name]) for name, outcome in results.items()}
