@@ -128,7 +128,7 @@ FORWARD_KEYS = ["12012012", "20221110", "00000000", "22222222", "01120221"]
 
 
 @pytest.mark.parametrize("key", FORWARD_KEYS)
-def test_forward_matches_the_benchmarks_network(key, shared_data):
+def test_forward_matches_the_benchmarks_network(key):
     assert macro.format_arch(macro.real_arch(macro.parse(key))) == key
     model = macro.to_onnx(macro.parse(key), num_classes=10)
     net = torch_with_onnx_weights(model, key, 10)
@@ -145,7 +145,7 @@ SCORE_KEYS = ["10201022", "21010100", "00000000", "22222222"]
 
 
 @pytest.mark.parametrize("key", SCORE_KEYS)
-def test_score_matches_the_torch_reference(key, shared_data):
+def test_score_matches_the_torch_reference(key):
     """The torch network of the key as given (identity modules mid-stage)
     against the exported trained network. At the reference pair both are
     NaN for every network (each path goes through convs whose float32 output

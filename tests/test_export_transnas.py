@@ -162,7 +162,7 @@ FORWARD = [
 
 
 @pytest.mark.parametrize("module, text", FORWARD, ids=[t for _, t in FORWARD])
-def test_forward_matches_the_benchmarks_network(module, text, shared_data):
+def test_forward_matches_the_benchmarks_network(module, text):
     model = module.to_onnx(module.parse(text), num_classes=10, resolution=64)
     net = torch_with_onnx_weights(model, text, 10)
     x = batch(64)
@@ -173,7 +173,7 @@ def test_forward_matches_the_benchmarks_network(module, text, shared_data):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-def test_forward_at_the_benchmarks_resolution(shared_data):
+def test_forward_at_the_benchmarks_resolution():
     text = "64-41414-1_32_103"
     model = tnb_micro.to_onnx(tnb_micro.parse(text), num_classes=63)
     net = torch_with_onnx_weights(model, text, 63)
@@ -187,7 +187,7 @@ SCORED = [FORWARD[i] for i in (1, 2, 3, 5, 7)]
 
 
 @pytest.mark.parametrize("module, text", SCORED, ids=[t for _, t in SCORED])
-def test_score_matches_the_torch_reference(module, text, shared_data):
+def test_score_matches_the_torch_reference(module, text):
     """At 1e-7 1 the torch network's float32 score is NaN for every one of
     these (the stem alone is two conv-BN layers, and every path passes the
     reductions' convs): so is the exported graph's at full width. The
