@@ -23,7 +23,7 @@ from epsinas_onnx.core.options import BatchOptions, ExecutionOptions
 from epsinas_onnx.core.scoring.inputs import model_input, prepare_batch
 from epsinas_onnx.core.tables import packaged
 from epsinas_onnx.experiments.bench import load_arch_file
-from epsinas_onnx.experiments.evaluation import LOWER_IS_BETTER, TARGET_COLUMNS, read_keyed, statistics
+from epsinas_onnx.experiments.evaluation import read_keyed, statistics
 from epsinas_onnx.proxies import engine
 from epsinas_onnx.proxies.aggregate import FROZEN_MEMBERS, of_members
 from epsinas_onnx.proxies.proxy import Context, ProxyOptions
@@ -56,10 +56,10 @@ def main() -> None:
                                 ExecutionOptions(device="cpu", threads=1))
         for name in NAMES:
             values[name].append(got[name].value)
-    column = TARGET_COLUMNS[args.space][0]
-    table, _ = read_keyed(packaged(TABLES[args.space]), space, arch_column="recepie", columns=[column])
+    column = space.target_columns[0]
+    table, _ = read_keyed(packaged(TABLES[args.space]), space, arch_column=space.arch_columns[0], columns=[column])
     target = [table[t][column] for t in texts]
-    lower = LOWER_IS_BETTER[args.space]
+    lower = space.lower_is_better
     print(f"{args.space}: {len(texts)} architectures, target {column} ({'lower' if lower else 'higher'} is better), "
           f"{(time.perf_counter() - start) / len(texts):.2f} s per architecture")
     print(f"{'score':<40} {'n':>5} {'NaN':>5} {'spearman':>9} {'kendall':>9}")

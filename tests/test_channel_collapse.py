@@ -177,3 +177,41 @@ def test_explain_prints_why_collapse_stopped(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "expanded to full width at Conv 'grouped': Conv with group=2 mixes channels in groups" in result.stdout
     assert "expanded to full width at Softmax 'soft': no collapse rule for Softmax (ai.onnx, opset 13)" in result.stdout
+
+
+def shifted_conv_model() -> onnx.ModelProto:
+    """TransNAS-Bench-101's FactorizedReduce in small: a map shifted by a
+    pixel (a Slice of the spatial axes), a padded 1x1 conv with stride 2 on
+    it, every other pixel (a Slice with steps) times zero, concatenated."""
+    rng = np.random.default_rng(0)
+    ints = lambda name, values: numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
+    big = np.iinfo(np.int64).max
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="stem"),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Slice", ["r", "one", "end", "hw"], ["shifted"], name="shift"),
+        helper.make_node("Conv", ["shifted", "w1"], ["half"], kernel_shape=[1, 1], strides=[2, 2], pads=[0, 0, 1, 1],
+                         name="padded_1x1"),
+        helper.make_node("Slice", ["r", "zero", "end", "hw", "two"], ["every_other"], name="subsample"),
+        helper.make_node("Constant", [], ["nought"], value=numpy_helper.from_array(np.array(0.0, np.float32))),
+        helper.make_node("Mul", ["every_other", "nought"], ["zeros"]),
+        helper.make_node("Concat", ["half", "zeros"], ["y"], axis=1),
+    ]
+    return model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])], [out("y")],
+        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w1"),
+         ints("one", [1, 1]), ints("zero", [0, 0]), ints("end", [big, big]), ints("hw", [2, 3]), ints("two", [2, 2])],
+    )
+
+
+def test_spatial_slices_and_padded_1x1_convs_collapse():
+    """A Slice of the spatial axes keeps every channel (any steps); a 1x1
+    conv padded by one stays a conv (a 1x1 pool cannot pad by its window)."""
+    proto = shifted_conv_model()
+    x = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    for w in (0.5, 2.0):
+        np.testing.assert_allclose(prepare_model(proto, ScoringSettings(collapse=True), ExecutionOptions(threads=1)).run(x, w),
+                                   prepare_model(proto, ScoringSettings(collapse=False), ExecutionOptions(threads=1)).run(x, w), rtol=1e-5, atol=1e-6)
+    report = prepare_model(proto, ScoringSettings(collapse=True)).rewritten.collapse
+    assert report.skipped is None and not report.expanded, report.expanded

@@ -248,9 +248,12 @@ def test_slice_rule():
     g = Graph()  # a slice that keeps the first group only, then more channels after it
     sliced = g.under_test("Slice", g.two_groups(), g.ints(0), g.ints(4), g.ints(1))
     collapses(g, g.op("Concat", sliced, g.stem(2), axis=1))
+    for starts, ends, axis, step in [(0, 3, 2, 1), (1, 100, 3, 2)]:  # spatial axes alone: every channel kept
+        g = Graph()
+        collapses(g, g.under_test("Slice", g.two_groups(), g.ints(starts), g.ints(ends), g.ints(axis), g.ints(step)))
     for inputs, reason in [
         (lambda g: [g.ints(0), g.ints(6), g.ints(1), g.ints(2)], "Slice with a step other than 1"),
-        (lambda g: [g.ints(0), g.ints(3), g.ints(2)], "Slice along an axis other than the channels (not worth a rule)"),
+        (lambda g: [g.ints(0), g.ints(1), g.ints(0)], "Slice along an axis other than the channels (not worth a rule)"),
         (lambda g: [g.op("ConstantOfShape", g.ints(1), value=numpy_helper.from_array(np.array([1], np.int64))),
                     g.ints(3), g.ints(1)], "Slice with starts or ends computed at run time"),
         (lambda g: [g.ints(3), g.ints(3), g.ints(1)], "Slice that keeps no channel"),

@@ -13,8 +13,8 @@ from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.spaces import SPACES, get_space
 from epsinas_onnx.spaces.protocol import Space
 
-# small nlp models: the conformance checks do not need the paper's width
-SMALL = {"nb201": {}, "nb101": {}, "nlp": {"vocab_size": 50, "emb": 6, "hidden": 8}}
+# smaller models where the paper's size would be slow: the conformance checks do not need it
+SMALL = {"nlp": {"vocab_size": 50, "emb": 6, "hidden": 8}, "tnb_micro": {"resolution": 64}, "tnb_macro": {"resolution": 64}}
 GARBAGE = ("", "not an architecture", "{}", "|bogus~0|", "[[1]] bad")
 
 
@@ -86,7 +86,7 @@ def test_num_params_is_a_positive_int(space):
 
 def test_to_onnx_and_to_ir_give_a_checked_model_equal_bytes_for_the_same_arch(space):
     arch = space.sample(1, 4)[0]
-    options = SMALL[space.name]
+    options = SMALL.get(space.name, {})
     model = space.to_onnx(arch, **options)
     onnx.checker.check_model(model, full_check=True)
     assert space.to_onnx(space.parse(space.format_arch(arch)), **options).SerializeToString() == \
@@ -98,7 +98,7 @@ def test_to_onnx_and_to_ir_give_a_checked_model_equal_bytes_for_the_same_arch(sp
 
 def test_declared_export_options_are_accepted(space):
     arch = space.sample(1, 5)[0]
-    given = {**dict(space.export_defaults), **SMALL[space.name]}
+    given = {**dict(space.export_defaults), **SMALL.get(space.name, {})}
     space.check_export_options(given)
     onnx.checker.check_model(space.to_onnx(arch, **given))
     with pytest.raises(UserError, match="does not apply here"):
@@ -107,7 +107,28 @@ def test_declared_export_options_are_accepted(space):
 
 def test_reference_weights_are_declared(space):
     w1, w2 = space.reference_weights
-    assert {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}[space.name] == (w1, w2)
+    # reference-semantics §6; a space without a published pair takes NAS-Bench-201's
+    assert {"nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}.get(space.name, (1e-7, 1.0)) == (w1, w2)
+
+
+def test_declared_tables_are_packaged_and_read_as_declared(space):
+    """Each packaged table a space names exists; its architectures parse;
+    the default target column is found for every data set the space lists."""
+    from epsinas_onnx.core.tables import packaged, pick_column
+    from epsinas_onnx.experiments.evaluation import target_spec
+
+    assert space.target_tables, "a space ships its targets"
+    for name in {*space.target_tables, space.baselines_table, space.proxies_table} - {None}:
+        table = packaged(name)
+        column = pick_column(table.columns, (*space.arch_columns, "arch_str"), "architecture", table, "--arch-column")
+        for row in table.rows[:50]:
+            space.parse(" ".join(row[c] for c in column.split(",")))
+    targets = packaged(space.target_tables[0])
+    for dataset in space.datasets or (None,):
+        assert target_spec(space, targets, dataset=dataset)[0] == dataset
+    assert target_spec(space, targets)[0] == (space.datasets[0] if space.datasets else None)
+    with pytest.raises(UserError):
+        space.dataset_or_default("no such data set")
 
 
 def test_all_archs_where_declared(space):

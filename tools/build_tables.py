@@ -67,6 +67,47 @@ TABLES = {
         "fmsnew/nas-bench-nlp-release (`train_logs_wikitext-2/logs.zip`, Apache-2.0), summarised one row per "
         "log.",
     ),
+    "macro_accuracies": (
+        "macro/accuracies.csv", None,
+        "NAS-Bench-Macro, all 6,561 architectures (8 digits, one per searchable layer): CIFAR-10 test accuracy "
+        "(%) of three training runs and their mean (`mean_acc`) and standard deviation, parameters and FLOPs "
+        "as the benchmark counted them. Several keys share one trained network (get_real_arch): 3,969 "
+        "distinct results.",
+        "xiusu/NAS-Bench-Macro `data/nas-bench-macro_cifar10.json`, Apache-2.0.",
+    ),
+    "macro_baselines": (
+        "macro/accuracies.csv", ["arch", "flops"],
+        "NAS-Bench-Macro, all 6,561 architectures: FLOPs as the benchmark counted them (a baseline beside "
+        "the parameter count).",
+        "xiusu/NAS-Bench-Macro `data/nas-bench-macro_cifar10.json`, Apache-2.0.",
+    ),
+    "tnb_micro_all": (
+        "transnas/micro_all.csv", ["index", "arch", "class_scene", "class_object", "autoencoder", "normal", "jigsaw",
+                                   "room_layout", "segmentsemantic"],
+        "TransNAS-Bench-101 micro space, all 4,096 cells (six edge ops as NASLib's tuple): per task the "
+        "validation metric NASLib's API returns (class_scene, class_object, jigsaw: top-1 %; autoencoder, "
+        "normal: SSIM; room_layout: negative L2 loss; segmentsemantic: accuracy %).",
+        "automl/NASLib `naslib/data/zc_benchmarks/all_benchmarks_zen.zip`, Apache-2.0 (the benchmark, "
+        "yawen-d/TransNASBench, MIT).",
+    ),
+    "tnb_micro_zen": (
+        "transnas/micro_all.csv", ["arch", "zen_class_scene", "zen_class_object", "zen_autoencoder", "zen_normal",
+                                   "zen_jigsaw", "zen_room_layout", "zen_segmentsemantic"],
+        "TransNAS-Bench-101 micro space, all 4,096 cells: the Zen-score NASLib computed per task.",
+        "automl/NASLib `naslib/data/zc_benchmarks/all_benchmarks_zen.zip`, Apache-2.0.",
+    ),
+    "tnb_micro_proxies": (
+        "transnas/proxies_micro.csv", None,
+        "TransNAS-Bench-101 micro space, 711 cells per task: NASLib's validation accuracy and 11 proxies "
+        "(params and flops in millions, nwot, jacov, snip, grad_norm, grasp, fisher, l2_norm, plain, epe_nas).",
+        "automl/NASLib `naslib/data/zc_transbench101_micro.json`, Apache-2.0.",
+    ),
+    "tnb_macro_proxies": (
+        "transnas/proxies_macro.csv", None,
+        "TransNAS-Bench-101 macro space, 662 skeletons per task (six digits, zero-padded): NASLib's validation "
+        "accuracy and 11 proxies, as tnb_micro_proxies.",
+        "automl/NASLib `naslib/data/zc_transbench101_macro.json`, Apache-2.0.",
+    ),
 }
 
 

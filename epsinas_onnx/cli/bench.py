@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from epsinas_onnx.cli.option_groups import (DEFAULT_STORE, FORMATS, PROXY_OPTIONS, SPACES, TARGET_SOURCE_OPTIONS,
-                                            OptionGroup, OutputFile, all_option, archs_group, bench_batch_group,
-                                            bench_execution_group, direction_option, format_option, progress_option,
+                                            OptionGroup, OutputFile, all_option, arch_column_option, archs_group, bench_batch_group,
+                                            bench_execution_group, dataset_option, direction_option, format_option, progress_option,
                                             rank_by_option, run_group, sample_seed_option, scoring_group,
-                                            side_table_option, store_option, stored_mode_option, target_group,
+                                            side_table_option, store_option, stored_mode_option, target_column_option, target_group,
                                             weights_option)
 from epsinas_onnx.cli.render import say, show_rows, top64_text, warn
 from epsinas_onnx.core.stop_signals import stoppable
@@ -22,7 +22,7 @@ from epsinas_onnx.core.stop_signals import stoppable
 # the space's to_onnx keywords bench takes (those the space does not take are refused)
 export_group = OptionGroup("export", lambda **values: values, (
     click.option("--resolution", type=int, default=None,
-                 help="Input size (nb201: 32, or 16 for ImageNet16-120; nb101: 32)."),
+                 help="Input size (default the space's: nb201 32, or 16 for ImageNet16-120; docs/spaces.md)."),
     click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp; default 10,000, PTB's)."),
 ))
 
@@ -115,16 +115,7 @@ def results(store, space, config, fmt):
 @click.command()
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=OutputFile())
 @click.option("--space", type=SPACES, default=None, help="Default: the only space in the store.")
-@target_group(
-    *TARGET_SOURCE_OPTIONS,
-    click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16_120"]), default=None,
-                 help="nb201: the target column, the baselines' zen_ column, the proxies' rows (default cifar10)."),
-    click.option("--arch-column", default=None,
-                 help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops)."),
-    click.option("--target-column", default=None,
-                 help="Target column (default nb201: --dataset; nb101: cifar_acc_108 or val_accuracy; nlp: "
-                      "final_test_loss)."),
-    direction_option)
+@target_group(*TARGET_SOURCE_OPTIONS, dataset_option, arch_column_option, target_column_option, direction_option)
 @side_table_option("baselines", "Other proxies over the space, side by side (packaged: nb201 NASWOT and Zen-score, "
                    "nb101 naslib_500's proxies)")
 @side_table_option("proxies", "Other proxies on a subset, each row on the architectures it covers, epsinas beside them "

@@ -63,7 +63,6 @@ class OutputFile(click.Path):
 FORMATS = click.Choice(["table", "json", "csv"])
 TABLE_OR_JSON = click.Choice(["table", "json"])
 SPACES = click.Choice(list(SPACE_NAMES))
-DATASETS = click.Choice(["cifar10", "cifar100", "imagenet16_120"])
 
 
 def stack(*options):
@@ -341,13 +340,14 @@ def side_table_option(name: str, what: str):
     )
 
 
-dataset_option = click.option("--dataset", type=DATASETS, default=None,
-                              help="nb201: the target column (default cifar10).")
+DATASET_HELP = ("For a space whose tables hold a target per data set or task: which one (its target column, "
+                "the baselines' zen_ column, the proxies' rows); default the space's first, e.g. nb201's cifar10.")
+dataset_option = click.option("--dataset", default=None, help=DATASET_HELP)
 arch_column_option = click.option("--arch-column", default=None,
                                   help="Architecture column (default per space; 'a,b' joins two, e.g. adjacency,ops).")
 target_column_option = click.option("--target-column", default=None, help="Target column (default per space, as `evaluate`).")
 direction_option = click.option("--lower-is-better/--higher-is-better", "lower_is_better", default=None,
-                                help="The target's direction (default: lower for nlp's loss, else higher).")
+                                help="The target's direction (default: the space's, e.g. lower for nlp's loss).")
 
 
 def target_group(*options) -> OptionGroup:
@@ -368,7 +368,8 @@ TARGET_SOURCE_OPTIONS = (
 
 
 all_option = click.option("--all", "everything", is_flag=True,
-                          help="Every architecture of the space (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes).")
+                          help="Every architecture of the space (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 "
+                               "WikiText-2 recipes; docs/spaces.md lists them).")
 sample_option = click.option("--sample", type=int, default=None, help="N architectures drawn uniformly.")
 sample_seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --sample.")
 archs_option = click.option("--archs", "arch_file", type=click.Path(dir_okay=False), default=None,

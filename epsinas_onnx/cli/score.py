@@ -282,8 +282,8 @@ def _roles_grouped(rows: list[dict]) -> list[dict]:
 @click.argument("space", type=SPACES)
 @click.argument("arch")
 @click.option("-o", "--out", "out", type=OutputFile(), required=True, help="Where to write the model.")
-@click.option("--num-classes", type=int, default=None, help="Classifier outputs (nb201, nb101; default 1, as scored).")
-@click.option("--resolution", type=int, default=None, help="Input size (nb201: 32, or 16 for ImageNet16-120).")
+@click.option("--num-classes", type=int, default=None, help="Classifier outputs (the image spaces; default 1, as scored).")
+@click.option("--resolution", type=int, default=None, help="Input size (default the space's: nb201 32, or 16 for ImageNet16-120; docs/spaces.md).")
 @click.option("--vocab-size", type=int, default=None, help="Vocabulary size (nlp).")
 def export(space, arch, out, num_classes, resolution, vocab_size):
     """Export ARCH of a benchmark SPACE to ONNX.
@@ -312,7 +312,7 @@ def export(space, arch, out, num_classes, resolution, vocab_size):
 @click.argument("space", type=SPACES)
 @click.option("--sample", "n", type=int, default=None, help="Draw N architectures uniformly.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes).")
+@click.option("--all", "everything", is_flag=True, help="Every architecture (nb201: 15,625; nb101: the 423,624 cells; nlp: the 291 WikiText-2 recipes; docs/spaces.md lists them).")
 @click.option("--params", is_flag=True, help="Add the parameter count (10-class head).")
 def space(space, n, seed, everything, params):
     """List architectures of a benchmark SPACE, one per line."""

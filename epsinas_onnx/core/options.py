@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-# the two shared weights of the published score, per benchmark space
-REFERENCE_WEIGHTS = {"nb201": (1e-7, 1.0), "nb101": (1e-4, 10.0), "nlp": (1e-5, 1e-3)}
-DEFAULT_WEIGHTS = REFERENCE_WEIGHTS["nb201"]  # a model of no known space: NAS-Bench-201's pair
+# the two shared weights of a model of no known space: NAS-Bench-201's pair (a
+# benchmark space declares its own, Space.reference_weights)
+DEFAULT_WEIGHTS = (1e-7, 1.0)
 # model metadata `export` writes: the space a model comes from and its reference
 # pair, which score takes when no weights are given
 SPACE_METADATA_KEY = "epsinas.space"

@@ -479,10 +479,9 @@ PACKAGED_PREFIX = "packaged:"
 def _packaged_archs(space: Space, name: str) -> list:
     from epsinas_onnx.core.tables import packaged
     from epsinas_onnx.core.tables import pick_column
-    from epsinas_onnx.experiments.evaluation import ARCH_COLUMNS
 
     table = packaged(name)
-    column = pick_column(table.columns, (*ARCH_COLUMNS[space.name], "arch_str"), "architecture", table, "--archs")
+    column = pick_column(table.columns, (*space.arch_columns, "arch_str"), "architecture", table, "--archs")
     archs = []
     for line, row in enumerate(table.rows, start=2):
         try:

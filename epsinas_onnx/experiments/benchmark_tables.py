@@ -9,7 +9,8 @@ module reads them, plus a name for messages. It comes from one of three places:
     benchmark_files.read  an official benchmark file (--benchmark-file PATH)
 
 `targets_table` and `side_table` pick the right one for a space, the default
-being the packaged tables. Reading a table needs only the standard library.
+being the packaged tables the space declares (protocol.Space: target_tables,
+baselines_table, proxies_table). Reading a table needs only the standard library.
 """
 
 from __future__ import annotations
@@ -19,19 +20,13 @@ from epsinas_onnx.core.tables import Table, packaged, read_csv  # the reader, in
 
 PACKAGED = "packaged"  # the value of --baselines / --proxies given without a file
 
-# the packaged tables of each space: targets (first = default), baselines, proxies
-PACKAGED_TARGETS = {"nb201": ("nb201_accuracies",), "nb101": ("nb101_test_143", "nb101_naslib_500"),
-                    "nlp": ("nlp_wt2_summary",)}
-PACKAGED_BASELINES = {"nb201": "nb201_baselines", "nb101": "nb101_naslib_500"}
-PACKAGED_PROXIES = {"nb201": "nb201_proxies", "nb101": "nb101_naslib_500"}
-
 
 def targets_table(space: str, *, accuracies=None, benchmark_file=None, archs=None) -> Table:
     """The table of targets for `space`: the user's csv (--accuracies), an
-    official benchmark file (--benchmark-file), else the packaged one. nb101
-    ships two tables (test_143: test accuracy; naslib_500: validation
-    accuracy); given the stored `archs` (format_arch texts) the one holding
-    more of them is chosen, else test_143."""
+    official benchmark file (--benchmark-file), else the packaged one. Where
+    the space ships several (nb101: test_143, test accuracy; naslib_500,
+    validation accuracy), given the stored `archs` (format_arch texts) the
+    one holding more of them is chosen, else the first."""
     if accuracies is not None and benchmark_file is not None:
         raise UserError("give --accuracies FILE or --benchmark-file PATH, not both")
     if accuracies is not None:
@@ -40,7 +35,11 @@ def targets_table(space: str, *, accuracies=None, benchmark_file=None, archs=Non
         from epsinas_onnx.experiments import benchmark_files
 
         return benchmark_files.read(space, benchmark_file, archs)
-    names = PACKAGED_TARGETS[space]
+    from epsinas_onnx.spaces import get_space
+
+    names = get_space(space).target_tables
+    if not names:
+        raise UserError(f"no packaged table of targets for {space}: give --accuracies FILE")
     if len(names) == 1 or archs is None:
         return packaged(names[0])
     tables = [packaged(n) for n in names]
@@ -49,11 +48,10 @@ def targets_table(space: str, *, accuracies=None, benchmark_file=None, archs=Non
 
 def _covered(space: str, table: Table, archs) -> set[str]:
     from epsinas_onnx.core.tables import pick_column
-    from epsinas_onnx.experiments.evaluation import ARCH_COLUMNS
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
-    column = pick_column(table.columns, ARCH_COLUMNS[space], "architecture", table, "--arch-column")
+    column = pick_column(table.columns, module.arch_columns, "architecture", table, "--arch-column")
     keys = set()
     for row in table.rows:
         try:
@@ -70,7 +68,13 @@ def side_table(space: str, source, kind: str):
         return None
     if source != PACKAGED:
         return read_csv(source)
-    tables = PACKAGED_BASELINES if kind == "baselines" else PACKAGED_PROXIES
-    if space not in tables:
-        raise UserError(f"no packaged {kind} for {space} (there are for {', '.join(tables)}): give --{kind} FILE")
-    return packaged(tables[space])
+    from epsinas_onnx.spaces import SPACES, get_space
+
+    def table_of(name: str) -> str | None:
+        module = get_space(name)
+        return module.baselines_table if kind == "baselines" else module.proxies_table
+
+    if table_of(space) is None:
+        having = [name for name in SPACES if table_of(name) is not None]
+        raise UserError(f"no packaged {kind} for {space} (there are for {', '.join(having)}): give --{kind} FILE")
+    return packaged(table_of(space))

@@ -36,15 +36,10 @@ from epsinas_onnx.core.options import TargetOptions
 
 EXTRA_HINT = 'pip install "epsinas-onnx[eval]"'
 
-NB201_DATASETS = ("cifar10", "cifar100", "imagenet16_120")
-# per-space defaults: candidate arch columns (first present wins; "a,b" joins two
-# columns with a space), candidate target columns, and the target's direction
-ARCH_COLUMNS = {"nb201": ("arch", "arch_str"), "nb101": ("cell", "adjacency,ops", "arch"), "nlp": ("recepie", "arch")}
-TARGET_COLUMNS = {"nb201": None, "nb101": ("cifar_acc_108", "val_accuracy"), "nlp": ("final_test_loss",)}
-LOWER_IS_BETTER = {"nb201": False, "nb101": False, "nlp": True}
 # columns of a side table that are not proxies
-NOT_PROXIES = {"index", "dataset", "naslib_idx", "naslib_tuple", "arch", "arch_str", "cell", "adjacency", "ops",
+NOT_PROXIES = {"index", "dataset", "task", "naslib_idx", "naslib_tuple", "arch", "arch_str", "cell", "adjacency", "ops",
                "recepie", "recepie_id", "status", "epochs_logged"}
+DATASET_COLUMNS = ("dataset", "task")  # a table of several data sets' rows names each row's in one of these
 FAILED_MARKER = -1e8  # baselines.csv: a failed Zen-score
 
 
@@ -125,14 +120,16 @@ def read_keyed(path, space, *, arch_column: str, columns: list[str], dataset: st
                failed_marker: float | None = None) -> tuple[dict[str, dict[str, float]], int]:
     """{format_arch text: {column: value}} from a csv file; rows repeating an
     architecture are averaged (their number is returned too). A `dataset`
-    column, when present and `dataset` is given, keeps only that data set's rows."""
+    (or `task`) column, when present and `dataset` is given, keeps only that
+    data set's rows."""
     table = as_table(path)
     names, rows = table.columns, table.rows
     for column in [*arch_column.split(","), *columns]:
         if column not in names:
             raise UserError(f"{path} has no column {column!r}; its columns are {', '.join(names)}")
-    if dataset is not None and "dataset" in names:
-        rows = [r for r in rows if _norm_name(r["dataset"]) == _norm_name(dataset)]
+    split = next((c for c in DATASET_COLUMNS if c in names), None)
+    if dataset is not None and split is not None:
+        rows = [r for r in rows if _norm_name(r[split]) == _norm_name(dataset)]
         if not rows:
             raise UserError(f"{path} has no rows for data set {dataset!r}")
     gathered: dict[str, list[list[float]]] = {}
@@ -187,6 +184,21 @@ class StoredProxies:
     rank_by: tuple[str, ...] = ()
 
 
+def target_spec(module, table, *, dataset: str | None = None, arch_column: str | None = None,
+                target_column: str | None = None, lower_is_better: bool | None = None) -> tuple:
+    """What a table of targets is read as, each choice the given one or the
+    space's default (protocol.Space: datasets, arch_columns, target_columns,
+    lower_is_better): (dataset, arch column, target column, lower_is_better)."""
+    dataset = module.dataset_or_default(dataset)
+    names = table.columns
+    arch_column = arch_column or pick_column(names, module.arch_columns, "architecture", table, "--arch-column")
+    if target_column is None:
+        target_column = pick_column(names, module.target_candidates(dataset), "target", table, "--target-column")
+    if lower_is_better is None:
+        lower_is_better = module.lower_is_better
+    return dataset, arch_column, target_column, lower_is_better
+
+
 def evaluate(rows: list[dict], space: str, targets: TargetOptions, *, baselines=None, proxies=None,
              mode: str = "reference", other_modes: dict[str, list[dict]] | None = None,
              stored: StoredProxies = StoredProxies()) -> dict:
@@ -212,24 +224,15 @@ def evaluate(rows: list[dict], space: str, targets: TargetOptions, *, baselines=
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
-    if space == "nb201":
-        dataset = dataset or "cifar10"
-        if dataset not in NB201_DATASETS:
-            raise UserError(f"unknown --dataset {dataset!r}: choose one of {', '.join(NB201_DATASETS)}")
-    elif dataset is not None:
-        raise UserError(f"--dataset is for nb201 only; for {space} pick the column with --target-column")
     # each table read once (a path is read here; a packaged table is decompressed once)
     accuracies = as_table(accuracies)
     baselines = None if baselines is None else as_table(baselines)
     proxies = None if proxies is None else as_table(proxies)
-    names = accuracies.columns
-    arch_column = arch_column or pick_column(names, ARCH_COLUMNS[space], "architecture", accuracies, "--arch-column")
-    if target_column is None:
-        candidates = (dataset,) if space == "nb201" else TARGET_COLUMNS[space]
-        target_column = pick_column(names, candidates, "target", accuracies, "--target-column")
-    if lower_is_better is None:
-        lower_is_better = LOWER_IS_BETTER[space]
-    targets, repeated = read_keyed(accuracies, module, arch_column=arch_column, columns=[target_column])
+    dataset, arch_column, target_column, lower_is_better = target_spec(
+        module, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
+        lower_is_better=lower_is_better)
+    targets, repeated = read_keyed(accuracies, module, arch_column=arch_column, columns=[target_column],
+                                   dataset=dataset)
 
     scored = [r for r in rows if r["error"] is None]
     errors = len(rows) - len(scored)
@@ -273,13 +276,13 @@ def evaluate(rows: list[dict], space: str, targets: TargetOptions, *, baselines=
             continue
         names = side_table.columns
         if kind == "baselines":
-            side_arch = pick_column(names, ARCH_COLUMNS[space], "architecture", side_table, "--arch-column")
+            side_arch = pick_column(names, module.arch_columns, "architecture", side_table, "--arch-column")
             wanted = [c for c in proxy_columns(side_table, side_arch, {target_column})
                       if not (c.startswith("zen_") and dataset is not None and c != f"zen_{dataset}")]
             table, _ = read_keyed(side_table, module, arch_column=side_arch, columns=wanted, failed_marker=FAILED_MARKER)
             prefix = ""
         else:
-            side_arch = pick_column(names, (*ARCH_COLUMNS[space], "arch_str"), "architecture", side_table, "--arch-column")
+            side_arch = pick_column(names, (*module.arch_columns, "arch_str"), "architecture", side_table, "--arch-column")
             wanted = proxy_columns(side_table, side_arch, {target_column})
             table, _ = read_keyed(side_table, module, arch_column=side_arch, columns=wanted, dataset=dataset)
             prefix = "zc."

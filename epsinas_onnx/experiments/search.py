@@ -67,7 +67,7 @@ class Targets:
             raise UserError(
                 f"architecture {text} has no {self.name!r} in {self.source or 'the targets'}: a search trains "
                 "(looks up) architectures anywhere in the space, so it needs a table that covers the space "
-                "(the packaged nb201 table does; the nb101 / nlp tables cover only samples)"
+                "(a packaged table of a whole space does, e.g. nb201's; others cover only samples)"
             ) from None
         if not math.isfinite(value):
             return -math.inf
@@ -91,32 +91,21 @@ class Targets:
 
 def load_targets(space: str, targets: TargetOptions, select_column: str | None = None) -> Targets:
     """The target column of targets.accuracies (a Table or a csv path), with
-    the same defaults as `evaluate` (nb201: targets.dataset's column; nb101:
-    cifar_acc_108 or val_accuracy; nlp: final_test_loss, lower is better);
-    select_column: what evolution's tournament compares (default: the target)."""
+    the same defaults as `evaluate` (the space's declaration:
+    evaluation.target_spec); select_column: what evolution's tournament
+    compares (default: the target)."""
     accuracies, dataset, arch_column = targets.accuracies, targets.dataset, targets.arch_column
     target_column, lower_is_better = targets.target_column, targets.lower_is_better
     from epsinas_onnx.experiments import evaluation
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
-    if space == "nb201":
-        dataset = dataset or "cifar10"
-        if dataset not in evaluation.NB201_DATASETS:
-            raise UserError(f"unknown --dataset {dataset!r}: choose one of {', '.join(evaluation.NB201_DATASETS)}")
-    elif dataset is not None:
-        raise UserError(f"--dataset is for nb201 only; for {space} pick the column with --target-column")
     accuracies = as_table(accuracies)
-    names = as_table(accuracies).columns
-    arch_column = arch_column or pick_column(names, evaluation.ARCH_COLUMNS[space], "architecture", accuracies,
-                                                  "--arch-column")
-    if target_column is None:
-        candidates = (dataset,) if space == "nb201" else evaluation.TARGET_COLUMNS[space]
-        target_column = pick_column(names, candidates, "target", accuracies, "--target-column")
-    if lower_is_better is None:
-        lower_is_better = evaluation.LOWER_IS_BETTER[space]
+    dataset, arch_column, target_column, lower_is_better = evaluation.target_spec(
+        module, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
+        lower_is_better=lower_is_better)
     columns = [target_column] + ([select_column] if select_column and select_column != target_column else [])
-    table, _ = evaluation.read_keyed(accuracies, module, arch_column=arch_column, columns=columns)
+    table, _ = evaluation.read_keyed(accuracies, module, arch_column=arch_column, columns=columns, dataset=dataset)
     values = {arch: row[target_column] for arch, row in table.items()}
     selection = None
     if select_column and select_column != target_column:

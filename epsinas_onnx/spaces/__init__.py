@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from epsinas_onnx.spaces.protocol import Space
 
-SPACES = ("nb201", "nb101", "nlp")
+SPACES = ("nb201", "nb101", "nlp", "macro", "tnb_micro", "tnb_macro")
 
 
 def get_space(name: str) -> "Space":

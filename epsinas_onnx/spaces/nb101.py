@@ -41,7 +41,6 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import REFERENCE_WEIGHTS
 from epsinas_onnx.core.textfile import read_text
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
@@ -561,6 +560,10 @@ SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
-    reference_weights=REFERENCE_WEIGHTS["nb101"], read_csv_archs=load_archs, all_archs=all_archs,
+    reference_weights=(1e-4, 10.0), read_csv_archs=load_archs, all_archs=all_archs,
     canonical=canonical, ir_takes_tied=True,
+    # test_143: test accuracy of 143 cells; naslib_500: validation accuracy and proxies of 500
+    target_tables=("nb101_test_143", "nb101_naslib_500"), baselines_table="nb101_naslib_500",
+    proxies_table="nb101_naslib_500", arch_columns=("cell", "adjacency,ops", "arch"),
+    target_columns=("cifar_acc_108", "val_accuracy"),
 )

@@ -23,7 +23,7 @@ import onnx_ir as ir
 from onnx import TensorProto, helper
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import REFERENCE_WEIGHTS, ExecutionOptions, ScoringSettings
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
 from epsinas_onnx.spaces.graph_builder import OPSET, GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
@@ -606,8 +606,10 @@ SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
-    reference_weights=REFERENCE_WEIGHTS["nb201"], all_archs=all_archs,
+    reference_weights=(1e-7, 1.0), all_archs=all_archs,
     computation_class=computation_class, computation_class_if_finite=computation_class_if_finite,
     finite_check_output=FINITE_CHECK_OUTPUT, finite_check_passed=finite_check_passed,
     ir_takes_tied=True, ir_takes_finite_check=True, pieces_for=pieces_for,
+    target_tables=("nb201_accuracies",), baselines_table="nb201_baselines", proxies_table="nb201_proxies",
+    arch_columns=("arch", "arch_str"), datasets=("cifar10", "cifar100", "imagenet16_120"),
 )

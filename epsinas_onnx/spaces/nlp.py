@@ -59,7 +59,6 @@ import onnx_ir as ir
 from onnx import TensorProto
 
 from epsinas_onnx.core.errors import UserError
-from epsinas_onnx.core.options import REFERENCE_WEIGHTS
 from epsinas_onnx.core.textfile import parse_json, read_text
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
@@ -454,5 +453,7 @@ SPACE = Space(
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"vocab_size": PTB_VOCAB, "emb": 400, "hidden": 600, "n_layers": 3, "seed": 0},
     num_params_options=("vocab_size", "emb", "hidden", "n_layers"),
-    reference_weights=REFERENCE_WEIGHTS["nlp"], all_archs=all_archs, read_csv_archs=_read_csv_archs,
+    reference_weights=(1e-5, 1e-3), all_archs=all_archs, read_csv_archs=_read_csv_archs,
+    target_tables=("nlp_wt2_summary",), arch_columns=("recepie", "arch"), target_columns=("final_test_loss",),
+    lower_is_better=True,
 )

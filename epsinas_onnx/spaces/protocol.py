@@ -46,6 +46,20 @@ class Space:
     # runner whose output(arch, weight, finite_check, timeout) is the generic path's logits bit
     # for bit, with sessions made once (bench), or None where it does not apply for those settings
     pieces_for: Callable[..., Any] | None = None
+    # what the benchmark's tables hold and how to read them (evaluate, search,
+    # calibrate, bench --archs packaged:NAME): packaged tables are
+    # epsinas_onnx/data/NAME.csv.gz, built by tools/build_tables.py
+    target_tables: tuple[str, ...] = ()  # packaged tables of trained results, the first the default
+    baselines_table: str | None = None  # packaged table of other proxies over the space (--baselines)
+    proxies_table: str | None = None  # packaged table of proxies on a subset (--proxies)
+    arch_columns: tuple[str, ...] = ("arch",)  # the architecture column: the first present ("a,b" joins two)
+    target_columns: tuple[str, ...] = ()  # the target column: the first present (after a data set's own)
+    # data sets (or tasks) the tables hold targets of; --dataset picks one
+    # (default the first): the target column of that name if there is one,
+    # the baselines' zen_<dataset> column, and in a table with a `dataset`
+    # (or `task`) column the rows of that data set
+    datasets: tuple[str, ...] = ()
+    lower_is_better: bool = False  # the target's direction (a loss: True)
 
     @property
     def enumerable(self) -> bool:
@@ -78,6 +92,26 @@ class Space:
             if key not in accepted:
                 raise UserError(f"{what or self.name + ' export'} option {key!r} does not apply here "
                                 f"(accepted: {', '.join(accepted)})")
+
+    def dataset_or_default(self, dataset: str | None) -> str | None:
+        """--dataset checked against `datasets`: None picks the first; None
+        for a space without data sets (UserError if one was given)."""
+        from epsinas_onnx.core.errors import UserError
+
+        if not self.datasets:
+            if dataset is not None:
+                raise UserError(f"--dataset does not apply to {self.name} (its tables have one target): "
+                                "pick the column with --target-column")
+            return None
+        if dataset is None:
+            return self.datasets[0]
+        if dataset not in self.datasets:
+            raise UserError(f"unknown --dataset {dataset!r} for {self.name}: choose one of {', '.join(self.datasets)}")
+        return dataset
+
+    def target_candidates(self, dataset: str | None) -> tuple[str, ...]:
+        """The default target column's candidates: the data set's own column, then `target_columns`."""
+        return ((dataset,) if dataset is not None else ()) + self.target_columns
 
     def num_params_kwargs(self, export: Mapping[str, Any]) -> dict:
         """The export options that also size num_params, but the head: params are counted with the 10-class head."""

@@ -703,10 +703,12 @@ class SlicePlan:
 @collapse_rule("Slice")
 class SliceRule(CollapseRule):
     """Contiguous channel slices, as NAS-Bench-101 cuts a projection's extra
-    channels: the groups the slice overlaps, each cut to its overlap."""
+    channels: the groups the slice overlaps, each cut to its overlap; and
+    slices of the spatial axes alone (any steps), which keep every channel's
+    group, as TransNAS-Bench-101's FactorizedReduce shifts a map by a pixel."""
 
     @staticmethod
-    def check(c: Collapser, n: ir.Node) -> SlicePlan | Decline | None:
+    def check(c: Collapser, n: ir.Node) -> SlicePlan | OutputGroups | Decline | None:
         x = n.inputs[0]
         groups = c.groups(x)
         if groups is None:
@@ -715,9 +717,11 @@ class SliceRule(CollapseRule):
         if starts is None or ends is None:
             return Decline("Slice with starts or ends computed at run time")
         axes = np.arange(len(starts)) if axes is None else axes
+        rank = c.rank(x)
+        if rank is not None and all(-rank <= a < rank and 2 <= a % rank for a in axes):
+            return OutputGroups(groups, rank)
         if steps is not None and np.any(steps != 1):
             return Decline("Slice with a step other than 1")
-        rank = c.rank(x)
         if len(axes) != 1 or not (axes[0] == 1 or (rank is not None and axes[0] % rank == 1)):
             return Decline("Slice along an axis other than the channels (not worth a rule)")
         start, end = (int(np.clip(v[0] if v[0] >= 0 else v[0] + groups.width, 0, groups.width)) for v in (starts, ends))
@@ -729,7 +733,10 @@ class SliceRule(CollapseRule):
         return SlicePlan(kept[0][0], kept[-1][0], Groups(tuple(int(m) for _, m in kept), groups.spatial_one), rank)
 
     @staticmethod
-    def rewrite(c: Collapser, n: ir.Node, plan: SlicePlan) -> None:
+    def rewrite(c: Collapser, n: ir.Node, plan: SlicePlan | OutputGroups) -> None:
+        if isinstance(plan, OutputGroups):  # a spatial slice: runs as it is
+            c.set_groups(n.outputs[0], plan.groups, plan.rank)
+            return
         n.replace_input_with(1, c.emit(constant(np.array([plan.first], dtype=np.int64))))
         n.replace_input_with(2, c.emit(constant(np.array([plan.last + 1], dtype=np.int64))))
         c.set_groups(n.outputs[0], plan.groups, plan.rank)
@@ -781,7 +788,7 @@ class ConvRule(CollapseRule):
                 in_mult = in_mult[:1]
             factors = np.array(in_mult, dtype=np.float64).reshape((1, -1) + (1,) * len(kernel))
             factors = np.broadcast_to(factors, (1, len(in_mult)) + kernel)
-            pool_scale = float(in_mult[0] * np.prod(kernel)) if len(in_mult) == 1 and _pools_instead(n, bias_param) else None
+            pool_scale = float(in_mult[0] * np.prod(kernel)) if len(in_mult) == 1 and _pools_instead(n, bias_param, kernel) else None
             return ConvPlan(weight, bias_param, factors, Groups((c_out,)), kernel, sum_channels, None, pool_scale)
         if in_groups is not None and per_group == 1 and group == c_out == in_groups.width:
             # depthwise: each output channel reads its own input channel
@@ -806,7 +813,7 @@ class ConvRule(CollapseRule):
         c.set_groups(n.outputs[0], plan.groups, 2 + len(plan.kernel))
 
 
-def _pools_instead(n: ir.Node, bias: Uniform | None) -> bool:
+def _pools_instead(n: ir.Node, bias: Uniform | None, kernel: tuple[int, ...]) -> bool:
     """Whether a one-channel conv runs as a pooling: its kernel is one number
     v, so it is v * k times the average over its window (padding counted, k
     the window's size): AveragePool(x) * (v * k). ONNX Runtime's pooling
@@ -819,6 +826,9 @@ def _pools_instead(n: ir.Node, bias: Uniform | None) -> bool:
         return False  # AveragePool has dilations from opset 19 only
     if "auto_pad" in n.attributes and n.attributes["auto_pad"].as_string() not in ("", "NOTSET"):
         return False
+    pads = list(n.attributes["pads"].as_ints()) if "pads" in n.attributes else []
+    if any(p >= k for p, k in zip(pads, list(kernel) * 2)):
+        return False  # a pool's padding must be smaller than its window (a padded 1x1 conv stays a conv)
     return not n.outputs[0].is_graph_output()
 
 
