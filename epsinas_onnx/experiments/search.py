@@ -39,7 +39,7 @@ import numpy as np
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import BENCH_EXECUTION, BatchOptions, ExecutionOptions, RunOptions, TargetOptions
-from epsinas_onnx.core.tables import as_table, pick_column
+from epsinas_onnx.core.tables import as_table
 
 SEED_SPACE = 2**31  # seeds handed to space.sample
 
