@@ -16,7 +16,6 @@ import math
 import time
 from collections.abc import Callable
 
-import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
