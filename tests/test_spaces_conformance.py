@@ -115,6 +115,7 @@ def test_declared_tables_are_packaged_and_read_as_declared(space):
     """Each packaged table a space names exists; its architectures parse;
     the default target column is found for every data set the space lists."""
     from epsinas_onnx.core.tables import packaged, pick_column
+    from epsinas_onnx.core.options import TargetOptions
     from epsinas_onnx.experiments.evaluation import target_spec
 
     assert space.target_tables, "a space ships its targets"
@@ -125,8 +126,8 @@ def test_declared_tables_are_packaged_and_read_as_declared(space):
             space.parse(" ".join(row[c] for c in column.split(",")))
     targets = packaged(space.target_tables[0])
     for dataset in space.datasets or (None,):
-        assert target_spec(space, targets, dataset=dataset)[0] == dataset
-    assert target_spec(space, targets)[0] == (space.datasets[0] if space.datasets else None)
+        assert target_spec(space, targets, TargetOptions(dataset=dataset)).dataset == dataset
+    assert target_spec(space, targets, TargetOptions()).dataset == (space.datasets[0] if space.datasets else None)
     with pytest.raises(UserError):
         space.dataset_or_default("no such data set")
 

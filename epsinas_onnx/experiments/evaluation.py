@@ -184,19 +184,19 @@ class StoredProxies:
     rank_by: tuple[str, ...] = ()
 
 
-def target_spec(module, table, *, dataset: str | None = None, arch_column: str | None = None,
-                target_column: str | None = None, lower_is_better: bool | None = None) -> tuple:
-    """What a table of targets is read as, each choice the given one or the
-    space's default (protocol.Space: datasets, arch_columns, target_columns,
-    lower_is_better): (dataset, arch column, target column, lower_is_better)."""
-    dataset = module.dataset_or_default(dataset)
+def target_spec(space, table, targets: TargetOptions) -> TargetOptions:
+    """What a table of targets is read as: `targets` with each choice left
+    None set to the space's default (protocol.Space: datasets, arch_columns,
+    target_columns, lower_is_better) and `table` as its accuracies."""
+    dataset = space.dataset_or_default(targets.dataset)
     names = table.columns
-    arch_column = arch_column or pick_column(names, module.arch_columns, "architecture", table, "--arch-column")
+    arch_column = targets.arch_column or pick_column(names, space.arch_columns, "architecture", table, "--arch-column")
+    target_column = targets.target_column
     if target_column is None:
-        target_column = pick_column(names, module.target_candidates(dataset), "target", table, "--target-column")
-    if lower_is_better is None:
-        lower_is_better = module.lower_is_better
-    return dataset, arch_column, target_column, lower_is_better
+        target_column = pick_column(names, space.target_candidates(dataset), "target", table, "--target-column")
+    lower_is_better = space.lower_is_better if targets.lower_is_better is None else targets.lower_is_better
+    return dataclasses.replace(targets, accuracies=table, dataset=dataset, arch_column=arch_column,
+                               target_column=target_column, lower_is_better=lower_is_better)
 
 
 def evaluate(rows: list[dict], space: str, targets: TargetOptions, *, baselines=None, proxies=None,
@@ -219,18 +219,16 @@ def evaluate(rows: list[dict], space: str, targets: TargetOptions, *, baselines=
     the stored proxies' labels (a name listed twice counts twice): one more
     row, their rank aggregate over those architectures (proxies.aggregate,
     the population being them)."""
-    accuracies, dataset, arch_column = targets.accuracies, targets.dataset, targets.arch_column
-    target_column, lower_is_better = targets.target_column, targets.lower_is_better
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
     # each table read once (a path is read here; a packaged table is decompressed once)
-    accuracies = as_table(accuracies)
+    accuracies = as_table(targets.accuracies)
     baselines = None if baselines is None else as_table(baselines)
     proxies = None if proxies is None else as_table(proxies)
-    dataset, arch_column, target_column, lower_is_better = target_spec(
-        module, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
-        lower_is_better=lower_is_better)
+    spec = target_spec(module, accuracies, targets)
+    dataset, arch_column, target_column, lower_is_better = (spec.dataset, spec.arch_column, spec.target_column,
+                                                            spec.lower_is_better)
     targets, repeated = read_keyed(accuracies, module, arch_column=arch_column, columns=[target_column],
                                    dataset=dataset)
 

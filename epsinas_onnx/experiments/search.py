@@ -94,18 +94,16 @@ def load_targets(space: str, targets: TargetOptions, select_column: str | None =
     the same defaults as `evaluate` (the space's declaration:
     evaluation.target_spec); select_column: what evolution's tournament
     compares (default: the target)."""
-    accuracies, dataset, arch_column = targets.accuracies, targets.dataset, targets.arch_column
-    target_column, lower_is_better = targets.target_column, targets.lower_is_better
     from epsinas_onnx.experiments import evaluation
     from epsinas_onnx.spaces import get_space
 
     module = get_space(space)
-    accuracies = as_table(accuracies)
-    dataset, arch_column, target_column, lower_is_better = evaluation.target_spec(
-        module, accuracies, dataset=dataset, arch_column=arch_column, target_column=target_column,
-        lower_is_better=lower_is_better)
+    accuracies = as_table(targets.accuracies)
+    spec = evaluation.target_spec(module, accuracies, targets)
+    target_column, lower_is_better = spec.target_column, spec.lower_is_better
     columns = [target_column] + ([select_column] if select_column and select_column != target_column else [])
-    table, _ = evaluation.read_keyed(accuracies, module, arch_column=arch_column, columns=columns, dataset=dataset)
+    table, _ = evaluation.read_keyed(accuracies, module, arch_column=spec.arch_column, columns=columns,
+                                     dataset=spec.dataset)
     values = {arch: row[target_column] for arch, row in table.items()}
     selection = None
     if select_column and select_column != target_column:
