@@ -29,6 +29,7 @@ import numpy as np
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import (BENCH_EXECUTION, BatchOptions, ExecutionOptions, RunOptions, ScoringSettings,
                                        TargetOptions)
+from epsinas_onnx.experiments.executors import ExecutionJob
 
 KINDS = ("synthetic", "batch-size", "weight-init", "embedding", "init-pair")
 STATISTICS = ("spearman", "kendall", "spearman_top10", "kendall_top10", "top10_top10", "top64_top5")
@@ -171,7 +172,7 @@ def _summarise(value, draws: list[dict], repeats: int) -> dict:
 
 
 @dataclasses.dataclass
-class InitPairJob:
+class InitPairJob(ExecutionJob):
     """An executors.Job of the init-pair ablation: an architecture's score is
     the epsinas of the outputs of two independent random initialisations
     (`scheme`, seeds 2r and 2r + 1) at w = 1, BN gamma 1."""
@@ -184,14 +185,6 @@ class InitPairJob:
     scheme: str
     repeat: int
     execution: ExecutionOptions
-
-    @property
-    def device(self) -> str:  # executors.Job
-        return self.execution.device
-
-    @property
-    def threads(self) -> int | None:  # executors.Job
-        return self.execution.threads
 
     def run(self, arch) -> tuple[str, float, str | None]:
         """(text, score, None), or (text, NaN, why it could not be scored)."""

@@ -43,7 +43,7 @@ from epsinas_onnx.core.scoring.modes import check_mode, score_in_mode
 from epsinas_onnx.core.scoring.scorer import batch_for, check_weights, open_session, prepare_model, rewrite_model
 from epsinas_onnx.core.stop_signals import stoppable
 from epsinas_onnx.core.textfile import file_status, read_text
-from epsinas_onnx.experiments.executors import check_run_options, progress_bar, run_job
+from epsinas_onnx.experiments.executors import ExecutionJob, check_run_options, progress_bar, run_job
 from epsinas_onnx.experiments.store import ResultStore, fingerprint, now, settings_key, weights_key
 from epsinas_onnx.spaces.protocol import Space
 
@@ -120,7 +120,7 @@ BENCH_GRAPH_OPTIMIZATION = "none"  # many small sessions: ONNX Runtime's optimis
 
 
 @dataclasses.dataclass
-class BenchJob:
+class BenchJob(ExecutionJob):
     """What every worker needs, sent once per worker: an executors.Job whose
     items are architectures and whose results are rows (score_architecture)."""
 
@@ -140,14 +140,6 @@ class BenchJob:
     proxy_seed: int | None = None  # their draws' seed (RunOptions.proxy_seed)
     model_input: str = "input"  # the model input the batch feeds (the proxies' feeds)
     examples: int | None = None  # examples in the batch (proxies: flops per example)
-
-    @property
-    def device(self) -> str:  # executors.Job
-        return self.execution.device
-
-    @property
-    def threads(self) -> int | None:  # executors.Job
-        return self.execution.threads
 
     @property
     def build(self) -> dict:

@@ -38,7 +38,7 @@ from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import (CALIBRATE_EXECUTION, CALIBRATE_KEY, BatchOptions, ExecutionOptions, RunOptions,
                                        ScoringSettings)
 from epsinas_onnx.core.scoring.metric import epsinas_score
-from epsinas_onnx.experiments.executors import check_run_options, progress_bar, run_job
+from epsinas_onnx.experiments.executors import ExecutionJob, check_run_options, progress_bar, run_job
 
 RULE = (
     "among the pairs whose NaN rate is at most the grid's lowest NaN rate + 0.5, the pair with the highest "
@@ -97,7 +97,7 @@ class Item:
 
 
 @dataclasses.dataclass
-class CalibrateJob:
+class CalibrateJob(ExecutionJob):
     """An executors.Job: an Item's (name, outputs at every weight, error)."""
 
     label = "calibrate"  # executors.Job: for the executor's messages
@@ -107,14 +107,6 @@ class CalibrateJob:
     weights: list[float]
     scoring: ScoringSettings
     execution: ExecutionOptions
-
-    @property
-    def device(self) -> str:  # executors.Job
-        return self.execution.device
-
-    @property
-    def threads(self) -> int | None:  # executors.Job
-        return self.execution.threads
 
     def run(self, item: Item) -> tuple[str, np.ndarray | None, str | None]:
         from epsinas_onnx.core.scoring.scorer import prepare_model

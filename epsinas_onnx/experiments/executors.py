@@ -73,6 +73,19 @@ class Job(Protocol):
         """The result of an item whose worker process died running it (`error` says how)."""
 
 
+class ExecutionJob:
+    """A Job whose device and threads are those of its `execution`
+    (ExecutionOptions: as the workers run), a field of the dataclass using it."""
+
+    @property
+    def device(self) -> str:  # Job
+        return self.execution.device
+
+    @property
+    def threads(self) -> int | None:  # Job
+        return self.execution.threads
+
+
 class ExecutorError(UserError):
     """The executor could not go on (the results it yielded so far stand)."""
 
