@@ -399,18 +399,20 @@ class ResultStore:
 
     # ---------------------------------------------------------------- reading
 
-    def rows(self, space: str | None = None) -> list[dict]:
-        """Every row (of one space), oldest first, with its `config` id; a row
-        whose weights or settings are not what bench writes is one line."""
-        query = f"SELECT id, {', '.join(COLUMNS)} FROM results"
+    def _select(self, query: str, space: str | None) -> list:
+        """The rows of `query` (a SELECT of one table), of one space where given, oldest first."""
         args: tuple = ()
         if space is not None:
             query += " WHERE space = ?"
             args = (space,)
         with self._sqlite_errors():
-            fetched = self.db.execute(query + " ORDER BY id", args).fetchall()
+            return self.db.execute(query + " ORDER BY id", args).fetchall()
+
+    def rows(self, space: str | None = None) -> list[dict]:
+        """Every row (of one space), oldest first, with its `config` id; a row
+        whose weights or settings are not what bench writes is one line."""
         out = []
-        for r in fetched:
+        for r in self._select(f"SELECT id, {', '.join(COLUMNS)} FROM results", space):
             row = dict(r)
             self._check_row(row.pop("id"), row)
             row["config"] = config_id(row["weights"], row["data"], row["settings"])
@@ -507,15 +509,9 @@ class ResultStore:
         """Every proxy row (of one space), oldest first; value NaN for a NaN result."""
         if not self.has_proxies():
             return []
-        query = "SELECT space, arch, data, settings, proxy, value, nan_reason, error, seconds, created FROM proxies"
-        args: tuple = ()
-        if space is not None:
-            query += " WHERE space = ?"
-            args = (space,)
-        with self._sqlite_errors():
-            fetched = self.db.execute(query + " ORDER BY id", args).fetchall()
         out = []
-        for r in fetched:
+        for r in self._select("SELECT space, arch, data, settings, proxy, value, nan_reason, error, seconds, created "
+                              "FROM proxies", space):
             row = dict(r)
             row["value"] = float("nan") if row["value"] is None and row["error"] is None else row["value"]
             out.append(row)
