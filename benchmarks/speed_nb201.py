@@ -44,43 +44,34 @@ from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, RunOptions
 from epsinas_onnx.spaces import nb201  # noqa: E402
 
 WEIGHTS = (1e-7, 1.0)
+EXECUTION = ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION)  # one bench worker
 SPACE_SIZE = 15_625
 
 
 def torch_eager(arch_strings, x):
     import torch
 
-    from tests.torch_reference.metric import init_reference, reference_score
+    from tests.torch_reference.metric import torch_score
     from tests.torch_reference.nb201 import TinyNetwork
 
     torch.set_num_threads(1)
     batch = torch.from_numpy(x)
-    scores = []
-    for arch in arch_strings:
-        outputs = []
-        for w in WEIGHTS:
-            net = TinyNetwork(arch, num_classes=1, bn_track_running_stats=False)
-            init_reference(net, w)
-            net.eval()
-            with torch.no_grad():
-                outputs.append(net(batch))
-        scores.append(reference_score(*outputs))
-    return scores
+    return [torch_score(lambda: TinyNetwork(arch, num_classes=1, bn_track_running_stats=False), batch, WEIGHTS)
+            for arch in arch_strings]
 
 
-def onnx_path(archs, x, collapse, pieces=None):
+def onnx_path(archs, x, collapse, pieces=None, space=nb201.SPACE):
     """What one bench worker does per architecture (no reuse of repeated
-    computations): the generic path, or with `pieces` the piecewise one."""
-    execution = ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION)
-    job = BenchJob(nb201.SPACE, {}, ScoringSettings(collapse=collapse), None, execution, x, WEIGHTS)  # tied, as bench
+    computations): the generic path, or with `pieces` (Space.pieces_for) the
+    space's own."""
+    job = BenchJob(space, {}, ScoringSettings(collapse=collapse), None, EXECUTION, x, WEIGHTS)  # tied, as bench
     runner = PiecesRunner(pieces, None) if pieces is not None else ExportRunner(job, keyed=False)
     rows = [score_architecture(job, arch, runner=runner) for arch in archs]
     return [row["score"] for row in rows]
 
 
 def make_pieces(x):
-    return nb201.pieces_for({}, ScoringSettings(), x,
-                            ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION))
+    return nb201.pieces_for({}, ScoringSettings(), x, EXECUTION)
 
 
 def timed(fn, *args):

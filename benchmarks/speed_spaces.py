@@ -26,7 +26,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.speed_nb201 import EXECUTION, WEIGHTS, onnx_path, timed  # noqa: E402
 from epsinas_onnx.core.options import BatchOptions, ExecutionOptions, RunOptions, ScoringSettings  # noqa: E402
 from epsinas_onnx.core.scoring.scorer import batch_for, prepare_model  # noqa: E402
-from epsinas_onnx.experiments.bench import (  # noqa: E402
-    BENCH_GRAPH_OPTIMIZATION, BenchJob, ExportRunner, PiecesRunner, run_bench, score_architecture,
-)
+from epsinas_onnx.experiments.bench import run_bench  # noqa: E402
 from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E402
 from epsinas_onnx.spaces import get_space  # noqa: E402
 
-WEIGHTS = (1e-7, 1.0)
-EXECUTION = ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION)  # one bench worker
 SPACES = ("macro", "tnb_micro", "tnb_macro")
 
 
@@ -61,38 +57,11 @@ def torch_network(space: str, text: str):
 def torch_eager(space: str, texts, x) -> list[float]:
     import torch
 
-    from tests.torch_reference.metric import init_reference, reference_score
+    from tests.torch_reference.metric import torch_score
 
     torch.set_num_threads(1)
     batch = torch.from_numpy(x)
-    scores = []
-    for text in texts:
-        make = torch_network(space, text)
-        outputs = []
-        for w in WEIGHTS:
-            net = make()
-            init_reference(net, w)
-            net.eval()
-            with torch.no_grad():
-                outputs.append(net(batch))
-        scores.append(reference_score(*outputs))
-    return scores
-
-
-def bench_path(module, archs, x, pieces=None) -> list[float]:
-    """What one bench worker does per architecture (tied parameters,
-    collapse): the generic path, or with `pieces` the space's
-    (Space.pieces_for: the TransNAS stem run once per weight)."""
-    job = BenchJob(module, {}, ScoringSettings(collapse=True), None, EXECUTION, x, WEIGHTS)  # tied, as bench
-    runner = PiecesRunner(pieces, None) if pieces is not None else ExportRunner(job, keyed=False)
-    rows = [score_architecture(job, arch, runner=runner) for arch in archs]
-    return [row["score"] for row in rows]
-
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start
+    return [torch_score(torch_network(space, text), batch, WEIGHTS) for text in texts]
 
 
 def main() -> None:
@@ -111,18 +80,18 @@ def main() -> None:
     options = BatchOptions(data=args.data, batch_size=args.batch_size, norm="cifar10" if args.data else "auto")
     batch = batch_for(prepare_model(module.to_onnx(archs[0]), execution=ExecutionOptions(threads=1)), options)
     x = batch.array
-    bench_path(module, archs[:1], x)  # warm up imports and allocators
+    onnx_path(archs[:1], x, True, space=module)  # warm up imports and allocators
     freeze_startup_objects()  # as a bench worker does
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}, load average {os.getloadavg()[0]:.1f}; "
           f"{args.space}, {batch.description}, {args.n} archs, 1 thread per path")
     texts = [module.format_arch(a) for a in archs]
     eager, eager_s = timed(torch_eager, args.space, texts, x)
-    paths = {"bench, generic": timed(bench_path, module, archs, x)}
+    paths = {"bench, generic": timed(lambda: onnx_path(archs, x, True, space=module))}
     if module.pieces_for is not None:  # what bench runs for this space: set-up once per worker, timed apart
         export = dict(module.export_defaults)
         pieces, setup = timed(lambda: module.pieces_for(export, ScoringSettings(), x, EXECUTION))
-        paths["bench, pieces"] = timed(bench_path, module, archs, x, pieces)
+        paths["bench, pieces"] = timed(lambda: onnx_path(archs, x, True, pieces, space=module))
     print(f"{'path':<16} {'s/arch':>8} {'vs torch':>9}")
     print(f"{'pytorch eager':<16} {eager_s / args.n:8.3f} {1:8.1f}x")
     ref = np.array(eager, np.float64)
