@@ -60,14 +60,15 @@ def cli(*args, user=None, timeout=120, **kwargs) -> subprocess.CompletedProcess:
         env["HOME"] = kwargs.pop("home")
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
         if not _user_can_import(user):
-            pytest.skip(f"user {user} cannot import epsinas_onnx with {sys.executable} (its virtual environment "
-                        "or this checkout lies in a folder only its owner can enter)")
+            pytest.skip(f"user {user} cannot import epsinas_onnx.cli with {sys.executable} (its virtual "
+                        "environment or this checkout lies in a folder only its owner can enter)")
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env, **kwargs)
 
 
 @functools.cache
 def _user_can_import(user: str) -> bool:
-    probe = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", sys.executable, "-c", "import epsinas_onnx"]
+    probe = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", sys.executable, "-c",
+             "import epsinas_onnx.cli"]  # the CLI's dependencies too: they may lie elsewhere
     return subprocess.run(probe, capture_output=True, cwd=ROOT, timeout=60).returncode == 0
 
 
