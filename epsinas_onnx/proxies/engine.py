@@ -1,12 +1,18 @@
 """compute(): the requested proxies of one model, with ONNX Runtime.
 
 Per model: the proxies that read the graph alone (params, flops) read one
-copy of it; the others are grouped by the initialisation their papers use
-(init.py), and each group gets one copy of the model initialised that way,
-BatchNormalization turned into batch statistics (what a PyTorch network in
-training mode computes: batch_norm.py), each member's probe (its graph
-outputs), and ONE ONNX Runtime session that runs every member's feeds. A proxy's seconds are its own probe, runs and arithmetic plus an equal
-share of its group's set-up (the copy, the initialisation, the session).
+copy of it. The proxies that run the model share ONE prepared copy:
+normalised, shapes inferred, BatchNormalization turned into batch statistics
+(what a PyTorch network in training mode computes: batch_norm.py), every
+member's probe (its graph outputs) added, serialised once. The proxies of one
+initialisation (init.py: NASWOT and MeCo PyTorch's default, Zen Gaussian)
+share one ONNX Runtime session, made from that serialised copy with their
+weights written in and only their probes' outputs kept (ONNX Runtime drops
+the other probes' nodes): the graph is built, inferred and serialised once
+per model, not once per initialisation.
+
+A proxy's seconds are its own probe, runs and arithmetic plus an equal share
+of its session and of the shared preparation.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ import math
 import time
 from collections.abc import Callable
 
+import numpy as np
+import onnx
 import onnx_ir as ir
+from onnx import numpy_helper
 from onnx_ir.passes import common as common_passes
 
 from epsinas_onnx.core.errors import UserError, first_line
@@ -26,10 +35,10 @@ from epsinas_onnx.core.rewriting.roles import Role, classify_model
 from epsinas_onnx.core.scoring import runtime
 from epsinas_onnx.core.scoring.inputs import model_input, prepare_batch
 from epsinas_onnx.core.scoring.model_io import load_model
-from epsinas_onnx.core.scoring.scorer import session_payload
+from epsinas_onnx.core.scoring.scorer import session_proto
 from epsinas_onnx.proxies import registry
 from epsinas_onnx.proxies.batch_norm import TrainingBatchNormPass
-from epsinas_onnx.proxies.init import RandomInitPass
+from epsinas_onnx.proxies.init import RandomInitPass, draws
 from epsinas_onnx.proxies.proxy import Context, NotApplicable, Outcome, ProxyOptions
 
 
@@ -55,12 +64,7 @@ def compute(model, names, batch: BatchOptions = BatchOptions(), options: ProxyOp
     base = load_model(model)
     spec = model_input(base, batch.input_name, exclude=set())
     prepared = prepare_batch(spec, batch, vocab_size=embedding_rows(base))
-    copies = iter([base])
-
-    def fresh() -> ir.Model:  # the loaded copy first, then new ones
-        return next(copies, None) or load_model(model)
-
-    return compute_on(fresh, names, Context(prepared.array, spec.name, options, batch.batch_size), execution)
+    return compute_on(lambda: base, names, Context(prepared.array, spec.name, options, batch.batch_size), execution)
 
 
 def embedding_rows(model: ir.Model) -> int | None:
@@ -72,25 +76,23 @@ def embedding_rows(model: ir.Model) -> int | None:
 
 def compute_on(fresh: Callable[[], ir.Model], names, context: Context,
                execution: ExecutionOptions = ExecutionOptions()) -> dict[str, ProxyResult]:
-    """compute() for a batch already prepared: `fresh()` returns a new copy of
-    the model each call (an exporter's to_ir, or a loader), which this changes."""
+    """compute() for a batch already prepared: `fresh()` returns a copy of the
+    model (an exporter's to_ir, or a loader), which this changes."""
     proxies = [registry.get(name) for name in names]
     results: dict[str, ProxyResult] = {}
-    static = [p for p in proxies if p.init is None]
-    if static:
-        start = time.perf_counter()
-        model = _normalised(fresh())
-        share = (time.perf_counter() - start) / len(static)
-        for proxy in static:
-            begin = time.perf_counter()
-            outcome = _guarded(lambda: proxy.measure(model, context))
-            results[proxy.name] = ProxyResult(outcome.value, outcome.nan_reason, time.perf_counter() - begin + share)
-    groups: dict[str, list] = {}
-    for proxy in proxies:
-        if proxy.init is not None:
-            groups.setdefault(proxy.init, []).append(proxy)
-    for scheme, members in groups.items():
-        results.update(_run_group(fresh, scheme, members, context, execution))
+    if not proxies:
+        return {}
+    start = time.perf_counter()
+    model = _normalised(fresh())  # one copy for every proxy: the static ones only read it
+    built = (time.perf_counter() - start) / len(proxies)
+    for proxy in [p for p in proxies if p.init is None]:
+        begin = time.perf_counter()
+        outcome = _guarded(lambda: proxy.measure(model, context))
+        results[proxy.name] = ProxyResult(outcome.value, outcome.nan_reason, time.perf_counter() - begin)
+    running = [p for p in proxies if p.init is not None]
+    if running:
+        results.update(_run_models(model, running, context, execution))
+    results = {name: dataclasses.replace(result, seconds=result.seconds + built) for name, result in results.items()}
     return {name: results[name] for name in names}
 
 
@@ -138,7 +140,7 @@ def _session(payload: bytes, execution: ExecutionOptions):
         raise UserError(f"ONNX Runtime cannot load the proxies' model: {first_line(exc)}") from None
 
 
-def _run_group(fresh, scheme: str, members: list, context: Context, execution: ExecutionOptions) -> dict:
+def _run_models(model: ir.Model, members: list, context: Context, execution: ExecutionOptions) -> dict:
     timings, results, feeds = {}, {}, {}
     for proxy in members:  # the inputs first: a proxy that cannot take this batch costs no model
         begin = time.perf_counter()
@@ -148,26 +150,33 @@ def _run_group(fresh, scheme: str, members: list, context: Context, execution: E
             results[proxy.name] = Outcome.nan(str(why))
         timings[proxy.name] = time.perf_counter() - begin
     runnable = [p for p in members if p.name in feeds]
+    if not runnable:
+        return {name: ProxyResult(o.value, o.nan_reason, timings[name]) for name, o in results.items()}
     start = time.perf_counter()
+    weights = {scheme: draws(model, scheme, context.options.seed) for scheme in dict.fromkeys(p.init for p in runnable)}
+    common_passes.ShapeInferencePass()(model)  # ranks and types, for the batch statistics and the probes
+    TrainingBatchNormPass()(model)
     probes, probing = {}, 0.0
-    if runnable:
-        model = _normalised(fresh())
-        RandomInitPass(scheme, context.options.seed)(model)
-        common_passes.ShapeInferencePass()(model)  # ranks and types, for the batch statistics and the probes
-        TrainingBatchNormPass()(model)
-        for proxy in runnable:
-            begin = time.perf_counter()
-            try:
-                probes[proxy.name] = proxy.probe(model)
-            except NotApplicable as why:
-                results[proxy.name] = Outcome.nan(str(why))
-            probing += time.perf_counter() - begin
-            timings[proxy.name] += time.perf_counter() - begin
-    session = _session(session_payload(model), execution) if probes else None
-    share = (time.perf_counter() - start - probing) / max(len(runnable), 1)  # the copy, initialisation, session
     for proxy in runnable:
         begin = time.perf_counter()
-        if proxy.name in probes:
+        try:
+            probes[proxy.name] = proxy.probe(model)
+        except NotApplicable as why:
+            results[proxy.name] = Outcome.nan(str(why))
+        probing += time.perf_counter() - begin
+        timings[proxy.name] += time.perf_counter() - begin
+    prepared = session_proto(model) if probes else None
+    share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
+    for scheme in weights:  # one session per initialisation, for every probe of its proxies
+        group = [p for p in runnable if p.init == scheme and p.name in probes]
+        if not group:
+            continue
+        begin = time.perf_counter()
+        outputs = [name for p in group for name in probes[p.name].outputs]
+        session = _session(_payload(prepared, weights[scheme], outputs), execution)
+        session_share = (time.perf_counter() - begin) / len(group)
+        for proxy in group:
+            begin = time.perf_counter()
             probe = probes[proxy.name]
 
             def work():
@@ -176,5 +185,21 @@ def _run_group(fresh, scheme: str, members: list, context: Context, execution: E
                 return proxy.value(probe, fetched, context)
 
             results[proxy.name] = _guarded(work)
-        timings[proxy.name] += time.perf_counter() - begin + share
+            timings[proxy.name] += time.perf_counter() - begin + session_share
+    for proxy in runnable:
+        timings[proxy.name] += share
     return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name]) for name, outcome in results.items()}
+
+
+def _payload(prepared: onnx.ModelProto, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
+    """`prepared` with `weights` written into its initializers and only the
+    graph outputs `outputs`, serialised."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(prepared)
+    for tensor in proto.graph.initializer:
+        if tensor.name in weights:
+            tensor.CopyFrom(numpy_helper.from_array(weights[tensor.name], tensor.name))
+    kept = [value for value in proto.graph.output if value.name in set(outputs)]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    return proto.SerializeToString()

@@ -47,37 +47,63 @@ class RandomInitPass(ir.passes.InPlacePass):
 
     def __init__(self, scheme: str, seed: int):
         super().__init__()
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
-        self.scheme, self.seed = scheme, seed
+        self.scheme, self.seed = check_scheme(scheme), seed
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         for entry in classify_model(model):
-            value, role = entry.value, entry.role
-            tensor = value.const_value
-            if tensor is None or role in (Role.OTHER, Role.NORM_STATS):
-                continue
-            shape = tuple(int(d) for d in tensor.shape)
-            rng = generator(value.name or "", self.seed)
-            if role == Role.WEIGHT:
-                if self.scheme == "gaussian":
-                    array = rng.standard_normal(shape)
-                else:
-                    bound = 1.0 / np.sqrt(max(fan_in(value) or 1, 1))
-                    array = rng.uniform(-bound, bound, shape)
-            elif role == Role.BIAS:
-                fan = fan_in_of_layer(value) if self.scheme == "pytorch" else None
-                array = rng.uniform(-1.0, 1.0, shape) / np.sqrt(fan) if fan else np.zeros(shape)
-            elif role == Role.NORM_SCALE:
-                array = np.ones(shape)
-            elif role in (Role.NORM_BIAS, Role.INITIAL_STATE):
-                array = np.zeros(shape)
-            elif role == Role.EMBEDDING:
-                array = rng.standard_normal(shape)
-            else:
-                continue
-            value.const_value = ir.Tensor(array.astype(tensor.dtype.numpy()), name=value.name)
+            array = draw(entry, self.scheme, self.seed)
+            if array is not None:
+                entry.value.const_value = ir.Tensor(array, name=entry.value.name)
         return ir.passes.PassResult(model, modified=True)
+
+
+def draws(model: ir.Model, scheme: str, seed: int) -> dict[str, np.ndarray]:
+    """{initializer name: its value} for every tensor RandomInitPass would
+    draw, leaving `model` as it is (the engine writes them into a serialised
+    copy, one per scheme, instead of initialising and serialising the model
+    once per scheme)."""
+    check_scheme(scheme)
+    out = {}
+    for entry in classify_model(model):
+        array = draw(entry, scheme, seed)
+        if array is not None:
+            out[entry.value.name] = array
+    return out
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
+    return scheme
+
+
+def draw(entry, scheme: str, seed: int) -> np.ndarray | None:
+    """The value `scheme` gives the tensor of one roles-table entry, in the
+    tensor's own element type; None for a tensor it leaves alone."""
+    value, role = entry.value, entry.role
+    tensor = value.const_value
+    if tensor is None or role in (Role.OTHER, Role.NORM_STATS):
+        return None
+    shape = tuple(int(d) for d in tensor.shape)
+    rng = generator(value.name or "", seed)
+    if role == Role.WEIGHT:
+        if scheme == "gaussian":
+            array = rng.standard_normal(shape)
+        else:
+            bound = 1.0 / np.sqrt(max(fan_in(value) or 1, 1))
+            array = rng.uniform(-bound, bound, shape)
+    elif role == Role.BIAS:
+        fan = fan_in_of_layer(value) if scheme == "pytorch" else None
+        array = rng.uniform(-1.0, 1.0, shape) / np.sqrt(fan) if fan else np.zeros(shape)
+    elif role == Role.NORM_SCALE:
+        array = np.ones(shape)
+    elif role in (Role.NORM_BIAS, Role.INITIAL_STATE):
+        array = np.zeros(shape)
+    elif role == Role.EMBEDDING:
+        array = rng.standard_normal(shape)
+    else:
+        return None
+    return array.astype(tensor.dtype.numpy())
 
 
 def fan_in(weight: ir.Value) -> int | None:
