@@ -285,3 +285,19 @@ def test_meco_on_a_constant_image_is_nan_with_its_reason_not_zero():
     got = ours(small_model(), ["meco"], np.zeros((4, 3, 8, 8), dtype=np.float32))
     assert math.isnan(got["meco"].value) and "constant over its positions" in got["meco"].nan_reason
     assert not math.isnan(ours(small_model(), ["meco"], images(4, size=8))["meco"].value)
+
+
+def test_meco_layer_term_is_exactly_zero_where_the_correlation_is_singular():
+    from epsinas_onnx.proxies.measures.meco import min_correlation_eigenvalue
+
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal((16, 3, 3)).astype(np.float32)  # 16 channels, 9 positions: rank <= 8
+    assert min_correlation_eigenvalue(wide) == 0.0
+    corr = np.corrcoef(wide.reshape(16, -1).astype(np.float64))
+    assert abs(np.linalg.eigvalsh(corr)[0]) < 1e-12  # what the decomposition gives: 0 up to rounding
+    tall = rng.standard_normal((4, 6, 6)).astype(np.float32)
+    expected = np.linalg.eigvalsh(np.corrcoef(tall.reshape(4, -1).astype(np.float64)))[0]
+    assert min_correlation_eigenvalue(tall) == expected > 0
+    tall[2] = 1.5  # a constant channel: a zero row and column, so singular
+    assert min_correlation_eigenvalue(tall) == 0.0
+
