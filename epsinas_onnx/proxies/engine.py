@@ -165,7 +165,7 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
             results[proxy.name] = Outcome.nan(str(why))
         probing += time.perf_counter() - begin
         timings[proxy.name] += time.perf_counter() - begin
-    prepared = session_proto(model) if probes else None
+    prepared = _Prepared(session_proto(model)) if probes else None
     share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
     for scheme in weights:  # one session per initialisation, for every probe of its proxies
         group = [p for p in runnable if p.init == scheme and p.name in probes]
@@ -173,7 +173,7 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
             continue
         begin = time.perf_counter()
         outputs = [name for p in group for name in probes[p.name].outputs]
-        session = _session(_payload(prepared, weights[scheme], outputs), execution)
+        session = _session(prepared.payload(weights[scheme], outputs), execution)
         session_share = (time.perf_counter() - begin) / len(group)
         for proxy in group:
             begin = time.perf_counter()
@@ -191,15 +191,48 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
     return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name]) for name, outcome in results.items()}
 
 
-def _payload(prepared: onnx.ModelProto, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
-    """`prepared` with `weights` written into its initializers and only the
-    graph outputs `outputs`, serialised."""
-    proto = onnx.ModelProto()
-    proto.CopyFrom(prepared)
-    for tensor in proto.graph.initializer:
-        if tensor.name in weights:
-            tensor.CopyFrom(numpy_helper.from_array(weights[tensor.name], tensor.name))
-    kept = [value for value in proto.graph.output if value.name in set(outputs)]
-    del proto.graph.output[:]
-    proto.graph.output.extend(kept)
-    return proto.SerializeToString()
+class _Prepared:
+    """The serialised prepared model, and what each of its nodes writes and
+    reads (read once: walking the protobuf messages again per session costs
+    more than the walk itself)."""
+
+    def __init__(self, proto: onnx.ModelProto):
+        self.proto = proto
+        self.edges = [(tuple(node.output), (*node.input, *_names_read_by_subgraphs(node)))
+                      for node in proto.graph.node]
+
+    def payload(self, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
+        """The model with `weights` written into its initializers, cut down to
+        what the graph outputs `outputs` read (the other probes' nodes and
+        tensors: ONNX Runtime would drop them too, but takes longer to),
+        serialised."""
+        needed, keep = set(outputs), []
+        for index in range(len(self.edges) - 1, -1, -1):  # a graph's nodes are in topological order
+            written, read = self.edges[index]
+            if any(name in needed for name in written):
+                keep.append(index)
+                needed.update(read)
+        source = self.proto.graph
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        graph = proto.graph
+        del graph.node[:], graph.initializer[:], graph.output[:]
+        graph.node.extend(source.node[i] for i in reversed(keep))
+        graph.output.extend(value for value in source.output if value.name in set(outputs))
+        for tensor in source.initializer:
+            if tensor.name in weights:
+                graph.initializer.append(numpy_helper.from_array(weights[tensor.name], tensor.name))
+            elif tensor.name in needed:
+                graph.initializer.append(tensor)
+        return proto.SerializeToString()
+
+
+def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
+    """Every name the subgraphs of `node` (Scan, Loop, If bodies) read, outer ones among them."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        for graph in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
+            for inner in graph.node:
+                names.update(inner.input)
+                names.update(_names_read_by_subgraphs(inner))
+    return names
