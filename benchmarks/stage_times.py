@@ -3,8 +3,8 @@ generic path and (NAS-Bench-201) on the pieces bench runs, in one run.
 
     python benchmarks/stage_times.py [--space nb201] [--n 30] [--batch-size 256] [--no-collapse]
 
---space nb101 (or another space bench takes the generic path for) times the
-generic path alone, on a sample of that space at its reference weights.
+--space names the space (a sample of it, at its reference weights); a space
+without pieces (nb101, nlp) has the generic path's times alone.
 
 Generic path (every architecture its own graph, one thread): build the model
 (the exporter builds onnx-ir objects directly, parameters tied as bench
@@ -12,10 +12,11 @@ does), rewrite it (roles, constant weights, channel collapse,
 batch-statistics BN), serialise it, create the ONNX Runtime session, run it
 at both weights.
 
-Pieces (nb201.Pieces, what a bench worker runs): the set-up once per worker
-(export, rewrite and serialise one template, cut the pieces, one session
-each), shown whole and as its share of each architecture when a worker runs
-its half of the whole space's 5,773 runs; then per architecture the time
+Pieces (Space.pieces_for: nb201.Pieces, macro.LayerPieces, what a bench
+worker runs): the set-up once per worker (export, rewrite and serialise the
+templates, cut the pieces, one session each), shown whole and as its share
+of each architecture when a worker runs its half of the whole space's runs
+(one per computation class: 5,773 for nb201, 3,969 for macro); then per architecture the time
 inside the ONNX Runtime calls ("runs", feeds included) and the Python
 between them (the cell plan, the values handed on). Overhead is everything
 but the runs; the "total" lines give its ratio to the runs. The last line
@@ -44,10 +45,17 @@ from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT  # noqa: E402
 from epsinas_onnx.core.rewriting.rewrite import policy_for, rewrite_for_scoring  # noqa: E402
 from epsinas_onnx.core.scoring.scorer import session_payload  # noqa: E402
 from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings  # noqa: E402
-from epsinas_onnx.spaces import get_space, nb201  # noqa: E402
+from epsinas_onnx.spaces import get_space  # noqa: E402
 
-WHOLE_SPACE_RUNS = 5_773  # computation classes bench runs (bench.computation_classes)
 WORKERS = 2
+
+
+def whole_space_runs(space) -> int:
+    """The runs bench makes for the whole space: one per computation class
+    (bench.computation_classes; NAS-Bench-201's finite-input classes)."""
+    if space.name == "nb201":
+        return 5_773
+    return len({space.computation_class(arch) for arch in space.all_archs()})
 
 
 def generic(space, archs, x, collapse: bool) -> tuple[collections.Counter, list]:
@@ -74,7 +82,7 @@ def generic(space, archs, x, collapse: bool) -> tuple[collections.Counter, list]
     return times, sessions
 
 
-def the_runs(archs, x, sessions, made, rounds: int = 3) -> tuple[float, float]:
+def the_runs(space, archs, x, sessions, made, rounds: int = 3) -> tuple[float, float]:
     """Seconds per architecture, both weights: the generic sessions' runs (made
     beforehand) and the pieces' output (all of it), alternated round by round
     so that the machine's drift falls on both alike."""
@@ -82,21 +90,21 @@ def the_runs(archs, x, sessions, made, rounds: int = 3) -> tuple[float, float]:
     for _ in range(rounds):
         start = time.perf_counter()
         for session in sessions:
-            for w in nb201.SPACE.reference_weights:
+            for w in space.reference_weights:
                 session.run(None, {"input": x, WEIGHT_INPUT: np.array(w, np.float32)})
         generic_s += time.perf_counter() - start
         start = time.perf_counter()
         for arch in archs:
-            for w in nb201.SPACE.reference_weights:
+            for w in space.reference_weights:
                 made.output(arch, w)
         pieces_s += time.perf_counter() - start
     return generic_s / rounds / len(archs), pieces_s / rounds / len(archs)
 
 
-def pieces(archs, x, collapse: bool) -> tuple[float, float, float, object]:
+def pieces(space, archs, x, collapse: bool) -> tuple[float, float, float, object]:
     """(set-up s, inside the ORT calls s, total s over archs, the pieces)."""
     start = time.perf_counter()
-    made = nb201.pieces_for({}, ScoringSettings(collapse=collapse), x,
+    made = space.pieces_for(dict(space.export_defaults), ScoringSettings(collapse=collapse), x,
                             ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION))
     setup = time.perf_counter() - start
     inside = [0.0]
@@ -112,7 +120,7 @@ def pieces(archs, x, collapse: bool) -> tuple[float, float, float, object]:
     try:
         start = time.perf_counter()
         for arch in archs:
-            for w in nb201.SPACE.reference_weights:
+            for w in space.reference_weights:
                 made.output(arch, w)
         total = time.perf_counter() - start
     finally:
@@ -122,7 +130,7 @@ def pieces(archs, x, collapse: bool) -> tuple[float, float, float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="nb201", help="nb201 (generic path and pieces) or nb101 (generic path)")
+    parser.add_argument("--space", default="nb201", help="nb201, macro (generic path and pieces), nb101, ... (generic path)")
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--no-collapse", dest="collapse", action="store_false")
@@ -145,8 +153,8 @@ def main() -> None:
     if space.pieces_for is None:
         return
 
-    setup, inside, total, made = pieces(archs, x, args.collapse)
-    per_worker = WHOLE_SPACE_RUNS / WORKERS
+    setup, inside, total, made = pieces(space, archs, x, args.collapse)
+    per_worker = whole_space_runs(space) / WORKERS
     setup_share = setup / per_worker
     glue = total - inside
     print(f"pieces, ms per architecture (set-up once per worker: {setup * 1000:.0f} ms, over the "
@@ -156,7 +164,7 @@ def main() -> None:
     print(f"  {'runs, both weights (ORT calls)':<34} {inside / n * 1000:7.2f}")
     print(f"  {'total':<34} {(total / n + setup_share) * 1000:7.2f}   "
           f"overhead / runs {(glue / n + setup_share) / (inside / n):.2f}")
-    generic_runs, pieces_all = the_runs(archs, x, sessions, made)
+    generic_runs, pieces_all = the_runs(space, archs, x, sessions, made)
     print(f"the runs again, 3 rounds alternated: generic sessions' runs {generic_runs * 1000:.1f} ms, the pieces' "
           f"whole output {pieces_all * 1000:.1f} ms per architecture ({pieces_all / generic_runs:.2f}x)")
 

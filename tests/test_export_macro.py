@@ -186,3 +186,79 @@ def test_cli_space_export_and_score(tmp_path, capsys):
 
     result = json.loads(capsys.readouterr().out)
     assert result[0]["score"] > 0 if isinstance(result, list) else result["score"] > 0
+
+
+# ---------------------------------------------------------------------------
+# the network run layer by layer (macro.LayerPieces, what bench runs)
+
+PIECES_EXECUTION = dict(device="cpu", threads=1, graph_optimization="none")
+# an identity opening each stage (a downsampling layer), identities mid-stage (no layer at all),
+# keys sharing their first layers with the key before them (the kept outputs), the templates
+PIECES_KEYS = ["00000000", "01201120", "01201122", "01211120", "10201022", "21010100", "22222222", "11111111"]
+
+
+def _generic_logits(arch, x, weight, scoring, export):
+    from epsinas_onnx.core.options import ExecutionOptions
+    from epsinas_onnx.core.scoring.scorer import open_session, rewrite_model
+
+    staged = rewrite_model(macro.to_ir(arch, **export), scoring, in_place=True)  # untied, as `score` exports
+    return open_session(staged, ExecutionOptions(**PIECES_EXECUTION)).run(x, weight)
+
+
+@pytest.mark.parametrize("settings, export", [
+    ({}, {}),  # bench's default: collapsed
+    ({"collapse": False}, {"resolution": 8}),  # full width
+    ({"bias": "w", "bn_gamma": "one"}, {"num_classes": 3}),
+])
+def test_layer_pieces_give_the_generic_logits_bit_for_bit(settings, export):
+    from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+
+    scoring = ScoringSettings(**settings)
+    x = cifar10_batch(8)
+    if export.get("resolution") == 8:
+        x = np.ascontiguousarray(x[:, :, ::4, ::4])
+    pieces = macro.pieces_for(export, scoring, x, ExecutionOptions(**PIECES_EXECUTION))
+    archs = [macro.parse(k) for k in PIECES_KEYS] + macro.sample(4, 5)
+    # a third weight makes the pieces drop the oldest of the two weights they keep
+    for weight in (1e-7, 1.0, 1e-3):
+        for arch in archs:
+            expected = _generic_logits(arch, x, weight, scoring, export)
+            got, check = pieces.output(arch, weight)
+            assert check is None and got.dtype == expected.dtype and got.shape == expected.shape
+            assert np.array_equal(got, expected, equal_nan=True), (macro.format_arch(arch), weight)
+
+
+def test_bench_rows_are_the_generic_paths_with_the_layer_pieces():
+    """Every score, NaN reason and mode as the generic path's, to the bit."""
+    from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+    from epsinas_onnx.experiments.bench import BenchJob, ExportRunner, PiecesRunner, score_architecture
+
+    export = dict(macro.SPACE.export_defaults)
+    execution = ExecutionOptions(**PIECES_EXECUTION)
+    x = cifar10_batch(8)
+    pieces = macro.pieces_for(export, ScoringSettings(), x, execution)
+    for mode, weights in (("reference", (1e-7, 1.0)), ("reference", (1e-3, 1.0)), ("ladder", (1e-7, 1.0))):
+        job = BenchJob(macro.SPACE, export, ScoringSettings(mode=mode), None, execution, x, weights)
+        for key in PIECES_KEYS[:4]:
+            rows = [score_architecture(job, macro.parse(key), runner=runner)
+                    for runner in (ExportRunner(job, keyed=False), PiecesRunner(pieces, None))]
+            assert rows[0]["error"] is None and rows[1]["error"] is None, rows
+            assert np.array_equal(rows[0]["score"], rows[1]["score"], equal_nan=True), (mode, key, rows)
+            assert rows[0]["nan_reason"] == rows[1]["nan_reason"]
+        assert not math.isnan(rows[1]["score"]) or weights[0] == 1e-7  # not NaN everywhere: a real comparison
+
+
+@pytest.mark.parametrize("settings, input_name, device, why", [
+    ({"weight_init": "normal", "weight_seed": 0}, None, "cpu", "random weights"),
+    ({}, None, "cuda", "CPU only"),
+    ({"output": "features"}, None, "cpu", "network's output"),
+    ({}, "image", "cpu", "network's input"),
+])
+def test_layer_pieces_decline_where_they_would_compute_something_else(settings, input_name, device, why):
+    from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+
+    scoring = ScoringSettings(**settings)
+    assert why in macro.pieces_declines(scoring, input_name, device)
+    execution = ExecutionOptions(**{**PIECES_EXECUTION, "device": device})
+    assert macro.pieces_for({}, scoring, cifar10_batch(4), execution, input_name) is None
+    assert macro.pieces_declines(ScoringSettings(collapse=False, bias="w"), None, "cpu") is None

@@ -41,6 +41,8 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
@@ -236,10 +238,112 @@ def _inverted_residual(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: i
     return y
 
 
+# ---------------------------------------------------------------------------
+# the network run layer by layer
+#
+# Under constant weights a layer computes the same wherever its (position,
+# block) occurs: its input is the previous layer's output, whatever made it.
+# So a worker rewrites three template architectures with the generic path
+# (every layer an identity, every layer block 1, every layer block 2: each
+# (position, block) of a real architecture is in one of them), once, and cuts
+# the stem, each layer and the head out of the rewritten graphs
+# (pieces.Cutter, by the tensor names to_ir gives); an architecture is its
+# real architecture's layers called in order. Every node run is a node of the
+# generic rewrite fed the same inputs, so the logits are the generic path's
+# bit for bit (tests/test_export_macro.py). The stem's output is the same for
+# every architecture: made once per weight. So is a layer's output for every
+# architecture with the same layers up to it: the previous architecture's
+# outputs at that weight are kept, and the layers it shares from the first on
+# are not run again (the whole space in its order shares long prefixes).
+
+TEMPLATES = tuple((op,) * NUM_LAYERS for op in range(len(OPS)))
+STEM_OUTPUT = "stem.relu"
+HEAD_OUTPUT = "logits"
+
+
+def _layer_output(index: int, op: int, c_in: int, c_out: int, stride: int) -> str | None:
+    """The tensor to_ir's layer `index` ends in; None for an identity that computes nothing."""
+    keeps_shape = stride == 1 and c_in == c_out
+    if op == 0:
+        return None if keeps_shape else f"features.{index}.downsample.bn"
+    return f"features.{index}.add" if keeps_shape else f"features.{index}.project.bn"
+
+
+class LayerPieces:
+    """The sessions of the stem, of every (position, block) and of the head,
+    made once, and the batch they run on. output(arch, weight) is the logits
+    the generic path's session gives for `arch` at `weight`, bit for bit."""
+
+    def __init__(self, templates: list[onnx.ModelProto], batch: np.ndarray, threads: int | None,
+                 graph_optimization: str):
+        from epsinas_onnx.core.scoring import runtime
+
+        self.layers = {}  # (position, block) -> Piece; identities that compute nothing have none
+        for template, model in zip(TEMPLATES, templates):  # each template is its own real architecture
+            cutter = pieces.Cutter(model, threads, graph_optimization)
+            source = STEM_OUTPUT
+            for index, op, c_in, c_out, stride in _layers(template):
+                output = _layer_output(index, op, c_in, c_out, stride)
+                if output is not None:
+                    self.layers[index, op] = cutter.cut([source], output)
+                    source = output
+            if template[0] == 0:
+                self.stem = cutter.cut(["input"], STEM_OUTPUT)
+            else:
+                self.head = cutter.cut([source], HEAD_OUTPUT)  # the last template's
+        self._array = np.ascontiguousarray(batch, dtype=np.float32)  # the memory of the value below
+        self.batch = runtime.cpu_value(self._array)
+        # per weight: the weight's value, the stem's output, the last architecture's layers and their outputs
+        self._weights = pieces.WeightValues(lambda runs, w: {"stem": self.stem(runs, self.batch, w), "last": ((), [])})
+
+    @property
+    def sessions(self) -> int:
+        return 2 + len(self.layers)
+
+    def output(self, arch, weight: float, finite_check: bool = False,
+               timeout: float | None = None) -> tuple[np.ndarray, None]:
+        """The logits of `arch` at `weight` (no finite check: the space declares
+        none). timeout bounds all the architecture's pieces together."""
+        from epsinas_onnx.core.scoring import runtime
+
+        layers = [(index, op) for index, op, c_in, c_out, stride in _layers(real_arch(arch))
+                  if _layer_output(index, op, c_in, c_out, stride) is not None]
+        with runtime.WatchedRuns(timeout) as runs:
+            w, kept = self._weights(runs, weight)
+            last_layers, last_outputs = kept["last"]
+            shared = 0
+            while shared < min(len(layers), len(last_layers)) and layers[shared] == last_layers[shared]:
+                shared += 1
+            outputs = last_outputs[:shared]
+            x = outputs[-1] if outputs else kept["stem"]
+            for layer in layers[shared:]:
+                x = self.layers[layer](runs, x, w)
+                outputs.append(x)
+            kept["last"] = (layers, outputs)
+            return self.head(runs, x, w).numpy(), None
+
+
+def pieces_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
+    """Why the layer pieces would not compute what the generic path does for
+    these settings (prepare_model's) on `device`; None where they do."""
+    return pieces.declines(scoring, input_name, device, HEAD_OUTPUT)
+
+
+def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execution: ExecutionOptions,
+               input_name: str | None = None) -> LayerPieces | None:
+    """Space.pieces_for: the layer pieces for networks exported with `export`
+    and rewritten with `scoring` and `input_name`, on `batch`; None where they
+    do not apply (`pieces_declines`)."""
+    if pieces_declines(scoring, input_name, execution.device) is not None:
+        return None
+    templates = [pieces.rewritten_template(to_ir(t, **export, tied=True), scoring, input_name) for t in TEMPLATES]
+    return LayerPieces(templates, batch, execution.threads, execution.graph_optimization)
+
+
 SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
     reference_weights=(1e-7, 1.0), all_archs=all_archs, computation_class=computation_class, ir_takes_tied=True,
-    target_tables=("macro_accuracies",), baselines_table="macro_baselines", target_columns=("mean_acc",),
+    pieces_for=pieces_for, target_tables=("macro_accuracies",), baselines_table="macro_baselines", target_columns=("mean_acc",),
 )

@@ -12,19 +12,17 @@ BN + ReLU; global average pool; Linear(4C -> num_classes).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import onnx.utils
 import onnx_ir as ir
 from onnx import TensorProto, helper
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
-from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
+from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import OPSET, GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
@@ -415,18 +413,6 @@ def _cell_output(index: int) -> str:
     return f"cells.{index}.node3"
 
 
-@dataclasses.dataclass(frozen=True)
-class Piece:
-    """One session, the names of its inputs in the order they are fed, its output."""
-
-    session: object
-    inputs: tuple[str, ...]
-    output: str
-
-    def __call__(self, runs: runtime.WatchedRuns, *values):
-        return runs.first_output(self.session, self.inputs, values, self.output)
-
-
 class Pieces:
     """The sessions of every piece, made once, and the batch they run on.
 
@@ -436,14 +422,7 @@ class Pieces:
     def __init__(self, template: onnx.ModelProto, batch: np.ndarray, threads: int | None, graph_optimization: str):
         from epsinas_onnx.core.scoring import runtime
 
-        # the Extractor needs every tensor's type: infer them once
-        full = onnx.shape_inference.infer_shapes(template)
-        extractor = onnx.utils.Extractor(full)
-
-        def cut(inputs: list[str], output: str) -> Piece:
-            return self._piece(extractor.extract_model(inputs + [WEIGHT_INPUT], [output]), threads,
-                               graph_optimization)
-
+        cut = pieces.Cutter(template, threads, graph_optimization).cut
         self.stem = cut(["input"], STEM_OUTPUT)
         self.edges = {
             (stage, op): cut([_cell_input(stage)], f"cells.{FIRST_CELL[stage]}.{name}")
@@ -454,9 +433,9 @@ class Pieces:
             stage: cut([_cell_output(FIRST_CELL[stage] - 2)], _cell_input(stage)) for stage in range(1, STAGES)
         }
         self.head = cut([_cell_output(FIRST_CELL[-1] + CELLS_PER_STAGE - 1)], HEAD_OUTPUT)
-        self.sums = {k: self._piece(_sum_model(k), threads, graph_optimization) for k in (2, 3)}
-        self.zeros = self._piece(_zeros_model(), threads, graph_optimization)
-        self.nonfinite = self._piece(_nonfinite_model(), threads, graph_optimization)
+        self.sums = {k: pieces.piece(_sum_model(k), threads, graph_optimization) for k in (2, 3)}
+        self.zeros = pieces.piece(_zeros_model(), threads, graph_optimization)
+        self.nonfinite = pieces.piece(_nonfinite_model(), threads, graph_optimization)
         self._arrays = [np.ascontiguousarray(batch, dtype=np.float32)]  # the memory of the values below
         self.batch = runtime.cpu_value(self._arrays[0])
         self._weights: dict[float, tuple] = {}  # see _at_weight
@@ -466,14 +445,6 @@ class Pieces:
         pieces = [self.stem, self.head, self.zeros, self.nonfinite, *self.edges.values(), *self.reductions.values(),
                   *self.sums.values()]
         return len(pieces)
-
-    @staticmethod
-    def _piece(model: onnx.ModelProto, threads: int | None, graph_optimization: str) -> Piece:
-        from epsinas_onnx.core.scoring import runtime
-
-        session = runtime.make_session(model.SerializeToString(), ["CPUExecutionProvider"], threads,
-                                       graph_optimization)
-        return Piece(session, tuple(i.name for i in session.get_inputs()), session.get_outputs()[0].name)
 
     def output(self, arch, weight: float, finite_check: bool = False,
                timeout: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -576,15 +547,7 @@ def _nonfinite_model() -> onnx.ModelProto:
 def pieces_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
     """Why the pieces would not compute what the generic path does for these
     settings (prepare_model's) on `device`; None where they do."""
-    if device != "cpu":
-        return f"the pieces run on the CPU only, not {device} (each piece's output would be copied back)"
-    if scoring.random_weights:
-        return "random weights (--weight-init) differ from layer to layer: each architecture is rewritten itself"
-    if scoring.output not in (None, HEAD_OUTPUT):
-        return f"the pieces end in the network's output {HEAD_OUTPUT!r}, not {scoring.output!r}"
-    if input_name not in (None, "input"):
-        return f"the network's input is 'input', not {input_name!r}"
-    return None
+    return pieces.declines(scoring, input_name, device, HEAD_OUTPUT)
 
 
 def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execution: ExecutionOptions,
@@ -593,12 +556,9 @@ def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execut
     rewritten with `scoring` and `input_name` (prepare_model's), on `batch`,
     with execution's threads and graph optimisation; None where they do not
     apply (`pieces_declines`)."""
-    from epsinas_onnx.core.scoring.scorer import rewrite_model, session_payload
-
     if pieces_declines(scoring, input_name, execution.device) is not None:
         return None
-    staged = rewrite_model(to_ir(TEMPLATE, **export), scoring, input_name, in_place=True)
-    template = onnx.load_from_string(session_payload(staged.rewritten.model))
+    template = pieces.rewritten_template(to_ir(TEMPLATE, **export), scoring, input_name)
     return Pieces(template, batch, execution.threads, execution.graph_optimization)
 
 
