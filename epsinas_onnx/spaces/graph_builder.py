@@ -24,6 +24,8 @@ per process (views: no copy).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -46,6 +48,16 @@ def _random_pool() -> np.ndarray:
         )
         _pool.flags.writeable = False  # tensors are views of it
     return _pool
+
+
+@functools.lru_cache(maxsize=4)
+def _repeated_pool(size: int) -> np.ndarray:
+    """`size` numbers, the pool repeated: a tied parameter larger than half
+    the pool (NAS-Bench-101's 512x512x3x3 convolution) would otherwise draw
+    millions of fresh numbers for every architecture."""
+    values = np.resize(_random_pool(), size)
+    values.flags.writeable = False  # tensors are views of it
+    return values
 
 
 class GraphBuilder:
@@ -147,6 +159,8 @@ class GraphBuilder:
         if size <= _POOL_SIZE // 2:
             start = int(self._rng.integers(0, _POOL_SIZE - size))
             values = pool[start:start + size]
+        elif self.tied:  # scored under constant weights only, which replace it: the pool repeated, made once
+            values = _repeated_pool(size)
         else:
             values = self._rng.standard_normal(size, dtype=np.float32) * np.float32(0.1)
         return self.constant(name, values.reshape(shape))
