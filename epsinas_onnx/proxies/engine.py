@@ -114,9 +114,6 @@ def _guarded(work: Callable[[], Outcome]) -> Outcome:
         return Outcome.nan(str(why))
 
 
-_SHARED_ARENA: list = []  # registered once per process (ONNX Runtime's environment allocators)
-
-
 def _session(payload: bytes, execution: ExecutionOptions):
     """An ONNX Runtime session for a proxy group. On the CPU its memory comes
     from one arena shared by every such session of the process: a new
@@ -128,12 +125,7 @@ def _session(payload: bytes, execution: ExecutionOptions):
     providers = runtime.providers_for(execution.device)
     if runtime.device_name(providers) != "cpu":
         return runtime.make_session(payload, providers, execution.threads, execution.graph_optimization)
-    options = runtime.session_options(execution.threads, execution.graph_optimization)
-    if not _SHARED_ARENA:
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-        _SHARED_ARENA.append(info)
-    options.add_session_config_entry("session.use_env_allocators", "1")
+    options = runtime.share_cpu_arena(runtime.session_options(execution.threads, execution.graph_optimization))
     try:
         return ort.InferenceSession(payload, options, providers=providers)
     except Exception as exc:  # ONNX Runtime raises its own types; one line, as runtime.make_session
