@@ -19,6 +19,7 @@ store's networks have a 1-output head: 9 * 64 + 9 parameters fewer than the
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import time
@@ -72,6 +73,7 @@ def speed(args) -> None:
     context = Context(batch, "input", ProxyOptions(), 256)
     execution = ExecutionOptions(device="cpu", threads=1)
     engine.compute_on(lambda: nb201.to_ir(archs[0]), names, context, execution)  # the arena and imports, once
+    stages = _StageTimes(engine)
     wall = {k: 0.0 for k in ("epsinas", *names)}
     cpu = {"epsinas": 0.0, "proxies": 0.0}
     for arch in archs:
@@ -80,8 +82,9 @@ def speed(args) -> None:
         wall["epsinas"] += time.perf_counter() - start
         cpu["epsinas"] += time.process_time() - start_cpu
         start_cpu = time.process_time()
-        for name, result in engine.compute_on(lambda: nb201.to_ir(arch), names, context, execution).items():
-            wall[name] += result.seconds
+        with stages:
+            for name, result in engine.compute_on(lambda: stages.build(arch), names, context, execution).items():
+                wall[name] += result.seconds
         cpu["proxies"] += time.process_time() - start_cpu
     n = len(archs)
     print(f"{n} architectures (nb201.sample({args.n}, {args.seed})), one thread, seconds per architecture:")
@@ -90,6 +93,63 @@ def speed(args) -> None:
           f"({cpu['proxies'] / max(cpu['epsinas'], 1e-9):.0f}x epsinas)")
     whole = cpu["proxies"] / n * 15625
     print(f"whole space at that CPU time: {whole / 3600:.2f} h on one core, {whole / 2 / 3600:.2f} h on two")
+    print("where the proxies' CPU time goes, ms per architecture:")
+    for stage, seconds in stages.times.most_common():
+        print(f"  {stage:<44} {seconds / n * 1000:7.1f}")
+    print(f"  {'the rest (Python between them)':<44} {(cpu['proxies'] - sum(stages.times.values())) / n * 1000:7.1f}")
+
+
+class _StageTimes:
+    """CPU time of the proxies' stages, by wrapping the functions that do them
+    while inside `with` (the engine calls them through these names)."""
+
+    def __init__(self, engine):
+        import onnxruntime as ort
+        from onnx_ir.passes import common as common_passes
+
+        from epsinas_onnx.core.scoring import runtime
+        from epsinas_onnx.proxies import registry
+
+        self.times = collections.Counter()
+        self.targets = [(runtime, "run_outputs", "runs (ONNX Runtime)"),
+                        (ort.InferenceSession, "__init__", "sessions (ONNX Runtime)"),
+                        (common_passes.ShapeInferencePass, "__call__", "shape inference"),
+                        (engine, "session_proto", "serialise the prepared model"),
+                        (engine, "draws", "draw the weights"),
+                        (engine.TrainingBatchNormPass, "__call__", "batch statistics")]
+        for name in ("naswot", "zen", "meco", "params", "flops"):
+            proxy = registry.get(name)
+            for method in ("probe", "value", "measure"):
+                if method in type(proxy).__dict__:
+                    self.targets.append((proxy, method, f"{name}: {method}"))
+        self.saved = []
+
+    def build(self, arch):
+        start = time.process_time()
+        model = nb201.to_ir(arch)
+        self.times["export (nb201.to_ir)"] += time.process_time() - start
+        return model
+
+    def __enter__(self):
+        for owner, attribute, label in self.targets:
+            original = getattr(owner, attribute)
+            self.saved.append((owner, attribute, original))
+            setattr(owner, attribute, self._timed(original, label))
+
+    def __exit__(self, *exc):
+        for owner, attribute, original in reversed(self.saved):
+            setattr(owner, attribute, original)
+        self.saved.clear()
+
+    def _timed(self, function, label):
+        def timed(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.times[label] += time.process_time() - start
+
+        return timed
 
 
 def _load(store_path: Path):
