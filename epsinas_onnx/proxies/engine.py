@@ -133,6 +133,7 @@ def _session(payload: bytes, execution: ExecutionOptions):
 
 
 def _run_models(model: ir.Model, members: list, context: Context, execution: ExecutionOptions) -> dict:
+    """The proxies that run the model (`members`), on one preparation of `model` (module docstring)."""
     timings, results, feeds = {}, {}, {}
     for proxy in members:  # the inputs first: a proxy that cannot take this batch costs no model
         begin = time.perf_counter()

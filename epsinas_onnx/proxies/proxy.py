@@ -118,8 +118,9 @@ class Proxy:
 
     # a proxy that runs the model
     def probe(self, model) -> Probe:
-        """Add the graph outputs this proxy reads (a pass on the initialised
-        model, before BatchNormalization turns into batch statistics)."""
+        """Add the graph outputs this proxy reads (a pass on the prepared model:
+        shapes inferred, BatchNormalization on batch statistics; its weights are
+        written in afterwards, per session, so a probe must not read their values)."""
         raise NotImplementedError
 
     def feeds(self, context: Context) -> list[np.ndarray]:
