@@ -158,7 +158,8 @@ class BenchJob(ExecutionJob):
         after), else the generic path."""
         if "_runner" not in self.__dict__:
             pieces = process_pieces(self)
-            self._runner = PiecesRunner(pieces, self.execution.timeout) if pieces is not None else ExportRunner(self)
+            keyed = class_function(self.space, self.scoring) is None
+            self._runner = PiecesRunner(pieces, self.execution.timeout, keyed) if pieces is not None else ExportRunner(self)
         return self._runner
 
     def died(self, arch, error: str) -> dict:
@@ -235,17 +236,19 @@ class ExportRunner:
 
 class PiecesRunner:
     """The space's network run piece by piece (Space.pieces_for), with
-    sessions made once per worker; CPU only."""
+    sessions made once per worker; CPU only. keyed (where the driver does not
+    group by computation class): an architecture whose pieces' computation key
+    (the pieces' computation_key) is an earlier one's takes that result."""
 
-    computed = None
-
-    def __init__(self, pieces, timeout: float | None):
+    def __init__(self, pieces, timeout: float | None, keyed: bool = False):
         self.pieces = pieces
         self.timeout = timeout  # bounds all the pieces of one architecture at one weight together
+        self.computed = {} if keyed else None
 
     def ready(self, arch, finite_check: bool) -> ReadyArch:
+        key = self.pieces.computation_key(arch) if self.computed is not None and not finite_check else None
         return ReadyArch(lambda w: self.pieces.output(arch, w, finite_check=finite_check, timeout=self.timeout),
-                         lambda: "cpu")
+                         lambda: "cpu", key)
 
 
 def score_architecture(job: BenchJob, arch, finite_check: bool = False, runner: Runner | None = None) -> dict:

@@ -41,7 +41,9 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
 from epsinas_onnx.core.textfile import read_text
+from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
@@ -556,12 +558,180 @@ def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0,
     return g.ir_model("nb101", doc=f"NAS-Bench-101 cell {format_arch(arch)}")
 
 
+# --- the network run piece by piece -------------------------------------------------
+#
+# Under constant weights a cell's sub-networks compute the same wherever their
+# inputs are alike: a vertex (its addends summed, its op) in a stack, given its
+# channels and its addends' channels; a projection of the cell input, given the
+# input's channel groups (the channels of the previous cell's vertices feeding
+# its output: channel collapse keeps one channel per group and folds the group
+# sizes into the constants) and the projection's channels; a cell's output (the
+# concatenation, the projected input added) given the channels of its parts;
+# a downsampling and the head given the groups they read. `cell_steps` lists an
+# architecture's sub-networks as steps, each keyed by exactly those
+# parameters, each naming the tensors to_ir gives its inputs and its output.
+# A worker cuts a piece for a key the first time an architecture needs it:
+# that architecture rewritten by the generic path, its piece cut out by those
+# names (pieces.Cutter), one session each; later architectures reuse it. Every
+# node run is a node of a generic rewrite fed the same inputs, so the logits
+# are the generic path's bit for bit (tests/test_nb101_pieces.py).
+
+STEM_OUTPUT = "stem.relu"
+HEAD_OUTPUT = "logits"
+
+
+class Step(NamedTuple):
+    """One sub-network of an architecture: what it computes (`key`: equal keys,
+    the same rewritten nodes), the to_ir tensors it reads, in the order fed, and
+    the one it makes. A step whose key is None copies its one input (a
+    projection equal to one already made in the same cell)."""
+
+    key: tuple | None
+    inputs: tuple[str, ...]
+    output: str
+
+
+def cell_steps(cell: Arch) -> tuple[Step, ...]:
+    """The steps that compute the logits of the pruned `cell` from the stem's output, in order."""
+    m, n = cell.matrix, len(cell.matrix)
+    steps = []
+    x, groups = STEM_OUTPUT, (STEM_CHANNELS,)  # the cell input and the channels of its parts
+    for i, (c_in, c_out) in enumerate(_cell_shapes()):
+        stack = i // CELLS_PER_STACK
+        if i > 0 and i % CELLS_PER_STACK == 0:
+            steps.append(Step(("downsample", stack, groups), (x,), f"downsample_{stack}"))
+            x = f"downsample_{stack}"
+        channels = vertex_channels(c_in, c_out, m)
+        made = {}  # projection key -> the tensor that already holds it
+        values = [x]
+
+        def project(t):
+            key = ("project", stack, groups, channels[t])
+            output = f"cells.{i}.input_proj_{t}.relu"
+            steps.append(Step(key, (x,), output) if key not in made else Step(None, (made[key],), output))
+            made.setdefault(key, output)
+            return output
+
+        for t in range(1, n - 1):
+            sources = [s for s in range(1, t) if m[s][t]]
+            inputs = [values[s] for s in sources] + ([project(t)] if m[0][t] else [])
+            output = f"cells.{i}.vertex_{t}." + ("maxpool" if cell.ops[t] == "maxpool3x3" else "relu")
+            steps.append(Step(("vertex", stack, cell.ops[t], channels[t], tuple(channels[s] for s in sources),
+                               bool(m[0][t])), tuple(inputs), output))
+            values.append(output)
+        feeding = [t for t in range(1, n - 1) if m[t][n - 1]]
+        if not feeding:  # input -> output is the only edge
+            x, groups = project(n - 1), (c_out,)
+            continue
+        inputs = [values[t] for t in feeding] + ([project(n - 1)] if m[0][n - 1] else [])
+        if len(inputs) == 1:
+            x = inputs[0]
+        else:
+            output = f"cells.{i}.add_input" if m[0][n - 1] else f"cells.{i}.concat"
+            steps.append(Step(("output", stack, tuple(channels[t] for t in feeding), bool(m[0][n - 1])),
+                              tuple(inputs), output))
+            x = output
+        groups = tuple(channels[t] for t in feeding)
+    steps.append(Step(("head", groups), (x,), HEAD_OUTPUT))
+    return tuple(steps)
+
+
+class CellPieces:
+    """The pieces of the architectures met so far, each cut the first time an
+    architecture needs it, and the batch they run on. output(arch, weight) is
+    the logits the generic path's session gives for `arch` at `weight`, bit
+    for bit."""
+
+    def __init__(self, template, export: dict, scoring: ScoringSettings, input_name: str | None,
+                 batch: np.ndarray, threads: int | None, graph_optimization: str):
+        from epsinas_onnx.core.scoring import runtime
+
+        self.export, self.scoring, self.input_name = export, scoring, input_name
+        self.threads, self.graph_optimization = threads, graph_optimization
+        self.pieces: dict[tuple, pieces.Piece] = {}
+        self.stem = self._cutter(template).cut(["input"], STEM_OUTPUT)
+        self._array = np.ascontiguousarray(batch, dtype=np.float32)  # the memory of the value below
+        self.batch = runtime.cpu_value(self._array)
+        self._weights = pieces.WeightValues(lambda runs, w: self.stem(runs, self.batch, w))
+        self._last = (None, ())  # the last architecture and its plan (one per weight)
+
+    @property
+    def sessions(self) -> int:
+        return 1 + len(self.pieces)
+
+    def _cutter(self, template) -> pieces.Cutter:
+        return pieces.Cutter(template, self.threads, self.graph_optimization)
+
+    def plan(self, arch) -> tuple[Step, ...]:
+        """`arch`'s steps, with a piece for every key (cut from `arch` rewritten where one is missing)."""
+        if self._last[0] != arch:
+            cell = prune(arch)
+            steps = cell_steps(cell)
+            missing = [s for s in steps if s.key is not None and s.key not in self.pieces]
+            if missing:
+                template = pieces.rewritten_template(to_ir(cell, **self.export, tied=True), self.scoring,
+                                                     self.input_name)
+                cutter = self._cutter(template)
+                for step in missing:
+                    if step.key not in self.pieces:
+                        self.pieces[step.key] = cutter.cut(list(step.inputs), step.output)
+            self._last = (arch, steps)
+        return self._last[1]
+
+    def computation_key(self, arch) -> str:
+        """Equal keys: the same pieces on the same inputs in the same order, so
+        the same logits bit for bit (bench runs one architecture per key)."""
+        digests = {STEM_OUTPUT: "stem"}
+        for step in self.plan(arch):
+            digests[step.output] = (digests[step.inputs[0]] if step.key is None else hashlib.sha256(
+                repr((step.key, [digests[name] for name in step.inputs])).encode()).hexdigest())
+        return digests[HEAD_OUTPUT]
+
+    def output(self, arch, weight: float, finite_check: bool = False,
+               timeout: float | None = None) -> tuple[np.ndarray, None]:
+        """The logits of `arch` at `weight` (no finite check: the space declares
+        none). timeout bounds all the architecture's pieces together."""
+        from epsinas_onnx.core.scoring import runtime
+
+        steps = self.plan(arch)
+        with runtime.WatchedRuns(timeout) as runs:
+            w, stem = self._weights(runs, weight)
+            values = {STEM_OUTPUT: stem}
+            for step in steps:
+                if step.key is None:
+                    values[step.output] = values[step.inputs[0]]
+                else:
+                    values[step.output] = self.pieces[step.key](runs, *[values[name] for name in step.inputs], w)
+            return values[HEAD_OUTPUT].numpy(), None
+
+
+def pieces_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
+    """Why the cell pieces would not compute what the generic path does for
+    these settings (prepare_model's) on `device`; None where they do."""
+    return pieces.declines(scoring, input_name, device, HEAD_OUTPUT)
+
+
+# the first template: the stem's piece (every other piece is cut when an architecture first needs it)
+STEM_TEMPLATE = Arch(((0, 1), (0, 0)), (INPUT, OUTPUT))
+
+
+def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execution: ExecutionOptions,
+               input_name: str | None = None) -> CellPieces | None:
+    """Space.pieces_for: the cell pieces for networks exported with `export`
+    and rewritten with `scoring` and `input_name`, on `batch`; None where they
+    do not apply (`pieces_declines`)."""
+    if pieces_declines(scoring, input_name, execution.device) is not None:
+        return None
+    template = pieces.rewritten_template(to_ir(STEM_TEMPLATE, **export, tied=True), scoring, input_name)
+    return CellPieces(template, export, scoring, input_name, batch, execution.threads, execution.graph_optimization)
+
+
 SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
     export_defaults={"num_classes": 1, "resolution": 32, "seed": 0}, num_params_options=("num_classes",),
     reference_weights=(1e-4, 10.0), read_csv_archs=load_archs, all_archs=all_archs,
-    canonical=canonical, ir_takes_tied=True,
+    canonical=canonical, ir_takes_tied=True, pieces_for=pieces_for,
     # test_143: test accuracy of 143 cells; naslib_500: validation accuracy and proxies of 500
     target_tables=("nb101_test_143", "nb101_naslib_500"), baselines_table="nb101_naslib_500",
     proxies_table="nb101_naslib_500", arch_columns=("cell", "adjacency,ops", "arch"),

@@ -44,7 +44,8 @@ class Space:
     read_csv_archs: Callable[[Any], list] | None = None  # architectures of a .csv file of the benchmark
     # (export, scoring: ScoringSettings, batch, execution: ExecutionOptions, input_name) -> a
     # runner whose output(arch, weight, finite_check, timeout) is the generic path's logits bit
-    # for bit, with sessions made once (bench), or None where it does not apply for those settings
+    # for bit, with sessions made once (bench), or None where it does not apply for those settings;
+    # without computation_class, the runner also gives computation_key(arch): equal keys, equal logits
     pieces_for: Callable[..., Any] | None = None
     # what the benchmark's tables hold and how to read them (evaluate, search,
     # calibrate, bench --archs packaged:NAME): packaged tables are
