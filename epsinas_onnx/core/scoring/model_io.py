@@ -1,7 +1,14 @@
-"""Loading models with errors a user can act on."""
+"""Loading models with errors a user can act on.
+
+A model's weights stored as external data are checked when the model is
+loaded and read only when something asks for their values: the scoring
+rewrite replaces every conv / linear weight by the shared constant, so
+their bytes (98 MiB for ResNet-50) are never read at all."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -31,10 +38,16 @@ def load_model(model, check: bool = True) -> ir.Model:
     proto = _parse(_read_model_file(path), path)
     if not proto.graph.node and not proto.graph.output:
         raise UserError(f"{path} is not an ONNX model (no graph found); is it truncated or another format?")
+    deferred = _defer_external_initializers(proto, path)
     _load_external_data(proto, path)
-    _check(proto, str(path))
+    _check(_checkable(proto, deferred), str(path))
     _check_outputs(proto, str(path))
-    return _to_ir(proto, str(path))
+    ir_model = _to_ir(proto, str(path))
+    for record in deferred:
+        value = ir_model.graph.initializers[record.name]
+        value.const_value = ir.LazyTensor(functools.partial(record.read, path), value.const_value.dtype,
+                                          value.const_value.shape, name=record.name)
+    return ir_model
 
 
 def _check_outputs(proto: onnx.ModelProto, what: str) -> None:
@@ -75,6 +88,73 @@ def _to_ir(proto: onnx.ModelProto, what: str) -> ir.Model:
         raise UserError(f"{what} cannot be read as an ONNX graph ({first_line(exc)}); is the file corrupted?") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class ExternalData:
+    """Where a tensor's bytes lie outside the model file, and what it holds:
+    plain values, so that a tensor read later holds nothing of the parsed model."""
+
+    name: str
+    data_type: int
+    dims: tuple[int, ...]
+    fields: tuple[tuple[str, str], ...]  # its external_data entries: location, offset, length
+
+    @classmethod
+    def of(cls, tensor: onnx.TensorProto) -> "ExternalData":
+        return cls(tensor.name, tensor.data_type, tuple(tensor.dims), tuple((e.key, e.value) for e in tensor.external_data))
+
+    def proto(self, raw_data: bytes = b"") -> onnx.TensorProto:
+        tensor = onnx.TensorProto(name=self.name, data_type=self.data_type, dims=self.dims)
+        if raw_data:
+            tensor.raw_data = raw_data
+        return tensor
+
+    def contents(self, path: Path, read: bool = True) -> bytes | None:
+        """Its bytes, every check of _external_bytes made again on this read
+        (read=False: the checks alone, nothing read)."""
+        return _external_bytes(self.proto(), dict(self.fields), path.parent.resolve(), path, read)
+
+    def read(self, path: Path) -> ir.TensorProtocol:
+        """The tensor, read from its file now (an ir.LazyTensor's function)."""
+        return ir.from_proto(self.proto(self.contents(path)))
+
+
+def _defer_external_initializers(proto: onnx.ModelProto, path: Path) -> list[ExternalData]:
+    """The main graph's initializers stored as external data, checked where
+    they lie but not read, and taken out of the proto (left without data): a
+    later ir.LazyTensor reads each one, checked again, if its values are ever
+    asked for. Other external tensors (a Constant's value, a subgraph's
+    initializer) are read with the model (_load_external_data)."""
+    from onnx.external_data_helper import uses_external_data
+
+    deferred = []
+    for tensor in proto.graph.initializer:
+        if uses_external_data(tensor) and _tensor_bytes(tensor) is not None:
+            record = ExternalData.of(tensor)
+            record.contents(path, read=False)
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            deferred.append(record)
+    return deferred
+
+
+def _checkable(proto: onnx.ModelProto, deferred: list[ExternalData]) -> onnx.ModelProto:
+    """The model as onnx.checker can take it: each deferred initializer (no
+    data in the proto) stands as a graph input of its type and shape; its
+    bytes, location and size were checked by _defer_external_initializers."""
+    if not deferred:
+        return proto
+    names = {record.name for record in deferred}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for i in reversed(range(len(copy.graph.initializer))):
+        if copy.graph.initializer[i].name in names:
+            del copy.graph.initializer[i]
+    inputs = {value.name for value in copy.graph.input}
+    copy.graph.input.extend(onnx.helper.make_tensor_value_info(r.name, r.data_type, r.dims)
+                            for r in deferred if r.name not in inputs)
+    return copy
+
+
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
     """Read every tensor stored in an external file into the model, checking
     each file ourselves rather than trusting the onnx release installed (older
@@ -93,7 +173,7 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
             tensor.data_location = onnx.TensorProto.DEFAULT
 
 
-def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: Path) -> bytes:
+def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: Path, read: bool = True) -> bytes | None:
     import stat
 
     where = f"{path}: weight {tensor.name!r}"
@@ -139,8 +219,14 @@ def _external_bytes(tensor: onnx.TensorProto, fields: dict, folder: Path, path: 
         if offset + length > info.st_size:
             raise UserError(f"{where} needs bytes {offset} to {offset + length} of {location!r}, which has only "
                             f"{info.st_size}; is the file truncated?")
+        if not read:
+            return None
         file.seek(offset)
-        return file.read(length)
+        data = file.read(length)
+    if len(data) != length:  # the file shrank since it was checked
+        raise UserError(f"{where}: {location!r} ended after {len(data)} of the tensor's {length} bytes; "
+                        "is the file being rewritten?")
+    return data
 
 
 def _offset_and_length(fields: dict, where: str) -> tuple[int, int | None]:
