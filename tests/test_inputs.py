@@ -58,6 +58,28 @@ def test_resize_by_block_average_and_bilinear():
     assert grown.min() == images.min() and grown.max() == images.max()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_bilinear_resize_in_chunks_is_the_whole_batch_formula_bit_for_bit(dtype):
+    """resize works RESIZE_CHUNK images at a time into one output; every value
+    is still images[lo] * (1 - frac) + images[hi] * frac of the whole batch,
+    here written out with NumPy on the whole array, axis after axis."""
+    from epsinas_onnx.core.scoring.inputs import RESIZE_CHUNK
+
+    rng = np.random.default_rng(2)
+    images = (rng.normal(size=(2 * RESIZE_CHUNK + 5, 3, 7, 9)) * 50 + 100).astype(dtype)
+    expected = images
+    for axis, target in ((2, 20), (3, 13)):
+        source = expected.shape[axis]
+        coords = np.clip((np.arange(target) + 0.5) * source / target - 0.5, 0, source - 1)
+        lo = np.floor(coords).astype(int)
+        hi = np.minimum(lo + 1, source - 1)
+        frac = (coords - lo).astype(np.float32).reshape([target if a == axis else 1 for a in range(4)])
+        expected = np.take(expected, lo, axis=axis) * (1 - frac) + np.take(expected, hi, axis=axis) * frac
+    got = resize(images, [20, 13], (2, 3))
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert got.tobytes() == expected.astype(np.float32).tobytes()
+
+
 def test_images_resized_to_the_model_size(tmp_path):
     np.save(tmp_path / "d.npy", np.zeros((4, 32, 32, 3), np.uint8))
     batch = prepare_batch(image_spec(("batch", 3, 16, 16)), BatchOptions(data=tmp_path / "d.npy", batch_size=4))

@@ -145,7 +145,8 @@ def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed
     else:
         items = source.take(np.random.default_rng(shuffle_seed).permutation(n)[:batch_size])
     if source.dtype == np.uint8:
-        images = items.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        images = items.transpose(0, 3, 1, 2).astype(np.float32)
+        images /= 255.0  # in place: the same division without a second copy of the batch
     else:
         images = items.astype(np.float32, copy=False)  # take() copied already: no second copy of a float32 batch
     del items
@@ -218,7 +219,9 @@ def _normalise(images: np.ndarray, norm: str) -> np.ndarray:
     mean, std = (np.array(v, dtype=np.float32) / 255.0 for v in NORMS[norm])
     if images.ndim != 4 or images.shape[1] != 3:
         raise UserError(f"--norm {norm} is for 3-channel images, but the data has shape {list(images.shape)}: use --norm none")
-    return (images - mean[:, None, None]) / std[:, None, None]
+    normalised = images - mean[:, None, None]  # a new array: a caller's images are never changed
+    normalised /= std[:, None, None]  # in place: the same division without a third copy
+    return normalised
 
 
 def _fit_to_input(spec: InputSpec, images: np.ndarray) -> np.ndarray:
@@ -245,6 +248,13 @@ def _check_dims(spec: InputSpec, array: np.ndarray) -> None:
             raise UserError(f"input {spec.describe()} does not match the data's shape {list(array.shape)}")
 
 
+# Bilinear resizing works through the batch this many images at a time, into
+# the output made once: its temporaries are a slice's, not the batch's (`score`
+# of ResNet-50 on 256 CIFAR-10 images resized to 224x224 peaks at 378 MiB,
+# 598 with the whole batch's temporaries)
+RESIZE_CHUNK = 16
+
+
 def resize(images: np.ndarray, size: list[int], axes: tuple[int, int]) -> np.ndarray:
     """Resize two axes: block averaging for integer shrink factors, bilinear otherwise."""
     out = images
@@ -266,8 +276,32 @@ def resize(images: np.ndarray, size: list[int], axes: tuple[int, int]) -> np.nda
         shape = [1] * out.ndim
         shape[axis] = target
         frac = frac.reshape(shape)
-        out = np.take(out, lo, axis=axis) * (1 - frac) + np.take(out, hi, axis=axis) * frac
-    return out.astype(np.float32)
+        out = _bilinear(out, lo, hi, frac, axis)
+    return out.astype(np.float32, copy=False)
+
+
+def _bilinear(images: np.ndarray, lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, axis: int) -> np.ndarray:
+    """images[lo] * (1 - frac) + images[hi] * frac along `axis`, the same
+    operations on every element, computed RESIZE_CHUNK items of axis 0 at a
+    time into one output (one slice when axis 0 is the one resized)."""
+    dtype = np.result_type(images.dtype, frac.dtype)  # as images[lo] * (1 - frac) computes in
+
+    def rows(part: np.ndarray) -> np.ndarray:
+        low = np.take(part, lo, axis=axis).astype(dtype, copy=False)
+        low *= 1 - frac
+        high = np.take(part, hi, axis=axis).astype(dtype, copy=False)
+        high *= frac
+        low += high
+        return low
+
+    if axis == 0:
+        return rows(images)
+    shape = list(images.shape)
+    shape[axis] = len(lo)
+    resized = np.empty(shape, dtype)
+    for start in range(0, len(images), RESIZE_CHUNK):
+        resized[start:start + RESIZE_CHUNK] = rows(images[start:start + RESIZE_CHUNK])
+    return resized
 
 
 # ---------------------------------------------------------------- synthetic
