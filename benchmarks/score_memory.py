@@ -4,7 +4,7 @@ ResNet-50 and EfficientNet-B0 (benchmarks/real_models.py builds them) at
 
     python benchmarks/score_memory.py [--models mobilenet_v2 resnet50 efficientnet_b0]
                                       [--batch-size 256] [--resolution 224] [--weights 0.1 1]
-                                      [--no-collapse]
+                                      [--no-collapse] [--baseline-root ../main]
 
 The child goes through the stages of `epsinas_onnx.score` one call at a
 time (the library's own functions: load_model, rewrite_for_scoring,
@@ -12,7 +12,9 @@ open_session, the batch, both runs, the metric) and prints, after each, its
 resident memory (VmRSS) and the peak during that stage (VmHWM, reset between
 stages through /proc/self/clear_refs), both in MiB, and the stage's seconds.
 The last line is the child's whole peak (the largest of the stages' peaks:
-its VmHWM as real_models.py reports it).
+its VmHWM as real_models.py reports it). With --baseline-root the same
+child runs that checkout's epsinas_onnx first (e.g. the main branch), then
+this one's, on the same files.
 ONNX Runtime's memory is native, so tracemalloc would not see it; this does.
 """
 
@@ -62,7 +64,8 @@ class Stages:
         self.start = time.perf_counter()
 
 
-def child(onnx_file: str, batch_file: str, weights: tuple[float, float], collapse: bool) -> None:
+def child(onnx_file: str, batch_file: str, weights: tuple[float, float], collapse: bool, root: str) -> None:
+    sys.path.insert(0, root)  # the checkout whose epsinas_onnx is measured
     stages = Stages()
     stages.done("python and numpy")
     import epsinas_onnx.core.scoring.scorer as scorer
@@ -70,6 +73,8 @@ def child(onnx_file: str, batch_file: str, weights: tuple[float, float], collaps
     from epsinas_onnx.core.scoring.metric import epsinas_score
     from epsinas_onnx.core.scoring.model_io import load_model
 
+    if Path(root).resolve() != ROOT:  # the baseline's own code, not this checkout's
+        print(f"(epsinas_onnx from {Path(scorer.__file__).parents[3]})")
     stages.done("libraries imported")
     x = np.load(batch_file)
     stages.done(f"batch loaded ({x.nbytes / 2**20:.0f} MiB)")
@@ -98,11 +103,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--weights", nargs=2, type=float, default=[0.1, 1.0])
     parser.add_argument("--no-collapse", action="store_true", help="the full-width path instead")
-    parser.add_argument("--child", nargs=2, metavar=("ONNX", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-root", type=Path, help="another checkout to measure first, on the same files")
+    parser.add_argument("--child", nargs=3, metavar=("ONNX", "BATCH", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, tuple(args.weights), not args.no_collapse)
+        child(*args.child[:2], tuple(args.weights), not args.no_collapse, args.child[2])
         return
+    roots = {"this checkout": ROOT}
+    if args.baseline_root is not None:
+        roots = {f"baseline {args.baseline_root}": args.baseline_root.resolve(), **roots}
 
     import epsinas_onnx.torch as bridge
 
@@ -117,13 +126,14 @@ def main() -> None:
         for model in args.models:
             onnx_file = Path(folder) / f"{model}.onnx"
             bridge.export(build(model), (1, 3, args.resolution, args.resolution), onnx_file)
-            print(f"\n{model}", flush=True)
-            command = [sys.executable, __file__, "--child", str(onnx_file), str(batch_file),
-                       "--weights", *map(str, args.weights), *(["--no-collapse"] if args.no_collapse else [])]
-            process = subprocess.run(command, env=env, capture_output=True, text=True)
-            print(process.stdout.rstrip())
-            if process.returncode != 0:
-                print(f"failed: exit {process.returncode}: {(process.stderr.strip().splitlines() or ['?'])[-1]}")
+            for label, root in roots.items():
+                print(f"\n{model}, {label}", flush=True)
+                command = [sys.executable, __file__, "--child", str(onnx_file), str(batch_file), str(root),
+                           "--weights", *map(str, args.weights), *(["--no-collapse"] if args.no_collapse else [])]
+                process = subprocess.run(command, env=env, capture_output=True, text=True)
+                print(process.stdout.rstrip())
+                if process.returncode != 0:
+                    print(f"failed: exit {process.returncode}: {(process.stderr.strip().splitlines() or ['?'])[-1]}")
 
 
 if __name__ == "__main__":
