@@ -47,6 +47,7 @@ import onnx_ir.passes.common
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
+from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
 
@@ -364,16 +365,9 @@ HEAD_OUTPUT = "logits"
 
 def stem_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
     """Why the cached stem would not compute what the generic path does for
-    these settings (prepare_model's) on `device`; None where it does."""
-    if device != "cpu":
-        return f"the cached stem runs on the CPU only, not {device}"
-    if scoring.random_weights:
-        return "random weights (--weight-init) differ from layer to layer: each architecture is rewritten itself"
-    if scoring.output not in (None, HEAD_OUTPUT):
-        return f"the cached stem feeds the network's output {HEAD_OUTPUT!r}, not {scoring.output!r}"
-    if input_name not in (None, "input"):
-        return f"the network's input is 'input', not {input_name!r}"
-    return None
+    these settings (prepare_model's) on `device`; None where it does. The
+    stem is a piece like NAS-Bench-201's, so the same conditions apply."""
+    return pieces.declines(scoring, input_name, device, HEAD_OUTPUT)
 
 
 class CachedStem:
