@@ -50,8 +50,14 @@ CANDIDATES = {  # docs/proxies.md, written before any was measured
     10: ("meco", "naswot", "upper"),
     11: ("meco", "meco", "naswot", "params"),
     12: ("meco", "meco", "naswot", "params", "upper"),
+    # round 3, written after the frozen aggregate's whole-space figures: log form only
+    13: ("meco", "meco", "meco", "naswot", "params"),
+    14: ("meco", "meco", "meco", "meco", "naswot", "params"),
+    15: ("meco", "meco", "meco", "params"),
+    16: ("meco", "meco", "meco", "naswot"),
+    17: ("meco", "meco", "meco", "naswot", "params", "upper"),
 }
-ROUND_2 = range(8, 13)
+LOG_ONLY = range(8, 18)  # rounds 2 and 3
 
 
 def speed(args) -> None:
@@ -253,7 +259,7 @@ def aggregates(args) -> None:
         values = {m: [columns[m][a] for a in archs] for m in members}
         weights = {m: members.count(m) for m in members}
         for form, letter in (("log", "L"), ("mean", "M")):
-            if number in ROUND_2 and form != "log":
+            if number in LOG_ONLY and form != "log":
                 continue
             label = f"{number}{letter} {form}: {'+'.join(members)}"
             print(_row(label, aggregate(values, form=form, weights=weights), target, nan="last"))
