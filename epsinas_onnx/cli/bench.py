@@ -81,6 +81,8 @@ def bench(space, archs, weights, batch, scoring, execution, export, run):
     for warning in summary.warnings:
         warn(warning)
     say(summary.line())
+    if summary.proxies_line():
+        say(summary.proxies_line())
 
 
 def _open(store):

@@ -95,11 +95,11 @@ class BenchSummary:
             f"{self.space}: {self.scored} scored ({self.nan} NaN{reused}), {errors}, "
             f"{self.skipped} skipped as already stored{repeats}; wall {self.wall:.1f} s, {per_arch} "
             f"({self.workers} worker{'s' if self.workers != 1 else ''}{inside}); store {self.store}"
-            + self.proxies_line()
         )
 
     def proxies_line(self) -> str:
-        """--proxies: each proxy's seconds per architecture in a worker, beside epsinas's."""
+        """--proxies: each proxy's seconds per architecture in a worker, beside
+        epsinas's; a line of its own after line() (empty without --proxies)."""
         if not self.proxy_seconds or not self.finished:
             return ""
         parts = [f"epsinas {self.arch_seconds / self.finished:.3g}"]
@@ -107,7 +107,7 @@ class BenchSummary:
             notes = [f"{n} {what}" for n, what in ((self.proxy_nan.get(name, 0), "NaN"),
                                                    (self.proxy_errors.get(name, 0), "errors")) if n]
             parts.append(f"{name} {seconds / self.finished:.3g}" + (f" ({', '.join(notes)})" if notes else ""))
-        return "\nseconds per architecture in a worker: " + ", ".join(parts)
+        return "seconds per architecture in a worker: " + ", ".join(parts)
 
     def interrupted_message(self) -> str:
         total = self.skipped + self.todo
