@@ -2,9 +2,12 @@
 generic path and (NAS-Bench-201) on the pieces bench runs, in one run.
 
     python benchmarks/stage_times.py [--space nb201] [--n 30] [--batch-size 256] [--no-collapse]
+                                     [--resolution R]
 
 --space names the space (a sample of it, at its reference weights); a space
-without pieces (nlp) has the generic path's times alone.
+without pieces (nlp) has the generic path's times alone. The batch is the
+first CIFAR-10 test images, resized (bilinear) to --resolution, by default
+the space's own input size (TransNAS-Bench-101: 256 x 256, as bench feeds it).
 
 Generic path (every architecture its own graph, one thread): build the model
 (the exporter builds onnx-ir objects directly, parameters tied as bench
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.collapse_agreement import cifar10  # noqa: E402
 from epsinas_onnx.core.scoring import runtime  # noqa: E402
+from epsinas_onnx.core.scoring.inputs import resize  # noqa: E402
 from epsinas_onnx.experiments.bench import BENCH_GRAPH_OPTIMIZATION, build_options  # noqa: E402
 from epsinas_onnx.experiments.executors import freeze_startup_objects  # noqa: E402
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT  # noqa: E402
@@ -143,13 +147,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--no-collapse", dest="collapse", action="store_false")
+    parser.add_argument("--resolution", type=int, help="the images' size (default: the space's input size)")
     args = parser.parse_args()
     x = cifar10(args.batch_size)
     freeze_startup_objects()  # as a bench worker does
     space = get_space(args.space)
+    resolution = args.resolution or space.export_defaults.get("resolution", x.shape[-1])
+    if resolution != x.shape[-1]:
+        x = np.ascontiguousarray(resize(x, [resolution, resolution], (2, 3)))
     archs = space.sample(args.n, 1)
     n = args.n
-    print(f"{space.name}, {n} archs, batch {args.batch_size}, collapse {args.collapse}, 1 thread, "
+    print(f"{space.name}, {n} archs, batch {args.batch_size} at {resolution} x {resolution}, collapse {args.collapse}, 1 thread, "
           f"weights {space.reference_weights} both run")
 
     times, sessions = generic(space, archs, x, args.collapse)
