@@ -301,3 +301,22 @@ def test_meco_layer_term_is_exactly_zero_where_the_correlation_is_singular():
     tall[2] = 1.5  # a constant channel: a zero row and column, so singular
     assert min_correlation_eigenvalue(tall) == 0.0
 
+
+
+def test_batch_statistics_square_is_the_product_bit_for_bit():
+    """proxies/batch_norm.py squares with Pow(x, 2) (kept off the NCHWc layout, so no reorder of the
+    square): ONNX Runtime's Pow by 2 must give x * x exactly, or the proxies' values would move."""
+    import onnxruntime as ort
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Pow", ["x", "two"], ["y"])], "square", [x], [y], [two])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(1 << 16) * scale for scale in (1e-30, 1e-3, 1.0, 1e3, 1e18)])
+    values = np.concatenate([values, [0.0, -0.0, 1e-45, np.inf, -np.inf]]).astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        expected = values * values
+    assert np.array_equal(session.run(None, {"x": values})[0].view(np.uint32), expected.view(np.uint32))

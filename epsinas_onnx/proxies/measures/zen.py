@@ -31,8 +31,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from epsinas_onnx.core.rewriting.passes.build import constant, node
-from epsinas_onnx.proxies.graph import add_nodes, expose, is_added, output_of, rank
+from epsinas_onnx.core.rewriting.passes.build import node
+from epsinas_onnx.proxies.graph import expose, is_added, output_of, rank
 from epsinas_onnx.proxies.proxy import NotApplicable, Outcome, Probe, Proxy, register
 
 BATCH = 16  # Zen-NAS's own (ZeroShotProxy/compute_zen_score.py, --batch_size 16)
@@ -78,7 +78,7 @@ class Zen(Proxy):
         if not response > 0 or not math.isfinite(response):
             return Outcome.nan(f"the feature map's response to the perturbation is {response:g}: log is not finite")
         correction = 0.0
-        for i, m in enumerate(probe.info["momenta"]):  # each BN: (variance, count) in both runs
+        for i, m in enumerate(probe.info["momenta"]):  # each BN: (variance, its input's size) in both runs
             v1, v2 = (_unbiased(run[1 + 2 * i], run[2 + 2 * i]) for run in (first, second))
             running = m * m + m * (1 - m) * v1 + (1 - m) * v2
             correction += math.log(math.sqrt(float(np.mean(running))))
@@ -88,9 +88,10 @@ class Zen(Proxy):
         return Outcome(value)
 
 
-def _unbiased(variance: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """PyTorch's running_var update uses the unbiased variance, n / (n - 1) times the biased one."""
-    n = float(np.asarray(count).reshape(-1)[0])
+def _unbiased(variance: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """PyTorch's running_var update uses the unbiased variance, n / (n - 1) times the biased one;
+    n, the elements per channel, is the BN input's size over its channels (one variance each)."""
+    n = float(int(np.asarray(size).reshape(-1)[0]) // variance.size)
     return variance.astype(np.float64) * (n / (n - 1) if n > 1 else 1.0)
 
 
@@ -114,15 +115,9 @@ def _is_global_average(n) -> bool:
 
 def _variance_outputs(graph: ir.Graph, bn: ir.Node) -> list[str]:
     """The biased batch variance per channel that `bn` normalises with (its input 4,
-    after TrainingBatchNormPass) and its input's element count per channel, as
-    two graph outputs."""
-    x = bn.inputs[0]
-    size = node("Size", [x])
-    shape_of = node("Shape", [x])
-    one = constant(np.array([1], dtype=np.int64))
-    two = constant(np.array([2], dtype=np.int64))
-    channels = node("Slice", [shape_of.outputs[0], one.outputs[0], two.outputs[0]])
-    per_channel = node("Div", [size.outputs[0], channels.outputs[0]])
-    add_nodes(graph, [size, shape_of, one, two, channels])
+    after TrainingBatchNormPass) and its input's element count, as two graph
+    outputs (the count per channel is their quotient: one Size node, not the
+    Shape, Slice and Div that would compute it in the graph)."""
+    size = node("Size", [bn.inputs[0]])
     return [expose(graph, bn.inputs[4], "zen.variance", ir.DataType.FLOAT),
-            output_of(graph, per_channel, "zen.count", ir.DataType.INT64)]
+            output_of(graph, size, "zen.size", ir.DataType.INT64)]
