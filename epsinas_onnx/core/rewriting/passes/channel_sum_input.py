@@ -12,9 +12,11 @@ in memory: ResNet-50 at 224x224, batch 256, no longer holds its 147 MiB.
 
 inputs.channel_sum (numpy's sum over axis 1) adds up to MAX_CHANNELS
 channels in the order ONNX Runtime's ReduceSum does, so every number fed is
-the one the ReduceSum made and the score is the same bit for bit
-(tests/test_channel_sum_input.py checks both). With more channels ONNX
-Runtime adds in another order, and the pass declines.
+the one the ReduceSum made (a NaN is a NaN at the same place; its payload
+bits, which no score reads, may differ) and the score is the same bit for
+bit (tests/test_channel_sum_input.py checks both). With more channels ONNX
+Runtime adds in another order (6 and more, in this version), and the pass
+declines.
 """
 
 from __future__ import annotations
