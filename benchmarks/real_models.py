@@ -15,11 +15,15 @@ Each path of each network runs in its own child process (one thread:
 torch.set_num_threads(1), ONNX Runtime threads=1, OMP_NUM_THREADS=1), so
 that its peak resident memory (VmHWM) is its own; a child
 imports only what its path needs (torch for eager, onnx + onnxruntime for
-the ONNX paths) and reads the batch from a .npy file the parent wrote.
+the ONNX paths). The parent writes the batch to a .npy file: the eager
+child loads it (torch takes the array), the ONNX children give its path to
+`epsinas_onnx.score`, as `epsinas-onnx score --data batch.npy` does (the
+library reads only what the score needs: the collapsed path, the batch's
+channel sum, read a chunk at a time).
 "seconds" is the score, the libraries imported beforehand: build the
 module, set the weights, both forward passes and the metric (eager); take
 the batch, load the file, rewrite, open the session, both runs and the
-metric (ONNX: `epsinas_onnx.score`). The export is timed apart, once per network.
+metric (ONNX: `epsinas_onnx.score`), the batch read from its file. The export is timed apart, once per network.
 
 The modules are written here (torchvision is not installed beside torch
 2.13), layer for layer as torchvision's mobilenet_v2(), resnet50() and
@@ -182,10 +186,10 @@ def child(path: str, model: str, onnx_file: str, batch_file: str, weights: tuple
         import epsinas_onnx
 
         score_file = epsinas_onnx.score  # imports onnx, onnx-ir and onnxruntime here, as eager imports torch above
-        x = np.load(batch_file)
+        batch_size = np.load(batch_file, mmap_mode="r").shape[0]  # the header alone
         after_setup = peak_mib()
         start = time.perf_counter()
-        result = score_file(onnx_file, x, weights, batch_size=len(x), device="cpu", threads=1,
+        result = score_file(onnx_file, batch_file, weights, batch_size=batch_size, device="cpu", threads=1,
                             collapse=path == "onnx collapsed")
         score, reason = result.score, result.nan_reason
     seconds = time.perf_counter() - start
@@ -287,7 +291,7 @@ def main() -> None:
 
 def print_table(rows) -> None:
     eager = {m: r for m, p, r in rows if p == "pytorch eager" and "error" not in r}
-    print("| network | path | seconds | vs eager | peak MiB (batch file loaded: MiB) | vs eager | score | vs eager |")
+    print("| network | path | seconds | vs eager | peak MiB (set-up: MiB) | vs eager | score | vs eager |")
     print("|---|---|---|---|---|---|---|---|")
     for model, path, r in rows:
         if "error" in r:

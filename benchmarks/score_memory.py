@@ -14,13 +14,19 @@ stages through /proc/self/clear_refs), both in MiB, and the stage's seconds.
 The last line is the child's whole peak (the largest of the stages' peaks:
 its VmHWM as real_models.py reports it). With --baseline-root the same
 child runs that checkout's epsinas_onnx first (e.g. the main branch), then
-this one's, on the same files.
+this one's, on the same files. The child gives the library the batch's file
+path (the .npy the parent wrote), as `epsinas-onnx score --data batch.npy`
+does, never an array it loaded itself; where the library can (`score`'s
+channel_sum: rewrite_model(..., channel_sum=True), absent from older
+checkouts), the model takes the batch's channel sum, read a chunk at a time.
+The score is printed in full (repr) to compare checkouts bit for bit.
 ONNX Runtime's memory is native, so tracemalloc would not see it; this does.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import subprocess
 import sys
@@ -76,23 +82,26 @@ def child(onnx_file: str, batch_file: str, weights: tuple[float, float], collaps
     if Path(root).resolve() != ROOT:  # the baseline's own code, not this checkout's
         print(f"(epsinas_onnx from {Path(scorer.__file__).parents[3]})")
     stages.done("libraries imported")
-    x = np.load(batch_file)
-    stages.done(f"batch loaded ({x.nbytes / 2**20:.0f} MiB)")
+    batch_size = np.load(batch_file, mmap_mode="r").shape[0]  # the header alone
     scoring, execution = ScoringSettings(collapse=collapse), ExecutionOptions(device="cpu", threads=1)
     model = load_model(onnx_file)
     stages.done("model loaded and checked")
-    staged = scorer.rewrite_model(model, scoring, in_place=True)
-    stages.done("rewritten")
+    # score()'s own rewrite: the channel sum where the checkout has it
+    sums = "channel_sum" in inspect.signature(scorer.rewrite_model).parameters
+    staged = scorer.rewrite_model(model, scoring, in_place=True, **({"channel_sum": True} if sums else {}))
+    takes_sum = sums and staged.rewritten.takes_channel_sum
+    stages.done("rewritten" + (", input summed" if takes_sum else ""))
     prepared = scorer.open_session(staged, execution)
     stages.done("session open")
-    batch = scorer.batch_for(prepared, BatchOptions(data=x, batch_size=len(x)))
-    stages.done("batch taken")
+    batch = scorer.batch_for(prepared, BatchOptions(data=batch_file, batch_size=batch_size))
+    stages.done(f"batch read ({batch.array.nbytes / 2**20:.0f} MiB)")
     outputs = []
     for w in weights:
         outputs.append(prepared.run(batch.array, w))
         stages.done(f"run at w = {w:g}")
     score = epsinas_score(*outputs)
-    stages.done(f"metric: score {score:.6g}")
+    stages.done("metric")
+    print(f"score {score!r}")
     print(f"{'peak of the process':<28} {'':>12} {stages.peak:13.1f}")
 
 

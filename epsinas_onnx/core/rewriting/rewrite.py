@@ -12,6 +12,7 @@ from epsinas_onnx.core.options import ScoringSettings
 from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT, FixWeightPass, InitPolicy, scoring_pipeline
 from epsinas_onnx.core.rewriting.passes.build import all_nodes
 from epsinas_onnx.core.rewriting.passes.channel_collapse import ChannelCollapsePass, CollapseReport
+from epsinas_onnx.core.rewriting.passes.channel_sum_input import ChannelSumInputPass, ChannelSumReport
 from epsinas_onnx.core.rewriting.passes.pipeline import normalising_passes
 from epsinas_onnx.core.rewriting.roles import (
     TRANSPARENT_OPS, WEIGHT_OPS, Role, TensorRole, classify_model, is_constant_data,
@@ -27,6 +28,13 @@ class Rewritten:
     roles: list[TensorRole]
     warnings: list[str]
     collapse: CollapseReport | None = None  # None: collapse not asked for
+    channel_sum: ChannelSumReport | None = None  # None: not asked for (passes/channel_sum_input.py)
+
+    @property
+    def takes_channel_sum(self) -> bool:
+        """Whether the model's fed input is now the channel sum of the batch
+        ([N, 1, H, W]: feed inputs.channel_sum of it)."""
+        return self.channel_sum is not None and self.channel_sum.applied
 
 
 def policy_for(model: ir.Model, scoring: ScoringSettings = ScoringSettings()) -> InitPolicy:
@@ -50,9 +58,13 @@ def explain_roles(model: ir.Model) -> list[TensorRole]:
     return classify_model(copy)
 
 
-def rewrite_for_scoring(model: ir.Model, policy: InitPolicy, collapse: bool = False) -> Rewritten:
+def rewrite_for_scoring(model: ir.Model, policy: InitPolicy, collapse: bool = False,
+                        channel_sum_input: str | None = None) -> Rewritten:
     """Rewrite `model` in place; returns it with its role table and warnings.
-    collapse: also run the channel-collapse pass (same function, less width)."""
+    collapse: also run the channel-collapse pass (same function, less width).
+    channel_sum_input: the fed input's name, to make it the channel sum of the
+    batch where the collapsed model only reads it summed (passes/channel_sum_input.py;
+    Rewritten.takes_channel_sum says whether it did)."""
     ir.passes.Sequential(*normalising_passes())(model)
     roles = classify_model(model)
     warnings = semantics_warnings(model, roles)
@@ -63,15 +75,17 @@ def rewrite_for_scoring(model: ir.Model, policy: InitPolicy, collapse: bool = Fa
             "nothing for epsinas to score" + (f"; {why}" if why else "")
         )
     collapse_pass = ChannelCollapsePass(WEIGHT_INPUT) if collapse else None
+    sum_pass = ChannelSumInputPass(channel_sum_input) if channel_sum_input is not None else None
     try:
-        scoring_pipeline(policy, collapse_pass, roles)(model)
+        scoring_pipeline(policy, collapse_pass, roles, sum_pass)(model)
     except ir.passes.PassError as exc:  # onnx-ir wraps what a pass raises
         if isinstance(exc.__cause__, UserError):
             raise exc.__cause__ from None
         raise
     except ValueError as exc:
         raise UserError(f"cannot rewrite the model: {exc}") from None
-    return Rewritten(model, roles, warnings, collapse_pass.report if collapse_pass else None)
+    return Rewritten(model, roles, warnings, collapse_pass.report if collapse_pass else None,
+                     sum_pass.report if sum_pass else None)
 
 
 def fix_weight(model: ir.Model, weight: float) -> ir.Model:

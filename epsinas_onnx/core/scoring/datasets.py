@@ -8,8 +8,10 @@ Every file is opened through textfile.open_regular_file: a FIFO, a device
 (a link to /dev/zero) or a name the file system cannot hold is one line,
 never a read.
 
-- .npy: memory-mapped (numpy.memmap of the checked file); pickled object
-  arrays refused.
+- .npy: the items read from the file (C order: each with one read, so
+  memory holds the items taken and nothing else; a memory map would keep
+  every page read in the process's resident memory); Fortran order
+  memory-mapped; pickled object arrays refused.
 - .npz: its `images` member, else its only one, streamed through once (the
   zip's CRC is checked at the end); its declared size is checked against its
   npy header before anything is read.
@@ -65,6 +67,7 @@ class ImageSource:
     description: str
     take: Callable[[np.ndarray], np.ndarray]  # indices -> the items, in that order
     working_bytes: int = 0  # memory that taking holds beyond the items and one read chunk
+    reads_whole_file: bool = False  # each take() reads the whole file (.npz): take many items at once
 
     @property
     def shape(self) -> list[int]:
@@ -137,7 +140,7 @@ def _check_header(path: Path, shape: tuple, dtype: np.dtype) -> None:
 
 
 def _open_npy(path: Path) -> ImageSource:
-    """The array memory-mapped from the checked file itself (np.load would open the path again)."""
+    """The array of the checked file itself (np.load would open the path again)."""
     try:
         with _open(path) as handle:
             shape, fortran, dtype = _read_npy_header(handle)
@@ -147,12 +150,38 @@ def _open_npy(path: Path) -> ImageSource:
             size = _file_size(handle)
             if size < needed:
                 raise ValueError(f"the array needs {needed} bytes, the file has {size}: is it cut short?")
-            array = np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+            if fortran and len(shape) > 1:  # an item is not contiguous: read through a map
+                array = np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape, order="F")
+                take = lambda indices: np.asarray(array[indices])  # noqa: E731
+            else:
+                take = lambda indices: _read_npy_items(path, offset, shape, dtype, indices)  # noqa: E731
     except UserError:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npy file ({first_line(exc, 200)})") from None
-    return ImageSource(shape[0], tuple(shape[1:]), dtype, path.name, lambda indices: np.asarray(array[indices]))
+    return ImageSource(shape[0], tuple(shape[1:]), dtype, path.name, take)
+
+
+def _read_npy_items(path: Path, offset: int, shape: tuple, dtype: np.dtype, indices: np.ndarray) -> np.ndarray:
+    """Items `indices` of a C-order .npy array whose data starts at `offset`,
+    read into the result (a run of consecutive items with one read)."""
+    item_bytes = math.prod(shape[1:]) * dtype.itemsize
+    items = np.empty((len(indices), *shape[1:]), dtype)
+    into = memoryview(items.reshape(-1).view(np.uint8))
+    indices = np.asarray(indices, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1  # where a run of consecutive items ends
+    with _open(path) as handle:
+        for run in np.split(np.arange(len(indices)), breaks):
+            if not run.size:
+                continue
+            handle.seek(offset + int(indices[run[0]]) * item_bytes)
+            start, stop = int(run[0]) * item_bytes, (int(run[-1]) + 1) * item_bytes
+            while start < stop:
+                count = handle.readinto(into[start:stop])
+                if not count:
+                    raise UserError(f"{path} ends before its array does: is it cut short? (write it again)")
+                start += count
+    return items
 
 
 def _file_size(handle) -> int:
@@ -204,7 +233,7 @@ def _open_npz_file(path: Path, handle) -> ImageSource:
             raise _npz_error(path, exc) from None
 
     whole = math.prod(shape) * dtype.itemsize if fortran and len(shape) > 1 else 0
-    return ImageSource(shape[0], tuple(shape[1:]), dtype, source, take, whole)
+    return ImageSource(shape[0], tuple(shape[1:]), dtype, source, take, whole, reads_whole_file=True)
 
 
 # what zipfile and zlib raise on a damaged archive (RuntimeError: encrypted)

@@ -82,10 +82,14 @@ def model_input(model: ir.Model, name: str | None, exclude: set[str]) -> InputSp
     return InputSpec(value.name, np.dtype(value.dtype.numpy()), shape)
 
 
-def prepare_batch(spec: InputSpec, options: BatchOptions = BatchOptions(), vocab_size: int | None = None) -> Batch:
+def prepare_batch(spec: InputSpec, options: BatchOptions = BatchOptions(), vocab_size: int | None = None,
+                  channel_sum: bool = False) -> Batch:
     """The batch for `spec` that `options` describe: from options.data (a path
     or an array), synthetic data, or the default. vocab_size: a token model's
-    embedding rows (default token ids stay below it)."""
+    embedding rows (default token ids stay below it). channel_sum: the batch
+    summed over axis 1 (sum_channels), for a model that takes that sum
+    (rewriting/passes/channel_sum_input.py); images read from data are summed
+    CHANNEL_SUM_CHUNK at a time, so the whole batch is never held."""
     data, batch_size, seq_len, synthetic = options.data, options.batch_size, options.seq_len, options.synthetic
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {batch_size}")
@@ -99,8 +103,9 @@ def prepare_batch(spec: InputSpec, options: BatchOptions = BatchOptions(), vocab
         return _token_batch(spec, data, batch_size, seq_len, vocab_size, options.token_layout, options.seed)
     _check_fixed_batch(spec, 0, batch_size)
     if data is None:
-        return _synthetic_batch(spec, synthetic or DEFAULT_SYNTHETIC, batch_size, options.seed, default=synthetic is None)
-    return _image_batch(spec, data, batch_size, options.norm, options.shuffle_seed)
+        batch = _synthetic_batch(spec, synthetic or DEFAULT_SYNTHETIC, batch_size, options.seed, default=synthetic is None)
+        return Batch(sum_channels(batch.array), batch.description) if channel_sum else batch
+    return _image_batch(spec, data, batch_size, options.norm, options.shuffle_seed, channel_sum)
 
 
 def _check_fixed_batch(spec: InputSpec, axis: int, batch_size: int) -> None:
@@ -115,9 +120,11 @@ def _check_fixed_batch(spec: InputSpec, axis: int, batch_size: int) -> None:
 # ---------------------------------------------------------------- images
 
 
-def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed: int | None) -> Batch:
+def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed: int | None,
+                 channel_sum: bool = False) -> Batch:
     """The batch first, then only its items read, converted and normalised:
-    memory follows the batch, not the data file (datasets.py)."""
+    memory follows the batch, not the data file (datasets.py). channel_sum:
+    summed over axis 1 as it is read (prepare_batch)."""
     source = open_source(data)
     shape = source.shape
     if len(shape) < 2:
@@ -141,18 +148,55 @@ def _image_batch(spec: InputSpec, data, batch_size: int, norm: str, shuffle_seed
         raise UserError(f"{source.description} has {n} items, too few for a batch of {batch_size}: pass --batch-size {n} or a larger file")
     _check_image_memory(spec, source, [batch_size, *nchw[1:]], batch_size)
     if shuffle_seed is None:
-        items = source.take(np.arange(batch_size))
+        indices = np.arange(batch_size)
     else:
-        items = source.take(np.random.default_rng(shuffle_seed).permutation(n)[:batch_size])
-    if source.dtype == np.uint8:
+        indices = np.random.default_rng(shuffle_seed).permutation(n)[:batch_size]
+    chosen = f"first {batch_size}" if shuffle_seed is None else f"{batch_size} shuffled with seed {shuffle_seed}"
+    description = f"{source.description}, {chosen}, norm {norm}"
+    if channel_sum:
+        return Batch(_summed_images(spec, source, indices, norm), description)
+    # the items are freed once converted (the call's argument is its only reference)
+    return Batch(_fit_to_input(spec, _normalise(_as_float(source.take(indices)), norm)), description)
+
+
+def _as_float(items: np.ndarray) -> np.ndarray:
+    """Items as the source holds them -> float32 NCHW (uint8 NHWC: divided by 255)."""
+    if items.dtype == np.uint8:
         images = items.transpose(0, 3, 1, 2).astype(np.float32)
         images /= 255.0  # in place: the same division without a second copy of the batch
-    else:
-        images = items.astype(np.float32, copy=False)  # take() copied already: no second copy of a float32 batch
-    del items
-    images = _normalise(images, norm)
-    chosen = f"first {batch_size}" if shuffle_seed is None else f"{batch_size} shuffled with seed {shuffle_seed}"
-    return Batch(_fit_to_input(spec, images), f"{source.description}, {chosen}, norm {norm}")
+        return images
+    return items.astype(np.float32, copy=False)  # take() copied already: no second copy of a float32 batch
+
+
+# A batch summed over its channels is read, converted, normalised, laid out
+# and summed this many items at a time into the summed batch, made once: only
+# a chunk of the full-width batch is ever in memory (ResNet-50's 224x224 batch
+# of 256 is 147 MiB at full width, 49 summed)
+CHANNEL_SUM_CHUNK = 16
+
+
+def _summed_images(spec: InputSpec, source, indices: np.ndarray, norm: str) -> np.ndarray:
+    """_image_batch's batch summed over axis 1, made CHANNEL_SUM_CHUNK items
+    at a time: each item goes through the same steps as in the whole batch,
+    so the numbers are the same."""
+    whole = source.take(indices) if source.reads_whole_file else None  # one pass through the file, not one a chunk
+    summed = None
+    for start in range(0, len(indices), CHANNEL_SUM_CHUNK):
+        part = slice(start, start + CHANNEL_SUM_CHUNK)
+        items = source.take(indices[part]) if whole is None else whole[part]
+        fitted = _fit_to_input(spec, _normalise(_as_float(items), norm))
+        if summed is None:
+            summed = np.empty((len(indices), 1, *fitted.shape[2:]), fitted.dtype)
+        sum_channels(fitted, out=summed[part])
+    return summed
+
+
+def sum_channels(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The sum over axis 1, kept ([N, 1, ...]): bit for bit what ONNX Runtime's
+    ReduceSum over that axis gives for up to channel_sum_input.MAX_CHANNELS
+    channels (numpy adds them in the same order; tests/test_channel_sum_input.py)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # inf or NaN, as the model's ReduceSum would make them
+        return np.sum(images, axis=1, keepdims=True, out=out)
 
 
 # Converting, normalising and laying out the batch holds a few float32 copies of it at once

@@ -72,7 +72,8 @@ class PreparedModel:
 
 
 def prepare_model(model, scoring: ScoringSettings = ScoringSettings(),
-                  execution: ExecutionOptions = ExecutionOptions(), input_name: str | None = None) -> PreparedModel:
+                  execution: ExecutionOptions = ExecutionOptions(), input_name: str | None = None, *,
+                  channel_sum: bool = False) -> PreparedModel:
     """Load, rewrite and open a session. scoring: what is computed (the
     output, the init policy, collapse: run at the reduced channel width that
     constant weights allow, the same function; passes/channel_collapse.py);
@@ -82,10 +83,15 @@ def prepare_model(model, scoring: ScoringSettings = ScoringSettings(),
     (check=False skips onnx.checker for a ModelProto the caller built;
     graph_optimization: ONNX Runtime's level, all | basic | none; timeout:
     seconds an ONNX Runtime run may take before it is stopped,
-    runtime.RunTimeout). input_name: the model input to feed, when it has several."""
+    runtime.RunTimeout). input_name: the model input to feed, when it has several.
+    channel_sum: where the collapsed model reads its input only summed over
+    the channels, feed it that sum instead (passes/channel_sum_input.py: the
+    same score, without the full batch in memory); then feed it batch_for's
+    batch, which is that sum (rewritten.takes_channel_sum says whether).
+    score() does; a caller feeding its own batch leaves it off."""
     runtime.providers_for(execution.device)  # a device that cannot run, or absurd threads: say so before the rewrite
     check_threads(execution.threads)
-    staged = rewrite_model(model, scoring, input_name, check=execution.check)
+    staged = rewrite_model(model, scoring, input_name, check=execution.check, channel_sum=channel_sum)
     return open_session(staged, execution)
 
 
@@ -99,15 +105,17 @@ class RewrittenModel:
 
 
 def rewrite_model(model, scoring: ScoringSettings = ScoringSettings(), input_name: str | None = None, *,
-                  check: bool = True, in_place: bool = False) -> RewrittenModel:
+                  check: bool = True, in_place: bool = False, channel_sum: bool = False) -> RewrittenModel:
     """Load and rewrite (prepare_model's options of the same names). in_place:
     an ir.Model the caller hands over (an exporter's, used once) is rewritten
-    itself, not a copy."""
+    itself, not a copy. input_spec stays the input as the model declared it
+    (the batch is prepared for it, then summed)."""
     ir_model = model if in_place and isinstance(model, ir.Model) else load_model(model, check=check)
     output_name = _choose_output(ir_model, scoring.output)
     spec = model_input(ir_model, input_name, exclude={WEIGHT_INPUT})
-    return RewrittenModel(rewrite_for_scoring(ir_model, policy_for(ir_model, scoring), scoring.collapse), output_name,
-                          spec)
+    rewritten = rewrite_for_scoring(ir_model, policy_for(ir_model, scoring), scoring.collapse,
+                                    channel_sum_input=spec.name if channel_sum else None)
+    return RewrittenModel(rewritten, output_name, spec)
 
 
 def open_session(staged: RewrittenModel, execution: ExecutionOptions = ExecutionOptions()) -> PreparedModel:
@@ -192,7 +200,8 @@ def score_with(model, weights, batch: BatchOptions, scoring: ScoringSettings,
         weights = check_weights(weights)
         check_mode(scoring.mode, weights)
     start = time.perf_counter()
-    prepared = prepare_model(model, scoring, execution, batch.input_name)
+    # one model, one batch of its own: it can take the batch's channel sum
+    prepared = prepare_model(model, scoring, execution, batch.input_name, channel_sum=True)
     notes = []
     if weights is None:
         weights, notes = model_weights(prepared.rewritten.model)
@@ -222,8 +231,10 @@ def model_weights(model: ir.Model) -> tuple[tuple[float, float], list[str]]:
 
 def batch_for(prepared: PreparedModel, options: BatchOptions) -> Batch:
     """The batch `options` describe, shaped for `prepared`'s input (token ids
-    below its embedding's size)."""
-    return prepare_batch(prepared.input_spec, options, vocab_size=embedding_rows(prepared))
+    below its embedding's size; summed over the channels where the model
+    takes that sum)."""
+    return prepare_batch(prepared.input_spec, options, vocab_size=embedding_rows(prepared),
+                         channel_sum=prepared.rewritten.takes_channel_sum)
 
 
 def score_prepared(prepared: PreparedModel, batch: Batch, weights, batch_size: int, start: float,

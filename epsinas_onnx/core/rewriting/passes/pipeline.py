@@ -7,6 +7,7 @@ from onnx_ir.passes import common as common_passes
 
 from epsinas_onnx.core.rewriting.passes.batch_statistics_norm import BatchStatisticsNormPass
 from epsinas_onnx.core.rewriting.passes.channel_collapse import ChannelCollapsePass
+from epsinas_onnx.core.rewriting.passes.channel_sum_input import ChannelSumInputPass
 from epsinas_onnx.core.rewriting.passes.constant_weight import ConstantWeightPass, InitPolicy
 from epsinas_onnx.core.rewriting.passes.dead_nodes import RemoveDeadNodesPass
 from epsinas_onnx.core.rewriting.passes.weight_input import WeightInputPass
@@ -33,11 +34,15 @@ def scoring_pipeline(
     policy: InitPolicy = InitPolicy(),
     collapse: ChannelCollapsePass | None = None,
     roles: list[TensorRole] | None = None,
+    channel_sum_input: ChannelSumInputPass | None = None,
 ) -> ir.passes.Sequential:
     """The rewrite; with `collapse` (a ChannelCollapsePass, whose report the
     caller reads afterwards) the graph also runs at reduced channel width.
     `roles`: the role table of the model after normalising_passes(), if the
-    caller has normalised it and computed them (the passes are then not rerun)."""
+    caller has normalised it and computed them (the passes are then not rerun).
+    `channel_sum_input` (a ChannelSumInputPass, after the collapse that makes
+    the sum and the removal of dead nodes): the input becomes its channel sum
+    where it is only read summed."""
     return ir.passes.Sequential(
         *(normalising_passes() if roles is None else []),
         WeightInputPass(WEIGHT_INPUT),
@@ -45,5 +50,8 @@ def scoring_pipeline(
         *([collapse] if collapse is not None else []),
         BatchStatisticsNormPass(),
         RemoveDeadNodesPass(),
+        # on the live graph (the full-width nodes the collapse replaced no longer read
+        # the input); the ReduceSum's axes constant it leaves unread goes with the second
+        *([channel_sum_input, RemoveDeadNodesPass()] if channel_sum_input is not None else []),
         common_passes.NameFixPass(),
     )
