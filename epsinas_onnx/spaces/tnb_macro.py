@@ -30,9 +30,9 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
-from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.tnb_micro import (BASE_CHANNELS, HEAD_CLASSES, HEAD_OUTPUT, RESOLUTION, STEM_OUTPUT, TASKS,
                                            check_export, head, relu_conv_bn, skeleton_layers, stem, stem_params,
                                            step_pieces_for)

@@ -379,14 +379,14 @@ def cell_steps(arch: Arch, resolution: int = RESOLUTION) -> tuple[pieces.Step, .
     """The steps that compute the logits of `arch` (at `resolution`) from the stem's output, in order."""
     plan = cell_plan(_as_arch(arch))[1]
     steps: list[pieces.Step] = []
+
+    def step(key, inputs, output):
+        steps.append(pieces.Step(key, inputs, output))
+        return output
+
     x, groups, size = STEM_OUTPUT, 1, resolution // 4  # the cell input, its channel groups, its resolution
     for index, (c_in, c_out, stride) in enumerate(skeleton_layers(MICRO_SKELETON)):
         prefix, shape, inner = f"cells.{index}", (c_in, c_out, stride, size), (c_out, c_out, 1, size // stride)
-
-        def step(key, inputs, output):
-            steps.append(pieces.Step(key, inputs, output))
-            return output
-
         nodes = [(x, groups)]  # each node's tensor and groups
         for node, terms in enumerate(plan, start=1):
             values = []
