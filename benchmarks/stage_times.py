@@ -23,7 +23,8 @@ architecture first needs it: here those of a 5,000-cell sample, or of the
 whole TransNAS space), shown
 whole and as its share of each architecture when a worker runs its half of
 the whole space's runs (one per computation class: 5,773 for nb201, 3,969
-for macro; 423,624 cells for nb101); then per architecture the time
+for macro, 2,102 for tnb_micro; 423,624 cells for nb101, 3,256 skeletons
+for tnb_macro); then per architecture the time
 inside the ONNX Runtime calls ("runs", feeds included) and the Python
 between them (the cell plan, the values handed on). Overhead is everything
 but the runs; the "total" lines give its ratio to the runs. The last line
@@ -122,8 +123,8 @@ def pieces(space, archs, x, collapse: bool) -> tuple[float, float, float, object
         warm = space.sample(WARM_UP, 2) if space.name == "nb101" else space.all_archs()
         for arch in warm:
             made.plan(arch)
-        print(f"{space.name} set-up: {len(made.pieces)} pieces cut for {len(warm):,} architectures"
-              + (f" from {made.templates} rewritten" if hasattr(made, "templates") else ""))
+        print(f"{space.name} set-up: {len(made.pieces)} pieces cut for {len(warm):,} architectures, "
+              f"from {made.templates} rewritten")
     setup = time.perf_counter() - start
     inside = [0.0]
     real = runtime.WatchedRuns.first_output

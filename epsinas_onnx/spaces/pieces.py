@@ -9,6 +9,11 @@ architecture is then its pieces called in order, each output handed on as an
 ONNX Runtime value (runtime.WatchedRuns). Every node run is a node of the
 generic rewrite, fed the same inputs, so the output is the generic path's bit
 for bit; each space's tests compare them.
+
+Where a space's pieces are many (NAS-Bench-101's cells, TransNAS-Bench-101's
+edges and blocks), it lists an architecture as `Step`s keyed by what decides
+their rewritten nodes, and `StepPieces` cuts a key's piece the first time an
+architecture needs it, out of that architecture's generic rewrite.
 """
 
 from __future__ import annotations
