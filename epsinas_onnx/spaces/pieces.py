@@ -64,7 +64,8 @@ def piece(model: onnx.ModelProto, threads: int | None, graph_optimization: str) 
     """`model` in a CPU session of its own."""
     from epsinas_onnx.core.scoring import runtime
 
-    session = runtime.make_session(model.SerializeToString(), ["CPUExecutionProvider"], threads, graph_optimization)
+    session = runtime.make_session(model.SerializeToString(), ["CPUExecutionProvider"], threads, graph_optimization,
+                                   shared_arena=True)
     return Piece(session, tuple(i.name for i in session.get_inputs()), session.get_outputs()[0].name)
 
 
