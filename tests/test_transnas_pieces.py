@@ -114,3 +114,27 @@ def test_bench_scores_tnb_macro_through_its_pieces(tmp_path):
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT arch, score, error FROM results").fetchall()
     assert len(rows) == 3 and all(error is None for _, _, error in rows), rows
+
+
+def test_weight_values_keep_a_ladders_rungs_where_they_fit(monkeypatch):
+    from epsinas_onnx.core.scoring import runtime
+    from epsinas_onnx.spaces import pieces
+
+    made = []
+
+    def stem(runs, w):  # a tensor of 4 KiB per weight, as the stem's output
+        made.append(w)
+        return runtime.cpu_value(np.zeros(1024, np.float32))
+
+    def several(runs, w):  # not one tensor: its size is not known
+        made.append(w)
+        return {"stem": None}
+
+    monkeypatch.setattr(pieces, "KEPT_BYTES", 64 * 1024)  # 16 such tensors
+    weights = [1.0] + [10.0 ** -j for j in range(1, 13)]  # a pair's high weight, then 12 rungs
+    for values, times in ((pieces.WeightValues(stem), 1), (pieces.WeightValues(several), 2)):
+        made.clear()
+        for _ in range(2):  # two architectures climbing the same rungs
+            for w in weights:
+                assert values(None, w)[0].numpy() == np.float32(w)
+        assert len(made) == times * len(weights)  # once each; or each again, two kept

@@ -92,28 +92,48 @@ class Cutter:
                      self.graph_optimization)
 
 
+KEPT_BYTES = 64 * 2**20  # WeightValues: what it may keep beyond two weights
+
+
+def _tensor_bytes(value) -> int | None:
+    """The bytes of an ONNX Runtime tensor; None for anything else."""
+    size = getattr(value, "tensor_size_in_bytes", None)
+    return size() if callable(size) else None
+
+
 class WeightValues:
     """The weight as a raw ONNX Runtime value, with whatever a space keeps per
     weight (`made(runs, w)`: the stem's output, ...), for the last two weights
-    asked for (a pair; a ladder's rungs)."""
+    asked for (a pair) and, where made gives one ONNX Runtime tensor, as many
+    more as fit in KEPT_BYTES: a ladder's rungs (every architecture climbs the
+    same rungs: each rung's stem is made once, not once per architecture)."""
 
     def __init__(self, made):
         self.made = made
-        self._kept: dict[float, tuple] = {}
+        self._kept: dict[float, tuple] = {}  # the least recently asked for first
 
     def __call__(self, runs, weight: float) -> tuple:
         """(weight value, what made(runs, weight value) returned) for `weight`."""
         key = float(weight)
-        if key not in self._kept:
+        if key in self._kept:
+            self._kept[key] = self._kept.pop(key)
+        else:
             from epsinas_onnx.core.scoring import runtime
 
-            while len(self._kept) >= 2:
+            while not self._room():
                 self._kept.pop(next(iter(self._kept)))
             array = np.array(weight, dtype=np.float32)  # the memory of the value below
             w = runtime.cpu_value(array)
             self._kept[key] = (array, w, self.made(runs, w))
         _, w, kept = self._kept[key]
         return w, kept
+
+    def _room(self) -> bool:
+        """Whether one more weight may be kept (counted as large as the largest kept)."""
+        if len(self._kept) < 2:
+            return True
+        sizes = [_tensor_bytes(kept) for _, _, kept in self._kept.values()]
+        return None not in sizes and sum(sizes) + max(sizes) <= KEPT_BYTES
 
 
 class Step(NamedTuple):
