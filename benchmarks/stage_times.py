@@ -16,12 +16,15 @@ batch-statistics BN), serialise it, create the ONNX Runtime session, run it
 at both weights.
 
 Pieces (Space.pieces_for: nb201.Pieces, macro.LayerPieces, nb101.CellPieces,
-what a bench worker runs): the set-up once per worker (export, rewrite and
-serialise the templates, cut the pieces, one session each; nb101 cuts a
-piece when a cell first needs it: here those of a 5,000-cell sample), shown
+the TransNAS spaces' pieces.StepPieces, what a bench worker runs): the set-up
+once per worker (export, rewrite and serialise the templates, cut the pieces,
+one session each; nb101 and the TransNAS spaces cut a piece when an
+architecture first needs it: here those of a 5,000-cell sample, or of the
+whole TransNAS space), shown
 whole and as its share of each architecture when a worker runs its half of
 the whole space's runs (one per computation class: 5,773 for nb201, 3,969
-for macro; 423,624 cells for nb101); then per architecture the time
+for macro, 2,102 for tnb_micro; 423,624 cells for nb101, 3,256 skeletons
+for tnb_macro); then per architecture the time
 inside the ONNX Runtime calls ("runs", feeds included) and the Python
 between them (the cell plan, the values handed on). Overhead is everything
 but the runs; the "total" lines give its ratio to the runs. The last line
@@ -115,10 +118,13 @@ def pieces(space, archs, x, collapse: bool) -> tuple[float, float, float, object
     start = time.perf_counter()
     made = space.pieces_for(dict(space.export_defaults), ScoringSettings(collapse=collapse), x,
                             ExecutionOptions(device="cpu", threads=1, graph_optimization=BENCH_GRAPH_OPTIMIZATION))
-    if space.name == "nb101":  # its pieces are cut when a cell first needs them: a sample's first, as set-up
-        for arch in space.sample(WARM_UP, 2):
+    if hasattr(made, "plan"):  # pieces cut when an architecture first needs them: as set-up, those of
+        # a sample (nb101) or of the whole space (the TransNAS spaces, a few thousand architectures)
+        warm = space.sample(WARM_UP, 2) if space.name == "nb101" else space.all_archs()
+        for arch in warm:
             made.plan(arch)
-        print(f"nb101 set-up: {len(made.pieces)} pieces cut for a sample of {WARM_UP:,} cells")
+        print(f"{space.name} set-up: {len(made.pieces)} pieces cut for {len(warm):,} architectures, "
+              f"from {made.templates} rewritten")
     setup = time.perf_counter() - start
     inside = [0.0]
     real = runtime.WatchedRuns.first_output

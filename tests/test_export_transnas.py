@@ -234,29 +234,6 @@ def test_cells_of_one_computation_class_rewrite_to_one_graph():
     assert key(a) != key(b)
 
 
-@pytest.mark.parametrize("module", [tnb_micro, tnb_macro], ids=["tnb_micro", "tnb_macro"])
-def test_the_cached_stem_gives_the_generic_paths_scores_bit_for_bit(module):
-    """bench runs the stem once per weight (Space.pieces_for): every score,
-    NaN reason and mode the same as the generic path's, to the bit."""
-    from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
-    from epsinas_onnx.experiments.bench import BenchJob, ExportRunner, PiecesRunner, score_architecture
-
-    export = {"num_classes": 1, "resolution": 64, "seed": 0}
-    execution = ExecutionOptions(device="cpu", threads=1, graph_optimization="none")
-    x = batch(64, n=8)
-    pieces = module.SPACE.pieces_for(export, ScoringSettings(), x, execution)
-    assert module.SPACE.pieces_for(export, ScoringSettings.from_init("normal", 0), x, execution) is None
-    archs = module.sample(3, seed=8) + [module.all_archs()[0]]
-    for mode, weights in (("reference", (1e-3, 1.0)), ("ladder", (1e-7, 1.0))):
-        job = BenchJob(module.SPACE, export, ScoringSettings(mode=mode), None, execution, x, weights)
-        for arch in archs:
-            rows = [score_architecture(job, arch, runner=runner)
-                    for runner in (ExportRunner(job, keyed=False), PiecesRunner(pieces, None))]
-            assert rows[0]["error"] is None and rows[1]["error"] is None, rows
-            assert np.array_equal(rows[0]["score"], rows[1]["score"], equal_nan=True), (mode, arch, rows)
-            assert rows[0]["nan_reason"] == rows[1]["nan_reason"]
-
-
 def test_cli_space_export_and_score(tmp_path, capsys):
     from epsinas_onnx.cli import main
 

@@ -30,6 +30,15 @@ def test_the_first_cpu_session_holds_no_arena_and_later_ones_share(monkeypatch):
     assert len(shared) == 2
 
 
+def test_pieces_share_the_arena_from_the_first_session(monkeypatch):
+    monkeypatch.setattr(runtime, "_CPU_SESSION_MADE", [])
+    shared = []
+    share = runtime.share_cpu_arena
+    monkeypatch.setattr(runtime, "share_cpu_arena", lambda options: shared.append(options) or share(options))
+    runtime.make_session(relu_payload(), ["CPUExecutionProvider"], threads=1, shared_arena=True)
+    assert len(shared) == 1
+
+
 def test_a_session_that_fails_to_open_is_not_counted(monkeypatch):
     monkeypatch.setattr(runtime, "_CPU_SESSION_MADE", [])
     with pytest.raises(UserError, match="cannot load the rewritten model"):

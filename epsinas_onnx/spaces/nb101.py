@@ -45,6 +45,7 @@ from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
 from epsinas_onnx.core.textfile import read_text
 from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
+from epsinas_onnx.spaces.pieces import Step
 from epsinas_onnx.spaces.protocol import Space
 
 NAME = "nb101"
@@ -572,23 +573,12 @@ def to_ir(arch: Arch, num_classes: int = 1, resolution: int = 32, seed: int = 0,
 # parameters, each naming the tensors to_ir gives its inputs and its output.
 # A worker cuts a piece for a key the first time an architecture needs it:
 # that architecture rewritten by the generic path, its piece cut out by those
-# names (pieces.Cutter), one session each; later architectures reuse it. Every
+# names (pieces.StepPieces), one session each; later architectures reuse it. Every
 # node run is a node of a generic rewrite fed the same inputs, so the logits
 # are the generic path's bit for bit (tests/test_nb101_pieces.py).
 
 STEM_OUTPUT = "stem.relu"
 HEAD_OUTPUT = "logits"
-
-
-class Step(NamedTuple):
-    """One sub-network of an architecture: what it computes (`key`: equal keys,
-    the same rewritten nodes), the to_ir tensors it reads, in the order fed, and
-    the one it makes. A step whose key is None copies its one input (a
-    projection equal to one already made in the same cell)."""
-
-    key: tuple | None
-    inputs: tuple[str, ...]
-    output: str
 
 
 def cell_steps(cell: Arch) -> tuple[Step, ...]:
@@ -636,75 +626,6 @@ def cell_steps(cell: Arch) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-class CellPieces:
-    """The pieces of the architectures met so far, each cut the first time an
-    architecture needs it, and the batch they run on. output(arch, weight) is
-    the logits the generic path's session gives for `arch` at `weight`, bit
-    for bit."""
-
-    def __init__(self, template, export: dict, scoring: ScoringSettings, input_name: str | None,
-                 batch: np.ndarray, threads: int | None, graph_optimization: str):
-        from epsinas_onnx.core.scoring import runtime
-
-        self.export, self.scoring, self.input_name = export, scoring, input_name
-        self.threads, self.graph_optimization = threads, graph_optimization
-        self.pieces: dict[tuple, pieces.Piece] = {}
-        self.stem = self._cutter(template).cut(["input"], STEM_OUTPUT)
-        self._array = np.ascontiguousarray(batch, dtype=np.float32)  # the memory of the value below
-        self.batch = runtime.cpu_value(self._array)
-        self._weights = pieces.WeightValues(lambda runs, w: self.stem(runs, self.batch, w))
-        self._last = (None, ())  # the last architecture and its plan (one per weight)
-
-    @property
-    def sessions(self) -> int:
-        return 1 + len(self.pieces)
-
-    def _cutter(self, template) -> pieces.Cutter:
-        return pieces.Cutter(template, self.threads, self.graph_optimization)
-
-    def plan(self, arch) -> tuple[Step, ...]:
-        """`arch`'s steps, with a piece for every key (cut from `arch` rewritten where one is missing)."""
-        if self._last[0] != arch:
-            cell = prune(arch)
-            steps = cell_steps(cell)
-            missing = [s for s in steps if s.key is not None and s.key not in self.pieces]
-            if missing:
-                template = pieces.rewritten_template(to_ir(cell, **self.export, tied=True), self.scoring,
-                                                     self.input_name)
-                cutter = self._cutter(template)
-                for step in missing:
-                    if step.key not in self.pieces:
-                        self.pieces[step.key] = cutter.cut(list(step.inputs), step.output)
-            self._last = (arch, steps)
-        return self._last[1]
-
-    def computation_key(self, arch) -> str:
-        """Equal keys: the same pieces on the same inputs in the same order, so
-        the same logits bit for bit (bench runs one architecture per key)."""
-        digests = {STEM_OUTPUT: "stem"}
-        for step in self.plan(arch):
-            digests[step.output] = (digests[step.inputs[0]] if step.key is None else hashlib.sha256(
-                repr((step.key, [digests[name] for name in step.inputs])).encode()).hexdigest())
-        return digests[HEAD_OUTPUT]
-
-    def output(self, arch, weight: float, finite_check: bool = False,
-               timeout: float | None = None) -> tuple[np.ndarray, None]:
-        """The logits of `arch` at `weight` (no finite check: the space declares
-        none). timeout bounds all the architecture's pieces together."""
-        from epsinas_onnx.core.scoring import runtime
-
-        steps = self.plan(arch)
-        with runtime.WatchedRuns(timeout) as runs:
-            w, stem = self._weights(runs, weight)
-            values = {STEM_OUTPUT: stem}
-            for step in steps:
-                if step.key is None:
-                    values[step.output] = values[step.inputs[0]]
-                else:
-                    values[step.output] = self.pieces[step.key](runs, *[values[name] for name in step.inputs], w)
-            return values[HEAD_OUTPUT].numpy(), None
-
-
 def pieces_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
     """Why the cell pieces would not compute what the generic path does for
     these settings (prepare_model's) on `device`; None where they do."""
@@ -716,14 +637,16 @@ STEM_TEMPLATE = Arch(((0, 1), (0, 0)), (INPUT, OUTPUT))
 
 
 def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execution: ExecutionOptions,
-               input_name: str | None = None) -> CellPieces | None:
+               input_name: str | None = None) -> pieces.StepPieces | None:
     """Space.pieces_for: the cell pieces for networks exported with `export`
     and rewritten with `scoring` and `input_name`, on `batch`; None where they
     do not apply (`pieces_declines`)."""
     if pieces_declines(scoring, input_name, execution.device) is not None:
         return None
-    template = pieces.rewritten_template(to_ir(STEM_TEMPLATE, **export, tied=True), scoring, input_name)
-    return CellPieces(template, export, scoring, input_name, batch, execution.threads, execution.graph_optimization)
+    network = pieces.StepNetwork(steps=lambda arch: cell_steps(prune(arch)),
+                                 build=lambda arch: to_ir(prune(arch), **export, tied=True),
+                                 stem_template=STEM_TEMPLATE, stem_output=STEM_OUTPUT, head_output=HEAD_OUTPUT)
+    return pieces.StepPieces(network, scoring, input_name, batch, execution.threads, execution.graph_optimization)
 
 
 SPACE = Space(

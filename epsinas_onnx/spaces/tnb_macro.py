@@ -30,10 +30,12 @@ import onnx
 import onnx_ir as ir
 
 from epsinas_onnx.core.errors import UserError
+from epsinas_onnx.spaces import pieces
 from epsinas_onnx.spaces.graph_builder import GraphBuilder
 from epsinas_onnx.spaces.protocol import Space
-from epsinas_onnx.spaces.tnb_micro import (BASE_CHANNELS, HEAD_CLASSES, RESOLUTION, TASKS, cached_stem_for,
-                                           check_export, head, relu_conv_bn, skeleton_layers, stem, stem_params)
+from epsinas_onnx.spaces.tnb_micro import (BASE_CHANNELS, HEAD_CLASSES, HEAD_OUTPUT, RESOLUTION, STEM_OUTPUT, TASKS,
+                                           check_export, head, relu_conv_bn, skeleton_layers, stem, stem_params,
+                                           step_pieces_for)
 
 NAME = "tnb_macro"
 
@@ -209,6 +211,27 @@ def _basic_block(g: GraphBuilder, x: str, prefix: str, c_in: int, c_out: int, st
     return g.op("Add", [x, y], name=f"{prefix}.add")
 
 
+# the network run block by block: the stem's output made once per weight (as
+# tnb_micro's pieces), then one piece per block, keyed by what decides its
+# rewritten nodes: its input channels and resolution, its output channels and
+# stride (under collapse every tensor here is one channel: each block ends
+# in a conv's output plus its input or a 1x1 conv of it); the head by its
+# input. A worker cuts a block's piece the first time its key is met, out of
+# that skeleton rewritten by the generic path (pieces.StepPieces); the logits
+# are the generic path's bit for bit (tests/test_transnas_pieces.py).
+
+
+def block_steps(arch: Arch, resolution: int = RESOLUTION) -> tuple[pieces.Step, ...]:
+    """The steps that compute the logits of `arch` (at `resolution`) from the stem's output, in order."""
+    steps, x, size = [], STEM_OUTPUT, resolution // 4
+    for index, (c_in, c_out, stride) in enumerate(skeleton_layers("".join(map(str, _as_arch(arch))))):
+        output = f"layer{index // 2}.{index % 2}.add"
+        steps.append(pieces.Step(("block", c_in, c_out, stride, size), (x,), output))
+        x, size = output, size // stride
+    steps.append(pieces.Step(("head", c_out, size), (x,), HEAD_OUTPUT))
+    return tuple(steps)  # every block is read by the next, none computes what another does
+
+
 SPACE = Space(
     name=NAME, parse=parse, format_arch=format_arch, validate=validate, sample=sample, mutate=mutate,
     num_params=num_params, to_onnx=to_onnx, to_ir=to_ir,
@@ -216,5 +239,5 @@ SPACE = Space(
     reference_weights=(1e-7, 1.0), all_archs=all_archs, ir_takes_tied=True,
     # the benchmark's results here are NASLib's validation accuracies of 662 skeletons per task, with its proxies
     target_tables=("tnb_macro_proxies",), proxies_table="tnb_macro_proxies", datasets=TASKS,
-    target_columns=("val_accuracy",), pieces_for=cached_stem_for(to_ir, (4, 1, 4, 1)),
+    target_columns=("val_accuracy",), pieces_for=step_pieces_for(to_ir, block_steps, (4, 1, 4, 1)),
 )

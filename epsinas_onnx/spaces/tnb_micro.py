@@ -43,7 +43,6 @@ import itertools
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnx_ir.passes.common
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import ExecutionOptions, ScoringSettings
@@ -347,135 +346,91 @@ def _zeros(g: GraphBuilder, x: str, name: str, c_in: int, c_out: int, stride: in
 
 
 # ---------------------------------------------------------------------------
-# the stem run once per weight
+# the network run piece by piece
 #
-# At the benchmark's 256x256 the stem (two stride-2 convs on the full image)
-# is four fifths of a collapsed network's run, and it is the same for every
-# architecture of both TransNAS spaces. So `bench` runs it once per weight:
-# the stem is cut out of the generic rewrite of one template architecture,
-# and each architecture's own generic rewrite is run from the stem's output
-# on (its stem nodes removed, the stem's output a graph input). Every node
-# run is a node of the generic rewrite, with the same inputs: the logits are
-# the generic path's bit for bit, as nb201.py's pieces argue
-# (tests/test_export_transnas.py compares them).
+# Under constant weights a sub-network computes the same wherever its inputs
+# are alike. At the benchmark's 256x256 the stem (two stride-2 convs on the
+# full image) is four fifths of a collapsed network's run and the same for
+# every architecture of both TransNAS spaces: its output is made once per
+# weight. After it, an architecture is a list of steps (`cell_steps`; tnb_macro's
+# `block_steps`), each keyed by what decides its rewritten nodes: an edge's op
+# given the shape it maps (channels in and out, stride, input resolution) and
+# its input's channel groups; a FactorizedReduce likewise; a node's sum given
+# its terms' groups; a node whose edges are all zero given the cell's shape and
+# input groups; the head given its input. The groups are what channel collapse
+# keeps of a tensor (one channel per group of equal channels): a conv's output
+# is one group, a FactorizedReduce's two (its halves concatenated), a skip
+# keeps its input's, zeros widened to more channels repeat them, and a sum
+# has the finest of its terms' (they all split the channels into equal
+# parts, so the finest is the most parts). The groups only key the pieces:
+# a wrong guess would make a piece whose input width ONNX Runtime refuses,
+# never another result. A worker cuts a step's piece the first time its key
+# is met, out of that architecture rewritten by the generic path
+# (pieces.StepPieces), one session each; an edge equal to one already run in
+# the cell (the same op from the same node) is not run again. Every node run
+# is a node of a generic rewrite fed the same inputs, so the logits are the
+# generic path's bit for bit (tests/test_transnas_pieces.py).
 
 STEM_OUTPUT = "stem.relu_conv_bn.bn"  # the tensor the stem ends in (its last BN, named by the builder)
 HEAD_OUTPUT = "logits"
 
 
-def stem_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
-    """Why the cached stem would not compute what the generic path does for
-    these settings (prepare_model's) on `device`; None where it does. The
-    stem is a piece like NAS-Bench-201's, so the same conditions apply."""
+def cell_steps(arch: Arch, resolution: int = RESOLUTION) -> tuple[pieces.Step, ...]:
+    """The steps that compute the logits of `arch` (at `resolution`) from the stem's output, in order."""
+    plan = cell_plan(_as_arch(arch))[1]
+    steps: list[pieces.Step] = []
+
+    def step(key, inputs, output):
+        steps.append(pieces.Step(key, inputs, output))
+        return output
+
+    x, groups, size = STEM_OUTPUT, 1, resolution // 4  # the cell input, its channel groups, its resolution
+    for index, (c_in, c_out, stride) in enumerate(skeleton_layers(MICRO_SKELETON)):
+        prefix, shape, inner = f"cells.{index}", (c_in, c_out, stride, size), (c_out, c_out, 1, size // stride)
+        nodes = [(x, groups)]  # each node's tensor and groups
+        for node, terms in enumerate(plan, start=1):
+            values = []
+            for _, src, op in terms:
+                source, source_groups = nodes[src]
+                edge = f"{prefix}.edge_{node}_{src}.bn"
+                if op in CONV_KERNEL:
+                    values.append((step(("conv", op, shape if src == 0 else inner, source_groups), (source,), edge), 1))
+                elif src == 0 and shape != inner:  # a skip that changes the shape: FactorizedReduce
+                    values.append((step(("reduce", shape, source_groups), (source,), edge), 2))
+                else:
+                    values.append((source, source_groups))
+            if not values:
+                name = f"{prefix}.node{node}_zeros" + (".widen" if c_out != c_in else "")
+                nodes.append((step(("zeros", shape, groups), (x,), name), groups * c_out // c_in))
+            elif len(values) == 1:
+                nodes.append(values[0])
+            else:
+                tensors = tuple(dict.fromkeys(t for t, _ in values))  # a tensor summed twice is fed once
+                key = ("sum", inner, tuple((tensors.index(t), g) for t, g in values))
+                nodes.append((step(key, tensors, f"{prefix}.node{node}"), max(g for _, g in values)))
+        (x, groups), size = nodes[-1], size // stride
+    steps.append(pieces.Step(("head", c_out, size, groups), (x,), HEAD_OUTPUT))
+    return pieces.needed_steps(steps, HEAD_OUTPUT)
+
+
+def pieces_declines(scoring: ScoringSettings, input_name: str | None, device: str) -> str | None:
+    """Why the pieces would not compute what the generic path does for these
+    settings (prepare_model's) on `device`; None where they do."""
     return pieces.declines(scoring, input_name, device, HEAD_OUTPUT)
 
 
-class CachedStem:
-    """Space.pieces_for's runner for the TransNAS spaces: output(arch,
-    weight) is the generic path's logits, the stem's output made once per
-    weight (the last two kept: a pair, or a ladder's rungs) and each
-    architecture's session made once for all its weights."""
-
-    def __init__(self, to_ir, export: dict, scoring: ScoringSettings, input_name: str | None, batch: np.ndarray,
-                 execution: ExecutionOptions, template):
-        from epsinas_onnx.core.scoring import runtime
-
-        self.to_ir, self.export, self.scoring, self.input_name = to_ir, export, scoring, input_name
-        self.threads, self.graph_optimization = execution.threads, execution.graph_optimization
-        self._array = np.ascontiguousarray(batch, dtype=np.float32)  # the memory of the value below
-        self.batch = runtime.cpu_value(self._array)
-        self.stem = self._session(self._stem_model(template))
-        self._stems: dict[float, tuple] = {}  # weight -> (array, value, stem output)
-        self._arch: tuple = (None, None)  # the last architecture and its session
-
-    def _rewritten(self, arch):
-        from epsinas_onnx.core.scoring.scorer import rewrite_model
-
-        return rewrite_model(self.to_ir(arch, **self.export, tied=True), self.scoring, self.input_name,
-                             in_place=True).rewritten.model
-
-    def _stem_model(self, arch) -> ir.Model:
-        """The generic rewrite of `arch` cut after the stem."""
-        model = self._rewritten(arch)
-        graph = model.graph
-        stem = _value(graph, STEM_OUTPUT)
-        graph.outputs.clear()
-        graph.outputs.append(stem)
-        ir.passes.common.RemoveUnusedNodesPass()(model)
-        return model
-
-    def _rest_model(self, arch) -> ir.Model:
-        """The generic rewrite of `arch` from the stem's output on."""
-        from epsinas_onnx.core.rewriting.passes import WEIGHT_INPUT
-
-        model = self._rewritten(arch)
-        graph = model.graph
-        stem = _value(graph, STEM_OUTPUT)
-        stem.name = f"{STEM_OUTPUT}.computed"
-        fed = ir.Value(name=STEM_OUTPUT, type=ir.TensorType(ir.DataType.FLOAT))
-        stem.replace_all_uses_with(fed)
-        ir.passes.common.RemoveUnusedNodesPass()(model)
-        weight = next(v for v in graph.inputs if v.name == WEIGHT_INPUT)
-        graph.inputs.clear()
-        graph.inputs.extend([fed, weight])
-        return model
-
-    def _session(self, model: ir.Model):
-        from epsinas_onnx.core.scoring import runtime
-        from epsinas_onnx.core.scoring.scorer import session_payload
-
-        session = runtime.make_session(session_payload(model), ["CPUExecutionProvider"], self.threads,
-                                       self.graph_optimization)
-        return session, tuple(i.name for i in session.get_inputs()), session.get_outputs()[0].name
-
-    @property
-    def sessions(self) -> int:
-        return 1 + (self._arch[0] is not None)
-
-    def output(self, arch, weight: float, finite_check: bool = False,
-               timeout: float | None = None) -> tuple[np.ndarray, None]:
-        """The logits of `arch` at `weight` (no finite check: these spaces declare none)."""
-        from epsinas_onnx.core.scoring import runtime
-
-        if self._arch[0] != arch:
-            self._arch = (arch, self._session(self._rest_model(arch)))
-        session, inputs, output = self._arch[1]
-        with runtime.WatchedRuns(timeout) as runs:
-            w, stem = self._at_weight(runs, weight)
-            feeds = tuple(stem if name == STEM_OUTPUT else w for name in inputs)
-            return runs.first_output(session, inputs, feeds, output).numpy(), None
-
-    def _at_weight(self, runs, weight: float) -> tuple:
-        from epsinas_onnx.core.scoring import runtime
-
-        key = float(weight)
-        if key not in self._stems:
-            while len(self._stems) >= 2:
-                self._stems.pop(next(iter(self._stems)))
-            array = np.array(weight, dtype=np.float32)
-            w = runtime.cpu_value(array)
-            session, inputs, output = self.stem
-            feeds = tuple(self.batch if name == "input" else w for name in inputs)
-            self._stems[key] = (array, w, runs.first_output(session, inputs, feeds, output))
-        _, w, stem = self._stems[key]
-        return w, stem
-
-
-def _value(graph: ir.Graph, name: str) -> ir.Value:
-    for node in graph:
-        for value in node.outputs:
-            if value.name == name:
-                return value
-    raise UserError(f"the rewritten network has no tensor {name!r} to cut the stem at")
-
-
-def cached_stem_for(to_ir, template):
-    """Space.pieces_for for a TransNAS space whose to_ir is `to_ir`."""
+def step_pieces_for(to_ir, steps, stem_template):
+    """Space.pieces_for for a TransNAS space whose to_ir is `to_ir` and whose
+    steps(arch, resolution) are its steps after the stem."""
     def pieces_for(export: dict, scoring: ScoringSettings, batch: np.ndarray, execution: ExecutionOptions,
-                   input_name: str | None = None) -> CachedStem | None:
-        if stem_declines(scoring, input_name, execution.device) is not None:
+                   input_name: str | None = None) -> pieces.StepPieces | None:
+        if pieces_declines(scoring, input_name, execution.device) is not None:
             return None
-        return CachedStem(to_ir, export, scoring, input_name, batch, execution, template)
+        resolution = export.get("resolution", RESOLUTION)
+        network = pieces.StepNetwork(steps=lambda arch: steps(arch, resolution),
+                                     build=lambda arch: to_ir(arch, **export, tied=True),
+                                     stem_template=stem_template, stem_output=STEM_OUTPUT, head_output=HEAD_OUTPUT)
+        return pieces.StepPieces(network, scoring, input_name, batch, execution.threads, execution.graph_optimization)
 
     return pieces_for
 
@@ -486,5 +441,5 @@ SPACE = Space(
     export_defaults={"num_classes": 1, "resolution": RESOLUTION, "seed": 0}, num_params_options=("num_classes",),
     reference_weights=(1e-7, 1.0), all_archs=all_archs, computation_class=computation_class, ir_takes_tied=True,
     target_tables=("tnb_micro_all",), baselines_table="tnb_micro_zen", proxies_table="tnb_micro_proxies",
-    datasets=TASKS, pieces_for=cached_stem_for(to_ir, (1,) * len(EDGES)),
+    datasets=TASKS, pieces_for=step_pieces_for(to_ir, cell_steps, (1,) * len(EDGES)),
 )

@@ -221,11 +221,15 @@ _CPU_SESSION_MADE: list = []  # [True] once this process has made a CPU session
 
 
 def make_session(model_bytes: bytes, providers: list[str], threads: int | None = None,
-                 optimization: str = "all") -> ort.InferenceSession:
+                 optimization: str = "all", shared_arena: bool = False) -> ort.InferenceSession:
+    """shared_arena: a CPU session shares the process's arena even as its
+    first (a network run piece by piece, whose sessions all run again and
+    again: without an arena each run of TransNAS-Bench-101's stem at 256x256
+    faults in its buffers anew, 190 ms against 70)."""
     check_threads(threads)
     options = session_options(threads, optimization)
     cpu = _provider_name(providers[0]) == "CPUExecutionProvider"
-    if cpu and _CPU_SESSION_MADE:
+    if cpu and (_CPU_SESSION_MADE or shared_arena):
         share_cpu_arena(options)
     try:
         session = ort.InferenceSession(model_bytes, options, providers=providers)
