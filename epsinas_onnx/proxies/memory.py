@@ -1,0 +1,162 @@
+"""The memory guard of the proxies' runs: before a proxy runs the model at
+full width, the memory ONNX Runtime will need for that run is estimated from
+the graph's shapes, and a run that would not fit is refused with a one-line
+error instead of ending in the out-of-memory killer (TransNAS-Bench-101
+macro at 256 x 256: NASWOT's 128 images grew the process to 19.5 GB).
+
+The estimate walks the nodes the run executes (the prepared graph cut to the
+proxy's outputs) in their topological order, with the batch's size for every
+symbolic dimension: each tensor is live from its producer to its last reader
+(the run's outputs to the end), and the need is the peak of the live bytes
+plus the bytes of the initialisers the run reads. It is an estimate: ONNX
+Runtime's memory planner reuses buffers much as this walk frees them, but it
+also computes in place, fuses nodes, adds layout copies (NCHWc) and rounds
+its arena up. benchmarks/proxies_memory.py measures it against the real peak
+of a process (docs/proxies.md: the measured ratios, and the share below).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from epsinas_onnx.core.scoring.inputs import available_memory
+
+# A run may take at most this share of the memory available (MemAvailable)
+# when it starts: the estimate is within 0.7-1.3 of the process's measured
+# growth (docs/proxies.md), and the rest is for what the estimate leaves out
+# (the payload and session copies of the weights, the arena's rounding) and
+# for the other processes of the machine (bench's other workers among them).
+RUN_MEMORY_SHARE = 0.5
+_GIB = 2**30
+
+
+class Shapes:
+    """Every tensor's element type and dimensions in a model, from onnx shape
+    inference with the fed input's dimensions after the first set to those of
+    the batch (`example_shape`; the first, the batch axis, stays as the model
+    declares it). It runs on a copy whose large initialisers are declared
+    inputs: their shapes are all inference reads of them, and copying their
+    data would cost as much as the inference."""
+
+    def __init__(self, proto: onnx.ModelProto, input_name: str, example_shape: tuple[int, ...]):
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(proto, input_name, example_shape))
+        graph = inferred.graph
+        self.types: dict[str, tuple[int, list]] = {}
+        for value in (*graph.input, *graph.value_info, *graph.output):
+            tensor = value.type.tensor_type
+            if value.type.HasField("tensor_type") and tensor.HasField("shape"):
+                dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+                self.types[value.name] = (tensor.elem_type, dims)
+        self.initializers = {t.name: _tensor_bytes(t) for t in proto.graph.initializer}
+
+    def bytes_of(self, name: str, examples: int) -> int:
+        """The bytes of tensor `name`, each symbolic or unknown dimension `examples`
+        (the batch's size: onnx names the batch axis symbolically); 0 if unknown."""
+        if name in self.initializers:
+            return self.initializers[name]
+        if name not in self.types:
+            return 0
+        elem_type, dims = self.types[name]
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+        except (KeyError, TypeError, ValueError):  # strings, undefined types
+            itemsize = 8
+        return math.prod(examples if d is None else d for d in dims) * itemsize
+
+
+def _without_weights(proto: onnx.ModelProto, input_name: str, example_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """The graph of `proto` (its nodes, inputs, outputs, opsets and functions),
+    input `input_name` of one example's shape `example_shape` after its batch
+    axis, and the initialisers over 1 KiB declared as graph inputs of their
+    type and shape; the small ones and the int64 ones stay (inference reads a
+    Reshape's target shape by value)."""
+    light = onnx.ModelProto(ir_version=proto.ir_version, opset_import=proto.opset_import, functions=proto.functions)
+    graph, source = light.graph, proto.graph
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    declared = {v.name for v in source.input}
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name == input_name and len(dims) == len(example_shape) + 1:
+            for dim, size in zip(dims[1:], example_shape):
+                dim.Clear()
+                dim.dim_value = size
+    for tensor in source.initializer:
+        if _tensor_bytes(tensor) <= 1024 or tensor.data_type == onnx.TensorProto.INT64:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    return light
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return math.prod(tensor.dims) * itemsize
+
+
+def peak_bytes(steps: list[tuple], inputs: list[str], outputs: list[str], shapes: Shapes, examples: int,
+               runs: int = 1) -> int:
+    """The estimated bytes of `runs` runs on a batch of `examples` that execute
+    `steps`, their nodes in topological order, each (the names it writes, every
+    name it reads: its subgraphs' outer names too), for the graph outputs
+    `outputs`: the peak of the live tensors (the graph `inputs` the steps read
+    among them, the outputs held to the end), plus the outputs once more (the
+    copies Python receives), plus the initialisers the steps read. Several
+    runs of one shape count the peak twice: after its first run ONNX Runtime
+    plans each later one's intermediates as one block (its memory pattern),
+    which the shared arena holds beside the first run's blocks (Zen's two
+    runs on TransNAS-Bench-101 macro: 3.1 GiB measured, 1.8 without the pattern)."""
+    last_read: dict[str, int] = {}
+    for position, (_, read) in enumerate(steps):
+        for name in read:
+            last_read[name] = position
+    for name in outputs:
+        last_read[name] = len(steps)  # held to the end
+    weights = sum(shapes.initializers[name] for name in last_read if name in shapes.initializers)
+    freed_at: dict[int, list[str]] = {}
+    live = 0
+    for name in inputs:
+        if name in last_read and name not in shapes.initializers:
+            live += shapes.bytes_of(name, examples)
+            freed_at.setdefault(last_read[name], []).append(name)
+    peak = live
+    for position, (written, _) in enumerate(steps):
+        for name in written:
+            if name:
+                live += shapes.bytes_of(name, examples)  # written while the node's inputs are still held
+                freed_at.setdefault(last_read.get(name, position), []).append(name)  # one nothing reads: freed now
+        peak = max(peak, live)
+        for name in freed_at.pop(position, ()):
+            live -= shapes.bytes_of(name, examples)
+    fetched = sum(shapes.bytes_of(name, examples) for name in dict.fromkeys(outputs))
+    return peak * min(runs, 2) + fetched + weights
+
+
+def refusal(proxy: str, feed: np.ndarray, need: int) -> str | None:
+    """None if the runs of `proxy` on `feed`, estimated at `need` bytes, may
+    start: `need` within RUN_MEMORY_SHARE of the memory available now (which
+    counts what ONNX Runtime's shared arena already holds as taken: the
+    arena keeps its pages, but a run of other shapes does not always fit in
+    them). Else the one-line error."""
+    available = available_memory()
+    if available is None:
+        return None
+    allowed = available * RUN_MEMORY_SHARE
+    if need <= allowed:
+        return None
+    kind = "images" if feed.ndim == 4 and np.issubdtype(feed.dtype, np.floating) else "examples"
+    shape = "x".join(str(d) for d in feed.shape[1:])
+    return (f"{proxy}'s run of {feed.shape[0]} {kind} at {shape} would need about {_size(need)} and "
+            f"{_size(allowed)} is available to it: score on a machine with more memory or a smaller input resolution")
+
+
+def _size(count: int | float) -> str:
+    return f"{count / _GIB:.1f} GiB" if count >= _GIB / 10 else f"{count / 2**20:.0f} MiB"
