@@ -3,6 +3,9 @@ of a run's memory beside the real peak of a process making that run.
 
     python -m benchmarks.proxies_memory                 # the default cases below
     python -m benchmarks.proxies_memory --case naswot tnb_macro 64-121131-basic 256 16
+    # one process through several TransNAS-Bench-101 macro skeletons (NASWOT, Zen, MeCo each): its resident
+    # memory after each, beside the largest estimate of that skeleton's runs (the shared arena's growth)
+    python -m benchmarks.proxies_memory --one-process 8 --images 32
 
 Each case runs in a child process of its own: the space's exporter builds
 the network, one proxy runs it on a batch of N Gaussian images
@@ -62,13 +65,12 @@ def child(proxy: str, space_name: str, arch_text: str, resolution: int, images: 
     batch = np.random.default_rng(0).standard_normal((images, 3, resolution, resolution), dtype=np.float32)
     needs, refusal = [], memory.refusal
 
-    def recorded(name, feed, need):
+    def recorded(name, feed, need):  # the estimate; the run goes on unless estimate_only
         needs.append(need)
-        return refusal(name, feed, need)
+        return refusal(name, feed, need) if estimate_only else None
 
     memory.refusal = recorded
-    if estimate_only:  # the estimate and the guard's message, without the run
-        memory.available_memory = lambda: 0
+    memory.room = lambda: 0.0  # past the engine's quick bound: the run is estimated
     before = status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS
@@ -76,6 +78,33 @@ def child(proxy: str, space_name: str, arch_text: str, resolution: int, images: 
                                ExecutionOptions(device="cpu", threads=1))[proxy]
     return {"estimate": needs[0], "before": before * 1024, "peak": status_kib("VmHWM") * 1024,
             "error": result.error}
+
+
+def one_process(count: int, images: int) -> None:
+    """`count` TransNAS-Bench-101 macro skeletons (a seeded sample) in this process."""
+    import random
+
+    import numpy as np
+
+    from epsinas_onnx.core.options import ExecutionOptions
+    from epsinas_onnx.proxies import engine, memory
+    from epsinas_onnx.proxies.proxy import Context
+    from epsinas_onnx.spaces import tnb_macro
+
+    needs, refusal = [], memory.refusal
+
+    def recorded(name, feed, need):
+        needs.append(need)
+
+    memory.refusal, memory.room = recorded, lambda: 0.0  # every run estimated, and made
+    batch = np.random.default_rng(0).standard_normal((images, 3, 256, 256), dtype=np.float32)
+    for arch in random.Random(0).sample(tnb_macro.all_archs(), count):
+        needs.clear()
+        engine.compute_on(lambda: tnb_macro.to_ir(arch), ["naswot", "zen", "meco"], Context(batch, "input"),
+                          ExecutionOptions(device="cpu", threads=1))
+        print(f"{tnb_macro.format_arch(arch):<18} largest estimate {max(needs) / 2**30:5.2f} GiB, resident "
+              f"{status_kib('VmRSS') / 2**20:5.2f} GiB, peak so far {status_kib('VmHWM') / 2**20:5.2f} GiB", flush=True)
+    memory.refusal = refusal
 
 
 def run_case(proxy: str, space: str, arch: str, resolution: int, images: int, estimate_only: bool = False) -> dict:
@@ -92,7 +121,13 @@ def main() -> None:
     parser.add_argument("--case", nargs=5, action="append", metavar=("PROXY", "SPACE", "ARCH", "RESOLUTION", "IMAGES"))
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--estimate-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--one-process", type=int, metavar="COUNT",
+                        help="COUNT TransNAS-Bench-101 macro skeletons in this one process instead")
+    parser.add_argument("--images", type=int, default=32, help="with --one-process: the batch (default 32)")
     args = parser.parse_args()
+    if args.one_process:
+        one_process(args.one_process, args.images)
+        return
     if args.child:
         proxy, space, arch, resolution, images = args.child
         print(json.dumps(child(proxy, space, arch, int(resolution), int(images), args.estimate_only)))

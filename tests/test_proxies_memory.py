@@ -78,9 +78,13 @@ def test_the_runs_it_lets_through_give_the_values_of_a_run_without_the_guard(mon
         needs[name] = need
 
     monkeypatch.setattr(memory, "refusal", record)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1)  # past the quick bound: every run estimated
     engine.compute(model, names, SMALL)
     monkeypatch.setattr(memory, "refusal", refusal)
-    assert needs["meco"] < needs["naswot"]  # one image against 16
+    assert set(needs) == set(names) and needs["meco"] < needs["naswot"]  # one image against 16
+    # the quick bound lets nothing through that the estimate refuses
+    monkeypatch.setattr(memory, "available_memory", lambda: int((needs["naswot"] - 1) / memory.RUN_MEMORY_SHARE))
+    assert engine.compute(model, ["naswot"], SMALL)["naswot"].error
     # room for MeCo's run but not NASWOT's, which shares its session: MeCo's value bit for bit
     room = (needs["meco"] + needs["naswot"]) / 2
     monkeypatch.setattr(memory, "available_memory", lambda: int(room / memory.RUN_MEMORY_SHARE))

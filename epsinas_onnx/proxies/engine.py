@@ -162,14 +162,15 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
         timings[proxy.name] += time.perf_counter() - begin
     prepared = _Prepared(session_proto(model)) if probes else None
     share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
+    fits = _fits_at_a_glance(model, prepared, [feeds[name] for name in probes], context, execution)
     for scheme in weights:  # one session per initialisation, for every probe of its proxies
         group = [p for p in runnable if p.init == scheme and p.name in probes]
         if not group:
             continue
         begin = time.perf_counter()
         for proxy in group:  # the memory guard (memory.py): a run that would not fit is an error, not a crash
-            errors[proxy.name] = _refusal(prepared, proxy.name, probes[proxy.name], feeds[proxy.name], context,
-                                          execution)
+            errors[proxy.name] = None if fits else _refusal(prepared, proxy.name, probes[proxy.name],
+                                                            feeds[proxy.name], context)
             if errors[proxy.name] is not None:
                 results[proxy.name] = Outcome(float("nan"))
             timings[proxy.name] += time.perf_counter() - begin
@@ -199,13 +200,30 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
             for name, outcome in results.items()}
 
 
-def _refusal(prepared: "_Prepared", name: str, probe, feeds: list[np.ndarray], context: Context,
-             execution: ExecutionOptions) -> str | None:
-    """Why the runs of proxy `name` on `feeds` would not fit in memory, or None
-    (always None off the CPU: the memory then is the device's, and its runtime
-    says when it runs out)."""
-    if runtime.device_name(runtime.providers_for(execution.device)) != "cpu":
-        return None
+def _fits_at_a_glance(model: ir.Model, prepared: "_Prepared", feeds: list[list[np.ndarray]], context: Context,
+                      execution: ExecutionOptions) -> bool:
+    """Whether every run on `feeds` fits by a quick bound of the estimate (the
+    whole graph, every probe's outputs, at the largest batch, two runs, the
+    sizes of memory.bounds), or needs no guard: off the CPU the memory is the
+    device's, and its runtime says when it runs out; nor where the system
+    does not say how much memory is available."""
+    if not feeds or runtime.device_name(runtime.providers_for(execution.device)) != "cpu":
+        return True
+    room = memory.room()
+    if room is None:
+        return True
+    fed = [value for value in model.graph.inputs if value.name == context.input_name]
+    if model.functions or not fed or fed[0].shape is None or not all(isinstance(d, int) for d in fed[0].shape[1:]):
+        return False  # functions inlined in the prepared copy, or an example's shape not fixed: the estimate decides
+    largest = max(feed.shape[0] if feed.ndim else 1 for runs in feeds for feed in runs)
+    outputs = [value.name for value in prepared.proto.graph.output]
+    bound = memory.peak_bytes(prepared.edges, [v.name for v in prepared.proto.graph.input],
+                              outputs, memory.bounds(model, largest), largest, runs=2)
+    return bound <= room
+
+
+def _refusal(prepared: "_Prepared", name: str, probe, feeds: list[np.ndarray], context: Context) -> str | None:
+    """Why the runs of proxy `name` on `feeds` would not fit in memory (memory.py), or None."""
     biggest = max(feeds, key=lambda feed: feed.size)
     runs = sum(1 for feed in feeds if feed.shape == biggest.shape)
     need = prepared.peak_bytes(probe.outputs, context.input_name, biggest.shape, runs)
