@@ -65,9 +65,9 @@ def child(proxy: str, space_name: str, arch_text: str, resolution: int, images: 
     batch = np.random.default_rng(0).standard_normal((images, 3, resolution, resolution), dtype=np.float32)
     needs, refusal = [], memory.refusal
 
-    def recorded(name, feed, need):  # the estimate; the run goes on unless estimate_only
+    def recorded(name, feed, need, taken=0):  # the estimate; the run goes on unless estimate_only
         needs.append(need)
-        return refusal(name, feed, need) if estimate_only else None
+        return refusal(name, feed, need, taken) if estimate_only else None
 
     memory.refusal = recorded
     memory.room = lambda: 0.0  # past the engine's quick bound: the run is estimated
@@ -93,7 +93,7 @@ def one_process(count: int, images: int) -> None:
 
     needs, refusal = [], memory.refusal
 
-    def recorded(name, feed, need):
+    def recorded(name, feed, need, taken=0):
         needs.append(need)
 
     memory.refusal, memory.room = recorded, lambda: 0.0  # every run estimated, and made

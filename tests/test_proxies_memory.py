@@ -74,7 +74,7 @@ def test_the_runs_it_lets_through_give_the_values_of_a_run_without_the_guard(mon
     free = engine.compute(model, names, SMALL)
     needs, refusal = {}, memory.refusal
 
-    def record(name, feed, need):
+    def record(name, feed, need, taken=0):
         needs[name] = need
 
     monkeypatch.setattr(memory, "refusal", record)
@@ -149,3 +149,11 @@ def test_bench_stores_the_refusal_as_an_error_row_and_goes_on(tmp_path, monkeypa
     assert main(args) == 0
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM proxies WHERE error IS NULL AND value IS NOT NULL").fetchone()[0] == 4
+
+
+def test_a_run_counts_what_the_runs_before_it_in_its_session_take(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 2**30)  # room: 2 GiB
+    feed = np.zeros((128, 3, 32, 32), np.float32)
+    assert memory.refusal("naswot", feed, 2**30) is None
+    assert memory.refusal("meco", feed[:1], 2**30, taken=1.5 * 2**30) == (
+        f"meco's run of 1 images at 3x32x32 would need about 1.0 GiB and 0.5 GiB {MESSAGE_END}")

@@ -167,12 +167,14 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
         group = [p for p in runnable if p.init == scheme and p.name in probes]
         if not group:
             continue
-        begin = time.perf_counter()
+        begin, taken = time.perf_counter(), 0
         for proxy in group:  # the memory guard (memory.py): a run that would not fit is an error, not a crash
-            errors[proxy.name] = None if fits else _refusal(prepared, proxy.name, probes[proxy.name],
-                                                            feeds[proxy.name], context)
+            need, errors[proxy.name] = (0, None) if fits else _refusal(prepared, proxy.name, probes[proxy.name],
+                                                                       feeds[proxy.name], context, taken)
             if errors[proxy.name] is not None:
                 results[proxy.name] = Outcome(float("nan"))
+            else:
+                taken += need  # the session's shared arena keeps what one run took for the next
             timings[proxy.name] += time.perf_counter() - begin
             begin = time.perf_counter()
         running = [p for p in group if errors[p.name] is None]
@@ -222,12 +224,14 @@ def _fits_at_a_glance(model: ir.Model, prepared: "_Prepared", feeds: list[list[n
     return bound <= room
 
 
-def _refusal(prepared: "_Prepared", name: str, probe, feeds: list[np.ndarray], context: Context) -> str | None:
-    """Why the runs of proxy `name` on `feeds` would not fit in memory (memory.py), or None."""
+def _refusal(prepared: "_Prepared", name: str, probe, feeds: list[np.ndarray], context: Context,
+             taken: int) -> tuple[int, str | None]:
+    """The estimated need of the runs of proxy `name` on `feeds`, and why they
+    would not fit in memory (memory.py) beside `taken`, or None."""
     biggest = max(feeds, key=lambda feed: feed.size)
     runs = sum(1 for feed in feeds if feed.shape == biggest.shape)
     need = prepared.peak_bytes(probe.outputs, context.input_name, biggest.shape, runs)
-    return memory.refusal(name, biggest, need)
+    return need, memory.refusal(name, biggest, need, taken)
 
 
 class _Prepared:

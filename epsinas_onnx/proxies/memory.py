@@ -188,11 +188,15 @@ def room() -> float | None:
     return None if available is None else available * RUN_MEMORY_SHARE
 
 
-def refusal(proxy: str, feed: np.ndarray, need: int) -> str | None:
+def refusal(proxy: str, feed: np.ndarray, need: int, taken: int = 0) -> str | None:
     """None if the runs of `proxy` on `feed`, estimated at `need` bytes, fit
-    in room() now; else the one-line error."""
+    in room() now, less `taken` (what the runs let through before them in the
+    same session will take); else the one-line error."""
     allowed = room()
-    if allowed is None or need <= allowed:
+    if allowed is None:
+        return None
+    allowed = max(allowed - taken, 0)
+    if need <= allowed:
         return None
     kind = "images" if feed.ndim == 4 and np.issubdtype(feed.dtype, np.floating) else "examples"
     shape = "x".join(str(d) for d in feed.shape[1:])
