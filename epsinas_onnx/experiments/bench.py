@@ -441,7 +441,8 @@ def proxy_options(seed: int | None):
 
 def proxy_values(job: BenchJob, arch) -> dict:
     """Every requested proxy of `arch` (epsinas_onnx.proxies.engine), as the
-    proxies table stores them; an exception is an error for each, retried by the next run."""
+    proxies table stores them; an exception is an error for each, a run that
+    would not fit in memory an error for its proxy; both retried by the next run."""
     from epsinas_onnx.proxies import engine
     from epsinas_onnx.proxies.proxy import Context
 
@@ -452,7 +453,7 @@ def proxy_values(job: BenchJob, arch) -> dict:
         results = engine.compute_on(lambda: job.space.to_ir(arch, **job.export), job.proxies, context, execution)
     except Exception as exc:  # an architecture that fails is an error row, not a NaN
         return {name: _proxy_error(error_text(exc)) for name in job.proxies}
-    return {name: {"value": r.value, "nan_reason": r.nan_reason, "seconds": r.seconds, "error": None}
+    return {name: {"value": r.value, "nan_reason": r.nan_reason, "seconds": r.seconds, "error": r.error}
             for name, r in results.items()}
 
 

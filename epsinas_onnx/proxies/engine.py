@@ -36,7 +36,7 @@ from epsinas_onnx.core.scoring import runtime
 from epsinas_onnx.core.scoring.inputs import model_input, prepare_batch
 from epsinas_onnx.core.scoring.model_io import load_model
 from epsinas_onnx.core.scoring.scorer import session_proto
-from epsinas_onnx.proxies import registry
+from epsinas_onnx.proxies import memory, registry
 from epsinas_onnx.proxies.batch_norm import TrainingBatchNormPass
 from epsinas_onnx.proxies.init import RandomInitPass, draws
 from epsinas_onnx.proxies.proxy import Context, NotApplicable, Outcome, ProxyOptions
@@ -47,17 +47,19 @@ class ProxyResult:
     value: float  # NaN is a result, with nan_reason
     nan_reason: str | None
     seconds: float
+    error: str | None = None  # the proxy could not be computed (its run would not fit in memory): value NaN
 
     def to_dict(self) -> dict:
         return {"value": None if math.isnan(self.value) else self.value, "nan_reason": self.nan_reason,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "error": self.error}
 
 
 def compute(model, names, batch: BatchOptions = BatchOptions(), options: ProxyOptions = ProxyOptions(),
             execution: ExecutionOptions = ExecutionOptions()) -> dict[str, ProxyResult]:
     """The proxies `names` of `model` (a path, onnx.ModelProto or onnx_ir.Model),
     on the batch `batch` describes (as epsinas_onnx.score prepares it).
-    Returns {name: ProxyResult} in the order asked; UserError on bad input."""
+    Returns {name: ProxyResult} in the order asked, a proxy whose run would
+    not fit in memory with its error (memory.py); UserError on bad input."""
     names = tuple(names)
     for name in names:
         registry.get(name)  # an unknown name fails before any work
@@ -134,7 +136,7 @@ def _session(payload: bytes, execution: ExecutionOptions):
 
 def _run_models(model: ir.Model, members: list, context: Context, execution: ExecutionOptions) -> dict:
     """The proxies that run the model (`members`), on one preparation of `model` (module docstring)."""
-    timings, results, feeds = {}, {}, {}
+    timings, results, feeds, errors = {}, {}, {}, {}
     for proxy in members:  # the inputs first: a proxy that cannot take this batch costs no model
         begin = time.perf_counter()
         try:
@@ -160,15 +162,30 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
         timings[proxy.name] += time.perf_counter() - begin
     prepared = _Prepared(session_proto(model)) if probes else None
     share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
+    fits = _fits_at_a_glance(model, prepared, [feeds[name] for name in probes], context, execution)
     for scheme in weights:  # one session per initialisation, for every probe of its proxies
         group = [p for p in runnable if p.init == scheme and p.name in probes]
         if not group:
             continue
-        begin = time.perf_counter()
+        begin, taken = time.perf_counter(), 0
+        for proxy in group:  # the memory guard (memory.py): a run that would not fit is an error, not a crash
+            need, errors[proxy.name] = (0, None) if fits else _refusal(prepared, proxy.name, probes[proxy.name],
+                                                                       feeds[proxy.name], context, taken)
+            if errors[proxy.name] is not None:
+                results[proxy.name] = Outcome(float("nan"))
+            else:
+                taken += need  # the session's shared arena keeps what one run took for the next
+            timings[proxy.name] += time.perf_counter() - begin
+            begin = time.perf_counter()
+        running = [p for p in group if errors[p.name] is None]
+        if not running:
+            continue
+        # the session serves every probe of the group, a refused one's too: a proxy's
+        # value never depends on whether another one of its group could run
         outputs = [name for p in group for name in probes[p.name].outputs]
         session = _session(prepared.payload(weights[scheme], outputs), execution)
-        session_share = (time.perf_counter() - begin) / len(group)
-        for proxy in group:
+        session_share = (time.perf_counter() - begin) / len(running)
+        for proxy in running:
             begin = time.perf_counter()
             probe = probes[proxy.name]
 
@@ -181,7 +198,40 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
             timings[proxy.name] += time.perf_counter() - begin + session_share
     for proxy in runnable:
         timings[proxy.name] += share
-    return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name]) for name, outcome in results.items()}
+    return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name], errors.get(name))
+            for name, outcome in results.items()}
+
+
+def _fits_at_a_glance(model: ir.Model, prepared: "_Prepared", feeds: list[list[np.ndarray]], context: Context,
+                      execution: ExecutionOptions) -> bool:
+    """Whether every run on `feeds` fits by a quick bound of the estimate (the
+    whole graph, every probe's outputs, at the largest batch, two runs, the
+    sizes of memory.bounds), or needs no guard: off the CPU the memory is the
+    device's, and its runtime says when it runs out; nor where the system
+    does not say how much memory is available."""
+    if not feeds or runtime.device_name(runtime.providers_for(execution.device)) != "cpu":
+        return True
+    room = memory.room()
+    if room is None:
+        return True
+    fed = [value for value in model.graph.inputs if value.name == context.input_name]
+    if model.functions or not fed or fed[0].shape is None or not all(isinstance(d, int) for d in fed[0].shape[1:]):
+        return False  # functions inlined in the prepared copy, or an example's shape not fixed: the estimate decides
+    largest = max(feed.shape[0] if feed.ndim else 1 for runs in feeds for feed in runs)
+    outputs = [value.name for value in prepared.proto.graph.output]
+    bound = memory.peak_bytes(prepared.edges, [v.name for v in prepared.proto.graph.input],
+                              outputs, memory.bounds(model, largest), largest, runs=2)
+    return bound <= room
+
+
+def _refusal(prepared: "_Prepared", name: str, probe, feeds: list[np.ndarray], context: Context,
+             taken: int) -> tuple[int, str | None]:
+    """The estimated need of the runs of proxy `name` on `feeds`, and why they
+    would not fit in memory (memory.py) beside `taken`, or None."""
+    biggest = max(feeds, key=lambda feed: feed.size)
+    runs = sum(1 for feed in feeds if feed.shape == biggest.shape)
+    need = prepared.peak_bytes(probe.outputs, context.input_name, biggest.shape, runs)
+    return need, memory.refusal(name, biggest, need, taken)
 
 
 class _Prepared:
@@ -193,24 +243,39 @@ class _Prepared:
         self.proto = proto
         self.edges = [(tuple(node.output), (*node.input, *_names_read_by_subgraphs(node)))
                       for node in proto.graph.node]
+        self.shapes: dict[tuple, memory.Shapes] = {}  # by an example's shape, inferred when first asked
 
-    def payload(self, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
-        """The model with `weights` written into its initializers, cut down to
-        what the graph outputs `outputs` read (the other probes' nodes and
-        tensors: ONNX Runtime would drop them too, but takes longer to),
-        serialised."""
+    def cut(self, outputs: list[str]) -> tuple[list[int], set[str]]:
+        """The indices, in order, of the nodes that the graph outputs `outputs`
+        read (the other probes' nodes and tensors: ONNX Runtime would drop them
+        too, but takes longer to), and every name those nodes read."""
         needed, keep = set(outputs), []
         for index in range(len(self.edges) - 1, -1, -1):  # a graph's nodes are in topological order
             written, read = self.edges[index]
             if any(name in needed for name in written):
                 keep.append(index)
                 needed.update(read)
+        return keep[::-1], needed
+
+    def peak_bytes(self, outputs: list[str], input_name: str, shape: tuple[int, ...], runs: int) -> int:
+        """The memory estimate (memory.py) of `runs` runs for `outputs` on a batch of `shape`."""
+        key = (input_name, tuple(shape[1:]))
+        if key not in self.shapes:
+            self.shapes[key] = memory.Shapes(self.proto, input_name, tuple(shape[1:]))
+        kept, _ = self.cut(outputs)
+        return memory.peak_bytes([self.edges[i] for i in kept], [v.name for v in self.proto.graph.input], outputs,
+                                 self.shapes[key], shape[0], runs)
+
+    def payload(self, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
+        """The model with `weights` written into its initializers, cut down to
+        what the graph outputs `outputs` read (cut), serialised."""
+        keep, needed = self.cut(outputs)
         source = self.proto.graph
         proto = onnx.ModelProto()
         proto.CopyFrom(self.proto)
         graph = proto.graph
         del graph.node[:], graph.initializer[:], graph.output[:]
-        graph.node.extend(source.node[i] for i in reversed(keep))
+        graph.node.extend(source.node[i] for i in keep)
         graph.output.extend(value for value in source.output if value.name in set(outputs))
         for tensor in source.initializer:
             if tensor.name in weights:

@@ -56,6 +56,10 @@ def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = B
                 candidate.proxies = engine.compute(candidate.model, proxies, batch_options, proxy_options, execution)
             except UserError as exc:  # the model scored, its proxies failed: an error row, as a model that cannot be scored
                 candidate.error, candidate.result = f"proxies: {exc}", None
+                continue
+            errors = [r.error for r in candidate.proxies.values() if r.error]
+            if errors:  # a proxy whose run would not fit in memory: an error row too, not a NaN that ranks
+                candidate.error, candidate.result = "proxies: " + "; ".join(errors), None
     if not rank_by:
         return candidates
     ranked = [c for c in candidates if c.result is not None]
