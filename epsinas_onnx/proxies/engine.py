@@ -28,7 +28,6 @@ import onnx_ir as ir
 from onnx import numpy_helper
 from onnx_ir.passes import common as common_passes
 
-from epsinas_onnx.core.errors import UserError, first_line
 from epsinas_onnx.core.options import BatchOptions, ExecutionOptions
 from epsinas_onnx.core.rewriting.passes.pipeline import normalising_passes
 from epsinas_onnx.core.rewriting.roles import Role, classify_model
@@ -118,20 +117,12 @@ def _guarded(work: Callable[[], Outcome]) -> Outcome:
 
 def _session(payload: bytes, execution: ExecutionOptions):
     """An ONNX Runtime session for a proxy group. On the CPU its memory comes
-    from one arena shared by every such session of the process: a new
-    architecture's session then reuses the pages the previous one touched
-    instead of faulting in its own (a NAS-Bench-201 run of 128 images: 20 %
-    less CPU time, benchmarks/proxies_nb201.py)."""
-    import onnxruntime as ort
-
-    providers = runtime.providers_for(execution.device)
-    if runtime.device_name(providers) != "cpu":
-        return runtime.make_session(payload, providers, execution.threads, execution.graph_optimization)
-    options = runtime.share_cpu_arena(runtime.session_options(execution.threads, execution.graph_optimization))
-    try:
-        return ort.InferenceSession(payload, options, providers=providers)
-    except Exception as exc:  # ONNX Runtime raises its own types; one line, as runtime.make_session
-        raise UserError(f"ONNX Runtime cannot load the proxies' model: {first_line(exc)}") from None
+    from one arena shared by every such session of the process, the first
+    included: a new architecture's session then reuses the pages the previous
+    one touched instead of faulting in its own (a NAS-Bench-201 run of 128
+    images: 20 % less CPU time, benchmarks/proxies_nb201.py)."""
+    return runtime.make_session(payload, runtime.providers_for(execution.device), execution.threads,
+                                execution.graph_optimization, shared_arena=True, what="the proxies' model")
 
 
 def _run_models(model: ir.Model, members: list, context: Context, execution: ExecutionOptions) -> dict:

@@ -33,7 +33,7 @@ class Rewritten:
     @property
     def takes_channel_sum(self) -> bool:
         """Whether the model's fed input is now the channel sum of the batch
-        ([N, 1, H, W]: feed inputs.channel_sum of it)."""
+        ([N, 1, H, W]: feed inputs.sum_channels of it)."""
         return self.channel_sum is not None and self.channel_sum.applied
 
 

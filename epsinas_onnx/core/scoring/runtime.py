@@ -221,11 +221,13 @@ _CPU_SESSION_MADE: list = []  # [True] once this process has made a CPU session
 
 
 def make_session(model_bytes: bytes, providers: list[str], threads: int | None = None,
-                 optimization: str = "all", shared_arena: bool = False) -> ort.InferenceSession:
+                 optimization: str = "all", shared_arena: bool = False,
+                 what: str = "the rewritten model") -> ort.InferenceSession:
     """shared_arena: a CPU session shares the process's arena even as its
     first (a network run piece by piece, whose sessions all run again and
     again: without an arena each run of TransNAS-Bench-101's stem at 256x256
-    faults in its buffers anew, 190 ms against 70)."""
+    faults in its buffers anew, 190 ms against 70). what: the model, as an
+    error names it."""
     check_threads(threads)
     options = session_options(threads, optimization)
     cpu = _provider_name(providers[0]) == "CPUExecutionProvider"
@@ -234,7 +236,7 @@ def make_session(model_bytes: bytes, providers: list[str], threads: int | None =
     try:
         session = ort.InferenceSession(model_bytes, options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types per failure
-        raise UserError(f"ONNX Runtime cannot load the rewritten model: {_ort_message(exc)}") from None
+        raise UserError(f"ONNX Runtime cannot load {what}: {_ort_message(exc)}") from None
     if cpu and not _CPU_SESSION_MADE:
         _CPU_SESSION_MADE.append(True)
     wanted = _provider_name(providers[0])

@@ -10,7 +10,7 @@ the batch can be read with its channels summed a few items at a time
 (inputs.prepare_batch's channel_sum) and the 3-channel batch is never whole
 in memory: ResNet-50 at 224x224, batch 256, no longer holds its 147 MiB.
 
-inputs.channel_sum (numpy's sum over axis 1) adds up to MAX_CHANNELS
+inputs.sum_channels (numpy's sum over axis 1) adds up to MAX_CHANNELS
 channels in the order ONNX Runtime's ReduceSum does, so every number fed is
 the one the ReduceSum made (a NaN is a NaN at the same place; its payload
 bits, which no score reads, may differ) and the score is the same bit for
