@@ -242,6 +242,25 @@ def make_batch(n: int, resolution: int) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray((images - mean) / std, dtype=np.float32), what
 
 
+def save_batch(batch: np.ndarray, folder) -> Path:
+    """The batch as `folder`/batch.npy, the file every child reads."""
+    batch_file = Path(folder) / "batch.npy"
+    np.save(batch_file, batch)
+    return batch_file
+
+
+def exported(models, resolution: int, folder):
+    """Each of `models` built here and exported by the project's torch bridge
+    into `folder`, in turn: (name, .onnx file, the bridge's notes, seconds)."""
+    import epsinas_onnx.torch as bridge
+
+    for model in models:
+        onnx_file = Path(folder) / f"{model}.onnx"
+        start = time.perf_counter()
+        notes = bridge.export(build(model), (1, 3, resolution, resolution), onnx_file)
+        yield model, onnx_file, notes, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -262,8 +281,6 @@ def main() -> None:
 
     import platform
 
-    import epsinas_onnx.torch as bridge
-
     batch, what = make_batch(args.batch_size, args.resolution)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; one thread per path; load average "
@@ -271,14 +288,10 @@ def main() -> None:
     print(f"batch: {what}, {batch.shape}; weights {weights}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="real-models-") as folder:
-        batch_file = Path(folder) / "batch.npy"
-        np.save(batch_file, batch)
+        batch_file = save_batch(batch, folder)
         del batch
-        for model in args.models:
-            onnx_file = Path(folder) / f"{model}.onnx"
-            start = time.perf_counter()
-            notes = bridge.export(build(model), (1, 3, args.resolution, args.resolution), onnx_file)
-            print(f"{model}: exported by epsinas_onnx.torch.export in {time.perf_counter() - start:.1f} s "
+        for model, onnx_file, notes, seconds in exported(args.models, args.resolution, folder):
+            print(f"{model}: exported by epsinas_onnx.torch.export in {seconds:.1f} s "
                   f"({onnx_file.stat().st_size / 2**20:.0f} MiB){'; ' + notes[0] if notes else ''}", flush=True)
             for path in args.paths:
                 result = run_child(path, model, onnx_file, batch_file, weights, args.max_gib)

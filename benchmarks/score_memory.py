@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_models import MODELS, build, make_batch  # noqa: E402
+from benchmarks.real_models import MODELS, exported, make_batch, save_batch  # noqa: E402
 
 
 def status() -> dict[str, float]:
@@ -122,19 +122,14 @@ def main() -> None:
     if args.baseline_root is not None:
         roots = {f"baseline {args.baseline_root}": args.baseline_root.resolve(), **roots}
 
-    import epsinas_onnx.torch as bridge
-
     batch, what = make_batch(args.batch_size, args.resolution)
     print(f"batch: {what}, {batch.shape}; weights {tuple(args.weights)}; "
           f"{'full width' if args.no_collapse else 'collapsed'}; load average {os.getloadavg()[0]:.1f}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="score-memory-") as folder:
-        batch_file = Path(folder) / "batch.npy"
-        np.save(batch_file, batch)
+        batch_file = save_batch(batch, folder)
         del batch
-        for model in args.models:
-            onnx_file = Path(folder) / f"{model}.onnx"
-            bridge.export(build(model), (1, 3, args.resolution, args.resolution), onnx_file)
+        for model, onnx_file, _, _ in exported(args.models, args.resolution, folder):
             for label, root in roots.items():
                 print(f"\n{model}, {label}", flush=True)
                 command = [sys.executable, __file__, "--child", str(onnx_file), str(batch_file), str(root),
