@@ -9,7 +9,7 @@
 
 One module per proxy in measures/ (registered by name, registry.py), each
 with its paper's initialisation (init.py) and batch; engine.py runs them, one
-ONNX Runtime session per initialisation scheme and model; aggregate.py ranks
+prepared graph per model and one ONNX Runtime session per proxy; aggregate.py ranks
 a population by several of them at once. docs/proxies.md says what each
 computes and how it compares with the published values.
 """

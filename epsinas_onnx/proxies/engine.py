@@ -4,15 +4,18 @@ Per model: the proxies that read the graph alone (params, flops) read one
 copy of it. The proxies that run the model share ONE prepared copy:
 normalised, shapes inferred, BatchNormalization turned into batch statistics
 (what a PyTorch network in training mode computes: batch_norm.py), every
-member's probe (its graph outputs) added, serialised once. The proxies of one
-initialisation (init.py: NASWOT and MeCo PyTorch's default, Zen Gaussian)
-share one ONNX Runtime session, made from that serialised copy with their
-weights written in and only their probes' outputs kept (ONNX Runtime drops
-the other probes' nodes): the graph is built, inferred and serialised once
-per model, not once per initialisation.
+member's probe (its graph outputs) added, serialised once. Each proxy that
+runs gets its own ONNX Runtime session, made from that serialised copy with
+its initialisation's weights (init.py: NASWOT and MeCo PyTorch's default, Zen
+Gaussian; drawn once per initialisation) written in and cut down to the nodes
+its own probes read: ONNX Runtime runs every node of a session's graph, so
+MeCo's per-layer copies in NASWOT's session made its 128-image run of a
+NAS-Bench-201 architecture take 0.28 instead of 0.21 CPU seconds, more than
+MeCo's own session costs (benchmarks/proxies_against.py).
+The graph is built, inferred and serialised once per model.
 
-A proxy's seconds are its own probe, runs and arithmetic plus an equal share
-of its session and of the shared preparation.
+A proxy's seconds are its own probe, session, runs and arithmetic plus an
+equal share of the shared preparation.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def _guarded(work: Callable[[], Outcome]) -> Outcome:
 
 
 def _session(payload: bytes, execution: ExecutionOptions):
-    """An ONNX Runtime session for a proxy group. On the CPU its memory comes
+    """An ONNX Runtime session for one proxy. On the CPU its memory comes
     from one arena shared by every such session of the process, the first
     included: a new architecture's session then reuses the pages the previous
     one touched instead of faulting in its own (a NAS-Bench-201 run of 128
@@ -154,39 +157,27 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
     prepared = _Prepared(session_proto(model)) if probes else None
     share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
     fits = _fits_at_a_glance(model, prepared, [feeds[name] for name in probes], context, execution)
-    for scheme in weights:  # one session per initialisation, for every probe of its proxies
-        group = [p for p in runnable if p.init == scheme and p.name in probes]
-        if not group:
-            continue
-        begin, taken = time.perf_counter(), 0
-        for proxy in group:  # the memory guard (memory.py): a run that would not fit is an error, not a crash
-            need, errors[proxy.name] = (0, None) if fits else _refusal(prepared, proxy.name, probes[proxy.name],
-                                                                       feeds[proxy.name], context, taken)
-            if errors[proxy.name] is not None:
-                results[proxy.name] = Outcome(float("nan"))
-            else:
-                taken += need  # the session's shared arena keeps what one run took for the next
+    taken = 0  # what earlier runs of this model took from the process's shared arena, which keeps it
+    for proxy in [p for p in runnable if p.name in probes]:  # one session each, cut to its own probes
+        begin = time.perf_counter()
+        # the memory guard (memory.py): a run that would not fit is an error, not a crash
+        need, errors[proxy.name] = (0, None) if fits else _refusal(prepared, proxy.name, probes[proxy.name],
+                                                                   feeds[proxy.name], context, taken)
+        if errors[proxy.name] is not None:
+            results[proxy.name] = Outcome(float("nan"))
             timings[proxy.name] += time.perf_counter() - begin
-            begin = time.perf_counter()
-        running = [p for p in group if errors[p.name] is None]
-        if not running:
             continue
-        # the session serves every probe of the group, a refused one's too: a proxy's
-        # value never depends on whether another one of its group could run
-        outputs = [name for p in group for name in probes[p.name].outputs]
-        session = _session(prepared.payload(weights[scheme], outputs), execution)
-        session_share = (time.perf_counter() - begin) / len(running)
-        for proxy in running:
-            begin = time.perf_counter()
-            probe = probes[proxy.name]
+        taken += need
+        probe = probes[proxy.name]
+        session = _session(prepared.payload(weights[proxy.init], probe.outputs), execution)
 
-            def work():
-                fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout)
-                           for feed in feeds[proxy.name]]
-                return proxy.value(probe, fetched, context)
+        def work():
+            fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout)
+                       for feed in feeds[proxy.name]]
+            return proxy.value(probe, fetched, context)
 
-            results[proxy.name] = _guarded(work)
-            timings[proxy.name] += time.perf_counter() - begin + session_share
+        results[proxy.name] = _guarded(work)
+        timings[proxy.name] += time.perf_counter() - begin
     for proxy in runnable:
         timings[proxy.name] += share
     return {name: ProxyResult(outcome.value, outcome.nan_reason, timings[name], errors.get(name))

@@ -5,8 +5,8 @@ A proxy either reads the graph alone (`init` None: `measure`), or runs the
 model with random weights: `init` names the initialisation scheme of its paper
 (init.py), and the engine then asks it to `probe` the model (a pass adding the
 graph outputs it reads), to give the `feeds` of its runs, and to turn what the
-runs fetched into its `value`. Proxies of one scheme share one initialised
-model and one ONNX Runtime session per model.
+runs fetched into its `value`. Every proxy of a model reads one prepared
+graph; each gets its own ONNX Runtime session, with its scheme's weights.
 
 A proxy that does not apply to a model raises NotApplicable with the reason,
 which becomes its NaN reason: NaN is a result, never hidden.
