@@ -85,7 +85,7 @@ def test_the_runs_it_lets_through_give_the_values_of_a_run_without_the_guard(mon
     # the quick bound lets nothing through that the estimate refuses
     monkeypatch.setattr(memory, "available_memory", lambda: int((needs["naswot"] - 1) / memory.RUN_MEMORY_SHARE))
     assert engine.compute(model, ["naswot"], SMALL)["naswot"].error
-    # room for MeCo's run but not NASWOT's, which shares its session: MeCo's value bit for bit
+    # room for MeCo's run but not NASWOT's (the same initialisation): MeCo's value bit for bit
     room = (needs["meco"] + needs["naswot"]) / 2
     monkeypatch.setattr(memory, "available_memory", lambda: int(room / memory.RUN_MEMORY_SHARE))
     partly = engine.compute(model, names, SMALL)
@@ -157,3 +157,33 @@ def test_a_run_counts_what_the_runs_before_it_in_its_session_take(monkeypatch):
     assert memory.refusal("naswot", feed, 2**30) is None
     assert memory.refusal("meco", feed[:1], 2**30, taken=1.5 * 2**30) == (
         f"meco's run of 1 images at 3x32x32 would need about 1.0 GiB and 0.5 GiB {MESSAGE_END}")
+
+
+def test_a_run_estimated_above_the_shrink_threshold_gives_the_arena_back_and_keeps_its_value(monkeypatch):
+    model = nb201.to_onnx(nb201.parse(ARCH), num_classes=10)
+    names = ["naswot", "zen", "meco"]
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**30)
+    shrunk, run_outputs = [], engine.runtime.run_outputs
+
+    def spy(session, outputs, feeds, timeout=None, shrink_arena=False):
+        shrunk.append(shrink_arena)
+        return run_outputs(session, outputs, feeds, timeout, shrink_arena=shrink_arena)
+
+    monkeypatch.setattr(engine.runtime, "run_outputs", spy)
+    kept = engine.compute(model, names, SMALL)
+    assert shrunk and not any(shrunk)  # a 16-image NAS-Bench-201 run is far below 1 GiB
+    shrunk.clear()
+    monkeypatch.setattr(memory, "SHRINK_AFTER_BYTES", 0)  # every run counts as large
+    given_back = engine.compute(model, names, SMALL)
+    assert shrunk and all(shrunk)
+    for name in names:
+        assert given_back[name].value == kept[name].value, name
+
+
+def test_the_quick_bound_spares_nas_bench_201_the_shape_inference_of_the_estimate(monkeypatch):
+    model = nb201.to_onnx(nb201.parse(ARCH), num_classes=10)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**30)
+    inferred = []
+    monkeypatch.setattr(memory.Shapes, "__init__", lambda *args: inferred.append(args) or None)
+    got = engine.compute(model, ["naswot", "zen", "meco"], BatchOptions(batch_size=128, synthetic="normal"))
+    assert not inferred and all(result.error is None for result in got.values())

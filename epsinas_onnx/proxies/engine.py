@@ -156,13 +156,12 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
         timings[proxy.name] += time.perf_counter() - begin
     prepared = _Prepared(session_proto(model)) if probes else None
     share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
-    fits = _fits_at_a_glance(model, prepared, [feeds[name] for name in probes], context, execution)
+    guard = _MemoryGuard(model, prepared, context, execution)
     taken = 0  # what earlier runs of this model took from the process's shared arena, which keeps it
     for proxy in [p for p in runnable if p.name in probes]:  # one session each, cut to its own probes
         begin = time.perf_counter()
         # the memory guard (memory.py): a run that would not fit is an error, not a crash
-        need, errors[proxy.name] = (0, None) if fits else _refusal(prepared, proxy.name, probes[proxy.name],
-                                                                   feeds[proxy.name], context, taken)
+        need, errors[proxy.name] = guard.check(proxy.name, probes[proxy.name], feeds[proxy.name], taken)
         if errors[proxy.name] is not None:
             results[proxy.name] = Outcome(float("nan"))
             timings[proxy.name] += time.perf_counter() - begin
@@ -172,7 +171,8 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
         session = _session(prepared.payload(weights[proxy.init], probe.outputs), execution)
 
         def work():
-            fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout)
+            fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout,
+                                           shrink_arena=need > memory.SHRINK_AFTER_BYTES)
                        for feed in feeds[proxy.name]]
             return proxy.value(probe, fetched, context)
 
@@ -184,36 +184,41 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
             for name, outcome in results.items()}
 
 
-def _fits_at_a_glance(model: ir.Model, prepared: "_Prepared", feeds: list[list[np.ndarray]], context: Context,
-                      execution: ExecutionOptions) -> bool:
-    """Whether every run on `feeds` fits by a quick bound of the estimate (the
-    whole graph, every probe's outputs, at the largest batch, two runs, the
-    sizes of memory.bounds), or needs no guard: off the CPU the memory is the
-    device's, and its runtime says when it runs out; nor where the system
-    does not say how much memory is available."""
-    if not feeds or runtime.device_name(runtime.providers_for(execution.device)) != "cpu":
-        return True
-    room = memory.room()
-    if room is None:
-        return True
-    fed = [value for value in model.graph.inputs if value.name == context.input_name]
-    if model.functions or not fed or fed[0].shape is None or not all(isinstance(d, int) for d in fed[0].shape[1:]):
-        return False  # functions inlined in the prepared copy, or an example's shape not fixed: the estimate decides
-    largest = max(feed.shape[0] if feed.ndim else 1 for runs in feeds for feed in runs)
-    outputs = [value.name for value in prepared.proto.graph.output]
-    bound = memory.peak_bytes(prepared.edges, [v.name for v in prepared.proto.graph.input],
-                              outputs, memory.bounds(model, largest), largest, runs=2)
-    return bound <= room
+class _MemoryGuard:
+    """The memory guard (memory.py) of one model's proxies: per proxy, the
+    estimated bytes of its runs, and why they would not fit, or None.
 
+    A quick bound first (its cut of the graph, at its largest batch, the sizes
+    of memory.bounds: no shape inference); the estimate only where that bound
+    may not fit or may reach memory.SHRINK_AFTER_BYTES (NAS-Bench-201's runs,
+    bounded at 0.1-0.6 GiB, are never estimated). No guard off the CPU, where
+    the memory is the device's and its runtime says when it runs out, nor
+    where the system does not say how much memory is available."""
 
-def _refusal(prepared: "_Prepared", name: str, probe, feeds: list[np.ndarray], context: Context,
-             taken: int) -> tuple[int, str | None]:
-    """The estimated need of the runs of proxy `name` on `feeds`, and why they
-    would not fit in memory (memory.py) beside `taken`, or None."""
-    biggest = max(feeds, key=lambda feed: feed.size)
-    runs = sum(1 for feed in feeds if feed.shape == biggest.shape)
-    need = prepared.peak_bytes(probe.outputs, context.input_name, biggest.shape, runs)
-    return need, memory.refusal(name, biggest, need, taken)
+    def __init__(self, model: ir.Model, prepared: "_Prepared", context: Context, execution: ExecutionOptions):
+        self.model, self.prepared, self.input_name = model, prepared, context.input_name
+        on_cpu = runtime.device_name(runtime.providers_for(execution.device)) == "cpu"
+        self.room = memory.room() if on_cpu else None
+        fed = [value for value in model.graph.inputs if value.name == context.input_name]
+        # functions are inlined in the prepared copy, and an example's shape may not be fixed: the estimate decides
+        self.boundable = not model.functions and bool(fed) and fed[0].shape is not None \
+            and all(isinstance(d, int) for d in fed[0].shape[1:])
+        self.bounds: memory.Shapes | None = None
+
+    def check(self, name: str, probe, feeds: list[np.ndarray], taken: int) -> tuple[int, str | None]:
+        """(the estimated need of proxy `name`'s runs on `feeds`, the one-line
+        error if they would not fit beside `taken`, else None)."""
+        if self.room is None or not feeds:
+            return 0, None
+        biggest = max(feeds, key=lambda feed: feed.size)
+        runs = sum(1 for feed in feeds if feed.shape == biggest.shape)
+        if self.boundable:
+            self.bounds = self.bounds or memory.bounds(self.model)
+            bound = self.prepared.peak_bytes(probe.outputs, self.input_name, biggest.shape, runs, self.bounds)
+            if bound <= min(self.room - taken, memory.SHRINK_AFTER_BYTES):
+                return bound, None
+        need = self.prepared.peak_bytes(probe.outputs, self.input_name, biggest.shape, runs)
+        return need, memory.refusal(name, biggest, need, taken)
 
 
 class _Prepared:
@@ -226,11 +231,18 @@ class _Prepared:
         self.edges = [(tuple(node.output), (*node.input, *_names_read_by_subgraphs(node)))
                       for node in proto.graph.node]
         self.shapes: dict[tuple, memory.Shapes] = {}  # by an example's shape, inferred when first asked
+        self.cuts: dict[tuple, tuple[list[int], set[str]]] = {}  # by the outputs: the session and the guard ask
 
     def cut(self, outputs: list[str]) -> tuple[list[int], set[str]]:
         """The indices, in order, of the nodes that the graph outputs `outputs`
-        read (the other probes' nodes and tensors: ONNX Runtime would drop them
-        too, but takes longer to), and every name those nodes read."""
+        read (not the other probes' nodes and tensors, which ONNX Runtime would
+        run too), and every name those nodes read."""
+        key = tuple(outputs)
+        if key not in self.cuts:
+            self.cuts[key] = self._cut(outputs)
+        return self.cuts[key]
+
+    def _cut(self, outputs: list[str]) -> tuple[list[int], set[str]]:
         needed, keep = set(outputs), []
         for index in range(len(self.edges) - 1, -1, -1):  # a graph's nodes are in topological order
             written, read = self.edges[index]
@@ -239,14 +251,19 @@ class _Prepared:
                 needed.update(read)
         return keep[::-1], needed
 
-    def peak_bytes(self, outputs: list[str], input_name: str, shape: tuple[int, ...], runs: int) -> int:
-        """The memory estimate (memory.py) of `runs` runs for `outputs` on a batch of `shape`."""
-        key = (input_name, tuple(shape[1:]))
-        if key not in self.shapes:
-            self.shapes[key] = memory.Shapes(self.proto, input_name, tuple(shape[1:]))
+    def peak_bytes(self, outputs: list[str], input_name: str, shape: tuple[int, ...], runs: int,
+                   shapes: memory.Shapes | None = None) -> int:
+        """The memory estimate (memory.py) of `runs` runs for `outputs` on a
+        batch of `shape`, with `shapes` (memory.bounds: a quick bound) or the
+        model's shapes inferred for that batch."""
+        if shapes is None:
+            key = (input_name, tuple(shape[1:]))
+            if key not in self.shapes:
+                self.shapes[key] = memory.Shapes(self.proto, input_name, tuple(shape[1:]))
+            shapes = self.shapes[key]
         kept, _ = self.cut(outputs)
         return memory.peak_bytes([self.edges[i] for i in kept], [v.name for v in self.proto.graph.input], outputs,
-                                 self.shapes[key], shape[0], runs)
+                                 shapes, shape[0], runs)
 
     def payload(self, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
         """The model with `weights` written into its initializers, cut down to

@@ -40,6 +40,16 @@ from epsinas_onnx.core.scoring.inputs import available_memory
 RUN_MEMORY_SHARE = 0.5
 _GIB = 2**30
 
+# A run estimated above this gives the arena's unused regions back when it
+# ends: the arena of a process keeps the peak of every run it served, so one
+# large TransNAS-Bench-101 macro architecture (32 images, 2.5 GiB estimated)
+# left its bench worker 4.4 GiB resident for the rest of the job, against
+# 0.4-1.0 GiB with the shrinkage (python -m benchmarks.proxies_memory
+# --one-process 8 --images 32). Smaller runs keep their pages for the next
+# architecture, which would otherwise fault them in anew (NAS-Bench-201's
+# runs, at about 0.3 GiB, are 20 % faster for it).
+SHRINK_AFTER_BYTES = _GIB
+
 
 class Shapes:
     """Every tensor's element type and dimensions in a model, from onnx shape
@@ -153,30 +163,33 @@ def peak_bytes(steps: list[tuple], inputs: list[str], outputs: list[str], shapes
     return peak * min(runs, 2) + fetched + weights
 
 
-def bounds(model: ir.Model, examples: int) -> Shapes:
-    """Shapes whose sizes bound those of `model`'s tensors on a batch of
-    `examples`, from the shapes its values carry, without a shape inference
-    (on NAS-Bench-201 the estimate's costs 3 % of the proxies' time, this a
-    tenth of that): a value without one, which the proxies' passes added
-    after shape inference, counts as its largest input (they add elementwise
-    operations, reductions and slices of feature maps: never larger)."""
+def bounds(model: ir.Model) -> Shapes:
+    """Shapes whose sizes bound those of `model`'s tensors, from the shapes its
+    values carry, without a shape inference (on NAS-Bench-201 the estimate's
+    costs 3 % of the proxies' time, this a tenth of that): a value without
+    one, which the proxies' passes added after shape inference, counts as its
+    largest input, the one with the most symbolic dimensions first (they add
+    elementwise operations, reductions and slices of feature maps: never
+    larger)."""
     shapes = Shapes.__new__(Shapes)
     shapes.initializers = {name: value.const_value.nbytes for name, value in model.graph.initializers.items()
                            if value.const_value is not None}
-    sizes = {value.name: _value_bytes(value, examples) or 0 for value in model.graph.inputs}
+    sizes = {value.name: _value_size(value) or (0, 0) for value in model.graph.inputs}
     for node in model.graph:  # in topological order
-        largest = max((sizes.get(value.name, 0) for value in node.inputs if value is not None), default=0)
+        largest = max((sizes.get(value.name, (0, 0)) for value in node.inputs if value is not None),
+                      key=lambda size: (size[1], size[0]), default=(0, 0))
         for value in node.outputs:
-            known = _value_bytes(value, examples)
-            sizes[value.name] = largest if known is None else known
-    shapes.sizes = {name: (size, 0) for name, size in sizes.items()}
+            sizes[value.name] = _value_size(value) or largest
+    shapes.sizes = sizes
     return shapes
 
 
-def _value_bytes(value: ir.Value, examples: int) -> int | None:
+def _value_size(value: ir.Value) -> tuple[int, int] | None:
+    """(the bytes of the fixed dimensions, how many are symbolic), as Shapes.sizes holds them."""
     if value.shape is None or value.dtype is None:
         return None
-    return math.prod(d if isinstance(d, int) else examples for d in value.shape) * value.dtype.itemsize
+    fixed = math.prod(d for d in value.shape if isinstance(d, int)) * value.dtype.itemsize
+    return fixed, sum(1 for d in value.shape if not isinstance(d, int))
 
 
 def room() -> float | None:

@@ -250,13 +250,18 @@ class RunTimeout(UserError):
 
 
 def run_outputs(session: ort.InferenceSession, outputs: list[str], feeds: dict,
-                timeout: float | None = None) -> list[np.ndarray]:
+                timeout: float | None = None, shrink_arena: bool = False) -> list[np.ndarray]:
     """session.run, stopped by ONNX Runtime's terminate flag (between nodes, and
     between a Loop's iterations) after `timeout` seconds (RunTimeout) or on
     Ctrl-C / SIGTERM (KeyboardInterrupt), which Python could otherwise act on
-    only once the run returned: see _Watchdog."""
+    only once the run returned: see _Watchdog. shrink_arena: at the end of the
+    run, the CPU arena (the process's shared one included) gives the regions
+    it no longer uses back to the system, so that one large run does not stay
+    resident for the rest of the process (ONNX Runtime's arena shrinkage)."""
     options = ort.RunOptions()
     options.log_severity_level = SILENT
+    if shrink_arena:
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     with _WATCHDOG.watching(options, timeout) as run:
         try:
             return session.run(outputs, feeds, options)
