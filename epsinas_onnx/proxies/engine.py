@@ -157,6 +157,8 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
     prepared = _Prepared(session_proto(model)) if probes else None
     share = (time.perf_counter() - start - probing) / len(runnable)  # the copy, shapes, batch statistics
     guard = _MemoryGuard(model, prepared, context, execution)
+    tensors = {scheme: {name: numpy_helper.from_array(array, name) for name, array in drawn.items()}
+               for scheme, drawn in weights.items()}  # once per initialisation, for every session of it
     taken = 0  # what earlier runs of this model took from the process's shared arena, which keeps it
     for proxy in [p for p in runnable if p.name in probes]:  # one session each, cut to its own probes
         begin = time.perf_counter()
@@ -168,7 +170,7 @@ def _run_models(model: ir.Model, members: list, context: Context, execution: Exe
             continue
         taken += need
         probe = probes[proxy.name]
-        session = _session(prepared.payload(weights[proxy.init], probe.outputs), execution)
+        session = _session(prepared.payload(tensors[proxy.init], probe.outputs), execution)
 
         def work():
             fetched = [runtime.run_outputs(session, probe.outputs, {context.input_name: feed}, execution.timeout,
@@ -232,6 +234,9 @@ class _Prepared:
                       for node in proto.graph.node]
         self.shapes: dict[tuple, memory.Shapes] = {}  # by an example's shape, inferred when first asked
         self.cuts: dict[tuple, tuple[list[int], set[str]]] = {}  # by the outputs: the session and the guard ask
+        self.shell = onnx.ModelProto()  # the model less its nodes, initializers and outputs, which payload chooses
+        self.shell.CopyFrom(proto)
+        del self.shell.graph.node[:], self.shell.graph.initializer[:], self.shell.graph.output[:]
 
     def cut(self, outputs: list[str]) -> tuple[list[int], set[str]]:
         """The indices, in order, of the nodes that the graph outputs `outputs`
@@ -265,22 +270,19 @@ class _Prepared:
         return memory.peak_bytes([self.edges[i] for i in kept], [v.name for v in self.proto.graph.input], outputs,
                                  shapes, shape[0], runs)
 
-    def payload(self, weights: dict[str, np.ndarray], outputs: list[str]) -> bytes:
-        """The model with `weights` written into its initializers, cut down to
-        what the graph outputs `outputs` read (cut), serialised."""
+    def payload(self, weights: dict[str, onnx.TensorProto], outputs: list[str]) -> bytes:
+        """The model with `weights` (by initializer name) written into its
+        initializers, cut down to what the graph outputs `outputs` read (cut),
+        serialised."""
         keep, needed = self.cut(outputs)
         source = self.proto.graph
         proto = onnx.ModelProto()
-        proto.CopyFrom(self.proto)
+        proto.CopyFrom(self.shell)
         graph = proto.graph
-        del graph.node[:], graph.initializer[:], graph.output[:]
         graph.node.extend(source.node[i] for i in keep)
         graph.output.extend(value for value in source.output if value.name in set(outputs))
-        for tensor in source.initializer:
-            if tensor.name in weights:
-                graph.initializer.append(numpy_helper.from_array(weights[tensor.name], tensor.name))
-            elif tensor.name in needed:
-                graph.initializer.append(tensor)
+        graph.initializer.extend(weights.get(tensor.name, tensor) for tensor in source.initializer
+                                 if tensor.name in needed)
         return proto.SerializeToString()
 
 
