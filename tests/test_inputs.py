@@ -5,6 +5,7 @@ import pytest
 
 from epsinas_onnx.core.errors import UserError
 from epsinas_onnx.core.options import BatchOptions
+from epsinas_onnx.core.scoring import inputs
 from epsinas_onnx.core.scoring.inputs import InputSpec, NORMS, prepare_batch, read_token_stream, resize
 
 
@@ -163,3 +164,44 @@ def test_images_for_a_token_model_and_the_reverse(tmp_path):
 def test_fixed_batch_dimension_mismatch():
     with pytest.raises(UserError, match="pass --batch-size 1"):
         prepare_batch(image_spec((1, 3, 32, 32)), BatchOptions(batch_size=8))
+
+
+# ---------------------------------------------------------------- the memory available, in a container too
+
+
+def _cgroup(root, version: int, limit: str, usage: int, cache: int):
+    folder = root if version == 2 else root / "memory"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("memory.max", "memory.current", "inactive_file") if version == 2 else \
+        ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    (folder / names[0]).write_text(limit + "\n")
+    (folder / names[1]).write_text(f"{usage}\n")
+    (folder / "memory.stat").write_text(f"anon 1\n{names[2]} {cache}\nfile 2\n")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_cgroup_limit_is_the_room_less_what_it_uses_beyond_its_reclaimable_cache(tmp_path, version):
+    gib = 2**30
+    _cgroup(tmp_path, version, str(4 * gib), usage=3 * gib, cache=gib)
+    assert inputs.cgroup_available(str(tmp_path)) == 2 * gib  # 4 - (3 - 1)
+    _cgroup(tmp_path, version, str(4 * gib), usage=5 * gib, cache=0)  # over its limit: no room, never negative
+    assert inputs.cgroup_available(str(tmp_path)) == 0
+
+
+@pytest.mark.parametrize("version, limit", [(2, "max"), (1, "9223372036854771712")])
+def test_a_cgroup_without_a_limit_leaves_the_systems_figure(tmp_path, version, limit, monkeypatch):
+    _cgroup(tmp_path, version, limit, usage=2**30, cache=0)
+    assert inputs.cgroup_available(str(tmp_path)) is None
+    assert inputs.cgroup_available(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(inputs, "system_available_memory", lambda: 7 * 2**30)
+    assert inputs.available_memory(str(tmp_path)) == 7 * 2**30
+
+
+def test_the_smaller_of_the_system_and_the_cgroup_is_available(tmp_path, monkeypatch):
+    _cgroup(tmp_path, 2, str(2**30), usage=0, cache=0)
+    monkeypatch.setattr(inputs, "system_available_memory", lambda: 7 * 2**30)
+    assert inputs.available_memory(str(tmp_path)) == 2**30
+    monkeypatch.setattr(inputs, "system_available_memory", lambda: 2**20)
+    assert inputs.available_memory(str(tmp_path)) == 2**20
+    monkeypatch.setattr(inputs, "system_available_memory", lambda: None)
+    assert inputs.available_memory(str(tmp_path)) == 2**30

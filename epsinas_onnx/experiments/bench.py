@@ -447,7 +447,7 @@ def proxy_values(job: BenchJob, arch) -> dict:
     from epsinas_onnx.proxies.proxy import Context
 
     context = Context(job.batch, job.model_input, proxy_options(job.proxy_seed), job.examples)
-    # the exporter's untied graph, one fresh copy per initialisation; full width, ONNX Runtime's full optimisation
+    # the exporter's untied graph, one fresh copy per architecture; full width, ONNX Runtime's full optimisation
     execution = ExecutionOptions(device=job.device, threads=job.threads, timeout=job.execution.timeout)
     try:
         results = engine.compute_on(lambda: job.space.to_ir(arch, **job.export), job.proxies, context, execution)

@@ -382,8 +382,22 @@ def synthetic_images(kind: str, shape: list[int], seed: int = 0) -> np.ndarray:
 BATCH_MEMORY_SHARE = 1 / 16
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None."""
+def available_memory(cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory available to a new allocation, or None: the system's
+    (Linux: MemAvailable) or, in a container whose memory cgroup has a limit
+    below it, the limit less what the cgroup uses beyond its reclaimable page
+    cache (the figure `docker stats` shows), which the system's figure does
+    not see: a process past the limit meets the out-of-memory killer with
+    MemAvailable still large."""
+    system = system_available_memory()
+    room = cgroup_available(cgroup_root)
+    if room is None:
+        return system
+    return room if system is None else min(system, room)
+
+
+def system_available_memory() -> int | None:
+    """The system's memory available to a new allocation (Linux: MemAvailable), or None."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -395,6 +409,37 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# The files of a memory cgroup, v2 (one hierarchy) then v1: (limit, usage, the stat key of reclaimable cache)
+_CGROUP_FILES = (("memory.max", "memory.current", "inactive_file"),
+                 ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "total_inactive_file"))
+_NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as about 2^63 rounded to pages; v2 writes "max"
+
+
+def cgroup_available(root: str = "/sys/fs/cgroup") -> int | None:
+    """The memory the cgroup mounted at `root` (the process's own, as a
+    container sees it) still allows, or None where it sets no limit or
+    cannot be read."""
+    for limit_file, usage_file, cache_key in _CGROUP_FILES:
+        try:
+            limit_text = Path(root, limit_file).read_text().strip()
+            usage = int(Path(root, usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _NO_LIMIT:
+            return None
+        cache = 0
+        try:
+            stat_file = Path(root, Path(usage_file).parent, "memory.stat")
+            for line in stat_file.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key and value.strip().isdigit():
+                    cache = int(value)
+        except OSError:
+            pass
+        return max(int(limit_text) - max(usage - cache, 0), 0)
+    return None
 
 
 @contextlib.contextmanager
