@@ -114,7 +114,7 @@ class _StageTimes:
         from onnx_ir.passes import common as common_passes
 
         from epsinas_onnx.core.scoring import runtime
-        from epsinas_onnx.proxies import registry
+        from epsinas_onnx.proxies import memory, registry
 
         self.times = collections.Counter()
         self.targets = [(runtime, "run_outputs", "runs (ONNX Runtime)"),
@@ -122,7 +122,8 @@ class _StageTimes:
                         (common_passes.ShapeInferencePass, "__call__", "shape inference"),
                         (engine, "session_proto", "serialise the prepared model"),
                         (engine, "draws", "draw the weights"),
-                        (engine.TrainingBatchNormPass, "__call__", "batch statistics")]
+                        (engine.TrainingBatchNormPass, "__call__", "batch statistics"),
+                        (memory, "bounds", "the memory guard"), (memory, "peak_bytes", "the memory guard")]
         for name in ("naswot", "zen", "meco", "params", "flops"):
             proxy = registry.get(name)
             for method in ("probe", "value", "measure"):

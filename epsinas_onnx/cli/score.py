@@ -121,9 +121,9 @@ def score(models, weights, batch, scoring, execution, torch, proxies, proxy_seed
         from epsinas_onnx.proxies import engine
 
         values = engine.compute(model, proxies, batch, _proxy_options(proxy_seed), execution)
-        errors = [result.error for result in values.values() if result.error]
+        errors = engine.errors_line(values)
         if errors:  # a proxy that could not be computed (its run would not fit in memory): one line, exit 1
-            raise UserError("; ".join(dict.fromkeys(errors)))
+            raise UserError(errors)
         row.update(_proxy_columns(values, fmt))
     show_rows([row], fmt, single=True)
 

@@ -71,6 +71,13 @@ def compute(model, names, batch: BatchOptions = BatchOptions(), options: ProxyOp
     return compute_on(lambda: base, names, Context(prepared.array, spec.name, options, batch.batch_size), execution)
 
 
+def errors_line(results: dict[str, ProxyResult]) -> str | None:
+    """The errors of `results` (proxies that could not be computed: their runs
+    would not fit in memory) as one line, or None if there are none."""
+    errors = [result.error for result in results.values() if result.error]
+    return "; ".join(errors) if errors else None
+
+
 def embedding_rows(model: ir.Model) -> int | None:
     for entry in classify_model(model):
         if entry.role == Role.EMBEDDING and len(entry.shape) == 2:

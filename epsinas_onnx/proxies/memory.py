@@ -14,8 +14,8 @@ much as this walk frees them, but it also computes in place, fuses nodes,
 adds layout copies (NCHWc) and rounds its arena up.
 benchmarks/proxies_memory.py measures it against the real peak of a process
 making the run (docs/proxies.md). The engine first tries a quick bound of
-it (bounds: no shape inference); only a model that may not fit by that
-bound is estimated.
+it per proxy (bounds: no shape inference); only a run that may not fit, or
+may reach SHRINK_AFTER_BYTES, by that bound is estimated.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from onnx import helper
 
 from epsinas_onnx.core.scoring.inputs import available_memory
 
-# A run may take at most this share of the memory available (MemAvailable)
-# when it starts. Measured (benchmarks/proxies_memory.py), the estimate is
+# A run may take at most this share of the memory available
+# (inputs.available_memory) when it starts. Measured (benchmarks/proxies_memory.py), the estimate is
 # 0.78-1.06 of the growth of a process making a run of over 0.4 GiB (below
 # that, the session's fixed cost dominates): a run let through grows the
 # process by at most about 0.65 of what was available, the rest left for
@@ -203,8 +203,8 @@ def room() -> float | None:
 
 def refusal(proxy: str, feed: np.ndarray, need: int, taken: int = 0) -> str | None:
     """None if the runs of `proxy` on `feed`, estimated at `need` bytes, fit
-    in room() now, less `taken` (what the runs let through before them in the
-    same session will take); else the one-line error."""
+    in room() now, less `taken` (what the runs of the same model let through
+    before them will take); else the one-line error."""
     allowed = room()
     if allowed is None:
         return None

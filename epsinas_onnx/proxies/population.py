@@ -57,9 +57,9 @@ def rank_models(models, weights=DEFAULT_WEIGHTS, batch_options: BatchOptions = B
             except UserError as exc:  # the model scored, its proxies failed: an error row, as a model that cannot be scored
                 candidate.error, candidate.result = f"proxies: {exc}", None
                 continue
-            errors = [r.error for r in candidate.proxies.values() if r.error]
+            errors = engine.errors_line(candidate.proxies)
             if errors:  # a proxy whose run would not fit in memory: an error row too, not a NaN that ranks
-                candidate.error, candidate.result = "proxies: " + "; ".join(errors), None
+                candidate.error, candidate.result = f"proxies: {errors}", None
     if not rank_by:
         return candidates
     ranked = [c for c in candidates if c.result is not None]
